@@ -1,0 +1,63 @@
+"""The integration tier: a real kube-apiserver, etcd, kube-scheduler and
+kube-controller-manager on 127.0.0.1, started once per session.
+
+The binaries come from the per-version cache (`.ci/run` builds it first); if they
+are missing the fixture builds them rather than skipping: nothing in this tier may
+be skipped for lack of binaries.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dra_driver.localcluster.build import BuildSettings, ensure_built
+from dra_driver.localcluster.cluster import DEFAULT_VERSION, ClusterSettings, Identity, LocalCluster
+
+CONTROLLER_IDENTITY = "vgpu-dra-controller"
+CONTROLLER_USER = Identity(
+    "system:serviceaccount:vgpu-dra:vgpu-dra-controller",
+    ("system:serviceaccounts", "system:serviceaccounts:vgpu-dra"),
+)
+
+
+@pytest.fixture(scope="session")
+def bin_dir() -> Path:
+    version = os.environ.get("VGPU_DRA_K8S_VERSION", DEFAULT_VERSION)
+    cache = Path(os.environ.get("VGPU_DRA_CACHE", Path.home() / ".cache" / "vgpu-dra"))
+    return ensure_built(BuildSettings(version=version, cache_root=cache))
+
+
+def _start(bin_dir: Path, gates: dict[str, bool]) -> LocalCluster:
+    c = LocalCluster(
+        ClusterSettings(
+            bin_dir=bin_dir,
+            feature_gates=gates,
+            identities={CONTROLLER_IDENTITY: CONTROLLER_USER},
+        )
+    )
+    c.start()
+    return c
+
+
+@pytest.fixture(scope="session")
+def cluster(bin_dir: Path) -> Iterator[LocalCluster]:
+    """Kubernetes 1.36 defaults: DRAConsumableCapacity on."""
+    c = _start(bin_dir, {})
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_gate_off(bin_dir: Path) -> Iterator[LocalCluster]:
+    """The same control plane with DRAConsumableCapacity off on every component."""
+    c = _start(bin_dir, {"DRAConsumableCapacity": False})
+    try:
+        yield c
+    finally:
+        c.stop()
