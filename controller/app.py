@@ -23,18 +23,18 @@ log = logging.getLogger("vgpu_dra.controller")
 
 class FileDiscovery:
     """Simulated discovery that re-reads its file on every call, so an edited
-    inventory is picked up at the next resync. A file that became invalid is
-    reported as a problem and yields no cards for that call, never a crash."""
+    inventory is picked up at the next resync.
+
+    A file that became invalid raises InventoryError (a ValueError naming the file
+    and field): that is bad configuration, not a device problem, and the controller
+    then leaves the published pool untouched instead of publishing it empty."""
 
     def __init__(self, path: Path, node_name: str) -> None:
         self._path = path
         self._node = node_name
 
     def discover(self) -> NodeInventory:
-        try:
-            return SimulatedDiscovery.from_file(self._path, self._node).discover()
-        except ValueError as e:
-            return NodeInventory(self._node, (), (str(e),))
+        return SimulatedDiscovery.from_file(self._path, self._node).discover()
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,9 @@ from dataclasses import dataclass, replace
 from controller.metrics import ControllerMetrics
 from controller.mode import detect_mode
 from controller.publisher import SlicePublisher, owner_reference, to_observed
-from dra_driver.core.names import InvalidNameError, validate_node_name
+from dra_driver.core.names import validate_node_name
 from dra_driver.core.publish import ObservedSlice, plan_pool, same_spec
-from dra_driver.core.slices import JSON, Mode, SliceBuildError, SliceSettings, build_slices
-from dra_driver.core.vendors import UnknownVendorError
+from dra_driver.core.slices import JSON, Mode, SliceSettings, build_slices
 from dra_driver.gpu.discovery import Discovery
 from dra_driver.kube.nodes import get_node
 from dra_driver.kube.rest import ApiError, Rest
@@ -84,7 +83,8 @@ class SliceController:
 
     def desired(self, node: str) -> tuple[list[JSON], tuple[str, ...]]:
         """Desired slice specs and discovery problems. Raises ValueError subclasses
-        (InvalidNameError, SliceBuildError, UnknownVendorError) for bad input."""
+        (InvalidNameError, InventoryError, SliceBuildError, UnknownVendorError) for
+        bad input."""
         validate_node_name(node)
         mode = self.mode or self.resolve_mode()
         inv = self._discoveries[node].discover()
@@ -102,7 +102,7 @@ class SliceController:
     def reconcile_pool(self, node: str, observed: list[ObservedSlice] | None = None) -> PoolResult:
         try:
             specs, problems = self.desired(node)
-        except (InvalidNameError, SliceBuildError, UnknownVendorError) as e:
+        except ValueError as e:  # bad input: leave whatever is published untouched
             return self._failed(node, f"not publishing: {e}")
         for p in problems:
             log.warning("node %s: discovery: %s", node, p)

@@ -61,3 +61,25 @@ def cluster_gate_off(bin_dir: Path) -> Iterator[LocalCluster]:
         yield c
     finally:
         c.stop()
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _prepare(c: LocalCluster) -> None:
+    """What a Helm install would apply: the controller's RBAC and the DeviceClasses."""
+    c.kubectl("apply", "-f", str(REPO / "deploy" / "rbac" / "controller.yaml"))
+    c.kubectl("apply", "-f", str(REPO / "deploy" / "deviceclasses.yaml"))
+
+
+@pytest.fixture(scope="session")
+def dra_cluster(cluster: LocalCluster) -> LocalCluster:
+    """`cluster` with our RBAC and DeviceClasses applied."""
+    _prepare(cluster)
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def dra_cluster_gate_off(cluster_gate_off: LocalCluster) -> LocalCluster:
+    _prepare(cluster_gate_off)
+    return cluster_gate_off
