@@ -25,14 +25,22 @@ def _cache_root() -> Path:
 
 def _slice_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--driver-name", default=_env("VGPU_DRA_DRIVER_NAME", DRIVER_NAME))
-    p.add_argument("--slots", type=int, default=int(_env("VGPU_DRA_SLOTS", "10")),
-                   help="default shares per card (HAMi deviceSplitCount)")
+    p.add_argument(
+        "--slots",
+        type=int,
+        default=int(_env("VGPU_DRA_SLOTS", "10")),
+        help="default shares per card (HAMi deviceSplitCount)",
+    )
     p.add_argument("--core-scaling", type=int, default=int(_env("VGPU_DRA_CORE_SCALING", "1")))
 
 
 def _slice_settings(ns: argparse.Namespace, mode: Mode = Mode.CONSUMABLE) -> SliceSettings:
-    return SliceSettings(driver_name=ns.driver_name, mode=mode, default_slots=ns.slots,
-                         default_core_scaling=ns.core_scaling)
+    return SliceSettings(
+        driver_name=ns.driver_name,
+        mode=mode,
+        default_slots=ns.slots,
+        default_core_scaling=ns.core_scaling,
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -40,16 +48,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    d = sub.add_parser("demo", help="run the driver against a local control plane, "
-                       "on the embedded simulated inventory")
+    d = sub.add_parser(
+        "demo",
+        help="run the driver against a local control plane, on the embedded simulated inventory",
+    )
     d.add_argument("--k8s-version", default=_env("VGPU_DRA_K8S_VERSION", DEFAULT_VERSION))
-    d.add_argument("--inventory", type=Path, default=None,
-                   help="simulated inventory (default: the embedded demo inventory)")
-    d.add_argument("--keep", action="store_true",
-                   help="keep the cluster running until Ctrl-C and print its kubeconfig")
+    d.add_argument(
+        "--inventory",
+        type=Path,
+        default=None,
+        help="simulated inventory (default: the embedded demo inventory)",
+    )
+    d.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the cluster running until Ctrl-C and print its kubeconfig",
+    )
 
-    r = sub.add_parser("render-slices", help="print the ResourceSlices the controller "
-                       "would publish for a node, without an API server")
+    r = sub.add_parser(
+        "render-slices",
+        help="print the ResourceSlices the controller "
+        "would publish for a node, without an API server",
+    )
     r.add_argument("--inventory", type=Path, required=True)
     r.add_argument("--node", required=True)
     r.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.CONSUMABLE.value)
@@ -61,22 +81,34 @@ def parser() -> argparse.ArgumentParser:
     dc.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
 
     c = sub.add_parser("controller", help="publish ResourceSlices for GPU nodes")
-    c.add_argument("--kubeconfig", type=Path, default=os.environ.get("KUBECONFIG") or None,
-                   help="default: $KUBECONFIG, else in-cluster service account")
+    c.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=os.environ.get("KUBECONFIG") or None,
+        help="default: $KUBECONFIG, else in-cluster service account",
+    )
     src = c.add_mutually_exclusive_group(required=True)
     src.add_argument("--inventory", type=Path, help="simulated inventory YAML")
     src.add_argument("--nvml", action="store_true", help="discover NVIDIA cards through NVML")
-    c.add_argument("--node", action="append", default=[],
-                   help="node(s) to publish for (default: $NODE_NAME with --nvml, "
-                   "every inventory node with --inventory)")
-    c.add_argument("--mode", choices=["auto", *[m.value for m in Mode]],
-                   default=_env("VGPU_DRA_MODE", "auto"))
+    c.add_argument(
+        "--node",
+        action="append",
+        default=[],
+        help="node(s) to publish for (default: $NODE_NAME with --nvml, "
+        "every inventory node with --inventory)",
+    )
+    c.add_argument(
+        "--mode", choices=["auto", *[m.value for m in Mode]], default=_env("VGPU_DRA_MODE", "auto")
+    )
     c.add_argument("--resync-seconds", type=float, default=60.0)
     c.add_argument("--metrics-port", type=int, default=int(_env("VGPU_DRA_METRICS_PORT", "0")))
     _slice_args(c)
 
-    b = sub.add_parser("build-control-plane", help="build (or find cached) kube-apiserver, "
-                       "kube-scheduler, kube-controller-manager, kubectl and etcd")
+    b = sub.add_parser(
+        "build-control-plane",
+        help="build (or find cached) kube-apiserver, "
+        "kube-scheduler, kube-controller-manager, kubectl and etcd",
+    )
     b.add_argument("--k8s-version", default=_env("VGPU_DRA_K8S_VERSION", DEFAULT_VERSION))
     return p
 
@@ -116,24 +148,37 @@ def _dispatch(ns: argparse.Namespace) -> int:
         from controller.app import AppSettings, run
         from controller.reconciler import ControllerSettings
 
-        nodes = tuple(ns.node) or ((os.environ["NODE_NAME"],) if ns.nvml and "NODE_NAME" in
-                                   os.environ else ())
+        nodes = tuple(ns.node) or (
+            (os.environ["NODE_NAME"],) if ns.nvml and "NODE_NAME" in os.environ else ()
+        )
         if ns.nvml and not nodes:
             raise ValueError("--nvml needs --node or $NODE_NAME")
-        return run(AppSettings(
-            controller=ControllerSettings(
-                slices=_slice_settings(ns),
-                mode=None if ns.mode == "auto" else Mode(ns.mode),
-                resync_s=ns.resync_seconds,
-            ),
-            kubeconfig=ns.kubeconfig, inventory=ns.inventory, nodes=nodes, use_nvml=ns.nvml,
-            metrics_port=ns.metrics_port,
-        ))
+        return run(
+            AppSettings(
+                controller=ControllerSettings(
+                    slices=_slice_settings(ns),
+                    mode=None if ns.mode == "auto" else Mode(ns.mode),
+                    resync_s=ns.resync_seconds,
+                ),
+                kubeconfig=ns.kubeconfig,
+                inventory=ns.inventory,
+                nodes=nodes,
+                use_nvml=ns.nvml,
+                metrics_port=ns.metrics_port,
+            )
+        )
     if ns.cmd == "demo":
         from dra_driver.demo import DemoSettings, run_demo
 
-        return run_demo(DemoSettings(version=ns.k8s_version, cache_root=_cache_root(),
-                                     inventory=ns.inventory, keep=ns.keep), sys.stdout)
+        return run_demo(
+            DemoSettings(
+                version=ns.k8s_version,
+                cache_root=_cache_root(),
+                inventory=ns.inventory,
+                keep=ns.keep,
+            ),
+            sys.stdout,
+        )
     raise AssertionError(ns.cmd)
 
 
