@@ -10,18 +10,24 @@ from dra_driver.core.slices import Mode
 class ControllerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.mode = Gauge(
-            "vgpu_dra_capacity_mode", "1 for the capacity mode in use (consumable or replicas)",
-            ["mode"], registry=registry,
+            "vgpu_dra_capacity_mode",
+            "1 for the capacity mode in use (consumable or replicas)",
+            ["mode"],
+            registry=registry,
         )
         self.writes = Counter(
-            "vgpu_dra_slice_writes_total", "ResourceSlice writes by operation", ["op"],
+            "vgpu_dra_slice_writes_total",
+            "ResourceSlice writes by operation",
+            ["op"],
             registry=registry,
         )
         self.errors = Counter(
             "vgpu_dra_reconcile_errors_total", "Pools whose reconcile failed", registry=registry
         )
         self.devices = Gauge(
-            "vgpu_dra_published_devices", "Devices published per pool", ["pool"],
+            "vgpu_dra_published_devices",
+            "Devices published per pool",
+            ["pool"],
             registry=registry,
         )
 

@@ -25,14 +25,21 @@ def probe_slice(driver_name: str) -> JSON:
             "driver": driver_name,
             "allNodes": True,
             "pool": {"name": "vgpu-dra-mode-probe", "generation": 1, "resourceSliceCount": 1},
-            "devices": [{
-                "name": "probe",
-                "allowMultipleAllocations": True,
-                "capacity": {"memory": {
-                    "value": "1Gi",
-                    "requestPolicy": {"default": "1Gi", "validRange": {"min": "1Mi", "step": "1Mi"}},
-                }},
-            }],
+            "devices": [
+                {
+                    "name": "probe",
+                    "allowMultipleAllocations": True,
+                    "capacity": {
+                        "memory": {
+                            "value": "1Gi",
+                            "requestPolicy": {
+                                "default": "1Gi",
+                                "validRange": {"min": "1Mi", "step": "1Mi"},
+                            },
+                        }
+                    },
+                }
+            ],
         },
     }
 

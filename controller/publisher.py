@@ -61,8 +61,9 @@ class SlicePublisher:
             if not cont:
                 return pools, rv
 
-    def watch(self, resource_version: str, timeout_s: int, node_name: str | None = None
-              ) -> Iterator[JSON]:
+    def watch(
+        self, resource_version: str, timeout_s: int, node_name: str | None = None
+    ) -> Iterator[JSON]:
         q = [*self._selector(node_name), ("allowWatchBookmarks", "true")]
         if resource_version:
             q.append(("resourceVersion", resource_version))
@@ -75,31 +76,52 @@ class SlicePublisher:
         for o in plan.deletes:
             try:
                 self._rest.request(
-                    "DELETE", f"{SLICES}/{o.name}",
-                    {"kind": "DeleteOptions", "apiVersion": "v1",
-                     "preconditions": {"resourceVersion": o.resource_version}},
+                    "DELETE",
+                    f"{SLICES}/{o.name}",
+                    {
+                        "kind": "DeleteOptions",
+                        "apiVersion": "v1",
+                        "preconditions": {"resourceVersion": o.resource_version},
+                    },
                 )
             except ApiError as e:
                 if not e.not_found:
                     raise
         for u in plan.updates:
             self._rest.request(
-                "PUT", f"{SLICES}/{u.name}",
-                {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
-                 "metadata": {"name": u.name, "resourceVersion": u.resource_version,
-                              "ownerReferences": [owner]},
-                 "spec": u.spec},
+                "PUT",
+                f"{SLICES}/{u.name}",
+                {
+                    "apiVersion": "resource.k8s.io/v1",
+                    "kind": "ResourceSlice",
+                    "metadata": {
+                        "name": u.name,
+                        "resourceVersion": u.resource_version,
+                        "ownerReferences": [owner],
+                    },
+                    "spec": u.spec,
+                },
             )
         for spec in plan.creates:
             self._rest.request(
-                "POST", SLICES,
-                {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
-                 "metadata": {"generateName": f"{node_name}-{self._driver}-",
-                              "ownerReferences": [owner]},
-                 "spec": spec},
+                "POST",
+                SLICES,
+                {
+                    "apiVersion": "resource.k8s.io/v1",
+                    "kind": "ResourceSlice",
+                    "metadata": {
+                        "generateName": f"{node_name}-{self._driver}-",
+                        "ownerReferences": [owner],
+                    },
+                    "spec": spec,
+                },
             )
         if plan.writes:
             log.info(
-                "pool %s: generation %d, %d deleted, %d updated, %d created", node_name,
-                plan.generation, len(plan.deletes), len(plan.updates), len(plan.creates),
+                "pool %s: generation %d, %d deleted, %d updated, %d created",
+                node_name,
+                plan.generation,
+                len(plan.deletes),
+                len(plan.updates),
+                len(plan.creates),
             )

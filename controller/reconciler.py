@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from controller.metrics import ControllerMetrics
 from controller.mode import detect_mode
@@ -30,7 +30,7 @@ log = logging.getLogger("vgpu_dra.controller")
 
 @dataclass(frozen=True)
 class ControllerSettings:
-    slices: SliceSettings = SliceSettings()
+    slices: SliceSettings = field(default_factory=SliceSettings)
     mode: Mode | None = None  # None: detect by server-side dry run
     watch_timeout_s: int = 30
     resync_s: float = 60.0
@@ -123,7 +123,10 @@ class SliceController:
                     break
                 except ApiError as e:
                     writes += self._rest.counter.writes - before
-                    if not (e.conflict or e.not_found) or attempt == self._settings.max_conflict_retries:
+                    if (
+                        not (e.conflict or e.not_found)
+                        or attempt == self._settings.max_conflict_retries
+                    ):
                         raise
                     log.info("pool %s: %s; re-listing and retrying", node, e.reason)
         except ApiError as e:
@@ -133,8 +136,11 @@ class SliceController:
         devices = sum(len(s.get("devices", [])) for s in specs)
         if self._metrics:
             self._metrics.devices.labels(pool=node).set(devices)
-            for op, n in (("delete", len(plan.deletes)), ("update", len(plan.updates)),
-                          ("create", len(plan.creates))):
+            for op, n in (
+                ("delete", len(plan.deletes)),
+                ("update", len(plan.updates)),
+                ("create", len(plan.creates)),
+            ):
                 if n:
                     self._metrics.writes.labels(op=op).inc(n)
         return PoolResult(node, writes, plan.generation, devices, problems=problems)
@@ -180,10 +186,14 @@ class SliceController:
                 while not stop.is_set() and self._clock() < resync_at:
                     for event in self._publisher.watch(rv, self._settings.watch_timeout_s):
                         if event.get("type") == "ERROR":
-                            raise ApiError(int(event["object"].get("code", 0)), "WatchError",
-                                           str(event["object"].get("message", "")))
-                        rv = str(event.get("object", {}).get("metadata", {})
-                                 .get("resourceVersion", rv))
+                            raise ApiError(
+                                int(event["object"].get("code", 0)),
+                                "WatchError",
+                                str(event["object"].get("message", "")),
+                            )
+                        rv = str(
+                            event.get("object", {}).get("metadata", {}).get("resourceVersion", rv)
+                        )
                         pool = self.needs_repair(event)
                         if pool is not None:
                             self.reconcile_pool(pool)

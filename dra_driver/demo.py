@@ -11,6 +11,7 @@ restart, and times the repair.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import threading
 import time
@@ -243,10 +244,8 @@ def run_demo(s: DemoSettings, out: TextIO) -> int:
             if s.keep:
                 say(f"== cluster kept running; export KUBECONFIG={cluster.kubeconfig}")
                 say("   (Ctrl-C to stop)")
-                try:
+                with contextlib.suppress(KeyboardInterrupt):
                     threading.Event().wait()
-                except KeyboardInterrupt:
-                    pass
             stop.set()
             loop.join(timeout=10)
         say("== done, control plane stopped" if not failures else f"== {failures} problem(s)")

@@ -24,10 +24,16 @@ def render_slices(inventory: Path, node: str, mode: Mode, settings: SliceSetting
     (all ValueError) with a message naming the file, node, card or field."""
     validate_node_name(node)
     inv = SimulatedDiscovery.from_file(inventory, node).discover()
-    specs = build_slices(node, inv.cards, SliceSettings(
-        driver_name=settings.driver_name, mode=mode, default_slots=settings.default_slots,
-        default_core_scaling=settings.default_core_scaling,
-    ))
+    specs = build_slices(
+        node,
+        inv.cards,
+        SliceSettings(
+            driver_name=settings.driver_name,
+            mode=mode,
+            default_slots=settings.default_slots,
+            default_core_scaling=settings.default_core_scaling,
+        ),
+    )
     plan = plan_pool(specs, [])
     return [
         {
@@ -42,5 +48,7 @@ def render_slices(inventory: Path, node: str, mode: Mode, settings: SliceSetting
 
 def dump(objs: Sequence[JSON], fmt: str) -> str:
     if fmt == "json":
-        return json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objs)}, indent=2) + "\n"
+        return (
+            json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objs)}, indent=2) + "\n"
+        )
     return yaml.safe_dump_all(list(objs), sort_keys=False)

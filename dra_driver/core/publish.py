@@ -131,12 +131,12 @@ def plan_pool(
     pending: list[JSON] = []
     for spec in desired:
         cands = by_first.get(_first_device(spec), [])
-        o = next((c for c in cands if c in leftovers), None)
-        if o is None:
+        found = next((c for c in cands if c in leftovers), None)
+        if found is None:
             pending.append(spec)
             continue
-        leftovers.remove(o)
-        updates.append(SliceUpdate(o.name, o.resource_version, _with_gen(spec, gen)))
+        leftovers.remove(found)
+        updates.append(SliceUpdate(found.name, found.resource_version, _with_gen(spec, gen)))
     creates: list[JSON] = []
     for spec in pending:
         if leftovers:

@@ -101,7 +101,9 @@ def attributes(card: Card) -> JSON:
             continue
         v = to_semver(raw)
         if v is None:
-            raise SliceBuildError(f"card {card.index} ({card.uuid}): {key} {raw!r} is not a version")
+            raise SliceBuildError(
+                f"card {card.index} ({card.uuid}): {key} {raw!r} is not a version"
+            )
         attrs[key] = {"version": v}
     if card.numa is not None:
         attrs["numa"] = {"int": card.numa}

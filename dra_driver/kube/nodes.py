@@ -40,8 +40,11 @@ def create_fake_node(
         "kind": "Node",
         "metadata": {
             "name": name,
-            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-                       **(labels or {})},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                **(labels or {}),
+            },
             "annotations": dict(annotations or {}),
         },
     }
@@ -54,16 +57,26 @@ def create_fake_node(
     status = {
         "capacity": alloc,
         "allocatable": alloc,
-        "conditions": [{"type": "Ready", "status": "True", "reason": "FakeNode",
-                        "message": "no kubelet: a test node"}],
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "FakeNode",
+                "message": "no kubelet: a test node",
+            }
+        ],
     }
     rest.request(
-        "PATCH", f"/api/v1/nodes/{name}/status", {"status": status},
+        "PATCH",
+        f"/api/v1/nodes/{name}/status",
+        {"status": status},
         content_type="application/merge-patch+json",
     )
     node = rest.get(f"/api/v1/nodes/{name}")
     taints = [t for t in node["spec"].get("taints", []) if t.get("key") != NOT_READY_TAINT]
     return rest.request(
-        "PATCH", f"/api/v1/nodes/{name}",
-        {"spec": {"taints": taints or None}}, content_type="application/merge-patch+json",
+        "PATCH",
+        f"/api/v1/nodes/{name}",
+        {"spec": {"taints": taints or None}},
+        content_type="application/merge-patch+json",
     )

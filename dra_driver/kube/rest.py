@@ -97,9 +97,11 @@ class Rest:
         """From a kubeconfig file, or in-cluster service-account config when None."""
         cfg = k8s.Configuration()
         if kubeconfig is None:
-            k8s_config.load_incluster_config(client_configuration=cfg)
+            load_in = k8s_config.load_incluster_config
+            load_in(client_configuration=cfg)  # type: ignore[no-untyped-call]
         else:
-            k8s_config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
+            load = k8s_config.load_kube_config
+            load(config_file=str(kubeconfig), client_configuration=cfg)  # type: ignore[no-untyped-call]
         return cls(cfg)
 
     def _headers(self, content_type: str | None) -> dict[str, str]:
@@ -124,7 +126,8 @@ class Rest:
     ) -> JSON:
         try:
             r = self._pool.request(
-                method, self._url(path, query),
+                method,
+                self._url(path, query),
                 body=json.dumps(body).encode() if body is not None else None,
                 headers=self._headers(content_type if body is not None else None),
                 timeout=self._timeout,
@@ -145,7 +148,10 @@ class Rest:
         q = [*query, ("watch", "true"), ("timeoutSeconds", str(timeout_s))]
         try:
             r = self._pool.request(
-                "GET", self._url(path, q), headers=self._headers(None), preload_content=False,
+                "GET",
+                self._url(path, q),
+                headers=self._headers(None),
+                preload_content=False,
                 timeout=urllib3.Timeout(connect=self._timeout, read=timeout_s + 10),
             )
         except urllib3.exceptions.HTTPError as e:
@@ -180,5 +186,6 @@ def _api_error(status: int, reason: str, data: bytes) -> ApiError:
 def kubernetes_api_client(kubeconfig: Path) -> k8s.ApiClient:
     """The official client's ApiClient, for tests and tools that want its typed API."""
     cfg = k8s.Configuration()
-    k8s_config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
+    load = k8s_config.load_kube_config
+    load(config_file=str(kubeconfig), client_configuration=cfg)  # type: ignore[no-untyped-call]
     return k8s.ApiClient(configuration=cfg)

@@ -120,20 +120,16 @@ class _Progress:
         self._out.flush()
 
 
-def _run(
-    cmd: Sequence[str], cwd: Path, env: dict[str, str], progress: _Progress, what: str
-) -> str:
+def _run(cmd: Sequence[str], cwd: Path, env: dict[str, str], progress: _Progress, what: str) -> str:
     proc = subprocess.Popen(
         list(cmd), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     assert proc.stdout is not None
     tail: list[str] = []
-    count = 0
-    for raw in proc.stdout:
+    for count, raw in enumerate(proc.stdout, start=1):
         line = raw.rstrip("\n")
         tail.append(line)
         del tail[:-40]
-        count += 1
         progress.note(f"{count} lines, last: {line[-70:]}")
     rc = proc.wait()
     if rc != 0:
@@ -169,7 +165,10 @@ def ensure_built(settings: BuildSettings, out: TextIO = sys.stderr) -> Path:
         )
         gomod = _run(
             [settings.go, "mod", "download", "-json", f"k8s.io/kubernetes@{settings.version}"],
-            work, env, progress, "resolving k8s.io/kubernetes",
+            work,
+            env,
+            progress,
+            "resolving k8s.io/kubernetes",
         )
         mod_file = re.search(r'"GoMod":\s*"([^"]+)"', gomod)
         if not mod_file:
@@ -182,7 +181,10 @@ def ensure_built(settings: BuildSettings, out: TextIO = sys.stderr) -> Path:
         progress.set(2, f"downloading modules ({len(modules)} staging at {sv})")
         _run(
             [settings.go, "get", f"k8s.io/kubernetes@{settings.version}"],
-            work, env, progress, "go get k8s.io/kubernetes",
+            work,
+            env,
+            progress,
+            "go get k8s.io/kubernetes",
         )
         _run([settings.go, "mod", "download"], work, env, progress, "go mod download")
         ldflags = (
@@ -202,9 +204,22 @@ def ensure_built(settings: BuildSettings, out: TextIO = sys.stderr) -> Path:
         for name, pkg in targets.items():
             progress.set(3, f"compiling {name}")
             _run(
-                [settings.go, "build", "-v", f"-p={settings.parallelism}", "-trimpath",
-                 "-ldflags", ldflags, "-o", str(settings.bin_dir / name), pkg],
-                work, env, progress, f"go build {name}",
+                [
+                    settings.go,
+                    "build",
+                    "-v",
+                    f"-p={settings.parallelism}",
+                    "-trimpath",
+                    "-ldflags",
+                    ldflags,
+                    "-o",
+                    str(settings.bin_dir / name),
+                    pkg,
+                ],
+                work,
+                env,
+                progress,
+                f"go build {name}",
             )
         progress.set(4, "checking binaries")
         for name in BINARIES:

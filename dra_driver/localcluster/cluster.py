@@ -71,10 +71,14 @@ def free_port() -> int:
 def _gates(gates: Mapping[str, bool]) -> list[str]:
     if not gates:
         return []
-    return ["--feature-gates=" + ",".join(f"{k}={str(v).lower()}" for k, v in sorted(gates.items()))]
+    return [
+        "--feature-gates=" + ",".join(f"{k}={str(v).lower()}" for k, v in sorted(gates.items()))
+    ]
 
 
-def _wait_until(pred: Callable[[], bool], timeout: float, what: str, logs: Callable[[], str]) -> None:
+def _wait_until(
+    pred: Callable[[], bool], timeout: float, what: str, logs: Callable[[], str]
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
@@ -153,18 +157,28 @@ class LocalCluster:
         self._spawn(
             "etcd",
             [
-                str(s.bin_dir / "etcd"), "--data-dir", str(d / "etcd"),
-                "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
-                "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
-                "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer}",
-                "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
-                "--initial-cluster", f"default=http://127.0.0.1:{etcd_peer}",
-                "--unsafe-no-fsync", "--log-level=error",
+                str(s.bin_dir / "etcd"),
+                "--data-dir",
+                str(d / "etcd"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{etcd_port}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{etcd_port}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{etcd_peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{etcd_peer}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{etcd_peer}",
+                "--unsafe-no-fsync",
+                "--log-level=error",
             ],
         )
         _wait_until(
             lambda: self._http_ok(f"http://127.0.0.1:{etcd_port}/health"),
-            s.start_timeout_s, "etcd /health", lambda: self.logs("etcd"),
+            s.start_timeout_s,
+            "etcd /health",
+            lambda: self.logs("etcd"),
         )
         self.port = free_port()
         self._spawn(
@@ -172,15 +186,19 @@ class LocalCluster:
             [
                 str(s.bin_dir / "kube-apiserver"),
                 f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
                 f"--secure-port={self.port}",
-                f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
-                f"--client-ca-file={pki.ca_cert}", f"--token-auth-file={d / 'tokens.csv'}",
+                f"--tls-cert-file={pki.serving_cert}",
+                f"--tls-private-key-file={pki.serving_key}",
+                f"--client-ca-file={pki.ca_cert}",
+                f"--token-auth-file={d / 'tokens.csv'}",
                 f"--service-account-issuer={self.server}",
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
                 "--service-cluster-ip-range=10.0.0.0/24",
-                "--authorization-mode=Node,RBAC", "--allow-privileged=true",
+                "--authorization-mode=Node,RBAC",
+                "--allow-privileged=true",
                 "--disable-admission-plugins=ServiceAccount",
                 "--endpoint-reconciler-type=none",
                 f"--cert-dir={d / 'apiserver-certs'}",
@@ -189,7 +207,9 @@ class LocalCluster:
         )
         _wait_until(
             lambda: self._http_ok(f"{self.server}/readyz", token=self.tokens[self.ADMIN]),
-            s.start_timeout_s, "kube-apiserver /readyz", lambda: self.logs("kube-apiserver"),
+            s.start_timeout_s,
+            "kube-apiserver /readyz",
+            lambda: self.logs("kube-apiserver"),
         )
         for name in identities:
             self._write_kubeconfig(name)
@@ -209,8 +229,10 @@ class LocalCluster:
         self._spawn(
             "kube-scheduler",
             [
-                str(s.bin_dir / "kube-scheduler"), f"--config={sched_cfg}",
-                "--bind-address=127.0.0.1", f"--secure-port={sched_port}",
+                str(s.bin_dir / "kube-scheduler"),
+                f"--config={sched_cfg}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={sched_port}",
                 *_gates(s.feature_gates),
             ],
         )
@@ -221,15 +243,22 @@ class LocalCluster:
                 str(s.bin_dir / "kube-controller-manager"),
                 f"--kubeconfig={self.kubeconfig_for('kube-controller-manager')}",
                 "--controllers=resourceclaim-controller,garbage-collector-controller",
-                "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={kcm_port}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={kcm_port}",
                 *_gates(s.feature_gates),
             ],
         )
         for name, port in (("kube-scheduler", sched_port), ("kube-controller-manager", kcm_port)):
-            _wait_until(
-                lambda p=port: self._http_ok(f"https://127.0.0.1:{p}/healthz", insecure=True),
-                s.start_timeout_s, f"{name} /healthz", lambda n=name: self.logs(n),  # type: ignore[misc]
-            )
+            self._wait_healthz(name, port)
+
+    def _wait_healthz(self, name: str, port: int) -> None:
+        _wait_until(
+            lambda: self._http_ok(f"https://127.0.0.1:{port}/healthz", insecure=True),
+            self.settings.start_timeout_s,
+            f"{name} /healthz",
+            lambda: self.logs(name),
+        )
 
     def stop(self) -> None:
         for proc in reversed(list(self._procs.values())):
@@ -254,7 +283,11 @@ class LocalCluster:
         env["NO_PROXY"] = "127.0.0.1,localhost"
         env.pop("KUBECONFIG", None)
         self._procs[name] = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
             start_new_session=True,
         )
         log.close()
@@ -262,8 +295,10 @@ class LocalCluster:
     def logs(self, name: str, lines: int = 40) -> str:
         path = self.work_dir / f"{name}.log"
         proc = self._procs.get(name)
-        state = "not started" if proc is None else (
-            "running" if proc.poll() is None else f"exited {proc.returncode}"
+        state = (
+            "not started"
+            if proc is None
+            else ("running" if proc.poll() is None else f"exited {proc.returncode}")
         )
         tail = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
         return f"--- {name} ({state}), last {len(tail)} log lines:\n" + "\n".join(tail)
@@ -295,8 +330,15 @@ class LocalCluster:
         cfg: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "local", "cluster": {
-                "server": self.server, "certificate-authority": str(self.pki.ca_cert)}}],
+            "clusters": [
+                {
+                    "name": "local",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority": str(self.pki.ca_cert),
+                    },
+                }
+            ],
             "users": [{"name": name, "user": {"token": self.tokens[name]}}],
             "contexts": [{"name": name, "context": {"cluster": "local", "user": name}}],
             "current-context": name,
@@ -309,9 +351,15 @@ class LocalCluster:
     def kubectl(self, *args: str, identity: str = ADMIN, check: bool = True) -> str:
         """Run the built kubectl against this cluster; returns stdout."""
         r = subprocess.run(
-            [str(self.settings.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig_for(identity)}",
-             *args],
-            capture_output=True, text=True, check=False, timeout=60,
+            [
+                str(self.settings.bin_dir / "kubectl"),
+                f"--kubeconfig={self.kubeconfig_for(identity)}",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
         )
         if check and r.returncode != 0:
             raise ClusterError(f"kubectl {' '.join(args)} failed: {r.stderr.strip()}")

@@ -27,16 +27,23 @@ def wait_for(fn: Callable[[], T | None], timeout: float, what: str, poll: float 
 
 def namespace(rest: Rest, name: str) -> None:
     try:
-        rest.request("POST", "/api/v1/namespaces",
-                     {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        rest.request(
+            "POST",
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        )
     except ApiError as e:
         if not e.already_exists:
             raise
 
 
 def claim(
-    rest: Rest, ns: str, name: str, device_class: str = "nvidia.vgpu.hami.io",
-    capacity: Mapping[str, str] | None = None, count: int = 1,
+    rest: Rest,
+    ns: str,
+    name: str,
+    device_class: str = "nvidia.vgpu.hami.io",
+    capacity: Mapping[str, str] | None = None,
+    count: int = 1,
     config: Mapping[str, Any] | None = None,
 ) -> JSON:
     exactly: JSON = {"deviceClassName": device_class, "count": count}
@@ -44,24 +51,42 @@ def claim(
         exactly["capacity"] = {"requests": dict(capacity)}
     spec: JSON = {"devices": {"requests": [{"name": "gpu", "exactly": exactly}]}}
     if config:
-        spec["devices"]["config"] = [{"opaque": {"driver": "vgpu.hami.io",
-                                                 "parameters": dict(config)}}]
-    return rest.request("POST", CLAIMS.format(ns=ns), {
-        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
-        "metadata": {"name": name}, "spec": spec,
-    })
+        spec["devices"]["config"] = [
+            {"opaque": {"driver": "vgpu.hami.io", "parameters": dict(config)}}
+        ]
+    return rest.request(
+        "POST",
+        CLAIMS.format(ns=ns),
+        {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceClaim",
+            "metadata": {"name": name},
+            "spec": spec,
+        },
+    )
 
 
 def pod(rest: Rest, ns: str, name: str, claim_name: str, node: str) -> JSON:
-    return rest.request("POST", f"/api/v1/namespaces/{ns}/pods", {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-        "spec": {
-            "nodeSelector": {"kubernetes.io/hostname": node},
-            "resourceClaims": [{"name": "gpu", "resourceClaimName": claim_name}],
-            "containers": [{"name": "c", "image": "registry.invalid/pause:none",
-                            "resources": {"claims": [{"name": "gpu"}]}}],
+    return rest.request(
+        "POST",
+        f"/api/v1/namespaces/{ns}/pods",
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "nodeSelector": {"kubernetes.io/hostname": node},
+                "resourceClaims": [{"name": "gpu", "resourceClaimName": claim_name}],
+                "containers": [
+                    {
+                        "name": "c",
+                        "image": "registry.invalid/pause:none",
+                        "resources": {"claims": [{"name": "gpu"}]},
+                    }
+                ],
+            },
         },
-    })
+    )
 
 
 def allocation(rest: Rest, ns: str, name: str) -> list[JSON] | None:
@@ -88,5 +113,8 @@ def outcome(rest: Rest, ns: str, claim_name: str, pod_name: str) -> tuple[str, A
 
 
 def pool_slices(rest: Rest, node: str, driver: str = "vgpu.hami.io") -> list[JSON]:
-    return list(rest.get(SLICES, [("fieldSelector", f"spec.driver={driver},spec.nodeName={node}")])
-                .get("items", []))
+    return list(
+        rest.get(SLICES, [("fieldSelector", f"spec.driver={driver},spec.nodeName={node}")]).get(
+            "items", []
+        )
+    )

@@ -27,16 +27,29 @@ pytestmark = pytest.mark.integration
 
 
 def inventory(path: Path, nodes: dict[str, list[dict[str, Any]]]) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "vgpu.hami.io/v1alpha1", "kind": "SimulatedInventory",
-        "nodes": [{"name": n, "cards": cards} for n, cards in nodes.items()],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "vgpu.hami.io/v1alpha1",
+                "kind": "SimulatedInventory",
+                "nodes": [{"name": n, "cards": cards} for n, cards in nodes.items()],
+            }
+        )
+    )
     return path
 
 
 def a100(**kw: Any) -> dict[str, Any]:
-    return {"vendor": "nvidia", "model": "NVIDIA A100-SXM4-80GB", "memory": "80Gi", "numa": 0,
-            "driverVersion": "550.54.15", "cudaVersion": "12.4", "computeCapability": "8.0", **kw}
+    return {
+        "vendor": "nvidia",
+        "model": "NVIDIA A100-SXM4-80GB",
+        "memory": "80Gi",
+        "numa": 0,
+        "driverVersion": "550.54.15",
+        "cudaVersion": "12.4",
+        "computeCapability": "8.0",
+        **kw,
+    }
 
 
 def controller(c: LocalCluster, inv: Path, nodes: list[str], **kw: Any) -> SliceController:
@@ -65,15 +78,17 @@ def admin(dra_cluster: LocalCluster) -> Rest:
 
 
 def _decide(rest: Rest, ns: str, names: list[str]) -> dict[str, tuple[str, Any]]:
-    return {
-        n: kube.wait_for(lambda n=n: kube.outcome(rest, ns, n, n), 30,  # type: ignore[misc]
-                         f"scheduling decision for {ns}/{n}")
-        for n in names
-    }
+    def one(n: str) -> tuple[str, Any]:
+        return kube.wait_for(
+            lambda: kube.outcome(rest, ns, n, n), 30, f"scheduling decision for {ns}/{n}"
+        )
+
+    return {n: one(n) for n in names}
 
 
-def test_three_30gi_claims_on_an_80gi_card(dra_cluster: LocalCluster, admin: Rest,
-                                           tmp_path: Path) -> None:
+def test_three_30gi_claims_on_an_80gi_card(
+    dra_cluster: LocalCluster, admin: Rest, tmp_path: Path
+) -> None:
     ctl = controller(dra_cluster, inventory(tmp_path / "inv.yaml", {"cap-a": [a100()]}), ["cap-a"])
     assert ctl.reconcile_all()[0].error is None
     assert ctl.mode is Mode.CONSUMABLE
@@ -95,8 +110,9 @@ def test_three_30gi_claims_on_an_80gi_card(dra_cluster: LocalCluster, admin: Res
         assert r["consumedCapacity"]["cores"] == "0"
 
 
-def test_cores_60_and_50_do_not_share_a_card(dra_cluster: LocalCluster, admin: Rest,
-                                             tmp_path: Path) -> None:
+def test_cores_60_and_50_do_not_share_a_card(
+    dra_cluster: LocalCluster, admin: Rest, tmp_path: Path
+) -> None:
     ctl = controller(dra_cluster, inventory(tmp_path / "inv.yaml", {"cap-b": [a100()]}), ["cap-b"])
     ctl.reconcile_all()
     kube.namespace(admin, "cap-b")
@@ -107,8 +123,9 @@ def test_cores_60_and_50_do_not_share_a_card(dra_cluster: LocalCluster, admin: R
     assert kinds == ["allocated", "unschedulable"]
 
 
-def test_no_capacity_request_takes_the_whole_card(dra_cluster: LocalCluster, admin: Rest,
-                                                  tmp_path: Path) -> None:
+def test_no_capacity_request_takes_the_whole_card(
+    dra_cluster: LocalCluster, admin: Rest, tmp_path: Path
+) -> None:
     ctl = controller(dra_cluster, inventory(tmp_path / "inv.yaml", {"cap-c": [a100()]}), ["cap-c"])
     ctl.reconcile_all()
     kube.namespace(admin, "cap-c")
@@ -122,10 +139,12 @@ def test_no_capacity_request_takes_the_whole_card(dra_cluster: LocalCluster, adm
     assert _decide(admin, "cap-c", ["small"])["small"][0] == "unschedulable"
 
 
-def test_slots_limit_the_number_of_shares(dra_cluster: LocalCluster, admin: Rest,
-                                          tmp_path: Path) -> None:
-    ctl = controller(dra_cluster, inventory(tmp_path / "inv.yaml",
-                                            {"cap-d": [a100(slots=2)]}), ["cap-d"])
+def test_slots_limit_the_number_of_shares(
+    dra_cluster: LocalCluster, admin: Rest, tmp_path: Path
+) -> None:
+    ctl = controller(
+        dra_cluster, inventory(tmp_path / "inv.yaml", {"cap-d": [a100(slots=2)]}), ["cap-d"]
+    )
     ctl.reconcile_all()
     kube.namespace(admin, "cap-d")
     names = ["s1", "s2", "s3"]
@@ -164,12 +183,21 @@ def test_gate_off_publishes_replicas_and_claims_allocate_them(
 def test_kubectl_shows_per_card_devices_with_design_attributes(
     dra_cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    inv = inventory(tmp_path / "inv.yaml", {"attr-a": [
-        a100(pciBusID="0000:3b:00.0", pcieRoot="pci0000:3a", uuid="GPU-aaaa"), a100(numa=1)]})
+    inv = inventory(
+        tmp_path / "inv.yaml",
+        {
+            "attr-a": [
+                a100(pciBusID="0000:3b:00.0", pcieRoot="pci0000:3a", uuid="GPU-aaaa"),
+                a100(numa=1),
+            ]
+        },
+    )
     controller(dra_cluster, inv, ["attr-a"]).reconcile_all()
-    out = yaml.safe_load(dra_cluster.kubectl(
-        "get", "resourceslices", "-o", "yaml",
-        "--field-selector", "spec.nodeName=attr-a"))
+    out = yaml.safe_load(
+        dra_cluster.kubectl(
+            "get", "resourceslices", "-o", "yaml", "--field-selector", "spec.nodeName=attr-a"
+        )
+    )
     [item] = out["items"]
     assert item["metadata"]["ownerReferences"][0]["kind"] == "Node"
     devices = {d["name"]: d for d in item["spec"]["devices"]}
@@ -202,15 +230,21 @@ def running(dra_cluster: LocalCluster, tmp_path: Path) -> Iterator[tuple[SliceCo
         r.close()
 
 
-def test_deleted_slices_come_back_within_5s(dra_cluster: LocalCluster, admin: Rest,
-                                            running: tuple[SliceController, Path]) -> None:
+def test_deleted_slices_come_back_within_5s(
+    dra_cluster: LocalCluster, admin: Rest, running: tuple[SliceController, Path]
+) -> None:
     [first] = kube.wait_for(lambda: kube.pool_slices(admin, "rep-b"), 10, "first publication")
     # What the kubelet does at start and 30 s after a plugin disconnects.
     admin.request("DELETE", f"{kube.SLICES}/{first['metadata']['name']}")
     back = kube.wait_for(
-        lambda: [s for s in kube.pool_slices(admin, "rep-b")
-                 if s["metadata"]["uid"] != first["metadata"]["uid"]],
-        5, "the deleted slice to be re-published")
+        lambda: [
+            s
+            for s in kube.pool_slices(admin, "rep-b")
+            if s["metadata"]["uid"] != first["metadata"]["uid"]
+        ],
+        5,
+        "the deleted slice to be re-published",
+    )
     assert len(back) == 1
     assert len(back[0]["spec"]["devices"]) == 2
 
@@ -230,8 +264,9 @@ def test_card_removed_is_one_write_and_generation_plus_one(
     assert [d["name"] for d in s["spec"]["devices"]] == ["gpu-0"]
 
 
-def test_restart_with_nothing_changed_writes_nothing(dra_cluster: LocalCluster,
-                                                     tmp_path: Path) -> None:
+def test_restart_with_nothing_changed_writes_nothing(
+    dra_cluster: LocalCluster, tmp_path: Path
+) -> None:
     inv = inventory(tmp_path / "inv.yaml", {"rst-a": [a100(), a100(), a100()]})
     assert controller(dra_cluster, inv, ["rst-a"]).reconcile_all()[0].writes == 1
     fresh = controller(dra_cluster, inv, ["rst-a"])
@@ -239,8 +274,9 @@ def test_restart_with_nothing_changed_writes_nothing(dra_cluster: LocalCluster,
     assert fresh.reconcile_all()[0].writes == 0
 
 
-def test_pool_split_above_128_devices(dra_cluster: LocalCluster, admin: Rest,
-                                      tmp_path: Path) -> None:
+def test_pool_split_above_128_devices(
+    dra_cluster: LocalCluster, admin: Rest, tmp_path: Path
+) -> None:
     # 14 cards x 10 replicas = 140 devices: two slices, one generation, count 2.
     inv = inventory(tmp_path / "inv.yaml", {"split-a": [a100(count=14)]})
     res = controller(dra_cluster, inv, ["split-a"], mode=Mode.REPLICAS).reconcile_all()[0]
@@ -264,9 +300,14 @@ def test_pool_split_above_128_devices(dra_cluster: LocalCluster, admin: Rest,
         ("Bad_Node", [a100()], "Bad_Node"),
     ],
 )
-def test_bad_inventory_publishes_nothing(dra_cluster: LocalCluster, admin: Rest, tmp_path: Path,
-                                         name: str, cards: list[dict[str, Any]],
-                                         expect: str) -> None:
+def test_bad_inventory_publishes_nothing(
+    dra_cluster: LocalCluster,
+    admin: Rest,
+    tmp_path: Path,
+    name: str,
+    cards: list[dict[str, Any]],
+    expect: str,
+) -> None:
     inv = inventory(tmp_path / "inv.yaml", {name: cards})
     if name.islower():
         dra_cluster.create_node(name)
