@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import signal
 import threading
@@ -13,28 +14,66 @@ from prometheus_client import CollectorRegistry, start_http_server
 from api.inventory import SimulatedInventory
 from controller.metrics import ControllerMetrics
 from controller.reconciler import ControllerSettings, SliceController
+from dra_driver.core.inventory import InventoryError, Issue, build_inventories
 from dra_driver.core.model import NodeInventory
 from dra_driver.gpu.discovery import Discovery
-from dra_driver.gpu.simulated import SimulatedDiscovery, load_inventory
+from dra_driver.gpu.simulated import SimulatedDiscovery, load_inventory, parse_inventory
 from dra_driver.kube.rest import Rest
 
 log = logging.getLogger("vgpu_dra.controller")
 
 
+class InventoryFile:
+    """A simulated inventory file, parsed once per content and shared by the
+    FileDiscovery of every node in it (a cluster-wide controller serving 200 nodes
+    must not parse the whole file 200 times). Re-read on every call, re-parsed only
+    when the bytes changed, so an edited inventory is picked up at the next resync.
+    Not thread-safe; the controller loop is single-threaded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._digest = b""
+        self._nodes: dict[str, NodeInventory] = {}
+
+    def node(self, name: str) -> NodeInventory:
+        """Raises InventoryError (a ValueError naming the file and field) for an
+        unreadable or invalid file or a node it does not define."""
+        try:
+            raw = self.path.read_bytes()
+        except OSError as e:
+            raise InventoryError(
+                [Issue("(file)", f"cannot read: {e}")], source=str(self.path)
+            ) from None
+        digest = hashlib.sha256(raw).digest()
+        if digest != self._digest:
+            spec = parse_inventory(raw.decode("utf-8", errors="replace"), source=str(self.path))
+            try:
+                self._nodes = build_inventories(spec)
+            except InventoryError as e:
+                raise e.with_source(str(self.path)) from None
+            self._digest = digest
+        if name not in self._nodes:
+            known = ", ".join(sorted(self._nodes))
+            raise InventoryError(
+                [Issue("nodes", f"no node named {name!r}; known nodes: {known}")],
+                source=str(self.path),
+            )
+        return self._nodes[name]
+
+
 class FileDiscovery:
-    """Simulated discovery that re-reads its file on every call, so an edited
-    inventory is picked up at the next resync.
+    """Simulated discovery of one node from an InventoryFile (or a path).
 
     A file that became invalid raises InventoryError (a ValueError naming the file
     and field): that is bad configuration, not a device problem, and the controller
     then leaves the published pool untouched instead of publishing it empty."""
 
-    def __init__(self, path: Path, node_name: str) -> None:
-        self._path = path
+    def __init__(self, source: InventoryFile | Path, node_name: str) -> None:
+        self._file = source if isinstance(source, InventoryFile) else InventoryFile(source)
         self._node = node_name
 
     def discover(self) -> NodeInventory:
-        return SimulatedDiscovery.from_file(self._path, self._node).discover()
+        return self._file.node(self._node)
 
 
 @dataclass(frozen=True)
@@ -59,7 +98,8 @@ def discoveries(s: AppSettings) -> dict[str, Discovery]:
     names = s.nodes or tuple(n.name for n in spec.nodes)
     for n in names:  # fail fast at start, naming the file, for unknown nodes
         SimulatedDiscovery(spec, n, source=str(s.inventory))
-    return {n: FileDiscovery(s.inventory, n) for n in names}
+    shared = InventoryFile(s.inventory)
+    return {n: FileDiscovery(shared, n) for n in names}
 
 
 def run(s: AppSettings) -> int:
