@@ -1,0 +1,18 @@
+# The two quick-start commands (README): `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+
+.PHONY: demo test
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# Builds the control plane once (cached in ~/.cache/vgpu-dra), then runs the demo.
+demo: $(VENV)/.installed
+	$(VENV)/bin/vgpu-dra demo
+
+test:
+	bash .ci/run

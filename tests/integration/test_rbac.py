@@ -1,0 +1,51 @@
+"""The controller's RBAC (deploy/rbac/controller.yaml) is enough and no more.
+
+"Enough" is proven by test_slices.py, whose controllers all run with this identity.
+Here: everything outside the role is refused by the real authorizer.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dra_driver.kube.rest import ApiError
+from dra_driver.localcluster.cluster import LocalCluster
+from tests.integration.conftest import CONTROLLER_IDENTITY
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/api/v1/secrets", None),
+        ("GET", "/api/v1/nodes", None),  # get by name only, no list
+        ("PATCH", "/api/v1/nodes/rbac-a", {"metadata": {"labels": {"x": "y"}}}),
+        ("POST", "/api/v1/namespaces/default/pods", {"metadata": {"name": "p"}}),
+        ("GET", "/apis/resource.k8s.io/v1/resourceclaims", None),
+        ("DELETE", "/apis/resource.k8s.io/v1/deviceclasses/nvidia.vgpu.hami.io", None),
+        ("PATCH", "/apis/resource.k8s.io/v1/resourceslices/any", {"spec": {}}),
+    ],
+)
+def test_controller_identity_is_refused_outside_its_role(
+    dra_cluster: LocalCluster, method: str, path: str, body: dict[str, object] | None
+) -> None:
+    dra_cluster.create_node("rbac-a")
+    rest = dra_cluster.rest(CONTROLLER_IDENTITY)
+    with pytest.raises(ApiError) as err:
+        rest.request(
+            method,
+            path,
+            body,
+            content_type="application/merge-patch+json"
+            if method == "PATCH"
+            else "application/json",
+        )
+    assert err.value.status == 403, err.value
+
+
+def test_controller_identity_can_do_its_job(dra_cluster: LocalCluster) -> None:
+    dra_cluster.create_node("rbac-b")
+    rest = dra_cluster.rest(CONTROLLER_IDENTITY)
+    assert rest.get("/api/v1/nodes/rbac-b")["metadata"]["name"] == "rbac-b"
+    rest.get("/apis/resource.k8s.io/v1/resourceslices")
