@@ -1,0 +1,335 @@
+"""dra_driver.core.hook_abi mirrors vgpu_hook/include/vgpu_hook.h: this test parses
+the header (constants and the region structs) and fails when the two diverge, and
+checks the Python limits-file / env codec against the library's rules."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dra_driver.core import hook_abi
+
+ROOT = Path(__file__).resolve().parents[3]
+HEADER = ROOT / "vgpu_hook" / "include" / "vgpu_hook.h"
+
+_DEFINE = re.compile(r"^#define\s+(VGPU_\w+)\s+(.+?)\s*(?:/\*.*)?$", re.MULTILINE)
+_CTYPES = {"int32_t": "i", "uint32_t": "I", "uint16_t": "H", "uint64_t": "Q", "uint8_t": "B"}
+
+
+def header_defines() -> dict[str, int | str]:
+    out: dict[str, int | str] = {}
+    for name, raw in _DEFINE.findall(HEADER.read_text()):
+        if raw.startswith('"'):
+            out[name] = raw.strip('"')
+        elif m := re.fullmatch(r"(0[xX][0-9a-fA-F]+|\d+)[uU]?", raw):
+            out[name] = int(m.group(1), 0)
+    return out
+
+
+def header_struct(name: str) -> tuple[tuple[str, str, int], ...]:
+    text = HEADER.read_text()
+    m = re.search(rf"struct {name} \{{(.*?)\n\}};", text, re.DOTALL)
+    assert m, f"struct {name} not found in {HEADER}"
+    defines = header_defines()
+    fields = []
+    for line in m.group(1).strip().splitlines():
+        fm = re.fullmatch(r"\s*(struct \w+|\w+)\s+(\w+)(?:\[(\w+)\])?;", line)
+        assert fm, f"unparseable field line in struct {name}: {line!r}"
+        ctype, field, count = fm.groups()
+        n = 1 if count is None else (int(count) if count.isdigit() else int(defines[count]))
+        code = ctype.replace(" ", ":") if ctype.startswith("struct ") else _CTYPES[ctype]
+        fields.append((field, code, n))
+    return tuple(fields)
+
+
+def c_layout(fields: tuple[tuple[str, str, int], ...]) -> tuple[dict[str, int], int]:
+    """Offsets and size under the C rules (natural alignment, padding)."""
+    offsets, pos, align_max = {}, 0, 1
+    for name, code, count in fields:
+        size = struct.calcsize("<" + code)
+        pos = (pos + size - 1) // size * size
+        offsets[name] = pos
+        pos += size * count
+        align_max = max(align_max, size)
+    return offsets, (pos + align_max - 1) // align_max * align_max
+
+
+def test_constants_match_the_header() -> None:
+    d = header_defines()
+    expected: dict[str, int | str] = {
+        "VGPU_ENV_MEMORY_LIMIT": hook_abi.ENV_MEMORY_LIMIT,
+        "VGPU_ENV_SM_LIMIT": hook_abi.ENV_SM_LIMIT,
+        "VGPU_ENV_SHARED_CACHE": hook_abi.ENV_SHARED_CACHE,
+        "VGPU_ENV_TASK_PRIORITY": hook_abi.ENV_TASK_PRIORITY,
+        "VGPU_ENV_CORE_POLICY": hook_abi.ENV_CORE_POLICY,
+        "VGPU_ENV_LOG_LEVEL": hook_abi.ENV_LOG_LEVEL,
+        "VGPU_ENV_LIMITS_FILE": hook_abi.ENV_LIMITS_FILE,
+        "VGPU_DEFAULT_SHARED_CACHE": hook_abi.DEFAULT_SHARED_CACHE,
+        "VGPU_DEFAULT_PRIORITY": hook_abi.DEFAULT_PRIORITY,
+        "VGPU_DEFAULT_LOG_LEVEL": hook_abi.DEFAULT_LOG_LEVEL,
+        "VGPU_POLICY_DEFAULT": hook_abi.POLICY_DEFAULT,
+        "VGPU_POLICY_FORCE": hook_abi.POLICY_FORCE,
+        "VGPU_POLICY_DISABLE": hook_abi.POLICY_DISABLE,
+        "VGPU_LIMITS_FILE_DEFAULT": hook_abi.LIMITS_FILE_DEFAULT,
+        "VGPU_LIMITS_VERSION_KEY": hook_abi.LIMITS_VERSION_KEY,
+        "VGPU_LIMITS_VERSION": hook_abi.LIMITS_VERSION,
+        "VGPU_LIMITS_MAX_LINE": hook_abi.LIMITS_MAX_LINE,
+        "VGPU_REGION_MAGIC": hook_abi.REGION_MAGIC,
+        "VGPU_REGION_MAJOR": hook_abi.REGION_MAJOR,
+        "VGPU_REGION_MINOR": hook_abi.REGION_MINOR,
+        "VGPU_MAX_DEVICES": hook_abi.MAX_DEVICES,
+        "VGPU_MAX_PROCS": hook_abi.MAX_PROCS,
+        "VGPU_REGION_LOCK_BYTES": hook_abi.REGION_LOCK_BYTES,
+        "VGPU_SLOT_LOCK_BASE": hook_abi.SLOT_LOCK_BASE,
+        "VGPU_SLOT_FREE": hook_abi.SLOT_FREE,
+        "VGPU_SLOT_ACTIVE": hook_abi.SLOT_ACTIVE,
+        "VGPU_PROC_SLOT_SIZE": hook_abi.SLOT_SIZE,
+        "VGPU_REGION_HEADER_SIZE": hook_abi.REGION_HEADER_SIZE,
+        "VGPU_REGION_SIZE": hook_abi.REGION_SIZE,
+        "VGPU_SOURCE_NONE": hook_abi.SOURCE_NONE,
+        "VGPU_SOURCE_ENV": hook_abi.SOURCE_ENV,
+        "VGPU_SOURCE_FILE": hook_abi.SOURCE_FILE,
+    }
+    assert {k: d.get(k) for k in expected} == expected
+    # every ABI constant of the header is mirrored (new ones must be added above)
+    mirrored_elsewhere = {"VGPU_HOOK_H"}
+    assert set(d) - set(expected) - mirrored_elsewhere == set()
+
+
+@pytest.mark.parametrize(
+    ("struct_name", "fields"),
+    [("vgpu_proc_slot", hook_abi.SLOT_FIELDS), ("vgpu_region", None)],
+)
+def test_region_structs_match_the_header(
+    struct_name: str, fields: tuple[tuple[str, str, int], ...] | None
+) -> None:
+    parsed = header_struct(struct_name)
+    if fields is None:  # the region: header fields, then the slot array
+        assert parsed[-1] == ("procs", "struct:vgpu_proc_slot", hook_abi.MAX_PROCS)
+        fields = hook_abi.REGION_HEADER_FIELDS
+        parsed = parsed[:-1]
+    assert parsed == fields
+    offsets, size = c_layout(parsed)
+    # the C layout has no implicit padding, so the packed Python format matches it
+    assert offsets == hook_abi.field_offsets(fields)
+    assert size == struct.calcsize(hook_abi._format(fields))
+
+
+def test_region_struct_header_parse_rejects_unknown_types() -> None:
+    with pytest.raises(KeyError):
+        _ = _CTYPES["size_t"]
+
+
+@pytest.mark.skipif(
+    shutil.which("make") is None or shutil.which("cc") is None, reason="needs a C compiler"
+)
+def test_compiled_layout_matches(tmp_path: Path) -> None:
+    """The compiler's offsetof/sizeof agree with the Python mirror."""
+    r = subprocess.run(
+        ["make", "-C", str(ROOT / "vgpu_hook"), "build/abi_dump"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = subprocess.run(
+        [str(ROOT / "vgpu_hook" / "build" / "abi_dump")], capture_output=True, text=True, check=True
+    ).stdout
+    got = dict(line.split("=", 1) for line in out.splitlines())
+    assert int(got["sizeof.vgpu_region"]) == hook_abi.REGION_SIZE
+    assert int(got["sizeof.vgpu_proc_slot"]) == hook_abi.SLOT_SIZE
+    for name, off in hook_abi.REGION_OFFSETS.items():
+        assert int(got[f"offset.vgpu_region.{name}"]) == off, name
+    assert int(got["offset.vgpu_region.procs"]) == hook_abi.REGION_HEADER_SIZE
+    for name, off in hook_abi.SLOT_OFFSETS.items():
+        assert int(got[f"offset.vgpu_proc_slot.{name}"]) == off, name
+    assert int(got["VGPU_REGION_MAGIC"]) == hook_abi.REGION_MAGIC
+
+
+# --------------------------------------------------------------------- sizes
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("0", 0),
+        ("4096", 4096),
+        ("1k", 1024),
+        ("1K", 1024),
+        ("3m", 3 << 20),
+        ("2G", 2 << 30),
+        ("0x10", 16),
+        ("0x1m", 1 << 20),
+    ],
+)
+def test_parse_size(text: str, value: int) -> None:
+    assert hook_abi.parse_size(text) == value
+
+
+@pytest.mark.parametrize(
+    "text", ["", "-1", " 1m", "1m ", "1t", "1mb", "1.5g", "0x", "99999999999999999999g"]
+)
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(hook_abi.HookAbiError):
+        hook_abi.parse_size(text)
+
+
+@given(st.integers(min_value=0, max_value=2**64 - 1))
+def test_format_then_parse_size_round_trips(n: int) -> None:
+    assert hook_abi.parse_size(hook_abi.format_size(n)) == n
+
+
+def test_format_size_uses_mib_like_hami() -> None:
+    assert hook_abi.format_size(3000 << 20) == "3000m"
+    assert hook_abi.format_size(1000) == "1000"
+
+
+# --------------------------------------------------------------- limits file
+
+limits_strategy = st.builds(
+    hook_abi.HookLimits,
+    memory_limits=st.dictionaries(st.integers(0, 15), st.integers(0, 2**64 - 1), max_size=4),
+    memory_limit_all=st.none() | st.integers(0, 2**40),
+    sm_limits=st.dictionaries(st.integers(0, 15), st.integers(0, 100), max_size=4),
+    sm_limit_all=st.none() | st.integers(0, 100),
+    shared_cache=st.none() | st.sampled_from(["/usr/local/vgpu/claims/abc/region", "/tmp/x"]),
+    priority=st.none() | st.integers(0, 1),
+    core_policy=st.none() | st.sampled_from(list(hook_abi.CorePolicy)),
+    log_level=st.none() | st.integers(0, 4),
+)
+
+
+@given(limits_strategy)
+def test_limits_file_round_trips(limits: hook_abi.HookLimits) -> None:
+    parsed = hook_abi.parse_limits_file(hook_abi.render_limits_file(limits))
+    assert parsed.warnings == ()
+    assert parsed.limits == limits
+
+
+@given(limits_strategy)
+def test_env_round_trips(limits: hook_abi.HookLimits) -> None:
+    assert hook_abi.parse_env(hook_abi.to_env(limits)) == limits
+
+
+def test_rendered_file_shape() -> None:
+    text = hook_abi.render_limits_file(
+        hook_abi.HookLimits(
+            memory_limits={0: 3000 << 20},
+            sm_limits={0: 30},
+            shared_cache="/usr/local/vgpu/claims/u/region",
+            core_policy=hook_abi.CorePolicy.FORCE,
+        )
+    )
+    assert text.splitlines()[1:] == [
+        "VGPU_LIMITS_VERSION=1",
+        "CUDA_DEVICE_MEMORY_LIMIT_0=3000m",
+        "CUDA_DEVICE_SM_LIMIT_0=30",
+        "CUDA_DEVICE_MEMORY_SHARED_CACHE=/usr/local/vgpu/claims/u/region",
+        "GPU_CORE_UTILIZATION_POLICY=force",
+    ]
+    assert text.startswith("#") and text.endswith("\n")
+
+
+def test_parse_skips_what_the_library_skips() -> None:
+    parsed = hook_abi.parse_limits_file(
+        "VGPU_LIMITS_VERSION=2\nFOO=1\nnoequals\n=x\nCUDA_DEVICE_MEMORY_LIMIT_16=1m\n"
+        "CUDA_DEVICE_SM_LIMIT=abc\nCUDA_DEVICE_MEMORY_LIMIT=1m\nCUDA_DEVICE_MEMORY_LIMIT=2m\n"
+        "GPU_CORE_UTILIZATION_POLICY=FORCE\n"
+    )
+    assert parsed.limits.memory_limit_all == 2 << 20
+    assert parsed.limits.sm_limit_all is None
+    assert parsed.limits.core_policy is hook_abi.CorePolicy.FORCE
+    assert len(parsed.warnings) == 6
+
+
+def test_effective_limits() -> None:
+    lim = hook_abi.HookLimits(
+        memory_limits={1: 5}, memory_limit_all=7, sm_limits={0: 100}, sm_limit_all=20
+    )
+    assert [lim.effective_memory_limit(d) for d in (0, 1)] == [7, 5]
+    assert [lim.effective_sm_limit(d) for d in (0, 1)] == [0, 20]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"memory_limits": {16: 1}},
+        {"sm_limits": {0: 101}},
+        {"memory_limits": {0: -1}},
+        {"shared_cache": "a\nb"},
+        {"shared_cache": ""},
+    ],
+)
+def test_invalid_limits_rejected(kwargs: dict[str, object]) -> None:
+    with pytest.raises(hook_abi.HookAbiError):
+        hook_abi.HookLimits(**kwargs)  # type: ignore[arg-type]
+
+
+# -------------------------------------------------------------------- region
+
+
+def _region(**slots: tuple[int, int, list[int]]) -> bytearray:
+    data = bytearray(hook_abi.REGION_SIZE)
+    values: list[int] = []
+    for _name, _code, count in hook_abi.REGION_HEADER_FIELDS:
+        values += [0] * count
+    struct.pack_into(hook_abi.REGION_HEADER_FORMAT, data, 0, *values)
+    struct.pack_into("<IHHI", data, 0, hook_abi.REGION_MAGIC, 1, 0, hook_abi.REGION_SIZE)
+    for key, (pid, status, used) in slots.items():
+        i = int(key.removeprefix("s"))
+        used16 = used + [0] * (16 - len(used))
+        struct.pack_into(
+            hook_abi.SLOT_FORMAT,
+            data,
+            hook_abi.slot_offset(i),
+            pid,
+            status,
+            3,
+            4,
+            *used16,
+            0,
+            0,
+            0,
+            0,
+        )
+    return data
+
+
+def test_decode_region_lists_active_slots() -> None:
+    data = _region(s0=(10, 1, [5, 6]), s3=(11, 0, [9]), s1023=(12, 1, [1]))
+    snap = hook_abi.decode_region(bytes(data))
+    assert [(p.index, p.pid) for p in snap.procs] == [(0, 10), (1023, 12)]
+    assert snap.procs[0].used[:2] == (5, 6)
+    assert snap.procs[0].launches == 3 and snap.procs[0].throttled_ns == 4
+    assert hook_abi.usage_by_device(snap.procs)[:2] == (6, 6)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d[:100], "header needs"),
+        (lambda d: d[:1000], "want"),
+        (lambda d: bytes(4) + d[4:], "bad magic"),
+        (lambda d: d[:4] + struct.pack("<H", 2) + d[6:], "major version"),
+    ],
+)
+def test_decode_region_rejects(mutate: object, message: str) -> None:
+    data = bytes(_region())
+    with pytest.raises(hook_abi.RegionFormatError, match=message):
+        hook_abi.decode_region(mutate(data))  # type: ignore[operator]
+
+
+def test_offsets() -> None:
+    assert hook_abi.slot_offset(0) == hook_abi.REGION_HEADER_SIZE
+    assert hook_abi.slot_lock_offset(5) == hook_abi.SLOT_LOCK_BASE + 5
+    with pytest.raises(ValueError, match="outside"):
+        hook_abi.slot_offset(hook_abi.MAX_PROCS)
+    with pytest.raises(ValueError, match="outside"):
+        hook_abi.slot_lock_offset(-1)

@@ -1,0 +1,183 @@
+/*
+ * vgpu_hook.h: the ABI of libvgpu.so, the one definition shared by
+ *   - the C library (vgpu_hook/src),
+ *   - the Python mirror (dra_driver/core/hook_abi.py), checked against this
+ *     file by tests/unit/core/test_hook_abi.py, which parses it.
+ *
+ * Parsing rules the Python test relies on (keep them when editing):
+ *   - constants are `#define VGPU_NAME value` on one line, value an integer
+ *     literal (decimal or 0x hex, optional u suffix) or a "string";
+ *   - structs in the region section declare one field per line as
+ *     `type name;` or `type name[CONSTANT];`, types from <stdint.h> only.
+ *
+ * Three parts:
+ *   1. the environment contract (HAMi-core compatible names),
+ *   2. the limits file (read-only, wins over the environment),
+ *   3. the shared region (one mmap'd file per container or claim).
+ */
+#ifndef VGPU_HOOK_H
+#define VGPU_HOOK_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ */
+/* 1. Environment contract                                             */
+/* ------------------------------------------------------------------ */
+
+/* Per-device memory limit: CUDA_DEVICE_MEMORY_LIMIT_<i>, i = CUDA ordinal
+ * 0..VGPU_MAX_DEVICES-1. Value: unsigned integer (decimal, or 0x hex) with an
+ * optional suffix k/K (KiB), m/M (MiB), g/G (GiB); no suffix = bytes.
+ * 0 or unset = no limit. The un-indexed name applies to every device that
+ * has no indexed value. */
+#define VGPU_ENV_MEMORY_LIMIT "CUDA_DEVICE_MEMORY_LIMIT"
+/* Per-device SM (compute) limit in percent, same indexing. 0, unset or
+ * >= 100 = no compute limit. */
+#define VGPU_ENV_SM_LIMIT "CUDA_DEVICE_SM_LIMIT"
+/* Path of the shared region file. */
+#define VGPU_ENV_SHARED_CACHE "CUDA_DEVICE_MEMORY_SHARED_CACHE"
+/* Task priority stored in the region (0 high, 1 low). */
+#define VGPU_ENV_TASK_PRIORITY "CUDA_TASK_PRIORITY"
+/* Compute limit policy: "force" (always throttle), "disable" (never),
+ * anything else = default (follow the region's utilization_switch). */
+#define VGPU_ENV_CORE_POLICY "GPU_CORE_UTILIZATION_POLICY"
+/* Log level: 0 errors, 1..2 warnings (default 2), 3 info, 4 debug. */
+#define VGPU_ENV_LOG_LEVEL "LIBCUDA_LOG_LEVEL"
+/* Path of the limits file, honoured ONLY when VGPU_LIMITS_FILE_DEFAULT does
+ * not exist (so a container with the mounted file cannot redirect it). */
+#define VGPU_ENV_LIMITS_FILE "VGPU_LIMITS_FILE"
+
+#define VGPU_DEFAULT_SHARED_CACHE "/tmp/cudevshr.cache"
+#define VGPU_DEFAULT_PRIORITY 1
+#define VGPU_DEFAULT_LOG_LEVEL 2
+
+#define VGPU_POLICY_DEFAULT 0
+#define VGPU_POLICY_FORCE 1
+#define VGPU_POLICY_DISABLE 2
+
+/* ------------------------------------------------------------------ */
+/* 2. Limits file                                                      */
+/* ------------------------------------------------------------------ */
+/*
+ * A text file, mounted read-only into the container at
+ * VGPU_LIMITS_FILE_DEFAULT. Line oriented:
+ *   - blank lines and lines starting with '#' are ignored;
+ *   - every other line is KEY=VALUE with no spaces around '=', KEY one of the
+ *     environment names of part 1 (indexed or not) or VGPU_LIMITS_VERSION;
+ *   - leading and trailing blanks of a line are ignored; unknown keys are
+ *     ignored with a warning; a later line for the same key wins.
+ * When the file exists and can be read, it is the whole truth for the limit
+ * keys: the process environment is NOT consulted for CUDA_DEVICE_MEMORY_LIMIT*,
+ * CUDA_DEVICE_SM_LIMIT*, CUDA_DEVICE_MEMORY_SHARED_CACHE, CUDA_TASK_PRIORITY,
+ * GPU_CORE_UTILIZATION_POLICY (a shell started by su -, ssh or cron stays
+ * limited). LIBCUDA_LOG_LEVEL falls back to the environment when absent.
+ */
+#define VGPU_LIMITS_FILE_DEFAULT "/etc/vgpu/limits"
+#define VGPU_LIMITS_VERSION_KEY "VGPU_LIMITS_VERSION"
+#define VGPU_LIMITS_VERSION 1
+#define VGPU_LIMITS_MAX_LINE 512
+
+/* ------------------------------------------------------------------ */
+/* 3. Shared region                                                    */
+/* ------------------------------------------------------------------ */
+/*
+ * One file (VGPU_ENV_SHARED_CACHE) mapped MAP_SHARED by every process of the
+ * container. Little-endian, natural alignment, no implicit padding.
+ *
+ * Compatibility: readers accept magic == VGPU_REGION_MAGIC and
+ * major == VGPU_REGION_MAJOR; minor versions only append fields inside
+ * `reserved` areas. A process that finds another major keeps process-local
+ * accounting and logs an error.
+ *
+ * Concurrency: `lock` holds a process-shared, robust pthread mutex (glibc,
+ * x86-64/aarch64 size 40 bytes, padded). Writers change `used_total` and a
+ * slot's `used` only under it. A process that dies holding it is detected
+ * (EOWNERDEAD) and the next holder rebuilds used_total from the live slots.
+ * Lock-free readers (metrics) see each 64-bit field atomically, not a
+ * consistent snapshot.
+ *
+ * Liveness: a process owning slot i holds an OFD write lock (F_OFD_SETLK) on
+ * byte VGPU_SLOT_LOCK_BASE + i of the region file. The kernel drops it when
+ * the process dies however it dies, in any PID namespace; a slot whose byte
+ * is not locked belongs to a dead process and is reaped (its usage returned).
+ * Usage is never subtracted below zero.
+ */
+#define VGPU_REGION_MAGIC 0x56475055u
+#define VGPU_REGION_MAJOR 1
+#define VGPU_REGION_MINOR 0
+#define VGPU_MAX_DEVICES 16
+#define VGPU_MAX_PROCS 1024
+#define VGPU_REGION_LOCK_BYTES 64
+#define VGPU_SLOT_LOCK_BASE 0x10000000
+#define VGPU_SLOT_FREE 0
+#define VGPU_SLOT_ACTIVE 1
+
+struct vgpu_proc_slot {
+    int32_t pid;
+    int32_t status;
+    uint64_t launches;
+    uint64_t throttled_ns;
+    uint64_t used[VGPU_MAX_DEVICES];
+    uint64_t reserved[4];
+};
+
+struct vgpu_region {
+    uint32_t magic;
+    uint16_t major;
+    uint16_t minor;
+    uint32_t size;
+    uint32_t device_count;
+    uint64_t generation;
+    uint8_t lock[VGPU_REGION_LOCK_BYTES];
+    uint64_t limit[VGPU_MAX_DEVICES];
+    uint32_t sm_limit[VGPU_MAX_DEVICES];
+    uint64_t used_total[VGPU_MAX_DEVICES];
+    int32_t priority;
+    int32_t utilization_switch;
+    int32_t proc_count;
+    int32_t flags;
+    uint64_t reserved[16];
+    struct vgpu_proc_slot procs[VGPU_MAX_PROCS];
+};
+
+#define VGPU_PROC_SLOT_SIZE 184
+#define VGPU_REGION_HEADER_SIZE 552
+#define VGPU_REGION_SIZE 188968
+
+/* ------------------------------------------------------------------ */
+/* Introspection (exported by libvgpu.so, for tests and diagnostics)   */
+/* ------------------------------------------------------------------ */
+
+#define VGPU_SOURCE_NONE 0
+#define VGPU_SOURCE_ENV 1
+#define VGPU_SOURCE_FILE 2
+
+struct vgpu_hook_info {
+    uint32_t abi_major;
+    uint32_t abi_minor;
+    int32_t limits_source;
+    int32_t policy;
+    int32_t priority;
+    int32_t region_shared;
+    uint64_t mem_limit[VGPU_MAX_DEVICES];
+    uint32_t sm_limit[VGPU_MAX_DEVICES];
+    uint64_t launches;
+    uint64_t throttled_launches;
+    uint64_t throttled_ns;
+    uint64_t samples;
+    char region_path[256];
+};
+
+/* Fills *out with the effective configuration of this process (after the
+ * limits file, the environment and the region's stricter limits are merged).
+ * Returns 0. */
+int vgpu_hook_info(struct vgpu_hook_info *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* VGPU_HOOK_H */

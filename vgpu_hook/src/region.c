@@ -1,0 +1,367 @@
+/* region.c: the shared region (vgpu_hook.h part 3): per-process slots,
+ * per-device totals, a robust process-shared mutex, OFD-lock liveness. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+_Static_assert(sizeof(struct vgpu_proc_slot) == VGPU_PROC_SLOT_SIZE, "slot size");
+_Static_assert(offsetof(struct vgpu_region, procs) == VGPU_REGION_HEADER_SIZE, "header size");
+_Static_assert(sizeof(struct vgpu_region) == VGPU_REGION_SIZE, "region size");
+_Static_assert(sizeof(pthread_mutex_t) <= VGPU_REGION_LOCK_BYTES, "mutex fits");
+_Static_assert(offsetof(struct vgpu_region, lock) % 8 == 0, "mutex alignment");
+
+static struct vgpu_region *R;
+static int R_fd = -1;
+static int R_shared;
+static int my_slot = -1;
+static volatile int forked_child;
+static char R_path[256];
+
+static pthread_mutex_t *region_mutex(void) { return (pthread_mutex_t *)(void *)R->lock; }
+
+static int slot_lock_op(int fd, int slot, short type, int cmd, struct flock *out)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof(fl));
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = (off_t)VGPU_SLOT_LOCK_BASE + slot;
+    fl.l_len = 1;
+    int r = fcntl(fd, cmd, &fl);
+    if (out != NULL)
+        *out = fl;
+    return r;
+}
+
+/* A slot is alive while somebody holds the OFD lock on its byte. */
+static bool slot_alive(int i)
+{
+    if (R_fd < 0)
+        return true; /* process-local region: only this process */
+    struct flock fl;
+    if (slot_lock_op(R_fd, i, F_WRLCK, F_OFD_GETLK, &fl) != 0)
+        return true; /* cannot tell: keep it (over-counting is the safe side) */
+    return fl.l_type != F_UNLCK;
+}
+
+static void free_slot_locked(int i)
+{
+    struct vgpu_proc_slot *s = &R->procs[i];
+    for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
+        uint64_t u = s->used[d];
+        R->used_total[d] -= (u < R->used_total[d] ? u : R->used_total[d]);
+    }
+    memset(s, 0, sizeof(*s));
+    if (R->proc_count > 0)
+        R->proc_count--;
+}
+
+static int reap_locked(void)
+{
+    int reaped = 0;
+    for (int i = 0; i < VGPU_MAX_PROCS; i++) {
+        if (i == my_slot || R->procs[i].status != VGPU_SLOT_ACTIVE)
+            continue;
+        if (!slot_alive(i)) {
+            VLOG(VGPU_LOG_INFO, "reaping slot %d of dead pid %d", i, R->procs[i].pid);
+            free_slot_locked(i);
+            reaped++;
+        }
+    }
+    return reaped;
+}
+
+/* Recomputes the totals from the slots: used after a lock holder died. */
+static void rebuild_locked(void)
+{
+    reap_locked();
+    int count = 0;
+    for (int d = 0; d < VGPU_MAX_DEVICES; d++)
+        R->used_total[d] = 0;
+    for (int i = 0; i < VGPU_MAX_PROCS; i++) {
+        if (R->procs[i].status != VGPU_SLOT_ACTIVE)
+            continue;
+        count++;
+        for (int d = 0; d < VGPU_MAX_DEVICES; d++)
+            R->used_total[d] += R->procs[i].used[d];
+    }
+    R->proc_count = count;
+    R->generation++;
+}
+
+static void region_lock(void)
+{
+    int r = pthread_mutex_lock(region_mutex());
+    if (r == EOWNERDEAD) {
+        VLOG(VGPU_LOG_WARN, "region lock holder died; rebuilding usage from live slots");
+        rebuild_locked();
+        pthread_mutex_consistent(region_mutex());
+    } else if (r != 0) {
+        VLOG(VGPU_LOG_ERROR, "region lock failed: %s", strerror(r));
+    }
+}
+
+static void region_unlock(void) { pthread_mutex_unlock(region_mutex()); }
+
+static void init_region_locked(struct vgpu_region *r, const struct vgpu_config *cfg)
+{
+    memset(r, 0, sizeof(*r));
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init((pthread_mutex_t *)(void *)r->lock, &a);
+    pthread_mutexattr_destroy(&a);
+    r->major = VGPU_REGION_MAJOR;
+    r->minor = VGPU_REGION_MINOR;
+    r->size = (uint32_t)sizeof(*r);
+    r->device_count = VGPU_MAX_DEVICES;
+    for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
+        r->limit[d] = cfg->mem_limit[d];
+        r->sm_limit[d] = cfg->sm_limit[d];
+    }
+    r->priority = cfg->priority;
+    r->utilization_switch = 1;
+    __atomic_store_n(&r->magic, VGPU_REGION_MAGIC, __ATOMIC_RELEASE);
+}
+
+static void use_local(const struct vgpu_config *cfg)
+{
+    void *m = mmap(NULL, sizeof(struct vgpu_region), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
+        static struct vgpu_region fallback; /* last resort, still correct in-process */
+        m = &fallback;
+    }
+    init_region_locked(m, cfg);
+    R = m;
+    R_fd = -1;
+    R_shared = 0;
+}
+
+static int open_region_fd(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd >= 0) {
+        fchmod(fd, 0666); /* every user of the container shares it (umask-proof) */
+        return fd;
+    }
+    return open(path, O_RDWR | O_CLOEXEC);
+}
+
+static void after_fork_in_child(void)
+{
+    forked_child = 1;
+}
+
+void vgpu_region_init(const struct vgpu_config *cfg)
+{
+    if (R != NULL)
+        return;
+    snprintf(R_path, sizeof(R_path), "%s", cfg->region_path);
+    pthread_atfork(NULL, NULL, after_fork_in_child);
+    int fd = open_region_fd(R_path);
+    if (fd < 0) {
+        VLOG(VGPU_LOG_ERROR, "cannot open region %s: %s; accounting is process-local", R_path,
+             strerror(errno));
+        use_local(cfg);
+        return;
+    }
+    while (flock(fd, LOCK_EX) != 0 && errno == EINTR) {
+    }
+    struct stat st;
+    void *m = MAP_FAILED;
+    if (fstat(fd, &st) == 0 &&
+        (st.st_size >= (off_t)sizeof(struct vgpu_region) ||
+         ftruncate(fd, (off_t)sizeof(struct vgpu_region)) == 0))
+        m = mmap(NULL, sizeof(struct vgpu_region), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) {
+        VLOG(VGPU_LOG_ERROR, "cannot map region %s: %s; accounting is process-local", R_path,
+             strerror(errno));
+        flock(fd, LOCK_UN);
+        close(fd);
+        use_local(cfg);
+        return;
+    }
+    struct vgpu_region *r = m;
+    uint32_t magic = __atomic_load_n(&r->magic, __ATOMIC_ACQUIRE);
+    if (magic == 0) {
+        init_region_locked(r, cfg);
+        VLOG(VGPU_LOG_INFO, "created region %s", R_path);
+    } else if (magic != VGPU_REGION_MAGIC || r->major != VGPU_REGION_MAJOR) {
+        VLOG(VGPU_LOG_ERROR, "region %s has magic %#x version %u.%u, this library speaks %u.x; "
+             "accounting is process-local", R_path, magic, r->major, r->minor, VGPU_REGION_MAJOR);
+        munmap(m, sizeof(struct vgpu_region));
+        flock(fd, LOCK_UN);
+        close(fd);
+        use_local(cfg);
+        return;
+    } else {
+        for (int d = 0; d < VGPU_MAX_DEVICES; d++)
+            if (r->limit[d] != cfg->mem_limit[d] && cfg->mem_limit[d] != 0)
+                VLOG(VGPU_LOG_WARN, "device %d: limit %llu differs from region's %llu; the "
+                     "stricter applies", d, (unsigned long long)cfg->mem_limit[d],
+                     (unsigned long long)r->limit[d]);
+    }
+    flock(fd, LOCK_UN);
+    R = r;
+    R_fd = fd;
+    R_shared = 1;
+}
+
+/* Claims a slot for this process (under the region lock). */
+static void claim_locked(void)
+{
+    for (int i = 0; i < VGPU_MAX_PROCS; i++) {
+        struct vgpu_proc_slot *s = &R->procs[i];
+        if (s->status == VGPU_SLOT_ACTIVE) {
+            if (slot_alive(i))
+                continue;
+            free_slot_locked(i);
+        }
+        if (R_fd >= 0 && slot_lock_op(R_fd, i, F_WRLCK, F_OFD_SETLK, NULL) != 0)
+            continue; /* somebody holds it: not ours to take */
+        memset(s, 0, sizeof(*s));
+        s->pid = (int32_t)getpid();
+        s->status = VGPU_SLOT_ACTIVE;
+        R->proc_count++;
+        my_slot = i;
+        return;
+    }
+    VLOG(VGPU_LOG_ERROR, "region %s: no free process slot (%d in use)", R_path, VGPU_MAX_PROCS);
+}
+
+static void check_fork(void)
+{
+    if (VGPU_LIKELY(!forked_child))
+        return;
+    forked_child = 0;
+    my_slot = -1;
+    if (R_fd >= 0) {
+        /* A fresh open file description: the inherited one is shared with the
+         * parent, and its locks live as long as either process. */
+        int fd = open(R_path, O_RDWR | O_CLOEXEC);
+        close(R_fd);
+        R_fd = fd;
+    }
+}
+
+void vgpu_region_after_fork_child(void) { check_fork(); }
+
+/* Slot index of this process, claiming one if needed (region lock held). */
+static int my_slot_locked(void)
+{
+    if (my_slot < 0)
+        claim_locked();
+    return my_slot;
+}
+
+int vgpu_region_charge(int dev, uint64_t bytes, uint64_t limit)
+{
+    if (dev < 0 || dev >= VGPU_MAX_DEVICES)
+        return limit == 0 ? 0 : -1;
+    check_fork();
+    region_lock();
+    int slot = my_slot_locked();
+    if (slot < 0) {
+        region_unlock();
+        return -1; /* cannot account: refuse (fail closed) */
+    }
+    if (limit != 0) {
+        uint64_t used = R->used_total[dev];
+        if (used > limit || bytes > limit - used) {
+            if (reap_locked() > 0)
+                used = R->used_total[dev];
+            if (used > limit || bytes > limit - used) {
+                region_unlock();
+                VLOG(VGPU_LOG_WARN, "device %d: OOM, %llu + %llu > limit %llu", dev,
+                     (unsigned long long)used, (unsigned long long)bytes,
+                     (unsigned long long)limit);
+                return -1;
+            }
+        }
+    }
+    R->procs[slot].used[dev] += bytes;
+    R->used_total[dev] += bytes;
+    region_unlock();
+    return 0;
+}
+
+void vgpu_region_uncharge(int dev, uint64_t bytes)
+{
+    if (dev < 0 || dev >= VGPU_MAX_DEVICES || bytes == 0)
+        return;
+    check_fork();
+    region_lock();
+    if (my_slot >= 0) {
+        struct vgpu_proc_slot *s = &R->procs[my_slot];
+        uint64_t b = bytes < s->used[dev] ? bytes : s->used[dev];
+        s->used[dev] -= b;
+        R->used_total[dev] -= (b < R->used_total[dev] ? b : R->used_total[dev]);
+    }
+    region_unlock();
+}
+
+uint64_t vgpu_region_used(int dev)
+{
+    if (dev < 0 || dev >= VGPU_MAX_DEVICES)
+        return 0;
+    check_fork();
+    region_lock();
+    reap_locked();
+    uint64_t v = R->used_total[dev];
+    region_unlock();
+    return v;
+}
+
+uint64_t vgpu_region_limit(int dev)
+{
+    return (dev >= 0 && dev < VGPU_MAX_DEVICES) ? R->limit[dev] : 0;
+}
+
+uint32_t vgpu_region_sm_limit(int dev)
+{
+    return (dev >= 0 && dev < VGPU_MAX_DEVICES) ? R->sm_limit[dev] : 0;
+}
+
+int vgpu_region_utilization_switch(void)
+{
+    return __atomic_load_n(&R->utilization_switch, __ATOMIC_RELAXED);
+}
+
+int vgpu_region_is_shared(void) { return R_shared; }
+
+void vgpu_region_add_launch(uint64_t throttled_ns)
+{
+    check_fork();
+    if (VGPU_UNLIKELY(my_slot < 0)) {
+        region_lock();
+        my_slot_locked();
+        region_unlock();
+        if (my_slot < 0)
+            return;
+    }
+    struct vgpu_proc_slot *s = &R->procs[my_slot];
+    __atomic_fetch_add(&s->launches, 1, __ATOMIC_RELAXED);
+    if (throttled_ns)
+        __atomic_fetch_add(&s->throttled_ns, throttled_ns, __ATOMIC_RELAXED);
+}
+
+__attribute__((destructor)) static void region_fini(void)
+{
+    if (R == NULL || forked_child || my_slot < 0)
+        return;
+    region_lock();
+    free_slot_locked(my_slot);
+    my_slot = -1;
+    region_unlock();
+}
