@@ -46,7 +46,7 @@ def test_staging_version(version: str, expected: str) -> None:
 
 @pytest.mark.parametrize("bad", ["1.36.3", "v1.36", "v1.36.3-rc.1", "v2.0.0", "latest", ""])
 def test_staging_version_rejects_non_release_tags(bad: str) -> None:
-    with pytest.raises(ValueError, match="v1.36.3"):
+    with pytest.raises(ValueError, match=r"v1\.36\.3"):
         staging_version(bad)
 
 

@@ -1,0 +1,1 @@
+"""Vendored kubelet plugin .proto files and their generated stubs (see README.md)."""
