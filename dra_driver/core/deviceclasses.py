@@ -16,8 +16,17 @@ JSON = dict[str, Any]
 
 
 def cel_string(value: str) -> str:
-    """A CEL string literal denoting exactly `value` (JSON escaping is valid CEL)."""
-    return json.dumps(value, ensure_ascii=True)
+    """A CEL string literal denoting exactly `value`; also a JSON string literal.
+
+    JSON escaping is valid CEL except for characters outside the BMP, which JSON
+    escapes as a surrogate pair ("\\ud83d\\ude00") that CEL rejects ("Unicode value
+    \\ud83d is invalid"). Those are emitted as themselves; quotes, backslashes,
+    control characters and the rest of non-ASCII are escaped.
+    """
+    return "".join(
+        c if ord(c) < 0x7F or ord(c) > 0xFFFF else f"\\u{ord(c):04x}"
+        for c in json.dumps(value, ensure_ascii=False)
+    )
 
 
 def device_class(vendor: str, driver_name: str = DRIVER_NAME) -> JSON:

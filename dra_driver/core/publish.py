@@ -63,7 +63,9 @@ def _canon(value: Any, key: str = "") -> Any:
             if k == "generation":
                 continue
             c = _canon(v, k)
-            if c in (None, False, "", [], {}):
+            # Identity for None/False: `0 in (False, ...)` is True, and an int 0
+            # (index 0, numa 0) is a real value, not an empty one.
+            if c is None or c is False or c in ("", [], {}):
                 continue
             out[k] = c
         return out

@@ -27,7 +27,8 @@ _DECIMAL = {
 }
 _RE = re.compile(
     r"^(?P<num>[+-]?(?:\d+(?:\.\d*)?|\.\d+))"
-    r"(?:(?P<bin>Ki|Mi|Gi|Ti|Pi|Ei)|(?P<exp>[eE][+-]?\d+)|(?P<dec>[numkMGTPE]?))$"
+    r"(?:(?P<bin>Ki|Mi|Gi|Ti|Pi|Ei)|(?P<exp>[eE][+-]?\d+)|(?P<dec>[numkMGTPE]?))\Z",
+    re.ASCII,  # only 0-9 are digits: the API server rejects "٣Gi" and "１Gi"
 )
 MAX_LEN = 64
 

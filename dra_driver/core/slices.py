@@ -15,14 +15,15 @@ what lets the publisher write nothing when nothing changed.
 
 from __future__ import annotations
 
+import copy
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dra_driver.core.model import MIB, Card
 from dra_driver.core.quantity import format_binary
-from dra_driver.core.vendors import hami_type, vendor_profile
+from dra_driver.core.vendors import UnknownVendorError, hami_type, vendor_profile
 from dra_driver.core.versions import to_semver
 
 DRIVER_NAME = "vgpu.hami.io"
@@ -115,7 +116,10 @@ def attributes(card: Card) -> JSON:
 
 
 def _check(card: Card, s: SliceSettings) -> None:
-    vendor_profile(card.vendor)  # raises UnknownVendorError (a ValueError) naming the vendor
+    try:
+        vendor_profile(card.vendor)
+    except UnknownVendorError as e:  # name the card too, like every other error here
+        raise UnknownVendorError(f"card {card.index} ({card.uuid}): {e}") from None
     if usable_memory(card) < MIB:
         raise SliceBuildError(
             f"card {card.index} ({card.uuid}): memory {card.memory_bytes} bytes is below 1Mi; "
@@ -125,6 +129,26 @@ def _check(card: Card, s: SliceSettings) -> None:
         raise SliceBuildError(f"card {card.index} ({card.uuid}): slots must be >= 1")
     if _cores(card, s) < 1:
         raise SliceBuildError(f"card {card.index} ({card.uuid}): cores must be >= 1")
+
+
+def _valid_range(value: int, minimum: int, step: int, maximum: int | None = None) -> JSON:
+    """A validRange for a capacity of `value` (all ints, formatted by the caller).
+
+    Whenever `step` is set the API server requires `min + step <= value` ("one step
+    ... is larger than capacity value"), so a capacity with no room for one step
+    above its minimum (a card with `slots: 1`, or exactly 1Mi of memory) is published
+    without `step`: its range then admits only the minimum, which is the whole card.
+    """
+    out: JSON = {"min": minimum}
+    if maximum is not None:
+        out["max"] = maximum
+    if minimum + step <= value:
+        out["step"] = step
+    return out
+
+
+def _formatted(rng: JSON, fmt: Callable[[int], str]) -> JSON:
+    return {k: fmt(v) for k, v in rng.items()}
 
 
 def consumable_device(card: Card, s: SliceSettings) -> JSON:
@@ -141,7 +165,7 @@ def consumable_device(card: Card, s: SliceSettings) -> JSON:
                 "value": format_binary(mem),
                 "requestPolicy": {
                     "default": format_binary(mem),
-                    "validRange": {"min": "1Mi", "step": "1Mi"},
+                    "validRange": _formatted(_valid_range(mem, MIB, MIB), format_binary),
                 },
             },
             # No request = 0 cores: best effort, no SM limit.
@@ -149,14 +173,14 @@ def consumable_device(card: Card, s: SliceSettings) -> JSON:
                 "value": str(cores),
                 "requestPolicy": {
                     "default": "0",
-                    "validRange": {"min": "0", "max": str(cores), "step": "1"},
+                    "validRange": _formatted(_valid_range(cores, 0, 1, cores), str),
                 },
             },
             "slots": {
                 "value": str(slots),
                 "requestPolicy": {
                     "default": "1",
-                    "validRange": {"min": "1", "max": str(slots), "step": "1"},
+                    "validRange": _formatted(_valid_range(slots, 1, 1, slots), str),
                 },
             },
         },
@@ -165,13 +189,19 @@ def consumable_device(card: Card, s: SliceSettings) -> JSON:
 
 def replica_devices(card: Card, s: SliceSettings) -> list[JSON]:
     attrs = attributes(card)
-    attrs["parentUUID"] = attrs["uuid"]
+    attrs["parentUUID"] = dict(attrs["uuid"])
     capacity = {
         "memory": {"value": format_binary(usable_memory(card))},
         "cores": {"value": str(_cores(card, s))},
     }
+    # Deep copies: replicas sharing nested dicts would alias each other (a change to
+    # one is a change to all) and YAML renders shared objects as &id001/*id001 anchors.
     return [
-        {"name": f"{device_name(card)}-{k}", "attributes": dict(attrs), "capacity": dict(capacity)}
+        {
+            "name": f"{device_name(card)}-{k}",
+            "attributes": copy.deepcopy(attrs),
+            "capacity": copy.deepcopy(capacity),
+        }
         for k in range(_slots(card, s))
     ]
 
