@@ -55,3 +55,29 @@ def _validate_dns_subdomain(name: str, *, what: str) -> None:
                 f"{what} {name!r} has {detail}; every dot-separated part of a DNS "
                 "subdomain (RFC 1123) must start and end with a lowercase letter or digit"
             )
+
+
+def validate_object_name(name: str, what: str = "object name") -> None:
+    """Check a namespaced object's name (a DNS subdomain), e.g. a claim's.
+    Raises InvalidNameError naming the rule broken."""
+    _validate_dns_subdomain(name, what=what)
+
+
+def validate_namespace(name: str) -> None:
+    """A namespace is a DNS label: one part, at most 63 characters.
+    Raises InvalidNameError naming the rule broken."""
+    _validate_dns_subdomain(name, what="namespace")
+    if "." in name or len(name) > 63:
+        raise InvalidNameError(
+            f"namespace {name!r} is not a DNS label (at most 63 characters, no dots)"
+        )
+
+
+_UID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def validate_uid(uid: str) -> None:
+    """Kubernetes UIDs are lowercase RFC 4122 strings; anything else (a path
+    separator, '..', a NUL) is refused before it reaches a file name."""
+    if not isinstance(uid, str) or not _UID.fullmatch(uid):
+        raise InvalidNameError(f"claim UID {uid!r} is not a Kubernetes UID (RFC 4122 form)")
