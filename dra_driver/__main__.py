@@ -104,6 +104,74 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--metrics-port", type=int, default=int(_env("VGPU_DRA_METRICS_PORT", "0")))
     _slice_args(c)
 
+    k = sub.add_parser(
+        "kubelet-plugin",
+        help="node agent: discovery, this node's ResourceSlices and the kubelet DRA plugin",
+    )
+    k.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=os.environ.get("KUBECONFIG") or None,
+        help="default: $KUBECONFIG, else in-cluster service account",
+    )
+    ksrc = k.add_mutually_exclusive_group(required=True)
+    ksrc.add_argument("--inventory", type=Path, help="simulated inventory YAML")
+    ksrc.add_argument("--nvml", action="store_true", help="discover NVIDIA cards through NVML")
+    k.add_argument("--node", default=os.environ.get("NODE_NAME", ""), help="default: $NODE_NAME")
+    k.add_argument(
+        "--registry-dir",
+        type=Path,
+        default=Path(_env("VGPU_DRA_REGISTRY_DIR", "/var/lib/kubelet/plugins_registry")),
+    )
+    k.add_argument(
+        "--plugins-dir",
+        type=Path,
+        default=Path(_env("VGPU_DRA_PLUGINS_DIR", "/var/lib/kubelet/plugins")),
+    )
+    k.add_argument("--cdi-dir", type=Path, default=Path(_env("VGPU_DRA_CDI_DIR", "/var/run/cdi")))
+    k.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(_env("VGPU_DRA_STATE_DIR", "/var/lib/kubelet/plugins/vgpu.hami.io")),
+        help="checkpoint and node-wide lock (must survive plugin restarts)",
+    )
+    k.add_argument(
+        "--claims-dir",
+        type=Path,
+        default=Path(_env("VGPU_DRA_CLAIMS_DIR", "/var/lib/vgpu-dra/claims")),
+        help="per-claim host dirs (limits file, shared accounting region)",
+    )
+    k.add_argument(
+        "--lib-path",
+        default=_env("VGPU_DRA_LIB_PATH", "/usr/local/vgpu/libvgpu.so"),
+        help="libvgpu.so on the host (mounted at the same path in containers)",
+    )
+    k.add_argument(
+        "--preload-path",
+        default=_env("VGPU_DRA_PRELOAD_PATH", "/usr/local/vgpu/ld.so.preload"),
+        help="host file mounted as the container's /etc/ld.so.preload",
+    )
+    k.add_argument(
+        "--boot-id-file",
+        type=Path,
+        default=Path(_env("VGPU_DRA_BOOT_ID_FILE", "/proc/sys/kernel/random/boot_id")),
+    )
+    k.add_argument(
+        "--instance-id",
+        default=_env("POD_UID", ""),
+        help="unique per plugin process (the pod UID): rolling updates need distinct sockets",
+    )
+    k.add_argument(
+        "--mode", choices=["auto", *[m.value for m in Mode]], default=_env("VGPU_DRA_MODE", "auto")
+    )
+    k.add_argument(
+        "--health-interval-seconds",
+        type=float,
+        default=float(_env("VGPU_DRA_HEALTH_INTERVAL", "10")),
+    )
+    k.add_argument("--metrics-port", type=int, default=int(_env("VGPU_DRA_METRICS_PORT", "0")))
+    _slice_args(k)
+
     b = sub.add_parser(
         "build-control-plane",
         help="build (or find cached) kube-apiserver, "
@@ -167,6 +235,8 @@ def _dispatch(ns: argparse.Namespace) -> int:
                 metrics_port=ns.metrics_port,
             )
         )
+    if ns.cmd == "kubelet-plugin":
+        return _kubelet_plugin(ns)
     if ns.cmd == "demo":
         from dra_driver.demo import DemoSettings, run_demo
 
@@ -180,6 +250,65 @@ def _dispatch(ns: argparse.Namespace) -> int:
             sys.stdout,
         )
     raise AssertionError(ns.cmd)
+
+
+def _kubelet_plugin(ns: argparse.Namespace) -> int:
+    import signal
+
+    from controller.reconciler import ControllerSettings
+    from dra_driver.core.claims import ClaimRef
+    from dra_driver.core.prepare import PrepareSettings
+    from kubelet_plugin.app import NodeAgentSettings, detect_nvidia_cdi_kind, run
+    from kubelet_plugin.driver import DriverSettings, StepHook
+    from kubelet_plugin.server import SocketSettings
+
+    if not ns.node:
+        raise ValueError("--node or $NODE_NAME is required")
+    boot_id = ns.boot_id_file.read_text().strip()
+    prepare = PrepareSettings(
+        driver_name=ns.driver_name,
+        lib_path=ns.lib_path,
+        preload_path=ns.preload_path,
+        claims_dir=str(ns.claims_dir),
+        nvidia_cdi_kind=detect_nvidia_cdi_kind((Path("/etc/cdi"), ns.cdi_dir)),
+    )
+    hook: StepHook | object = StepHook()
+    crash_at = os.environ.get("VGPU_DRA_TEST_CRASH_AT")  # test hook: die at a prepare step
+    if crash_at:
+
+        def die(step: str, claim: ClaimRef) -> None:
+            if step == crash_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        hook = die
+    return run(
+        NodeAgentSettings(
+            node_name=ns.node,
+            kubeconfig=ns.kubeconfig,
+            inventory=ns.inventory,
+            use_nvml=ns.nvml,
+            sockets=SocketSettings(
+                driver_name=ns.driver_name,
+                registry_dir=ns.registry_dir.absolute(),
+                plugins_dir=ns.plugins_dir.absolute(),
+                instance_id=ns.instance_id,
+            ),
+            driver=DriverSettings(
+                node_name=ns.node,
+                state_dir=ns.state_dir,
+                cdi_dir=ns.cdi_dir,
+                claims_host_dir=ns.claims_dir,
+                boot_id=boot_id,
+                prepare=prepare,
+            ),
+            controller=ControllerSettings(
+                slices=_slice_settings(ns), mode=None if ns.mode == "auto" else Mode(ns.mode)
+            ),
+            health_interval_s=ns.health_interval_seconds,
+            metrics_port=ns.metrics_port,
+        ),
+        step_hook=hook,  # type: ignore[arg-type]
+    )
 
 
 if __name__ == "__main__":

@@ -17,11 +17,32 @@ import pytest
 from dra_driver.localcluster.build import BuildSettings, ensure_built
 from dra_driver.localcluster.cluster import DEFAULT_VERSION, ClusterSettings, Identity, LocalCluster
 
+NODE_AGENT_IDENTITY = "vgpu-dra-node-agent"
+NODE_AGENT_USER = Identity(
+    "system:serviceaccount:vgpu-dra:vgpu-dra-node-agent",
+    ("system:serviceaccounts", "system:serviceaccounts:vgpu-dra"),
+)
 CONTROLLER_IDENTITY = "vgpu-dra-controller"
 CONTROLLER_USER = Identity(
     "system:serviceaccount:vgpu-dra:vgpu-dra-controller",
     ("system:serviceaccounts", "system:serviceaccounts:vgpu-dra"),
 )
+
+
+def service_account(name: str) -> Identity:
+    """The identity of ServiceAccount vgpu-dra/<name> (what its token authenticates as)."""
+    return Identity(
+        f"system:serviceaccount:vgpu-dra:{name}",
+        ("system:serviceaccounts", "system:serviceaccounts:vgpu-dra"),
+    )
+
+
+# Every component runs in tests with a token of its own, bound only to the role in
+# deploy/rbac/<component>.yaml. Add a component here: name -> identity.
+IDENTITIES: dict[str, Identity] = {
+    CONTROLLER_IDENTITY: CONTROLLER_USER,
+    NODE_AGENT_IDENTITY: NODE_AGENT_USER,
+}
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +57,7 @@ def _start(bin_dir: Path, gates: dict[str, bool]) -> LocalCluster:
         ClusterSettings(
             bin_dir=bin_dir,
             feature_gates=gates,
-            identities={CONTROLLER_IDENTITY: CONTROLLER_USER},
+            identities=dict(IDENTITIES),
         )
     )
     c.start()
@@ -67,8 +88,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _prepare(c: LocalCluster) -> None:
-    """What a Helm install would apply: the controller's RBAC and the DeviceClasses."""
-    c.kubectl("apply", "-f", str(REPO / "deploy" / "rbac" / "controller.yaml"))
+    """What a Helm install would apply: every component's RBAC and the DeviceClasses."""
+    for rbac in sorted((REPO / "deploy" / "rbac").glob("*.yaml")):
+        c.kubectl("apply", "-f", str(rbac))
     c.kubectl("apply", "-f", str(REPO / "deploy" / "deviceclasses.yaml"))
 
 
