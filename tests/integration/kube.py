@@ -50,6 +50,10 @@ def claim(
     if capacity:
         exactly["capacity"] = {"requests": dict(capacity)}
     spec: JSON = {"devices": {"requests": [{"name": "gpu", "exactly": exactly}]}}
+    if count > 1:  # HAMi semantics: a count means distinct physical cards (DESIGN §5)
+        spec["devices"]["constraints"] = [
+            {"requests": ["gpu"], "distinctAttribute": "vgpu.hami.io/uuid"}
+        ]
     if config:
         spec["devices"]["config"] = [
             {"opaque": {"driver": "vgpu.hami.io", "parameters": dict(config)}}

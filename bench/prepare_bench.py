@@ -1,0 +1,98 @@
+"""NodePrepareResources latency of the node agent against a real API server.
+
+    .venv/bin/python -m bench.prepare_bench [--claims 100] [--rounds 20]
+
+One node with 10 simulated A100s (10 shares each); N claims allocated by the real
+kube-scheduler; the agent runs as its own process and an imitation kubelet calls it
+over the unix socket. Measures prepare latency with 1 claim per call (each of the N
+claims once, then unprepared: N sequential pods' worth) and with 16 claims per call,
+and checks that nothing leaks (CDI files, claim dirs, checkpoint entries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+from dra_driver.core.claims import ClaimRef
+from dra_driver.localcluster.build import BuildSettings, ensure_built
+from dra_driver.localcluster.cluster import DEFAULT_VERSION, ClusterSettings, LocalCluster
+from tests.integration import kube
+from tests.integration.agent import Agent, AgentDirs
+from tests.integration.conftest import NODE_AGENT_IDENTITY, NODE_AGENT_USER, REPO
+from tests.integration.test_slices import a100, inventory
+
+
+def pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--claims", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=20)
+    ns = ap.parse_args()
+    cache = Path(os.environ.get("VGPU_DRA_CACHE", Path.home() / ".cache" / "vgpu-dra"))
+    bin_dir = ensure_built(BuildSettings(version=DEFAULT_VERSION, cache_root=cache))
+    settings = ClusterSettings(bin_dir=bin_dir, identities={NODE_AGENT_IDENTITY: NODE_AGENT_USER})
+    dirs = AgentDirs()
+    with tempfile.TemporaryDirectory() as t, LocalCluster(settings) as c:
+        c.kubectl("apply", "-f", str(REPO / "deploy" / "rbac" / "node-agent.yaml"))
+        c.kubectl("apply", "-f", str(REPO / "deploy" / "deviceclasses.yaml"))
+        admin = c.rest()
+        node = "bench-prep"
+        c.create_node(node)
+        kube.namespace(admin, node)
+        inv = inventory(Path(t) / "inv.yaml", {node: [a100(count=10)]})
+        agent = Agent(c, inv, node, dirs)
+        try:
+            refs = []
+            for i in range(ns.claims):
+                obj = kube.claim(admin, node, f"c{i}", capacity={"memory": "4Gi", "cores": "5"})
+                kube.pod(admin, node, f"c{i}", f"c{i}", node)
+                refs.append(ClaimRef(node, f"c{i}", obj["metadata"]["uid"]))
+            for r in refs:
+                kube.wait_for(partial(kube.allocation, admin, node, r.name), 120, f"{r}")
+            one: list[float] = []
+            for r in refs:
+                t0 = time.perf_counter()
+                res = agent.client.prepare([r])
+                one.append(time.perf_counter() - t0)
+                assert res[r.uid].error is None, res[r.uid].error
+                assert agent.client.unprepare([r]) == {r.uid: None}
+            batch: list[float] = []
+            group = refs[:16]
+            for _ in range(ns.rounds):
+                t0 = time.perf_counter()
+                res = agent.client.prepare(group)
+                batch.append(time.perf_counter() - t0)
+                assert all(v.error is None for v in res.values())
+                assert all(v is None for v in agent.client.unprepare(group).values())
+            leaks = [p.name for p in dirs.cdi.iterdir()] + [p.name for p in dirs.claims.iterdir()]
+            ckpt = json.loads((dirs.state / "checkpoint.json").read_text())
+            entries = ckpt.get("claims", {})
+        finally:
+            agent.stop()
+            dirs.cleanup()
+    print(f"{'claims per call':<16} {'calls':>5} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
+    for label, xs in (("1", one), ("16", batch)):
+        print(
+            f"{label:<16} {len(xs):>5} {pct(xs, 50) * 1e3:>8.1f} {pct(xs, 99) * 1e3:>8.1f} "
+            f"{statistics.mean(xs) * 1e3:>8.1f}"
+        )
+    print(
+        f"after {len(refs)} sequential prepare/unprepare pairs and {ns.rounds} x 16: "
+        f"{len(leaks)} leftover files/dirs, {len(entries)} checkpoint entries"
+    )
+    return 0 if not leaks and not entries else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
