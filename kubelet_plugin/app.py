@@ -23,6 +23,7 @@ from dra_driver.kube.claims import get_claim
 from dra_driver.kube.rest import Rest
 from kubelet_plugin.driver import NO_HOOK, DriverSettings, VGpuDriver
 from kubelet_plugin.health import HealthBoard
+from kubelet_plugin.metrics import PluginMetrics, UsageCollector
 from kubelet_plugin.server import PluginServer, SocketSettings
 
 log = logging.getLogger("vgpu_dra.kubelet_plugin")
@@ -122,7 +123,14 @@ def run(
     discovery = make_discovery(s)
     ctl = SliceController(rest, {s.node_name: discovery}, s.controller, metrics)
     mode = ctl.resolve_mode()
-    driver = VGpuDriver(s.driver, lambda ns, name: get_claim(rest, ns, name), discovery, step_hook)
+    driver = VGpuDriver(
+        s.driver,
+        lambda ns, name: get_claim(rest, ns, name),
+        discovery,
+        step_hook,
+        PluginMetrics(registry),
+    )
+    registry.register(UsageCollector(s.node_name, s.driver.claims_host_dir, driver.read_checkpoint))
     board = HealthBoard()
     seen: dict[str, DeviceHealth] = {}
     now = clock or time.time

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import re
 import shutil
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ from dra_driver.core.slices import Mode
 from dra_driver.files import FileLock, atomic_write, remove_stale_temps
 from dra_driver.gpu.discovery import Discovery
 from dra_driver.kube.rest import JSON, ApiError
+from kubelet_plugin.metrics import PluginMetrics
 
 log = logging.getLogger("vgpu_dra.kubelet_plugin")
 
@@ -81,8 +83,12 @@ class VGpuDriver:
         get_claim: Callable[[str, str], JSON],
         discovery: Discovery,
         step_hook: Callable[[str, ClaimRef], None] = NO_HOOK,
+        metrics: PluginMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._s = settings
+        self._metrics = metrics
+        self._clock = clock
         self._get_claim = get_claim
         self._discovery = discovery
         self._hook = step_hook
@@ -113,11 +119,28 @@ class VGpuDriver:
             self._save(cp)
         return cp
 
+    def read_checkpoint(self) -> ckpt.Checkpoint:
+        """The checkpoint as on disk, without the lock and without side effects (for
+        metrics: every write is an atomic rename, so a read sees one whole version).
+        Raises CheckpointError / OSError."""
+        try:
+            return ckpt.decode(self._ckpt_path.read_bytes(), self._s.boot_id)
+        except FileNotFoundError:
+            return ckpt.empty(self._s.boot_id)
+
     def _save(self, cp: ckpt.Checkpoint) -> None:
         atomic_write(self._ckpt_path, ckpt.encode(cp), mode=0o600)
 
     # ---- prepare ---------------------------------------------------------------------
     def prepare(self, claims: Sequence[ClaimRef]) -> dict[str, PrepareResult]:
+        start = self._clock()
+        results = self._prepare(claims)
+        if self._metrics is not None:
+            failed = sum(1 for r in results.values() if r.error is not None)
+            self._metrics.observe("prepare", self._clock() - start, len(results) - failed, failed)
+        return results
+
+    def _prepare(self, claims: Sequence[ClaimRef]) -> dict[str, PrepareResult]:
         results: dict[str, PrepareResult] = {}
         try:
             with FileLock(self._s.state_dir / LOCK_FILE, self._s.lock_timeout_s):
@@ -161,6 +184,8 @@ class VGpuDriver:
             plan.devices,
             plan.cdi_file_name,
             plan.memory_by_card,
+            plan.card_uuids,
+            _consumers(claim),
         )
         self._save(cp)
         self._hook("started", ref)
@@ -283,6 +308,14 @@ class VGpuDriver:
 
     # ---- unprepare -------------------------------------------------------------------
     def unprepare(self, claims: Sequence[ClaimRef]) -> dict[str, str | None]:
+        start = self._clock()
+        out = self._unprepare(claims)
+        if self._metrics is not None:
+            failed = sum(1 for e in out.values() if e is not None)
+            self._metrics.observe("unprepare", self._clock() - start, len(out) - failed, failed)
+        return out
+
+    def _unprepare(self, claims: Sequence[ClaimRef]) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
         try:
             with FileLock(self._s.state_dir / LOCK_FILE, self._s.lock_timeout_s):
@@ -322,6 +355,15 @@ class VGpuDriver:
             self._save(cp)
             log.info("unprepared %s", ref)
         return cp
+
+
+def _consumers(claim: JSON) -> tuple[str, ...]:
+    """Names of the pods the claim is reserved for (labels of the usage metrics)."""
+    return tuple(
+        str(r.get("name"))
+        for r in claim.get("status", {}).get("reservedFor") or []
+        if r.get("resource") == "pods" and r.get("name")
+    )
 
 
 def _json(obj: JSON) -> bytes:

@@ -40,6 +40,8 @@ class ClaimEntry:
     devices: tuple[PreparedDevice, ...] = ()
     cdi_file: str | None = None  # file name inside the CDI dir
     memory_by_card: Mapping[str, int] = field(default_factory=dict)  # card uuid -> bytes
+    card_uuids: tuple[str, ...] = ()  # exposure order: limit index i is card_uuids[i]
+    consumers: tuple[str, ...] = ()  # pods the claim was reserved for (metrics labels)
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,13 @@ def started(
     devices: tuple[PreparedDevice, ...],
     cdi_file: str,
     memory_by_card: Mapping[str, int],
+    card_uuids: tuple[str, ...] = (),
+    consumers: tuple[str, ...] = (),
 ) -> Checkpoint:
     """Record that a prepare of `uid` is about to write files."""
-    entry = ClaimEntry(STARTED, namespace, name, devices, cdi_file, dict(memory_by_card))
+    entry = ClaimEntry(
+        STARTED, namespace, name, devices, cdi_file, dict(memory_by_card), card_uuids, consumers
+    )
     return replace(cp, claims={**cp.claims, uid: entry})
 
 
@@ -105,6 +111,8 @@ def encode(cp: Checkpoint) -> bytes:
             "devices": [_device_json(d) for d in e.devices],
             "cdiFile": e.cdi_file,
             "memoryByCard": dict(e.memory_by_card),
+            "cardUUIDs": list(e.card_uuids),
+            "consumers": list(e.consumers),
         }
         for uid, e in cp.claims.items()
     }
@@ -150,7 +158,16 @@ def _entry(uid: str, obj: Any) -> ClaimEntry:
         devices=tuple(_device(d, where) for d in obj.get("devices") or ()),
         cdi_file=cdi if isinstance(cdi, str) else None,
         memory_by_card={str(k): int(v) for k, v in mem.items() if isinstance(v, int)},
+        card_uuids=_strings(obj.get("cardUUIDs")),
+        consumers=_strings(obj.get("consumers")),
     )
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    """A list of strings; anything else (absent, from an older version) is empty."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(x for x in value if isinstance(x, str))
 
 
 def decode(data: bytes, boot_id: str) -> Checkpoint:

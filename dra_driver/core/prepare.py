@@ -132,6 +132,7 @@ class ClaimPlan:
     limits_file: str | None
     host_dirs: tuple[tuple[str, int], ...]
     memory_by_card: Mapping[str, int]  # card uuid -> bytes (replicas overcommit check)
+    card_uuids: tuple[str, ...] = ()  # exposure order: limit index i is card_uuids[i]
 
 
 def _bytes(value: Any, what: str) -> int:
@@ -334,6 +335,7 @@ def plan_claim(
         limits_file=edits.limits_file,
         host_dirs=edits.host_dirs,
         memory_by_card={c.card.uuid: c.memory_bytes for c in edits.cards},
+        card_uuids=tuple(c.card.uuid for c in edits.cards),
     )
 
 
