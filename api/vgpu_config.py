@@ -68,9 +68,10 @@ def _memory(value: object) -> object:
             raise ValueError(f"must be a positive number of bytes, got {value}")
         return value
     if len(value) > MAX_QUANTITY_LEN or not _QUANTITY.match(value):
-        raise ValueError(
-            f'must be a non-negative quantity such as "3000Mi" or "8Gi", got {value!r}'
-        )
+        raise ValueError(f'must be a positive quantity such as "3000Mi" or "8Gi", got {value!r}')
+    if not re.search(r"[1-9]", value.split("e")[0].split("E")[0]):
+        # "0", "0Mi", "0.0Gi": a zero limit is what the hook reads as "no limit".
+        raise ValueError(f"must be a positive quantity, got {value!r}")
     return value
 
 

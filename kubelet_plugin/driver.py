@@ -103,7 +103,16 @@ class VGpuDriver:
             data = self._ckpt_path.read_bytes()
         except FileNotFoundError:
             return ckpt.empty(self._s.boot_id)
-        cp = ckpt.decode(data, self._s.boot_id)
+        try:
+            cp = ckpt.decode(data, self._s.boot_id)
+        except ckpt.CheckpointError as e:
+            # Writes are atomic renames, so this is not a crash of ours: keep the file
+            # for inspection and go on with an empty checkpoint. Claims prepared before
+            # are re-prepared identically; unprepare finds their files by claim UID.
+            aside = self._ckpt_path.with_name(f"{CHECKPOINT_FILE}.corrupt-{int(time.time())}")
+            self._ckpt_path.replace(aside)
+            log.error("checkpoint %s is unreadable (%s); moved to %s", self._ckpt_path, e, aside)
+            return ckpt.empty(self._s.boot_id)
         if cp.stale:
             # A reboot happened since these were prepared: the kubelet will prepare
             # them again; remove what they left on persistent disk first.

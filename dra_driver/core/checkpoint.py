@@ -150,12 +150,17 @@ def _entry(uid: str, obj: Any) -> ClaimEntry:
         # prepare redoes it and an unprepare cleans up what it names.
         state = STARTED
     mem = obj.get("memoryByCard") or {}
+    if not isinstance(mem, dict):
+        raise CheckpointError(f"{where}: memoryByCard must be an object, got {mem!r}")
+    devices = obj.get("devices") or []
+    if not isinstance(devices, list):
+        raise CheckpointError(f"{where}: devices must be a list, got {devices!r}")
     cdi = obj.get("cdiFile")
     return ClaimEntry(
         state=state,
         namespace=_str(obj, "namespace", where),
         name=_str(obj, "name", where),
-        devices=tuple(_device(d, where) for d in obj.get("devices") or ()),
+        devices=tuple(_device(d, where) for d in devices),
         cdi_file=cdi if isinstance(cdi, str) else None,
         memory_by_card={str(k): int(v) for k, v in mem.items() if isinstance(v, int)},
         card_uuids=_strings(obj.get("cardUUIDs")),

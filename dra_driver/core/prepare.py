@@ -163,6 +163,8 @@ def _share_limits(
     if mode is Mode.REPLICAS:
         if config.memory is not None:
             memory = _bytes(config.memory, "VGpuConfig.memory")
+            if memory < MIB:
+                raise PlanError(f"VGpuConfig.memory {config.memory} is below 1Mi")
             if memory > usable_memory(card):
                 raise PlanError(
                     f"VGpuConfig.memory {config.memory} is more than card {card.uuid} "
@@ -242,9 +244,9 @@ def container_edits(
         limits = HookLimits(
             memory_limits={i: c.memory_bytes for i, c in enumerate(cards)},
             sm_limits={i: c.cores for i, c in enumerate(cards) if c.cores is not None},
-            # The un-indexed SM limit only when it is the same for every card: it
-            # applies to devices without their own value, and there is no such device.
-            sm_limit_all=cores[0] if cores and len(set(cores)) == 1 else None,
+            # The un-indexed SM limit only when every card has the same one: the hook
+            # applies it to any device without its own value.
+            sm_limit_all=cores[0] if len(cores) == len(cards) and len(set(cores)) == 1 else None,
             shared_cache=f"{CONTAINER_CACHE_DIR}/{SHARED_CACHE_FILE}",
             priority=config.priority,
             core_policy=CorePolicy(config.core_limit_policy) if config.core_limit_policy else None,

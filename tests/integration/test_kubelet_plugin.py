@@ -340,3 +340,20 @@ def test_two_plugin_processes_never_interleave(dra_cluster: LocalCluster, admin:
     finally:
         old.stop()
         new.stop()
+
+
+def test_unreadable_checkpoint_is_kept_aside_and_prepare_goes_on(
+    dra_cluster: LocalCluster, admin: Rest, tmp_path: Path, dirs: AgentDirs
+) -> None:
+    inv = _setup(dra_cluster, admin, tmp_path, "kp-corrupt")
+    dirs.state.mkdir(parents=True)
+    (dirs.state / "checkpoint.json").write_text('{"claims": {"x": 5')
+    agent = Agent(dra_cluster, inv, "kp-corrupt", dirs)
+    try:
+        ref = _allocated(admin, "kp-corrupt", "c", "kp-corrupt", capacity={"memory": "1Gi"})
+        assert agent.client.prepare([ref])[ref.uid].error is None
+        [aside] = dirs.state.glob("checkpoint.json.corrupt-*")
+        assert aside.read_text() == '{"claims": {"x": 5'
+        assert agent.client.unprepare([ref]) == {ref.uid: None}
+    finally:
+        agent.stop()

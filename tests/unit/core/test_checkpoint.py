@@ -1,0 +1,349 @@
+"""dra_driver.core.checkpoint: two-phase claim records, tolerant decoding, boot IDs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dra_driver.core import checkpoint as ckpt
+from dra_driver.core.checkpoint import (
+    COMPLETED,
+    STARTED,
+    Checkpoint,
+    CheckpointError,
+    ClaimEntry,
+    completed,
+    decode,
+    empty,
+    encode,
+    removed,
+    started,
+    without_stale,
+)
+from dra_driver.core.claims import PreparedDevice
+
+BOOT = "boot-1111"
+OTHER_BOOT = "boot-2222"
+DEV = PreparedDevice(
+    request_names=("gpu",),
+    pool_name="node-1",
+    device_name="gpu-0",
+    cdi_device_ids=("vgpu.hami.io/gpu=u1-gpu-0-s1",),
+    share_id="s1",
+)
+DEV_NO_SHARE = PreparedDevice(("a", "b"), "node-1", "gpu-1", ("k/c=x", "nvidia.com/gpu=GPU-1"))
+
+
+def _cp() -> Checkpoint:
+    cp = empty(BOOT)
+    cp = started(cp, "u1", "ns", "one", (DEV,), "vgpu.hami.io-gpu_u1.json", {"GPU-0": 1 << 30})
+    cp = completed(cp, "u1", (DEV,))
+    return started(cp, "u2", "ns2", "two", (DEV_NO_SHARE,), "f2.json", {})
+
+
+# ---------------------------------------------------------------------------
+# Transitions
+# ---------------------------------------------------------------------------
+
+
+def test_empty() -> None:
+    cp = empty(BOOT)
+    assert cp.boot_id == BOOT
+    assert dict(cp.claims) == {}
+    assert dict(cp.stale) == {}
+
+
+def test_started_completed_removed() -> None:
+    cp0 = empty(BOOT)
+    cp1 = started(cp0, "u1", "ns", "c", (DEV,), "spec.json", {"GPU-0": 42})
+    assert cp1.claims["u1"] == ClaimEntry(STARTED, "ns", "c", (DEV,), "spec.json", {"GPU-0": 42})
+    assert dict(cp0.claims) == {}  # values in, values out
+
+    cp2 = completed(cp1, "u1", (DEV, DEV_NO_SHARE))
+    e = cp2.claims["u1"]
+    assert e.state == COMPLETED
+    assert e.devices == (DEV, DEV_NO_SHARE)
+    assert (e.namespace, e.name, e.cdi_file, dict(e.memory_by_card)) == (
+        "ns",
+        "c",
+        "spec.json",
+        {"GPU-0": 42},
+    )
+    assert cp1.claims["u1"].state == STARTED
+
+    cp3 = removed(cp2, "u1")
+    assert "u1" not in cp3.claims
+    assert "u1" in cp2.claims
+
+
+def test_started_again_replaces_entry() -> None:
+    cp = started(empty(BOOT), "u1", "ns", "c", (DEV,), "a.json", {"GPU-0": 1})
+    cp = completed(cp, "u1", (DEV,))
+    cp = started(cp, "u1", "ns", "c", (), "b.json", {"GPU-1": 2})
+    assert cp.claims["u1"].state == STARTED
+    assert cp.claims["u1"].cdi_file == "b.json"
+    assert dict(cp.claims["u1"].memory_by_card) == {"GPU-1": 2}
+
+
+def test_started_copies_memory_mapping() -> None:
+    mem = {"GPU-0": 1}
+    cp = started(empty(BOOT), "u1", "ns", "c", (), "a.json", mem)
+    mem["GPU-0"] = 999
+    assert cp.claims["u1"].memory_by_card["GPU-0"] == 1
+
+
+def test_completed_without_started_raises_key_error() -> None:
+    with pytest.raises(KeyError):
+        completed(empty(BOOT), "nope", (DEV,))
+
+
+def test_removed_absent_uid_is_noop() -> None:
+    cp = _cp()
+    assert removed(cp, "absent") == cp
+    assert removed(empty(BOOT), "absent") == empty(BOOT)
+
+
+def test_other_claims_untouched_by_transitions() -> None:
+    cp = _cp()
+    cp2 = completed(removed(cp, "u1"), "u2", (DEV_NO_SHARE,))
+    assert set(cp2.claims) == {"u2"}
+    assert cp2.claims["u2"].state == COMPLETED
+    assert cp.claims["u1"].state == COMPLETED
+
+
+# ---------------------------------------------------------------------------
+# Encoding
+# ---------------------------------------------------------------------------
+
+
+def test_round_trip() -> None:
+    cp = _cp()
+    back = decode(encode(cp), BOOT)
+    assert back == cp
+    assert dict(back.stale) == {}
+
+
+def test_encode_is_stable() -> None:
+    a = _cp()
+    # Same claims inserted in the other order: same bytes (sorted keys).
+    b = Checkpoint(boot_id=BOOT, claims={"u2": a.claims["u2"], "u1": a.claims["u1"]})
+    assert encode(a) == encode(b)
+    assert encode(a) == encode(_cp())
+
+
+def test_encode_document() -> None:
+    doc = json.loads(encode(_cp()))
+    assert doc["version"] == ckpt.SCHEMA_VERSION
+    assert doc["bootID"] == BOOT
+    assert doc["claims"]["u1"]["devices"][0] == {
+        "requestNames": ["gpu"],
+        "poolName": "node-1",
+        "deviceName": "gpu-0",
+        "cdiDeviceIDs": ["vgpu.hami.io/gpu=u1-gpu-0-s1"],
+        "shareID": "s1",
+    }
+    assert "shareID" not in doc["claims"]["u2"]["devices"][0]
+
+
+def test_stale_entries_not_written() -> None:
+    cp = decode(encode(_cp()), OTHER_BOOT)
+    assert set(cp.stale) == {"u1", "u2"}
+    doc = json.loads(encode(cp))
+    assert doc["claims"] == {}
+    assert doc["bootID"] == OTHER_BOOT
+
+
+def test_other_boot_moves_entries_to_stale() -> None:
+    original = _cp()
+    cp = decode(encode(original), OTHER_BOOT)
+    assert cp.boot_id == OTHER_BOOT
+    assert dict(cp.claims) == {}
+    assert dict(cp.stale) == dict(original.claims)
+    cleaned = without_stale(cp)
+    assert dict(cleaned.stale) == {}
+    assert cleaned.boot_id == OTHER_BOOT
+
+
+def test_missing_boot_id_is_another_boot() -> None:
+    doc = json.loads(encode(_cp()))
+    del doc["bootID"]
+    cp = decode(json.dumps(doc).encode(), BOOT)
+    assert dict(cp.claims) == {}
+    assert set(cp.stale) == {"u1", "u2"}
+
+
+def test_newer_version_still_loads() -> None:
+    doc: dict[str, Any] = {
+        "version": 99,
+        "bootID": BOOT,
+        "someNewTopLevel": {"x": [1, 2]},
+        "claims": {
+            "u1": {
+                "state": "PrepareCompleted",
+                "namespace": "ns",
+                "name": "c",
+                "cdiFile": "f.json",
+                "memoryByCard": {"GPU-0": 1024},
+                "newEntryField": True,
+                "devices": [
+                    {
+                        "requestNames": ["gpu"],
+                        "poolName": "node-1",
+                        "deviceName": "gpu-0",
+                        "cdiDeviceIDs": ["k/c=x"],
+                        "shareID": "s1",
+                        "newDeviceField": {"nested": 1},
+                    }
+                ],
+            },
+            "u2": {
+                "state": "PrepareHalfwayThroughSomethingNew",
+                "namespace": "ns",
+                "name": "d",
+            },
+        },
+    }
+    cp = decode(json.dumps(doc).encode(), BOOT)
+    assert cp.claims["u1"] == ClaimEntry(
+        COMPLETED,
+        "ns",
+        "c",
+        (PreparedDevice(("gpu",), "node-1", "gpu-0", ("k/c=x",), "s1"),),
+        "f.json",
+        {"GPU-0": 1024},
+    )
+    # An unknown state from a newer version is treated as started.
+    assert cp.claims["u2"].state == STARTED
+    assert cp.claims["u2"].devices == ()
+    assert cp.claims["u2"].cdi_file is None
+    assert dict(cp.claims["u2"].memory_by_card) == {}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "attr", "expected"),
+    [
+        ("cdiFile", None, "cdi_file", None),
+        ("cdiFile", 5, "cdi_file", None),
+        ("memoryByCard", {"GPU-0": "12", "GPU-1": 7}, "memory_by_card", {"GPU-1": 7}),
+        ("memoryByCard", None, "memory_by_card", {}),
+        ("devices", None, "devices", ()),
+        ("devices", [], "devices", ()),
+    ],
+)
+def test_optional_fields_tolerated(field: str, value: Any, attr: str, expected: Any) -> None:
+    entry = {"state": STARTED, "namespace": "ns", "name": "c", field: value}
+    cp = decode(json.dumps({"bootID": BOOT, "claims": {"u": entry}}).encode(), BOOT)
+    got = getattr(cp.claims["u"], attr)
+    assert (dict(got) if isinstance(expected, dict) else got) == expected
+
+
+def test_device_share_id_of_wrong_type_ignored() -> None:
+    entry = {
+        "state": STARTED,
+        "namespace": "ns",
+        "name": "c",
+        "devices": [{"poolName": "p", "deviceName": "d", "shareID": 5}],
+    }
+    cp = decode(json.dumps({"bootID": BOOT, "claims": {"u": entry}}).encode(), BOOT)
+    assert cp.claims["u"].devices == (PreparedDevice((), "p", "d", (), None),)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("memoryByCard", "x"),
+        ("memoryByCard", [1, 2]),
+        ("memoryByCard", 5),
+        ("devices", 5),
+        ("devices", True),
+        ("devices", {"a": 1}),
+        ("devices", ["not-an-object"]),
+    ],
+)
+def test_wrong_typed_optional_field_is_checkpoint_error_or_ignored(field: str, value: Any) -> None:
+    entry = {"state": STARTED, "namespace": "ns", "name": "c", field: value}
+    data = json.dumps({"bootID": BOOT, "claims": {"u": entry}}).encode()
+    with contextlib.suppress(CheckpointError):
+        decode(data, BOOT)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"not json",
+        b"\xff\xfe\x00garbage",
+        b"[]",
+        b"null",
+        b"42",
+        b'"claims"',
+        b"{}",
+        b'{"bootID": "boot-1111"}',
+        b'{"bootID": "boot-1111", "claims": []}',
+        b'{"bootID": "boot-1111", "claims": null}',
+        b'{"bootID": "boot-1111", "claims": "u1"}',
+        b'{"bootID": "boot-1111", "claims": {"u1": 5}}',
+        b'{"bootID": "boot-1111", "claims": {"u1": {"namespace": "n", "name": "c"}}}',
+        b'{"bootID": "boot-1111", "claims": {"u1": {"state": 1, "namespace": "n", "name": "c"}}}',
+        b'{"bootID": "boot-1111", "claims": {"u1": {"state": "PrepareStarted", "name": "c"}}}',
+        b'{"bootID": "boot-1111", "claims": {"u1": {"state": "PrepareStarted", "namespace": "n"}}}',
+        b'{"bootID": "boot-1111", "claims": {"u1": {"state": "PrepareStarted", '
+        b'"namespace": "n", "name": "c", "devices": [{"deviceName": "d"}]}}}',
+        b'{"bootID": "boot-1111", "claims": {"u1": {"state": "PrepareStarted", '
+        b'"namespace": "n", "name": "c", "devices": [5]}}}',
+        b'{"bootID": "boot-1111", "claims": {"u1": {"state": "PrepareStarted", '
+        b'"namespace": "n", "name": "c", "devices": [{"poolName": "p"}]}}}',
+    ],
+)
+def test_garbage_refused(data: bytes) -> None:
+    with pytest.raises(CheckpointError):
+        decode(data, BOOT)
+
+
+def test_garbage_refused_even_for_another_boot() -> None:
+    with pytest.raises(CheckpointError):
+        decode(b'{"bootID": "x", "claims": {"u1": {"state": "PrepareStarted"}}}', BOOT)
+
+
+def test_checkpoint_error_names_the_claim() -> None:
+    with pytest.raises(CheckpointError, match="claim u-broken"):
+        decode(b'{"bootID": "b", "claims": {"u-broken": {"state": "PrepareStarted"}}}', "b")
+
+
+# ---------------------------------------------------------------------------
+# Property: any checkpoint round-trips
+# ---------------------------------------------------------------------------
+
+_text = st.text(max_size=12)
+_device = st.builds(
+    PreparedDevice,
+    request_names=st.lists(_text, max_size=3).map(tuple),
+    pool_name=_text,
+    device_name=_text,
+    cdi_device_ids=st.lists(_text, max_size=3).map(tuple),
+    share_id=st.one_of(st.none(), _text),
+)
+_entry = st.builds(
+    ClaimEntry,
+    state=st.sampled_from([STARTED, COMPLETED]),
+    namespace=_text,
+    name=_text,
+    devices=st.lists(_device, max_size=3).map(tuple),
+    cdi_file=st.one_of(st.none(), _text),
+    memory_by_card=st.dictionaries(_text, st.integers(0, 2**64), max_size=3),
+)
+
+
+@given(boot=_text, claims=st.dictionaries(_text, _entry, max_size=4))
+def test_round_trip_property(boot: str, claims: dict[str, ClaimEntry]) -> None:
+    cp = Checkpoint(boot_id=boot, claims=claims)
+    data = encode(cp)
+    assert decode(data, boot) == cp
+    other = decode(data, boot + "-other")
+    assert dict(other.claims) == {}
+    assert dict(other.stale) == claims
