@@ -1,8 +1,8 @@
 """A real, local Kubernetes control plane on 127.0.0.1 for tests and the demo.
 
 etcd, kube-apiserver (TLS, static token auth, RBAC), kube-scheduler and
-kube-controller-manager (only the resourceclaim controller and the garbage
-collector: node-lifecycle would taint and evict our fake nodes) run as child
+kube-controller-manager (only the resourceclaim, garbage-collector, deployment and
+replicaset controllers: node-lifecycle would taint and evict our fake nodes) run as child
 processes in a private work dir. There is no kubelet: Nodes are plain API objects.
 
 Contract: `start()` returns only once /readyz is ok and the scheduler and
@@ -236,13 +236,44 @@ class LocalCluster:
                 *_gates(s.feature_gates),
             ],
         )
+        # Without --use-service-account-credentials every controller acts as the
+        # controller-manager user, whose bootstrap role cannot create pods, replicasets
+        # or claims: grant it the enabled controllers' own bootstrap roles.
+        for ctl in (
+            "deployment-controller",
+            "replicaset-controller",
+            "resource-claim-controller",
+            "generic-garbage-collector",
+        ):
+            self.rest().request(
+                "POST",
+                "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRoleBinding",
+                    "metadata": {"name": f"vgpu-local:{ctl}"},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "ClusterRole",
+                        "name": f"system:controller:{ctl}",
+                    },
+                    "subjects": [
+                        {
+                            "apiGroup": "rbac.authorization.k8s.io",
+                            "kind": "User",
+                            "name": "system:kube-controller-manager",
+                        }
+                    ],
+                },
+            )
         kcm_port = free_port()
         self._spawn(
             "kube-controller-manager",
             [
                 str(s.bin_dir / "kube-controller-manager"),
                 f"--kubeconfig={self.kubeconfig_for('kube-controller-manager')}",
-                "--controllers=resourceclaim-controller,garbage-collector-controller",
+                "--controllers=resourceclaim-controller,garbage-collector-controller,"
+                "deployment-controller,replicaset-controller",
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={kcm_port}",
@@ -251,6 +282,25 @@ class LocalCluster:
         )
         for name, port in (("kube-scheduler", sched_port), ("kube-controller-manager", kcm_port)):
             self._wait_healthz(name, port)
+
+    def start_scheduler(self, name: str, config: Path) -> None:
+        """Start one more kube-scheduler as component `name` (e.g. a second scheduler
+        with an extender). `config` is its KubeSchedulerConfiguration and must set
+        `clientConnection.kubeconfig` (e.g. `kubeconfig_for("kube-scheduler")`) and
+        `leaderElection.leaderElect: false`. Returns once it serves /healthz; `stop()`
+        or `kill(name)` ends it. Raises ClusterError with its log tail otherwise."""
+        port = free_port()
+        self._spawn(
+            name,
+            [
+                str(self.settings.bin_dir / "kube-scheduler"),
+                f"--config={config}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                *_gates(self.settings.feature_gates),
+            ],
+        )
+        self._wait_healthz(name, port)
 
     def _wait_healthz(self, name: str, port: int) -> None:
         _wait_until(

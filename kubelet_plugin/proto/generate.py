@@ -10,7 +10,8 @@ It runs, from the repository root (so imports come out as
         kubelet_plugin/proto/pluginregistration/v1/api.proto \\
         kubelet_plugin/proto/dra/v1/api.proto \\
         kubelet_plugin/proto/dra/v1beta1/api.proto \\
-        kubelet_plugin/proto/dra_health/v1alpha1/api.proto
+        kubelet_plugin/proto/dra_health/v1alpha1/api.proto \\
+        kubelet_plugin/proto/deviceplugin/v1beta1/api.proto
 
 The output depends on the grpcio-tools version (it embeds the protobuf and grpcio versions it
 was made with); `tests/unit/kubelet_plugin/test_proto_fresh.py` regenerates into a temporary
@@ -35,6 +36,7 @@ PROTO_FILES: tuple[str, ...] = (
     "kubelet_plugin/proto/dra/v1/api.proto",
     "kubelet_plugin/proto/dra/v1beta1/api.proto",
     "kubelet_plugin/proto/dra_health/v1alpha1/api.proto",
+    "kubelet_plugin/proto/deviceplugin/v1beta1/api.proto",
 )
 
 # What protoc writes for each .proto (suffixes replacing `.proto`).

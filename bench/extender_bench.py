@@ -1,0 +1,218 @@
+"""Legacy scheduler extender: /filter latency and end-to-end binding throughput.
+
+    .venv/bin/python -m bench.extender_bench               # /filter latency only
+    .venv/bin/python -m bench.extender_bench --e2e 200     # + pods bound per second
+
+/filter: the extender's HTTP server on loopback with 100 and 1000 registered nodes x 8
+cards (a third of the slots already used by existing pods), one POST per new pod
+carrying all node names (nodeCacheCapable), as kube-scheduler sends it. The API writes
+/filter makes (the decision patch) go to a local stand-in, so the figure is the
+extender's own cost (decision + HTTP + JSON), not the API server's.
+
+--e2e N: a real local control plane (cached binaries), the second kube-scheduler with
+our extender, 10 fake nodes x 4 cards x 10 slots, an imitation kubelet running the
+device plugin's Allocate bookkeeping (which releases node locks); N pods created at
+once; reports pods bound (and allocated) per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, cast
+
+from dra_driver.core import hami_annotations as ann
+from dra_driver.kube.nodelock import NodeLocker
+from dra_driver.kube.rest import JSON, Rest
+from webhook.extender.extender import Extender, PlacementSettings
+from webhook.extender.http import ExtenderServer
+from webhook.extender.state import ClusterState
+
+NV = ann.vendor_keys("nvidia")
+
+
+def pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+class _NoApi:
+    """Accepts the decision patch locally (the bench measures the extender itself)."""
+
+    def request(self, method: str, path: str, body: Any = None, **kw: Any) -> JSON:
+        return {}
+
+    def get(self, path: str, query: Any = ()) -> JSON:
+        return {}
+
+
+def _pod(i: int, mem: int) -> JSON:
+    return {
+        "metadata": {"name": f"p{i}", "namespace": "bench", "uid": f"uid-{i}", "annotations": {}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "c",
+                    "resources": {"limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": str(mem)}},
+                }
+            ]
+        },
+    }
+
+
+def filter_latency(n_nodes: int, calls: int, seed: int = 1) -> tuple[float, float]:
+    rng = random.Random(seed)
+    state = ClusterState(NV)
+    nodes = []
+    pods = []
+    for n in range(n_nodes):
+        devs = [
+            ann.NodeDevice(f"GPU-{n}-{k}", k, 10, 81920, 100, "NVIDIA-NVIDIA A100", numa=k // 4)
+            for k in range(8)
+        ]
+        name = f"node-{n:04d}"
+        nodes.append(
+            {
+                "metadata": {
+                    "name": name,
+                    "resourceVersion": "1",
+                    "annotations": {ann.NODE_REGISTER_NVIDIA: ann.encode_node_devices(devs)},
+                }
+            }
+        )
+        for k in range(8):
+            for j in range(3):  # 3 of 10 slots in use
+                pods.append(
+                    {
+                        "metadata": {
+                            "uid": f"old-{n}-{k}-{j}",
+                            "name": "x",
+                            "namespace": "x",
+                            "annotations": {
+                                ann.VGPU_NODE: name,
+                                NV.allocated: f"GPU-{n}-{k},NVIDIA,{rng.randrange(1000, 8000)},0:;",
+                            },
+                        },
+                        "spec": {"containers": [{"name": "c"}]},
+                        "status": {"phase": "Running"},
+                    }
+                )
+    state.replace_nodes(nodes)
+    state.replace_pods(pods)
+    ext = Extender(
+        cast(Rest, _NoApi()),
+        state,
+        cast(NodeLocker, None),
+        None,
+        PlacementSettings(),
+    )
+    server = ExtenderServer(("127.0.0.1", 0), ext)
+    server.serve_in_thread()
+    names = [n["metadata"]["name"] for n in nodes]
+    url = f"http://127.0.0.1:{server.port}/filter"
+    times = []
+    try:
+        for i in range(calls):
+            body = json.dumps({"pod": _pod(i, rng.randrange(1000, 8000)), "nodenames": names})
+            req = urllib.request.Request(
+                url, data=body.encode(), headers={"Content-Type": "application/json"}
+            )
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(req) as r:
+                result = json.loads(r.read())
+            times.append(time.perf_counter() - t0)
+            assert result.get("nodenames"), result
+    finally:
+        server.shutdown()
+        server.server_close()
+    return pct(times, 50) * 1000, pct(times, 99) * 1000
+
+
+def e2e(n_pods: int) -> float:
+    import yaml
+
+    from dra_driver.kube.nodes import create_fake_node
+    from dra_driver.localcluster.build import BuildSettings, ensure_built
+    from dra_driver.localcluster.cluster import DEFAULT_VERSION, ClusterSettings, LocalCluster
+    from tests.integration import kube
+    from tests.integration.conftest import IDENTITIES, NODE_AGENT_IDENTITY, REPO
+    from tests.integration.test_extender import (
+        SCHEDULER,
+        FakeKubelets,
+        gpu_pod,
+        register,
+        scheduler_config,
+    )
+    from webhook.extender.app import ExtenderApp, ExtenderSettings
+
+    bin_dir = ensure_built(
+        BuildSettings(version=DEFAULT_VERSION, cache_root=Path.home() / ".cache" / "vgpu-dra")
+    )
+    with LocalCluster(ClusterSettings(bin_dir=bin_dir, identities=dict(IDENTITIES))) as c:
+        for f in sorted((REPO / "deploy" / "rbac").glob("*.yaml")):
+            c.kubectl("apply", "-f", str(f))
+        c.kubectl("apply", "-f", str(REPO / "deploy" / "legacy" / "rbac-node-agent.yaml"))
+        app = ExtenderApp(ExtenderSettings(port=0), rest=c.rest("vgpu-dra-extender")).start()
+        cfg = c.work_dir / "vgpu-scheduler.yaml"
+        cfg.write_text(
+            yaml.safe_dump(scheduler_config(c.kubeconfig_for("kube-scheduler"), app.url))
+        )
+        c.start_scheduler(SCHEDULER, cfg)
+        admin = c.rest()
+        kube.namespace(admin, "bench")
+        nodes = [f"bench-{i}" for i in range(10)]
+        for i, n in enumerate(nodes):
+            create_fake_node(
+                admin,
+                n,
+                labels={"vgpu-test": "bench"},
+                annotations={
+                    ann.NODE_REGISTER_NVIDIA: register([(f"GPU-b{i}-{k}", 81920) for k in range(4)])
+                },
+            )
+        try:
+            with FakeKubelets(c.rest(NODE_AGENT_IDENTITY), "bench", nodes) as kubelets:
+                t0 = time.monotonic()
+                with ThreadPoolExecutor(16) as pool:
+                    list(
+                        pool.map(
+                            lambda i: gpu_pod(
+                                admin,
+                                "bench",
+                                f"p{i:04d}",
+                                "bench",
+                                {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "1000"},
+                            ),
+                            range(n_pods),
+                        )
+                    )
+                kube.wait_for(
+                    lambda: len(kubelets.allocated) >= n_pods, 600, "all pods allocated", poll=0.2
+                )
+                elapsed = time.monotonic() - t0
+        finally:
+            app.stop()
+    return n_pods / elapsed
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calls", type=int, default=200)
+    ap.add_argument("--e2e", type=int, default=0, help="pods for the end-to-end run (0: skip)")
+    args = ap.parse_args()
+    for n in (100, 1000):
+        p50, p99 = filter_latency(n, args.calls)
+        print(f"/filter {n} nodes x 8 cards: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    if args.e2e:
+        rate = e2e(args.e2e)
+        print(f"end to end: {args.e2e} pods bound and allocated at {rate:.1f} pods/s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,271 @@
+"""The legacy device plugin as kubelet sees it: registration with a fake kubelet,
+ListAndWatch (health changes flow), GetPreferredAllocation, and Allocate for a pod
+bound by the legacy protocol, against a real API server with the node agent's
+RBAC-limited identity (deploy/rbac/node-agent.yaml + deploy/legacy/rbac-node-agent.yaml).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+
+from api.vgpu_config import default_config
+from controller.app import FileDiscovery
+from dra_driver.core import hami_annotations as ann
+from dra_driver.core import prepare
+from dra_driver.core.model import MIB
+from dra_driver.kube.nodelock import NodeLocker
+from dra_driver.kube.nodes import create_fake_node
+from dra_driver.kube.rest import JSON, Rest
+from dra_driver.localcluster.cluster import LocalCluster
+from kubelet_plugin.deviceplugin.plugin import DevicePlugin, DevicePluginSettings
+from tests.deviceplugin_client import FakeKubelet
+from tests.integration import kube
+from tests.integration.conftest import NODE_AGENT_IDENTITY, REPO
+from tests.integration.test_slices import a100, inventory
+
+pytestmark = pytest.mark.integration
+
+NVIDIA = ann.vendor_keys("nvidia")
+MERGE = "application/merge-patch+json"
+
+
+@dataclass
+class Setup:
+    admin: Rest
+    node: str
+    inv: Path
+    plugin: DevicePlugin
+    kubelet: FakeKubelet
+    settings: DevicePluginSettings
+    uuids: list[str]
+
+
+@pytest.fixture
+def setup(dra_cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator[Setup]:
+    dra_cluster.kubectl("apply", "-f", str(REPO / "deploy" / "legacy" / "rbac-node-agent.yaml"))
+    admin = dra_cluster.rest()
+    node = "dp-" + request.node.name.removeprefix("test_").replace("_", "-")[:40]
+    create_fake_node(admin, node)
+    kube.namespace(admin, node)
+    root = Path(tempfile.mkdtemp(prefix="dp-", dir="/tmp"))  # short: unix socket paths
+    inv = inventory(root / "inv.yaml", {node: [a100(count=2)]})
+    discovery = FileDiscovery(inv, node)
+    uuids = [c.uuid for c in discovery.discover().cards]
+    settings = DevicePluginSettings(
+        node_name=node,
+        plugin_dir=root / "dp",
+        prepare=prepare.PrepareSettings(
+            claims_dir=str(root / "claims"), vgpulock_dir=str(root / "vgpulock")
+        ),
+        health_interval_s=0.2,
+        inventory_interval_s=0.2,
+    )
+    settings.plugin_dir.mkdir()
+    kubelet = FakeKubelet(settings.plugin_dir)
+    plugin = DevicePlugin(settings, dra_cluster.rest(NODE_AGENT_IDENTITY), discovery)
+    try:
+        plugin.start()
+        kubelet.wait_registered()
+        yield Setup(admin, node, inv, plugin, kubelet, settings, uuids)
+    finally:
+        plugin.stop()
+        kubelet.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def bound_pod(s: Setup, name: str, to_allocate: str, *, lock: bool = True) -> JSON:
+    """A pod as the extender leaves it after /bind: decision annotations, bind-phase
+    allocating, the node lock, and spec.nodeName set."""
+    ns = s.node
+    pod = s.admin.request(
+        "POST",
+        f"/api/v1/namespaces/{ns}/pods",
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "annotations": {
+                    ann.VGPU_NODE: s.node,
+                    NVIDIA.to_allocate: to_allocate,
+                    NVIDIA.allocated: to_allocate,
+                    ann.BIND_PHASE: ann.PHASE_ALLOCATING,
+                },
+            },
+            "spec": {
+                "schedulerName": "nobody-schedules-this",
+                "containers": [{"name": "main", "image": "registry.invalid/cuda:none"}],
+            },
+        },
+    )
+    if lock:
+        NodeLocker(s.admin).acquire(s.node, ns, name)
+    s.admin.request(
+        "POST",
+        f"/api/v1/namespaces/{ns}/pods/{name}/binding",
+        {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": name, "namespace": ns},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": s.node},
+        },
+    )
+    return pod
+
+
+def pod_annotations(s: Setup, name: str) -> dict[str, str]:
+    obj = s.admin.get(f"/api/v1/namespaces/{s.node}/pods/{name}")
+    return dict(obj["metadata"].get("annotations") or {})
+
+
+def node_annotations(s: Setup) -> dict[str, str]:
+    return dict(s.admin.get(f"/api/v1/nodes/{s.node}")["metadata"].get("annotations") or {})
+
+
+def test_register_list_allocate_and_health(setup: Setup) -> None:
+    s = setup
+    # registration and options
+    assert s.kubelet.options().get_preferred_allocation_available
+    # inventory annotation in HAMi's JSON format, plus the handshake
+    a = node_annotations(s)
+    devs = ann.decode_node_devices(a[ann.NODE_REGISTER_NVIDIA])
+    assert [d.id for d in devs] == s.uuids
+    assert all(d.count == 10 and d.devcore == 100 and d.health for d in devs)
+    assert devs[0].type == "NVIDIA-NVIDIA A100-SXM4-80GB" and devs[0].devmem == 80 * 1024
+    assert a[ann.NODE_HANDSHAKE_NVIDIA].startswith("Reported ")
+    assert s.plugin.inventory.sync() is False  # unchanged: no write
+    # HAMi's scheduler asks for a report: the agent answers
+    s.admin.request(
+        "PATCH",
+        f"/api/v1/nodes/{s.node}",
+        {
+            "metadata": {
+                "annotations": {ann.NODE_HANDSHAKE_NVIDIA: "Requesting_2026-11-23 01:00:00"}
+            }
+        },
+        content_type=MERGE,
+    )
+    kube.wait_for(
+        lambda: node_annotations(s)[ann.NODE_HANDSHAKE_NVIDIA].startswith("Reported "),
+        10,
+        "handshake answered",
+    )
+    # ListAndWatch: cards x slots
+    s.kubelet.start_watch()
+    first = s.kubelet.next_update()
+    assert len(first) == 20 and {h for _, h in first} == {"Healthy"}
+    assert {i for i, _ in first} == {f"{u}-{k}" for u in s.uuids for k in range(10)}
+
+    # a pod bound by the extender to card 1 with 3000 MiB / 30 %
+    u1 = s.uuids[1]
+    bound_pod(s, "p1", f"{u1},NVIDIA,3000,30:;")
+    ids = [i for i, _ in first]
+    assert s.kubelet.preferred(ids, 1) == [f"{u1}-0"]
+    resp = s.kubelet.allocate([f"{u1}-0"])
+    [ctr] = resp.container_responses
+    env = dict(ctr.envs)
+    assert env["CUDA_DEVICE_MEMORY_LIMIT_0"] == "3000m"
+    assert env["CUDA_DEVICE_SM_LIMIT"] == "30"
+    assert env["NVIDIA_VISIBLE_DEVICES"] == u1
+    # exactly what the DRA prepare path computes for the same share (shared code)
+    card = s.plugin.board.card(u1)
+    assert card is not None
+    uid = s.admin.get(f"/api/v1/namespaces/{s.node}/pods/p1")["metadata"]["uid"]
+    host_dir = f"{s.settings.prepare.claims_dir}/legacy/{uid}_main"
+    expected = prepare.container_edits(
+        [prepare.CardShare(card, 3000 * MIB, 30)], default_config(), s.settings.prepare, host_dir
+    )
+    assert env == dict(expected.env)
+    assert {(m.container_path, m.host_path) for m in ctr.mounts} == {
+        (m.container_path, m.host_path) for m in expected.mounts
+    }
+    assert (Path(host_dir) / prepare.LIMITS_FILE_NAME).read_text() == expected.limits_file
+    # bookkeeping: the container is served, the pod done, the lock released
+    a = pod_annotations(s, "p1")
+    assert a[NVIDIA.to_allocate] == ";" and a[ann.BIND_PHASE] == ann.PHASE_SUCCESS
+    assert a[NVIDIA.allocated] == f"{u1},NVIDIA,3000,30:;"
+    assert ann.NODE_LOCK not in node_annotations(s)
+
+    # health: card 0 fails -> ListAndWatch sends its replicas as Unhealthy
+    inventory(s.inv, {s.node: [a100(healthy=False), a100()]})
+    update = s.kubelet.next_update()
+    unhealthy = {i.rsplit("-", 1)[0] for i, h in update if h == "Unhealthy"}
+    assert unhealthy == {s.uuids[0]}
+    # ... and the inventory annotation is re-patched with the change
+    kube.wait_for(
+        lambda: (
+            not ann.decode_node_devices(node_annotations(s)[ann.NODE_REGISTER_NVIDIA])[0].health
+        ),
+        10,
+        "register annotation shows card 0 unhealthy",
+    )
+
+
+def test_dangling_lock_nodename_preset_and_garbage(setup: Setup) -> None:
+    s = setup
+    u0 = s.uuids[0]
+    # a lock left by a pod that no longer exists does not block the node
+    ghost = ann.encode_lock(datetime.now(UTC) - timedelta(seconds=1), s.node, "ghost")
+    s.admin.request(
+        "PATCH",
+        f"/api/v1/nodes/{s.node}",
+        {"metadata": {"annotations": {ann.NODE_LOCK: ghost}}},
+        content_type=MERGE,
+    )
+    bound_pod(s, "after-ghost", f"{u0},NVIDIA,1000,0:;", lock=False)
+    resp = s.kubelet.allocate([f"{u0}-0"])
+    assert dict(resp.container_responses[0].envs)["CUDA_DEVICE_MEMORY_LIMIT_0"] == "1000m"
+    assert pod_annotations(s, "after-ghost")[ann.BIND_PHASE] == ann.PHASE_SUCCESS
+    assert ann.NODE_LOCK not in node_annotations(s)
+
+    # a pod created with nodeName (no scheduler decision): a clear error, no lock
+    s.admin.request(
+        "POST",
+        f"/api/v1/namespaces/{s.node}/pods",
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "preset"},
+            "spec": {
+                "nodeName": s.node,
+                "containers": [{"name": "main", "image": "registry.invalid/cuda:none"}],
+            },
+        },
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        s.kubelet.allocate([f"{u0}-1"])
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no binding pod found" in str(err.value.details())
+    assert ann.NODE_LOCK not in node_annotations(s)
+
+    # a garbage decision: the pod is marked failed and the lock released
+    bound_pod(s, "garbage", "GPU-x,NVIDIA:;")
+    with pytest.raises(grpc.RpcError) as err:
+        s.kubelet.allocate([f"{u0}-2"])
+    assert "format error" in str(err.value.details())
+    assert pod_annotations(s, "garbage")[ann.BIND_PHASE] == ann.PHASE_FAILED
+    assert ann.NODE_LOCK not in node_annotations(s)
+
+    # a device count that does not match the decision
+    bound_pod(s, "mismatch", f"{u0},NVIDIA,10,0:;")
+    with pytest.raises(grpc.RpcError) as err:
+        s.kubelet.allocate([f"{u0}-3", f"{s.uuids[1]}-0"])
+    assert "device number not matched" in str(err.value.details())
+    assert ann.NODE_LOCK not in node_annotations(s)
+
+
+def test_kubelet_restart_wipes_the_socket_and_the_plugin_registers_again(setup: Setup) -> None:
+    s = setup
+    s.settings.socket.unlink()  # what kubelet does to plugin sockets when it restarts
+    again = s.kubelet.wait_registered()  # re-dials the new endpoint
+    assert again.resource_name == "nvidia.com/gpu" and again.endpoint == s.settings.socket_name
+    assert s.settings.socket.is_socket()
+    assert s.kubelet.options().get_preferred_allocation_available

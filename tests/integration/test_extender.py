@@ -1,0 +1,549 @@
+"""The legacy path end to end: a second, real kube-scheduler ("vgpu-dra-scheduler")
+with our extender (in-process, RBAC-limited token from deploy/rbac/extender.yaml)
+schedules pods with nvidia.com/gpu/gpumem/gpucores limits onto fake nodes whose
+`hami.io/node-nvidia-register` annotation describes their cards.
+
+There is no kubelet: a bound pod just has spec.nodeName. An imitation kubelet calls
+the device plugin's Allocate bookkeeping (`PendingPods`, the node agent's legacy
+identity) for each bound pod, which releases the node lock as on a real node.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dra_driver.core import hami_annotations as ann
+from dra_driver.kube.nodelock import LockContentionError, LockSettings, NodeLocker
+from dra_driver.kube.nodes import create_fake_node
+from dra_driver.kube.rest import JSON, ApiError, Rest
+from dra_driver.localcluster.cluster import LocalCluster
+from kubelet_plugin.deviceplugin.pending import AllocateError, PendingPods
+from tests.integration import kube
+from tests.integration.conftest import NODE_AGENT_IDENTITY, REPO
+from webhook.extender.app import ExtenderApp, ExtenderSettings
+from webhook.extender.extender import PlacementSettings
+
+pytestmark = pytest.mark.integration
+
+SCHEDULER = "vgpu-dra-scheduler"
+EXTENDER = "vgpu-dra-extender"
+NVIDIA = ann.vendor_keys("nvidia")
+MANAGED = [
+    "nvidia.com/gpu",
+    "nvidia.com/gpumem",
+    "nvidia.com/gpucores",
+    "nvidia.com/gpumem-percentage",
+    "nvidia.com/priority",
+]
+
+
+def scheduler_config(kubeconfig: Path, url: str) -> JSON:
+    """deploy/legacy/kube-scheduler-config.yaml with only the connection details
+    changed, so the shipped configuration is the tested one."""
+    cfg: JSON = yaml.safe_load(
+        (REPO / "deploy" / "legacy" / "kube-scheduler-config.yaml").read_text()
+    )
+    cfg["clientConnection"] = {"kubeconfig": str(kubeconfig)}
+    cfg["leaderElection"] = {"leaderElect": False}
+    cfg["podInitialBackoffSeconds"] = 1
+    cfg["podMaxBackoffSeconds"] = 2
+    [extender] = cfg["extenders"]
+    extender["urlPrefix"] = url
+    assert cfg["profiles"] == [{"schedulerName": SCHEDULER}]
+    assert {m["name"] for m in extender["managedResources"]} == set(MANAGED)
+    return cfg
+
+
+@dataclass
+class Legacy:
+    cluster: LocalCluster
+    admin: Rest
+    app: ExtenderApp
+    agent: Rest
+
+
+@pytest.fixture(scope="module")
+def legacy(dra_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Legacy]:
+    dra_cluster.kubectl("apply", "-f", str(REPO / "deploy" / "legacy" / "rbac-node-agent.yaml"))
+    app = ExtenderApp(
+        ExtenderSettings(
+            port=0, placement=PlacementSettings(bind_lock_wait_s=20.0), lock_expiry_s=300
+        ),
+        rest=dra_cluster.rest(EXTENDER),
+    ).start()
+    cfg = tmp_path_factory.mktemp("sched") / "scheduler.yaml"
+    cfg.write_text(
+        yaml.safe_dump(scheduler_config(dra_cluster.kubeconfig_for("kube-scheduler"), app.url))
+    )
+    dra_cluster.start_scheduler(SCHEDULER, cfg)
+    try:
+        yield Legacy(dra_cluster, dra_cluster.rest(), app, dra_cluster.rest(NODE_AGENT_IDENTITY))
+    finally:
+        if SCHEDULER in set(dra_cluster.running()):
+            dra_cluster.kill(SCHEDULER)
+        app.stop()
+
+
+def register(cards: list[tuple[str, int]], numa: int = 0) -> str:
+    """cards: (uuid, MiB) -> HAMi JSON register value, 10 slots, 100 cores."""
+    return ann.encode_node_devices(
+        [
+            ann.NodeDevice(uuid, i, 10, mem, 100, "NVIDIA-NVIDIA A100-SXM4-80GB", numa=numa)
+            for i, (uuid, mem) in enumerate(cards)
+        ]
+    )
+
+
+def gpu_pod(
+    admin: Rest,
+    ns: str,
+    name: str,
+    group: str,
+    limits: dict[str, str],
+    annotations: dict[str, str] | None = None,
+    node_name: str | None = None,
+) -> JSON:
+    spec: JSON = {
+        "schedulerName": SCHEDULER,
+        "nodeSelector": {"vgpu-test": group},
+        "containers": [
+            {"name": "c", "image": "registry.invalid/cuda:none", "resources": {"limits": limits}}
+        ],
+    }
+    if node_name:
+        spec["nodeName"] = node_name
+    return admin.request(
+        "POST",
+        f"/api/v1/namespaces/{ns}/pods",
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "annotations": annotations or {}},
+            "spec": spec,
+        },
+    )
+
+
+def get_pod(admin: Rest, ns: str, name: str) -> JSON:
+    return admin.get(f"/api/v1/namespaces/{ns}/pods/{name}")
+
+
+def events(admin: Rest, ns: str, name: str) -> list[str]:
+    items = admin.get(
+        f"/api/v1/namespaces/{ns}/events", [("fieldSelector", f"involvedObject.name={name}")]
+    ).get("items", [])
+    return [f"{e.get('reason')}: {e.get('message')}" for e in items]
+
+
+def node_lock(admin: Rest, node: str) -> str | None:
+    a = admin.get(f"/api/v1/nodes/{node}")["metadata"].get("annotations") or {}
+    value = a.get(ann.NODE_LOCK)
+    return str(value) if value is not None else None
+
+
+class FakeKubelets:
+    """For each pod bound to one of `nodes` and waiting in bind-phase=allocating, do
+    what kubelet + our device plugin do at admission: Allocate (which releases the lock)."""
+
+    def __init__(self, agent: Rest, ns: str, nodes: list[str]) -> None:
+        self._ns = ns
+        self._agent = agent
+        self._pending = {n: PendingPods(agent, n, NodeLocker(agent), NVIDIA) for n in nodes}
+        self.errors: list[str] = []
+        self.allocated: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> FakeKubelets:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                pods = self._agent.get(f"/api/v1/namespaces/{self._ns}/pods").get("items", [])
+            except ApiError as e:
+                self.errors.append(str(e))
+                self._stop.wait(0.05)
+                continue
+            for p in pods:
+                node = p["spec"].get("nodeName")
+                a = p["metadata"].get("annotations") or {}
+                name = p["metadata"]["name"]
+                if node not in self._pending or name in self.allocated:
+                    continue
+                if a.get(ann.BIND_PHASE) != ann.PHASE_ALLOCATING:
+                    continue
+                counts = [
+                    int(c["resources"]["limits"]["nvidia.com/gpu"]) for c in p["spec"]["containers"]
+                ]
+                try:
+                    result = self._pending[node].allocate(counts)
+                    self.allocated.add(result.name)
+                except AllocateError as e:
+                    self.errors.append(f"{name}: {e}")
+            self._stop.wait(0.05)
+
+
+def test_schedules_and_annotates_in_hami_format(legacy: Legacy) -> None:
+    admin, ns, group = legacy.admin, "ext-basic", "ext-basic"
+    kube.namespace(admin, ns)
+    create_fake_node(
+        admin,
+        "ext-basic-a",
+        labels={"vgpu-test": group},
+        annotations={ann.NODE_REGISTER_NVIDIA: register([("GPU-ba0", 40000), ("GPU-ba1", 40000)])},
+    )
+    # the older colon format (HAMi <= 2.7) on the second node
+    create_fake_node(
+        admin,
+        "ext-basic-b",
+        labels={"vgpu-test": group},
+        annotations={
+            ann.NODE_REGISTER_NVIDIA: "GPU-bb0,10,16000,100,NVIDIA-Tesla T4,0,true:",
+        },
+    )
+    gpu_pod(
+        admin,
+        ns,
+        "p1",
+        group,
+        {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "3000", "nvidia.com/gpucores": "30"},
+        annotations={"nvidia.com/use-gputype": "A100"},
+    )
+    pod = kube.wait_for(
+        lambda: (p := get_pod(admin, ns, "p1"))["spec"].get("nodeName") and p, 60, "p1 bound"
+    )
+    a = pod["metadata"]["annotations"]
+    assert pod["spec"]["nodeName"] == "ext-basic-a"
+    assert a[ann.VGPU_NODE] == "ext-basic-a"
+    assert pod["metadata"]["labels"][ann.VGPU_NODE] == "ext-basic-a"
+    # spread (default card policy): both cards empty -> the lowest index
+    assert a[NVIDIA.allocated] == "GPU-ba0,NVIDIA,3000,30:;"
+    assert a[NVIDIA.to_allocate] == a[NVIDIA.allocated]
+    assert a[ann.BIND_PHASE] == ann.PHASE_ALLOCATING
+    assert int(a[ann.VGPU_TIME]) > 0 and int(a[ann.BIND_TIME]) > 0
+    lock = ann.decode_lock(node_lock(admin, "ext-basic-a") or "")
+    assert (lock.namespace, lock.name) == (ns, "p1")
+
+    # the device plugin's Allocate consumes the decision and releases the lock
+    pending = PendingPods(legacy.agent, "ext-basic-a", NodeLocker(legacy.agent), NVIDIA)
+    result = pending.allocate([1])
+    assert result.done and result.containers[0].devices[0].uuid == "GPU-ba0"
+    a = get_pod(admin, ns, "p1")["metadata"]["annotations"]
+    assert a[NVIDIA.to_allocate] == ";" and a[ann.BIND_PHASE] == ann.PHASE_SUCCESS
+    assert node_lock(admin, "ext-basic-a") is None
+
+    # a second pod: spread puts it on the other A100 card; T4 excluded by type
+    gpu_pod(
+        admin,
+        ns,
+        "p2",
+        group,
+        {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "1000"},
+        annotations={"nvidia.com/use-gputype": "A100"},
+    )
+    pod2 = kube.wait_for(
+        lambda: (p := get_pod(admin, ns, "p2"))["spec"].get("nodeName") and p, 60, "p2 bound"
+    )
+    assert pod2["metadata"]["annotations"][NVIDIA.allocated] == "GPU-ba1,NVIDIA,1000,0:;"
+    assert any("FilteringSucceed" in e for e in events(admin, ns, "p2"))
+    pending.allocate([1])
+
+    # the colon-format node is usable too
+    gpu_pod(
+        admin,
+        ns,
+        "p3",
+        group,
+        {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "1000"},
+        annotations={"nvidia.com/use-gputype": "T4"},
+    )
+    pod3 = kube.wait_for(
+        lambda: (p := get_pod(admin, ns, "p3"))["spec"].get("nodeName") and p, 60, "p3 bound"
+    )
+    assert pod3["spec"]["nodeName"] == "ext-basic-b"
+    PendingPods(legacy.agent, "ext-basic-b", NodeLocker(legacy.agent), NVIDIA).allocate([1])
+
+
+def _unschedulable(admin: Rest, ns: str, name: str) -> str | None:
+    return kube.unschedulable(admin, ns, name)
+
+
+def test_bad_input_gives_reasons_not_crashes(legacy: Legacy) -> None:
+    admin, ns, group = legacy.admin, "ext-bad", "ext-bad"
+    kube.namespace(admin, ns)
+    create_fake_node(
+        admin,
+        "ext-bad-garbage",
+        labels={"vgpu-test": group},
+        annotations={ann.NODE_REGISTER_NVIDIA: "[{not json"},
+    )
+    create_fake_node(
+        admin,
+        "ext-bad-ok",
+        labels={"vgpu-test": group},
+        annotations={ann.NODE_REGISTER_NVIDIA: register([("GPU-bad0", 8000)])},
+    )
+    # 1. more cards than any node has -> NodeInsufficientDevice, garbage node named
+    gpu_pod(admin, ns, "too-many", group, {"nvidia.com/gpu": "2", "nvidia.com/gpumem": "10"})
+    msg = kube.wait_for(lambda: _unschedulable(admin, ns, "too-many"), 60, "too-many rejected")
+    evs = kube.wait_for(
+        lambda: [e for e in events(admin, ns, "too-many") if e.startswith("FilteringFailed")],
+        30,
+        "FilteringFailed event",
+    )
+    assert "NodeInsufficientDevice" in evs[0], evs
+    assert "invalid inventory annotation" in evs[0], evs
+    assert msg
+    # 2. a request the API server accepts but HAMi refuses (more MiB than an int32)
+    gpu_pod(
+        admin, ns, "half-mib", group, {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "99999999999"}
+    )
+    kube.wait_for(lambda: _unschedulable(admin, ns, "half-mib"), 60, "half-mib rejected")
+    evs = kube.wait_for(
+        lambda: [e for e in events(admin, ns, "half-mib") if "invalid vGPU request" in e],
+        30,
+        "invalid request event",
+    )
+    assert "must be an integer" in evs[0]
+    # 3. a malformed scheduling annotation
+    gpu_pod(
+        admin,
+        ns,
+        "bad-weights",
+        group,
+        {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "10"},
+        annotations={ann.SCORING_WEIGHTS: "slot=x"},
+    )
+    kube.wait_for(lambda: _unschedulable(admin, ns, "bad-weights"), 60, "bad-weights rejected")
+    # 4. memory that no card has
+    gpu_pod(admin, ns, "huge", group, {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "9000"})
+    kube.wait_for(lambda: _unschedulable(admin, ns, "huge"), 60, "huge rejected")
+    evs = kube.wait_for(
+        lambda: [e for e in events(admin, ns, "huge") if "CardInsufficientMemory" in e],
+        30,
+        "CardInsufficientMemory event",
+    )
+    assert "1/1 CardInsufficientMemory" in evs[0]
+    # 5. a lock left behind by a deleted pod does not block the node
+    stale = ann.encode_lock(datetime.now(UTC) - timedelta(seconds=5), ns, "ghost")
+    admin.request(
+        "PATCH",
+        "/api/v1/nodes/ext-bad-ok",
+        {"metadata": {"annotations": {ann.NODE_LOCK: stale}}},
+        content_type="application/merge-patch+json",
+    )
+    gpu_pod(admin, ns, "after-ghost", group, {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "10"})
+    kube.wait_for(
+        lambda: get_pod(admin, ns, "after-ghost")["spec"].get("nodeName"), 60, "bound past ghost"
+    )
+    lock = ann.decode_lock(node_lock(admin, "ext-bad-ok") or "")
+    assert lock.name == "after-ghost"
+    # 6. a pod created with nodeName is not ours: no decision, no lock taken
+    gpu_pod(
+        admin,
+        ns,
+        "preset",
+        group,
+        {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "10"},
+        node_name="ext-bad-ok",
+    )
+    pre = get_pod(admin, ns, "preset")
+    assert ann.VGPU_NODE not in (pre["metadata"].get("annotations") or {})
+    assert legacy.app.server.port > 0  # the extender is still serving
+    # bind failure releases the lock: binding a pod that /filter placed elsewhere
+    res = legacy.app.extender.bind(
+        {
+            "podName": "preset",
+            "podNamespace": ns,
+            "podUID": pre["metadata"]["uid"],
+            "node": "ext-bad-ok",
+        }
+    )
+    assert "placed on None" in res["error"]
+    assert ann.decode_lock(node_lock(admin, "ext-bad-ok") or "").name == "after-ghost"
+
+
+def test_node_lock_optimistic_concurrency(legacy: Legacy) -> None:
+    """Separate lockers (as separate extender replicas would be) race for one node:
+    the resourceVersion precondition lets exactly one win; expiry and release rules."""
+    admin, ns = legacy.admin, "ext-lock"
+    kube.namespace(admin, ns)
+    create_fake_node(admin, "ext-lock-n")
+    for i in range(8):
+        admin.request(
+            "POST",
+            f"/api/v1/namespaces/{ns}/pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"l{i}"},
+                "spec": {
+                    "schedulerName": "nobody-schedules-this",
+                    "containers": [{"name": "c", "image": "registry.invalid/x:none"}],
+                },
+            },
+        )
+    ext_rest = legacy.cluster.rest(EXTENDER)
+    barrier = threading.Barrier(8)
+
+    def race(i: int) -> bool:
+        locker = NodeLocker(ext_rest)  # no shared in-process mutex
+        barrier.wait()
+        try:
+            locker.acquire("ext-lock-n", ns, f"l{i}")
+            return True
+        except LockContentionError:
+            return False
+
+    with ThreadPoolExecutor(8) as pool:
+        wins = list(pool.map(race, range(8)))
+    assert wins.count(True) == 1
+    winner = f"l{wins.index(True)}"
+    assert ann.decode_lock(node_lock(admin, "ext-lock-n") or "").name == winner
+    locker = NodeLocker(ext_rest)
+    locker.acquire("ext-lock-n", ns, winner)  # idempotent for the holder
+    loser = "l0" if winner != "l0" else "l1"
+    assert not locker.release("ext-lock-n", ns, loser)  # only the holder releases
+    # an expired lock of a live pod is taken over
+    short = NodeLocker(ext_rest, LockSettings(expiry=timedelta(seconds=30)))
+    old = ann.encode_lock(datetime.now(UTC) - timedelta(minutes=5), ns, winner)
+    admin.request(
+        "PATCH",
+        "/api/v1/nodes/ext-lock-n",
+        {"metadata": {"annotations": {ann.NODE_LOCK: old}}},
+        content_type="application/merge-patch+json",
+    )
+    short.acquire("ext-lock-n", ns, loser)
+    assert ann.decode_lock(node_lock(admin, "ext-lock-n") or "").name == loser
+    with pytest.raises(LockContentionError):
+        short.acquire("ext-lock-n", ns, winner)
+    # a lock naming a pod that already went through Allocate is stale too
+    admin.request(
+        "PATCH",
+        f"/api/v1/namespaces/{ns}/pods/{loser}",
+        {"metadata": {"annotations": {ann.BIND_PHASE: ann.PHASE_SUCCESS}}},
+        content_type="application/merge-patch+json",
+    )
+    short.acquire("ext-lock-n", ns, winner)
+    assert locker.release("ext-lock-n", ns, winner)
+    assert node_lock(admin, "ext-lock-n") is None
+
+
+# ---- 200 pods at once ----------------------------------------------------------------
+
+N_NODES, N_CARDS, SLOTS, CARD_MIB = 10, 4, 10, 16000
+
+
+def _fits_anywhere(mem: int, cores: int, usage: dict[str, list[int]]) -> bool:
+    """Independent oracle: a 1-card request fits a card with a free slot, enough free
+    memory and cores, and (HAMi) a 0-core request needs a card not fully cored."""
+    for used, usedmem, usedcores in usage.values():
+        if used >= SLOTS or CARD_MIB - usedmem < mem or 100 - usedcores < cores:
+            continue
+        if cores == 0 and usedcores == 100:
+            continue
+        return True
+    return False
+
+
+def test_200_pods_at_once_never_oversubscribe(legacy: Legacy) -> None:
+    admin, ns, group = legacy.admin, "ext-load", "ext-load"
+    kube.namespace(admin, ns)
+    nodes = [f"ext-load-{i}" for i in range(N_NODES)]
+    for i, n in enumerate(nodes):
+        create_fake_node(
+            admin,
+            n,
+            labels={"vgpu-test": group},
+            annotations={
+                ann.NODE_REGISTER_NVIDIA: register(
+                    [(f"GPU-l{i}-{k}", CARD_MIB) for k in range(N_CARDS)]
+                )
+            },
+        )
+    rng = random.Random(20261123)
+    wanted: dict[str, tuple[int, int]] = {
+        f"p{i:03d}": (rng.randrange(1000, 8001, 500), rng.choice([0, 0, 10, 20]))
+        for i in range(200)
+    }
+
+    def create(item: tuple[str, tuple[int, int]]) -> None:
+        name, (mem, cores) = item
+        gpu_pod(
+            admin,
+            ns,
+            name,
+            group,
+            {
+                "nvidia.com/gpu": "1",
+                "nvidia.com/gpumem": str(mem),
+                "nvidia.com/gpucores": str(cores),
+            },
+        )
+
+    with FakeKubelets(legacy.agent, ns, nodes) as kubelets:
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(create, wanted.items()))
+
+        def settled() -> tuple[list[JSON], dict[str, list[int]]] | None:
+            pods = admin.get(f"/api/v1/namespaces/{ns}/pods").get("items", [])
+            usage: dict[str, list[int]] = {}
+            for i in range(N_NODES):
+                for k in range(N_CARDS):
+                    usage[f"GPU-l{i}-{k}"] = [0, 0, 0]
+            pending = []
+            for p in pods:
+                name = p["metadata"]["name"]
+                if p["spec"].get("nodeName"):
+                    if name not in kubelets.allocated:
+                        return None  # still between bind and Allocate
+                    a = p["metadata"]["annotations"]
+                    for ctr in ann.decode_pod_devices(a[NVIDIA.allocated]):
+                        for d in ctr:
+                            u = usage[d.uuid]
+                            u[0] += 1
+                            u[1] += d.usedmem
+                            u[2] += d.usedcores
+                else:
+                    if not kube.unschedulable(admin, ns, name):
+                        return None  # not decided yet
+                    pending.append(p)
+            for p in pending:
+                if _fits_anywhere(*wanted[p["metadata"]["name"]], usage):
+                    return None  # the scheduler has not retried it yet
+            return pods, usage
+
+        pods, usage = kube.wait_for(settled, 240, "all 200 pods decided", poll=0.5)
+    assert not kubelets.errors, kubelets.errors[:5]
+    bound = [p for p in pods if p["spec"].get("nodeName")]
+    for uuid, (used, usedmem, usedcores) in usage.items():
+        assert used <= SLOTS, uuid
+        assert usedmem <= CARD_MIB, (uuid, usedmem)
+        assert usedcores <= 100, (uuid, usedcores)
+    for p in bound:  # the decision matches what was asked, on the node it was bound to
+        a = p["metadata"]["annotations"]
+        [[dev]] = ann.decode_pod_devices(a[NVIDIA.allocated])
+        mem, cores = wanted[p["metadata"]["name"]]
+        assert (dev.usedmem, dev.usedcores) == (mem, cores)
+        assert a[ann.VGPU_NODE] == p["spec"]["nodeName"]
+        assert dev.uuid.startswith(f"GPU-l{p['spec']['nodeName'].rsplit('-', 1)[1]}-")
+    per_node = Counter(p["spec"]["nodeName"] for p in bound)
+    assert len(bound) > 100 and len(per_node) == N_NODES
+    assert all(node_lock(admin, n) is None for n in nodes)  # every lock was released
+    print(f"\nbound {len(bound)}/200 pods; per node {sorted(per_node.values())}")

@@ -1,0 +1,369 @@
+"""dra_driver.core.placement: HAMi's Fit rules, scores and binpack/spread orderings.
+
+The expected placements follow hami-compat.md §4.3-§4.5 (device score, NUMA-first
+card order walked from the end, node score over current usage, binpack = highest,
+spread = lowest), worked out by hand in each row's comment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dra_driver.core import placement as pl
+from dra_driver.core.hami_annotations import ContainerDevice, NodeDevice
+from dra_driver.core.placement import DeviceUsage, NodeState
+from dra_driver.core.placement_requests import ContainerRequest, PodPolicy, Weights
+
+A100 = "NVIDIA-NVIDIA A100-SXM4-80GB"
+T4 = "NVIDIA-Tesla T4"
+
+
+def card(
+    i: int,
+    *,
+    mem: int = 8000,
+    count: int = 10,
+    core: int = 100,
+    numa: int = 0,
+    used: int = 0,
+    usedmem: int = 0,
+    usedcores: int = 0,
+    typ: str = A100,
+    health: bool = True,
+) -> DeviceUsage:
+    dev = NodeDevice(f"GPU-{i}", i, count, mem, core, typ, numa=numa, health=health)
+    return DeviceUsage(dev, used, usedmem, usedcores)
+
+
+def req(nums: int = 1, mem: int = 1000, cores: int = 0, pct: int = 101) -> ContainerRequest:
+    return ContainerRequest(nums=nums, memreq=mem, coresreq=cores, mem_percentage=pct)
+
+
+@dataclass
+class CardCase:
+    name: str
+    cards: list[DeviceUsage]
+    request: ContainerRequest
+    policy: PodPolicy = field(default_factory=PodPolicy)
+    expected: tuple[str, ...] | str = ()  # chosen UUIDs, or the failure reason
+
+
+def P(*gpu: str, **kw: object) -> PodPolicy:
+    return PodPolicy(gpu_policy=gpu, **kw)  # type: ignore[arg-type]
+
+
+CARD_CASES = [
+    # score(card0) = 10*((1+2)/10 + 0 + (1000+2000)/8000) = 6.75 > score(card1) = 1.25
+    CardCase(
+        "spread-picks-least-used", [card(0, used=2, usedmem=2000), card(1)], req(), P(), ("GPU-1",)
+    ),
+    CardCase(
+        "binpack-picks-most-used",
+        [card(0, used=2, usedmem=2000), card(1)],
+        req(),
+        P("binpack"),
+        ("GPU-0",),
+    ),
+    CardCase("spread-tie-lowest-index", [card(0), card(1), card(2)], req(), P(), ("GPU-0",)),
+    CardCase(
+        "binpack-tie-lowest-index", [card(0), card(1), card(2)], req(), P("binpack"), ("GPU-0",)
+    ),
+    # cores weigh in: card1 has more cores used -> higher score
+    CardCase(
+        "binpack-by-cores",
+        [card(0, used=1, usedcores=10), card(1, used=1, usedcores=60)],
+        req(cores=10),
+        P("binpack"),
+        ("GPU-1",),
+    ),
+    # NUMA is the first key: binpack walks NUMA 0 first even if NUMA 1 is fuller
+    CardCase(
+        "binpack-numa-first",
+        [card(0, numa=1, used=5, usedmem=7000), card(1, numa=0)],
+        req(),
+        P("binpack"),
+        ("GPU-1",),
+    ),
+    # spread walks the highest NUMA first
+    CardCase(
+        "spread-numa-first",
+        [card(0, numa=0), card(1, numa=1, used=3, usedmem=3000)],
+        req(),
+        P(),
+        ("GPU-1",),
+    ),
+    # two cards, binpack: numa0 [GPU-0], then numa1 [GPU-1, GPU-2]
+    CardCase(
+        "two-cards-across-numa",
+        [card(0, numa=0), card(1, numa=1), card(2, numa=1)],
+        req(nums=2),
+        P("binpack"),
+        ("GPU-0", "GPU-1"),
+    ),
+    CardCase(
+        "numa-bind-keeps-one-node",
+        [card(0, numa=0), card(1, numa=1), card(2, numa=1)],
+        req(nums=2),
+        P("binpack", numa_bind=True),
+        ("GPU-1", "GPU-2"),
+    ),
+    CardCase(
+        "numa-bind-impossible",
+        [card(0, numa=0), card(1, numa=1)],
+        req(nums=2),
+        P("binpack", numa_bind=True),
+        "1/2 AllocatedCardsInsufficientRequest, 1/2 NumaNotFit",
+    ),
+    CardCase(
+        "memory-short",
+        [card(0, usedmem=7500, used=1), card(1, usedmem=7900, used=1)],
+        req(mem=1000),
+        P(),
+        "2/2 CardInsufficientMemory",
+    ),
+    CardCase(
+        "slots-exhausted",
+        [card(0, count=2, used=2), card(1, mem=500)],
+        req(),
+        P(),
+        "1/2 CardInsufficientMemory, 1/2 CardTimeSlicingExhausted",
+    ),
+    CardCase(
+        "exclusive-needs-empty-card",
+        [card(0, used=1, usedmem=100), card(1)],
+        req(cores=100),
+        P(),
+        ("GPU-1",),
+    ),
+    CardCase(
+        "exclusive-conflict",
+        [card(0, used=1, usedmem=100)],
+        req(cores=100),
+        P(),
+        "1/1 ExclusiveDeviceAllocateConflict",
+    ),
+    CardCase(
+        "zero-core-on-full-card",
+        [card(0, used=1, usedcores=100)],
+        req(cores=0),
+        P(),
+        "1/1 CardComputeUnitsExhausted",
+    ),
+    CardCase(
+        "cores-short",
+        [card(0, used=1, usedcores=80)],
+        req(cores=30),
+        P(),
+        "1/1 CardInsufficientCore",
+    ),
+    CardCase(
+        "unhealthy-skipped",
+        [card(0, health=False), card(1, used=9, usedmem=1)],
+        req(),
+        P(),
+        ("GPU-1",),
+    ),
+    CardCase("type-filter", [card(0), card(1, typ=T4)], req(), P(use_types=("t4",)), ("GPU-1",)),
+    CardCase(
+        "nouse-type",
+        [card(0, typ=T4), card(1, typ=T4)],
+        req(),
+        P(nouse_types=("T4",)),
+        "2/2 CardTypeMismatch",
+    ),
+    CardCase(
+        "uuid-filter",
+        [card(0), card(1), card(2)],
+        req(),
+        P(use_uuids=frozenset({"GPU-2"})),
+        ("GPU-2",),
+    ),
+    CardCase(
+        "nouse-uuid", [card(0), card(1)], req(), P(nouse_uuids=frozenset({"GPU-0"})), ("GPU-1",)
+    ),
+    CardCase("too-many-cards", [card(0), card(1)], req(nums=3), P(), "2/2 NodeInsufficientDevice"),
+    CardCase(
+        "mutex-idle-only",
+        [card(0, used=1, usedmem=1), card(1, used=1, usedmem=1)],
+        req(),
+        P("mutex"),
+        "2/2 ExclusiveDeviceAllocateConflict",
+    ),
+    CardCase(
+        "percentage-of-card",
+        [card(0, mem=8000, usedmem=5000, used=1), card(1, mem=4000)],
+        req(mem=0, pct=50),
+        P(),
+        ("GPU-1",),
+    ),
+    # weights: slot only -> card0 (1 slot used of 2) outranks card1 (1 of 10) for binpack
+    CardCase(
+        "weights-slot-only",
+        [card(0, count=2, used=1), card(1, used=1, usedmem=4000)],
+        req(),
+        P("binpack", weights=Weights(1, 0, 0)),
+        ("GPU-0",),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CARD_CASES, ids=[c.name for c in CARD_CASES])
+def test_card_placement(case: CardCase) -> None:
+    fit = pl.fit_container(case.cards, case.request, case.policy)
+    if isinstance(case.expected, str):
+        assert not fit.ok
+        assert fit.reason() == case.expected
+    else:
+        assert fit.devices is not None, fit.reason()
+        assert tuple(d.uuid for d in fit.devices) == case.expected
+
+
+def test_worked_example_scores() -> None:
+    """scheduler-policy.md: GPU1 (20 cores, 2000 MiB used of 8000) with a request of
+    10 cores / 1000 MiB scores 6.75 without the slot term."""
+    d = card(1, usedcores=20, usedmem=2000)
+    assert pl.device_score(d, req(mem=1000, cores=10), Weights(0, 1, 1)) == pytest.approx(6.75)
+    assert pl.device_score(d, req(mem=1000, cores=10)) == pytest.approx(7.75)
+
+
+def node(name: str, *cards: DeviceUsage) -> NodeState:
+    return NodeState(name, tuple(cards))
+
+
+NODE_CASES = [
+    # node a: score 10*(1/20 + 0 + 2000/16000) = 1.75 ; node b: 0
+    (
+        "binpack-fullest-node",
+        "binpack",
+        [node("a", card(0, used=1, usedmem=2000), card(1)), node("b", card(0), card(1))],
+        "a",
+    ),
+    (
+        "spread-emptiest-node",
+        "spread",
+        [node("a", card(0, used=1, usedmem=2000), card(1)), node("b", card(0), card(1))],
+        "b",
+    ),
+    ("tie-lowest-name-binpack", "binpack", [node("b", card(0)), node("a", card(0))], "a"),
+    ("tie-lowest-name-spread", "spread", [node("b", card(0)), node("a", card(0))], "a"),
+    (
+        "binpack-skips-full-node",
+        "binpack",
+        [node("a", card(0, usedmem=7900, used=1)), node("b", card(0))],
+        "b",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "policy", "nodes", "expected"), NODE_CASES, ids=[c[0] for c in NODE_CASES]
+)
+def test_node_placement(name: str, policy: str, nodes: list[NodeState], expected: str) -> None:
+    d = pl.choose_node(nodes, [req()], PodPolicy(node_policy=policy))
+    assert d.node == expected
+
+
+def test_default_node_policy_is_binpack_and_pod_annotation_overrides() -> None:
+    nodes = [node("a", card(0, used=1, usedmem=2000)), node("b", card(0))]
+    assert pl.choose_node(nodes, [req()]).node == "a"
+    assert pl.choose_node(nodes, [req()], default_node_policy="spread").node == "b"
+    assert pl.choose_node(nodes, [req()], PodPolicy(node_policy="spread")).node == "b"
+
+
+def test_nothing_fits_gives_reasons_per_node() -> None:
+    nodes = [
+        node("a", card(0, usedmem=8000, used=1)),
+        NodeState("b", (card(0),), cordoned=frozenset({"GPU-0"})),
+    ]
+    d = pl.choose_node(nodes, [req()])
+    assert d.node is None
+    assert d.failed == {"a": "1/1 CardInsufficientMemory", "b": "1/1 CardCordoned"}
+
+
+def test_containers_accumulate_but_init_containers_do_not() -> None:
+    n = node("a", card(0, mem=8000))
+    # two regular containers of 5000 MiB cannot share an 8000 MiB card
+    assert not pl.fit_pod(n, [req(mem=5000), req(mem=5000)]).ok
+    # an init container of 5000 then a regular one of 5000: they never run together
+    fit = pl.fit_pod(n, [req(mem=5000), req(mem=5000)], init_count=1)
+    assert fit.devices is not None
+    held = pl.collapse_usage(fit.devices, init_count=1)
+    assert held == {"GPU-0": pl.HeldUsage(5000, 0, 1)}
+    # containers without a request keep their (empty) entry
+    fit2 = pl.fit_pod(n, [None, req(mem=10)])
+    assert fit2.devices == ((), (ContainerDevice("GPU-0", "NVIDIA", 10, 0),))
+
+
+def test_topology_aware_uses_pair_scores() -> None:
+    cards = (card(0), card(1), card(2))
+    scores = {
+        "GPU-0": {"GPU-1": 100, "GPU-2": 10},
+        "GPU-1": {"GPU-0": 100, "GPU-2": 10},
+        "GPU-2": {"GPU-0": 10, "GPU-1": 10},
+    }
+    n = NodeState("a", cards, pair_scores=scores)
+    pol = PodPolicy(gpu_policy=("topology-aware",))
+    two = pl.fit_pod(n, [req(nums=2)], pol)
+    assert two.devices is not None and {d.uuid for d in two.devices[0]} == {"GPU-0", "GPU-1"}
+    one = pl.fit_pod(n, [req(nums=1)], pol)
+    assert one.devices is not None and one.devices[0][0].uuid == "GPU-2"  # worst connected
+
+
+def test_collapse_usage_rules() -> None:
+    c = ContainerDevice
+    pod = (
+        (c("A", "NVIDIA", 3000, 10),),  # init 0
+        (c("A", "NVIDIA", 6000, 0), c("B", "NVIDIA", 1, 0)),  # init 1
+        (c("A", "NVIDIA", 2000, 30),),
+        (c("A", "NVIDIA", 2000, 30),),
+    )
+    held = pl.collapse_usage(pod, init_count=2)
+    assert held["A"] == pl.HeldUsage(usedmem=6000, usedcores=60, slots=2)
+    assert held["B"] == pl.HeldUsage(usedmem=1, usedcores=0, slots=1)
+
+
+# ---- properties: capacity arithmetic ----------------------------------------------------
+
+_request = st.builds(
+    ContainerRequest,
+    nums=st.integers(1, 3),
+    memreq=st.integers(0, 9000),
+    mem_percentage=st.just(101),
+    coresreq=st.integers(0, 100),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1000, 16000), st.integers(1, 6)), min_size=1, max_size=4),
+    st.lists(st.lists(_request, min_size=1, max_size=3), min_size=1, max_size=25),
+    st.sampled_from(["binpack", "spread", "mutex"]),
+)
+def test_sequential_placements_never_oversubscribe(
+    cards: list[tuple[int, int]], pods: list[list[ContainerRequest]], policy: str
+) -> None:
+    registered = [NodeDevice(f"GPU-{i}", i, n, m, 100, A100) for i, (m, n) in enumerate(cards)]
+    held: list[dict[str, pl.HeldUsage]] = []
+    for requests in pods:
+        state = NodeState("n", pl.node_usage(registered, held))
+        fit = pl.fit_pod(state, requests, PodPolicy(gpu_policy=(policy,)))
+        if fit.devices is None:
+            continue
+        for ctr, r in zip(fit.devices, requests, strict=True):
+            assert len({d.uuid for d in ctr}) == r.nums  # distinct physical cards
+        held.append(pl.collapse_usage(fit.devices, 0))
+    for d in pl.node_usage(registered, held):
+        assert d.used <= d.device.count
+        assert d.usedmem <= d.device.devmem
+        assert d.usedcores <= d.device.devcore
+
+
+@given(st.integers(0, 10), st.integers(0, 10**6), st.integers(0, 100), _request)
+def test_score_is_monotonic_in_usage(used: int, mem: int, cores: int, r: ContainerRequest) -> None:
+    a = card(0, count=10, mem=10**6, used=used, usedmem=mem, usedcores=cores)
+    b = card(0, count=10, mem=10**6, used=used + 1, usedmem=mem + 1, usedcores=cores + 1)
+    assert pl.device_score(b, r) > pl.device_score(a, r)
