@@ -1,0 +1,46 @@
+{{/*
+Names are fixed ("vgpu-dra-<component>"): DeviceClasses, ClusterRoles and the webhook
+configuration are cluster-scoped, so one installation per cluster is the only sane
+layout, and the RBAC files in deploy/rbac/ and the tests use the same names.
+*/}}
+
+{{- define "vgpu-dra.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+
+{{- define "vgpu-dra.labels" -}}
+app.kubernetes.io/part-of: vgpu-dra
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* Selector labels of one component: (dict "ctx" $ "name" "vgpu-dra-webhook") */}}
+{{- define "vgpu-dra.selector" -}}
+app.kubernetes.io/name: {{ .name }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+{{- end -}}
+
+{{/* "auto" unless the top-level mode forces legacy. */}}
+{{- define "vgpu-dra.webhookMode" -}}
+{{- if .Values.webhook.mode -}}{{ .Values.webhook.mode }}{{- else if eq .Values.mode "legacy" -}}legacy{{- else -}}auto{{- end -}}
+{{- end -}}
+
+{{/* The inventory ConfigMap is needed when a component runs on simulated discovery. */}}
+{{- define "vgpu-dra.needsInventory" -}}
+{{- if or (and .Values.kubeletPlugin.enabled (eq .Values.kubeletPlugin.discovery "simulated")) (and .Values.devicePlugin.enabled (eq .Values.devicePlugin.discovery "simulated")) .Values.controller.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/* "300s" -> "300" (the CLI takes seconds). */}}
+{{- define "vgpu-dra.seconds" -}}
+{{- . | toString | trimSuffix "s" -}}
+{{- end -}}
+
+{{/* The simulated inventory as YAML text (given as an object or as text). */}}
+{{- define "vgpu-dra.inventoryText" -}}
+{{- if kindIs "string" .Values.simulatedInventory -}}
+{{- .Values.simulatedInventory -}}
+{{- else -}}
+{{- toYaml .Values.simulatedInventory -}}
+{{- end -}}
+{{- end -}}
