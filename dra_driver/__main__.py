@@ -9,9 +9,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dra_driver.core.slices import DRIVER_NAME, Mode, SliceSettings
 from dra_driver.localcluster.cluster import DEFAULT_VERSION
+
+if TYPE_CHECKING:
+    from webhook.admission.translate import TranslateSettings
 
 
 def _env(name: str, default: str) -> str:
@@ -40,6 +44,61 @@ def _slice_settings(ns: argparse.Namespace, mode: Mode = Mode.CONSUMABLE) -> Sli
         mode=mode,
         default_slots=ns.slots,
         default_core_scaling=ns.core_scaling,
+    )
+
+
+def _translate_args(p: argparse.ArgumentParser) -> None:
+    """The webhook's translation settings (HAMi's scheduler device config names)."""
+    p.add_argument("--driver-name", default=_env("VGPU_DRA_DRIVER_NAME", DRIVER_NAME))
+    p.add_argument(
+        "--scheduler-name",
+        default=_env("VGPU_DRA_SCHEDULER_NAME", "vgpu-dra-scheduler"),
+        help="legacy mode: the scheduler that vGPU pods are sent to",
+    )
+    p.add_argument(
+        "--default-gpu-num", type=int, default=int(_env("VGPU_DRA_DEFAULT_GPU_NUM", "1"))
+    )
+    p.add_argument(
+        "--default-memory", type=int, default=int(_env("VGPU_DRA_DEFAULT_MEMORY", "0")),
+        help="MiB when a container sets no memory; 0 = the whole card",
+    )
+    p.add_argument("--default-cores", type=int, default=int(_env("VGPU_DRA_DEFAULT_CORES", "0")))
+    p.add_argument(
+        "--memory-factor", type=int, default=int(_env("VGPU_DRA_MEMORY_FACTOR", "1"))
+    )
+    p.add_argument(
+        "--core-limit-policy",
+        choices=["default", "force", "disable"],
+        default=_env("VGPU_DRA_CORE_LIMIT_POLICY", "default"),
+    )
+    p.add_argument(
+        "--capacity-mode",
+        choices=["auto", "consumable", "replicas"],
+        default=_env("VGPU_DRA_CAPACITY_MODE", "auto"),
+        help="auto: as the published ResourceSlices show",
+    )
+
+
+def _translate_settings(ns: argparse.Namespace) -> TranslateSettings:
+    from dra_driver.core.legacy_requests import AskSettings
+    from webhook.admission.templates import CapacityMode, TemplateSettings
+    from webhook.admission.translate import Mode as AdmissionMode
+    from webhook.admission.translate import TranslateSettings
+
+    return TranslateSettings(
+        mode=AdmissionMode("dra" if ns.mode == "auto" else ns.mode),
+        asks=AskSettings(
+            default_count=ns.default_gpu_num,
+            default_memory_mib=ns.default_memory,
+            default_cores=ns.default_cores,
+            memory_factor=ns.memory_factor,
+        ),
+        templates=TemplateSettings(
+            driver_name=ns.driver_name,
+            capacity_mode=CapacityMode(ns.capacity_mode),
+            core_limit_policy=ns.core_limit_policy,
+        ),
+        scheduler_name=ns.scheduler_name,
     )
 
 
@@ -172,12 +231,68 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--metrics-port", type=int, default=int(_env("VGPU_DRA_METRICS_PORT", "0")))
     _slice_args(k)
 
+    wh = sub.add_parser(
+        "webhook", help="mutating admission webhook: legacy nvidia.com/gpumem pods -> DRA claims"
+    )
+    wh.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=os.environ.get("KUBECONFIG") or None,
+        help="default: $KUBECONFIG, else in-cluster service account",
+    )
+    wh.add_argument("--host", default=_env("VGPU_DRA_WEBHOOK_HOST", "0.0.0.0"))  # noqa: S104
+    wh.add_argument("--port", type=int, default=int(_env("VGPU_DRA_WEBHOOK_PORT", "8443")))
+    wh.add_argument(
+        "--tls-cert-file",
+        type=Path,
+        default=Path(_env("VGPU_DRA_TLS_CERT_FILE", "/etc/vgpu-dra/tls/tls.crt")),
+    )
+    wh.add_argument(
+        "--tls-key-file",
+        type=Path,
+        default=Path(_env("VGPU_DRA_TLS_KEY_FILE", "/etc/vgpu-dra/tls/tls.key")),
+    )
+    wh.add_argument(
+        "--tls-reload-seconds", type=float, default=float(_env("VGPU_DRA_TLS_RELOAD", "10"))
+    )
+    wh.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=int(_env("VGPU_DRA_WEBHOOK_MAX_BODY", str(6 * 1024 * 1024))),
+    )
+    wh.add_argument(
+        "--mode",
+        choices=["auto", "dra", "legacy"],
+        default=_env("VGPU_DRA_WEBHOOK_MODE", "auto"),
+        help="auto: DRA when the API server serves resource.k8s.io/v1",
+    )
+    _translate_args(wh)
+
+    tp = sub.add_parser(
+        "translate-pod",
+        help="offline dry run of the webhook: print the mutated pod and its claim templates",
+    )
+    tp.add_argument("-f", "--file", type=Path, required=True, help="Pod YAML/JSON")
+    tp.add_argument(
+        "--slices", type=Path, default=None, help="ResourceSlices YAML (a List or documents)"
+    )
+    tp.add_argument("-n", "--namespace", default="default")
+    tp.add_argument("--mode", choices=["dra", "legacy"], default="dra")
+    tp.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    _translate_args(tp)
+
+    _legacy_parsers(sub)
+
     b = sub.add_parser(
         "build-control-plane",
         help="build (or find cached) kube-apiserver, "
         "kube-scheduler, kube-controller-manager, kubectl and etcd",
     )
     b.add_argument("--k8s-version", default=_env("VGPU_DRA_K8S_VERSION", DEFAULT_VERSION))
+
+    sub.add_parser(
+        "build-helm", help="build (or find cached) the helm binary used by the chart tests"
+    )
     return p
 
 
@@ -212,6 +327,11 @@ def _dispatch(ns: argparse.Namespace) -> int:
 
         print(ensure_built(BuildSettings(version=ns.k8s_version, cache_root=_cache_root())))
         return 0
+    if ns.cmd == "build-helm":
+        from dra_driver.localcluster.helm import ensure_helm
+
+        print(ensure_helm(_cache_root()))
+        return 0
     if ns.cmd == "controller":
         from controller.app import AppSettings, run
         from controller.reconciler import ControllerSettings
@@ -237,6 +357,41 @@ def _dispatch(ns: argparse.Namespace) -> int:
         )
     if ns.cmd == "kubelet-plugin":
         return _kubelet_plugin(ns)
+    if ns.cmd == "webhook":
+        from webhook.admission.app import WebhookSettings
+        from webhook.admission.app import run as run_webhook
+        from webhook.admission.server import ServerSettings
+
+        return run_webhook(
+            WebhookSettings(
+                server=ServerSettings(
+                    host=ns.host,
+                    port=ns.port,
+                    cert_file=ns.tls_cert_file,
+                    key_file=ns.tls_key_file,
+                    max_body_bytes=ns.max_body_bytes,
+                    reload_interval_s=ns.tls_reload_seconds,
+                ),
+                translate=_translate_settings(ns),
+                mode=ns.mode,
+                kubeconfig=ns.kubeconfig,
+            )
+        )
+    if ns.cmd == "translate-pod":
+        from webhook.admission.app import OfflineSettings, translate_pod
+
+        return translate_pod(
+            OfflineSettings(
+                pod_file=ns.file,
+                slices_file=ns.slices,
+                namespace=ns.namespace,
+                translate=_translate_settings(ns),
+                output=ns.output,
+            ),
+            sys.stdout,
+        )
+    if ns.cmd in ("extender", "device-plugin"):
+        return _legacy(ns)
     if ns.cmd == "demo":
         from dra_driver.demo import DemoSettings, run_demo
 
@@ -310,6 +465,144 @@ def _kubelet_plugin(ns: argparse.Namespace) -> int:
         step_hook=hook,  # type: ignore[arg-type]
     )
 
+
+def _legacy_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`extender` and `device-plugin`: the legacy (HAMi-compatible, no DRA) path."""
+    e = sub.add_parser("extender", help="legacy path: kube-scheduler extender (HAMi protocol)")
+    e.add_argument("--kubeconfig", type=Path, default=os.environ.get("KUBECONFIG") or None)
+    e.add_argument("--bind-address", default=_env("VGPU_DRA_EXTENDER_BIND", "0.0.0.0"))  # noqa: S104
+    e.add_argument("--port", type=int, default=int(_env("VGPU_DRA_EXTENDER_PORT", "8888")))
+    e.add_argument("--cert-file", type=Path, default=os.environ.get("VGPU_DRA_TLS_CERT") or None)
+    e.add_argument("--key-file", type=Path, default=os.environ.get("VGPU_DRA_TLS_KEY") or None)
+    e.add_argument(
+        "--node-scheduler-policy",
+        choices=["binpack", "spread"],
+        default=_env("VGPU_DRA_NODE_POLICY", "binpack"),
+    )
+    e.add_argument(
+        "--gpu-scheduler-policy",
+        choices=["binpack", "spread", "topology-aware", "mutex"],
+        default=_env("VGPU_DRA_GPU_POLICY", "spread"),
+    )
+    e.add_argument(
+        "--node-lock-timeout", type=float, default=float(_env("VGPU_DRA_NODE_LOCK_TIMEOUT", "300"))
+    )
+    e.add_argument(
+        "--bind-lock-wait",
+        type=float,
+        default=float(_env("VGPU_DRA_BIND_LOCK_WAIT", "20")),
+        help="seconds /bind waits for another pod's node lock (keep below httpTimeout)",
+    )
+    e.add_argument(
+        "--default-gpu-num", type=int, default=int(_env("VGPU_DRA_DEFAULT_GPU_NUM", "1"))
+    )
+    e.add_argument("--default-memory", type=int, default=int(_env("VGPU_DRA_DEFAULT_MEMORY", "0")))
+    e.add_argument("--default-cores", type=int, default=int(_env("VGPU_DRA_DEFAULT_CORES", "0")))
+    e.add_argument("--memory-factor", type=int, default=int(_env("VGPU_DRA_MEMORY_FACTOR", "1")))
+
+    d = sub.add_parser("device-plugin", help="legacy path: kubelet device plugin + inventory")
+    d.add_argument("--kubeconfig", type=Path, default=os.environ.get("KUBECONFIG") or None)
+    src = d.add_mutually_exclusive_group(required=True)
+    src.add_argument("--inventory", type=Path, help="simulated inventory YAML")
+    src.add_argument("--nvml", action="store_true", help="discover NVIDIA cards through NVML")
+    d.add_argument("--node", default=os.environ.get("NODE_NAME", ""), help="default: $NODE_NAME")
+    d.add_argument(
+        "--device-plugin-dir",
+        type=Path,
+        default=Path(_env("VGPU_DRA_DEVICE_PLUGIN_DIR", "/var/lib/kubelet/device-plugins")),
+    )
+    d.add_argument("--slots", type=int, default=int(_env("VGPU_DRA_SLOTS", "10")))
+    d.add_argument("--core-scaling", type=int, default=int(_env("VGPU_DRA_CORE_SCALING", "1")))
+    d.add_argument(
+        "--memory-scaling", type=float, default=float(_env("VGPU_DRA_MEMORY_SCALING", "1"))
+    )
+    d.add_argument(
+        "--claims-dir",
+        type=Path,
+        default=Path(_env("VGPU_DRA_CLAIMS_DIR", "/var/lib/vgpu-dra/claims")),
+    )
+    d.add_argument("--lib-path", default=_env("VGPU_DRA_LIB_PATH", "/usr/local/vgpu/libvgpu.so"))
+    d.add_argument(
+        "--preload-path", default=_env("VGPU_DRA_PRELOAD_PATH", "/usr/local/vgpu/ld.so.preload")
+    )
+    d.add_argument(
+        "--node-lock-timeout", type=float, default=float(_env("VGPU_DRA_NODE_LOCK_TIMEOUT", "300"))
+    )
+
+
+def _legacy(ns: argparse.Namespace) -> int:
+    if ns.cmd == "extender":
+        from dra_driver.core.placement_requests import RequestDefaults
+        from webhook.extender.app import ExtenderSettings, run
+        from webhook.extender.extender import PlacementSettings
+
+        if bool(ns.cert_file) != bool(ns.key_file):
+            raise ValueError("--cert-file and --key-file go together")
+        return run(
+            ExtenderSettings(
+                kubeconfig=ns.kubeconfig,
+                bind_address=ns.bind_address,
+                port=ns.port,
+                cert_file=ns.cert_file,
+                key_file=ns.key_file,
+                lock_expiry_s=ns.node_lock_timeout,
+                placement=PlacementSettings(
+                    node_policy=ns.node_scheduler_policy,
+                    gpu_policy=ns.gpu_scheduler_policy,
+                    defaults=RequestDefaults(
+                        gpu_num=ns.default_gpu_num,
+                        memory_mib=ns.default_memory,
+                        cores=ns.default_cores,
+                        memory_factor=ns.memory_factor,
+                    ),
+                    bind_lock_wait_s=ns.bind_lock_wait,
+                ),
+            )
+        )
+    import signal
+    import threading
+
+    from controller.app import FileDiscovery, InventoryFile
+    from dra_driver.core.prepare import PrepareSettings
+    from dra_driver.gpu.discovery import Discovery
+    from dra_driver.kube.rest import Rest
+    from kubelet_plugin.app import detect_nvidia_cdi_kind
+    from kubelet_plugin.deviceplugin.plugin import DevicePlugin, DevicePluginSettings
+
+    if not ns.node:
+        raise ValueError("--node or $NODE_NAME is required")
+    discovery: Discovery
+    if ns.nvml:
+        from dra_driver.gpu.nvml import NvmlDiscovery
+
+        discovery = NvmlDiscovery(ns.node)
+    else:
+        discovery = FileDiscovery(InventoryFile(ns.inventory), ns.node)
+    plugin = DevicePlugin(
+        DevicePluginSettings(
+            node_name=ns.node,
+            plugin_dir=ns.device_plugin_dir.absolute(),
+            default_slots=ns.slots,
+            core_scaling=ns.core_scaling,
+            memory_scaling=ns.memory_scaling,
+            lock_expiry_s=ns.node_lock_timeout,
+            prepare=PrepareSettings(
+                lib_path=ns.lib_path,
+                preload_path=ns.preload_path,
+                claims_dir=str(ns.claims_dir),
+                nvidia_cdi_kind=detect_nvidia_cdi_kind((Path("/etc/cdi"), Path("/var/run/cdi"))),
+                default_slots=ns.slots,
+            ),
+        ),
+        Rest.from_kubeconfig(ns.kubeconfig),
+        discovery,
+    ).start()
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    plugin.stop()
+    return 0
 
 if __name__ == "__main__":
     raise SystemExit(main())

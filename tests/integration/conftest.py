@@ -42,6 +42,8 @@ def service_account(name: str) -> Identity:
 IDENTITIES: dict[str, Identity] = {
     CONTROLLER_IDENTITY: CONTROLLER_USER,
     NODE_AGENT_IDENTITY: NODE_AGENT_USER,
+    "vgpu-dra-webhook": service_account("vgpu-dra-webhook"),
+    "vgpu-dra-extender": service_account("vgpu-dra-extender"),
 }
 
 
