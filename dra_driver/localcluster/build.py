@@ -78,7 +78,8 @@ def is_built(settings: BuildSettings) -> bool:
 class _Progress:
     """One status line, redrawn in place on a terminal, appended every 30 s otherwise."""
 
-    def __init__(self, out: TextIO, total_steps: int) -> None:
+    def __init__(self, out: TextIO, total_steps: int, what: str = "control plane") -> None:
+        self._what = what
         self._out = out
         self._total = total_steps
         self._tty = out.isatty()
@@ -103,7 +104,7 @@ class _Progress:
         now = time.monotonic()
         elapsed = int(now - self._start)
         line = (
-            f"[vgpu-dra] building control plane: step {self.step}/{self._total} "
+            f"[vgpu-dra] building {self._what}: step {self.step}/{self._total} "
             f"{self.label} ({elapsed // 60}m{elapsed % 60:02d}s) {self.detail}"
         )
         if self._tty:

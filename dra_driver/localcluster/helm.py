@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import TextIO
 
@@ -37,25 +36,6 @@ def default_kube_version(helm_go_mod: str) -> tuple[int, int]:
     if not m:
         raise BuildError("helm's go.mod has no k8s.io/client-go requirement")
     return int(m.group(1)) + 1, int(m.group(2))
-
-
-class _HelmProgress(_Progress):
-    """The control plane's progress line, labelled for helm."""
-
-    def draw(self, force: bool = False) -> None:
-        now = time.monotonic()
-        elapsed = int(now - self._start)
-        line = (
-            f"[vgpu-dra] building helm: step {self.step}/{self._total} "
-            f"{self.label} ({elapsed // 60}m{elapsed % 60:02d}s) {self.detail}"
-        )
-        if self._tty:
-            self._out.write("\r\033[K" + line[:160])
-            self._out.flush()
-        elif force or now - self._last_plain >= 30:
-            self._last_plain = now
-            self._out.write(line + "\n")
-            self._out.flush()
 
 
 def helm_dir(cache_root: Path, version: str = HELM_VERSION) -> Path:
@@ -97,7 +77,7 @@ def ensure_helm(
             "GOFLAGS": "-mod=mod",
         }
     )
-    progress = _HelmProgress(out, 3)
+    progress = _Progress(out, 3, "helm")
     try:
         progress.set(1, f"resolving {HELM_MODULE}@{version}")
         info = _run(
