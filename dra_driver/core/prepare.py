@@ -135,23 +135,23 @@ class ClaimPlan:
     card_uuids: tuple[str, ...] = ()  # exposure order: limit index i is card_uuids[i]
 
 
-def _whole(value: Any, what: str, unit: str) -> int:
+def _whole(value: Any, what: str, kind: str) -> int:
     """A non-negative whole quantity (bytes, percent). Raises PlanError naming `what`."""
     try:
         q = parse_quantity(value)
     except QuantityError as e:
         raise PlanError(f"{what}: {e}") from None
     if q < 0 or q.denominator != 1:
-        raise PlanError(f"{what}: {value!r} is not a whole number of {unit}")
+        raise PlanError(f"{what}: {value!r} is not a whole {kind}")
     return int(q)
 
 
 def _bytes(value: Any, what: str) -> int:
-    return _whole(value, what, "bytes")
+    return _whole(value, what, "number of bytes")
 
 
 def _percent(value: Any, what: str) -> int:
-    return min(_whole(value, what, "percent"), 100)
+    return min(_whole(value, what, "percentage"), 100)
 
 
 def _share_limits(
