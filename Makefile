@@ -10,9 +10,11 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# Builds the control plane once (cached in ~/.cache/vgpu-dra), then runs the demo.
+# Builds the control plane once (cached in ~/.cache/vgpu-dra), then runs the demo: node
+# agents and webhook on 2 simulated nodes, deploy/examples applied, a placement summary.
+# `make demo DEMO_ARGS=--keep` leaves it running until Ctrl-C.
 demo: $(VENV)/.installed
-	$(VENV)/bin/vgpu-dra demo
+	$(VENV)/bin/vgpu-dra demo $(DEMO_ARGS)
 
 test:
 	bash .ci/run

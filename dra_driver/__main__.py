@@ -109,19 +109,29 @@ def parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser(
         "demo",
-        help="run the driver against a local control plane, on the embedded simulated inventory",
+        help="run the driver, node agents and webhook on a local control plane with "
+        "simulated nodes; apply deploy/examples and print where they landed",
     )
     d.add_argument("--k8s-version", default=_env("VGPU_DRA_K8S_VERSION", DEFAULT_VERSION))
     d.add_argument(
         "--inventory",
         type=Path,
         default=None,
-        help="simulated inventory (default: the embedded demo inventory)",
+        help="simulated inventory (default: the embedded 2-node demo cluster)",
+    )
+    d.add_argument(
+        "--examples",
+        type=Path,
+        default=None,
+        help="example workloads to apply (default: deploy/examples of this checkout)",
+    )
+    d.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds each wait of the demo may take"
     )
     d.add_argument(
         "--keep",
         action="store_true",
-        help="keep the cluster running until Ctrl-C and print its kubeconfig",
+        help="keep everything running until Ctrl-C and print the kubeconfig",
     )
 
     r = sub.add_parser(
@@ -400,7 +410,9 @@ def _dispatch(ns: argparse.Namespace) -> int:
                 version=ns.k8s_version,
                 cache_root=_cache_root(),
                 inventory=ns.inventory,
+                examples=ns.examples,
                 keep=ns.keep,
+                timeout_s=ns.timeout,
             ),
             sys.stdout,
         )

@@ -1,7 +1,8 @@
 """Data files shipped inside the package (read through importlib.resources).
 
-`demo-inventory.yaml` is the simulated inventory behind `vgpu-dra demo` and many
-tests: three nodes (4x A100-SXM4-80GB, 2x H200, 8x Ascend 910B3).
+`demo-cluster.yaml` is the simulated 2-node cluster behind `vgpu-dra demo` (the
+example workloads in deploy/examples/ are written for it). `demo-inventory.yaml` is a
+three-node inventory (4x A100-SXM4-80GB, 2x H200, 8x Ascend 910B3) used by tests.
 """
 
 from __future__ import annotations
