@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 import yaml
+from prometheus_client import CollectorRegistry
 
 from dra_driver.kube.rest import Rest
 from webhook.admission import jsonpatch
 from webhook.admission.facts import ClusterFacts, facts_from_slices
 from webhook.admission.kube import SliceFacts, TemplateStore, dra_available
+from webhook.admission.metrics import AdmissionMetrics
 from webhook.admission.server import ServerSettings, serve
 from webhook.admission.service import Admitter, StaticFacts
 from webhook.admission.translate import Allowed, Mode, TranslateSettings, translate
@@ -53,7 +55,12 @@ def build_admitter(settings: WebhookSettings, rest: Rest) -> Admitter:
         ttl_s=settings.facts_ttl_s,
         default_slots=10,
     )
-    return Admitter(ts, facts, TemplateStore(rest, ttl_s=settings.template_cache_ttl_s))
+    return Admitter(
+        ts,
+        facts,
+        TemplateStore(rest, ttl_s=settings.template_cache_ttl_s),
+        metrics=AdmissionMetrics(CollectorRegistry()),
+    )
 
 
 def run(settings: WebhookSettings) -> int:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook.admission.review import ReviewError, parse_review
 from webhook.admission.service import Admitter
@@ -101,10 +102,17 @@ def make_app(admitter: Admitter, ready: Callable[[], bool], max_body_bytes: int)
     async def readyz(_: web.Request) -> web.StreamResponse:
         return web.Response(text="ok") if ready() else web.Response(text="not ready", status=503)
 
+    async def metrics(_: web.Request) -> web.StreamResponse:
+        if admitter.metrics is None:
+            return web.Response(text="metrics disabled", status=404)
+        body = generate_latest(admitter.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     app = web.Application(client_max_size=max_body_bytes)
     app.router.add_post(MUTATE_PATH, mutate)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     return app
 
 

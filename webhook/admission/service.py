@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from webhook.admission.facts import ClusterFacts
 from webhook.admission.kube import TemplateError
+from webhook.admission.metrics import AdmissionMetrics
 from webhook.admission.review import Review, response
 from webhook.admission.translate import (
     Allowed,
@@ -61,8 +63,12 @@ class Admitter:
         facts: FactsSource,
         templates: TemplateSink | None,
         api_timeout_s: float = 5.0,
+        metrics: AdmissionMetrics | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
+        self._clock = clock
         self._facts = facts
         self._templates = templates
         self._timeout = api_timeout_s
@@ -100,14 +106,17 @@ class Admitter:
 
     async def admit(self, review: Review) -> JSON:
         """The AdmissionReview response; never raises (a bug becomes a denial)."""
+        start = self._clock()
+        decision: Decision
         try:
             decision = await self.decide(review)
             if isinstance(decision, Denied):
                 log.info("denied %s in %s: %s", review.uid, review.namespace, decision.message)
-            return response(review.uid, decision)
         except Exception as e:  # a bug must deny with a message, never crash or 500
             log.exception("admission of %s failed", review.uid)
-            return response(
-                review.uid,
-                Denied(f"internal error in the vGPU webhook: {type(e).__name__}: {e}"[:1024], 500),
+            decision = Denied(
+                f"internal error in the vGPU webhook: {type(e).__name__}: {e}"[:1024], 500
             )
+        if self.metrics is not None:
+            self.metrics.observe(decision, self._clock() - start)
+        return response(review.uid, decision)

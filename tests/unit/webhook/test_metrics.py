@@ -1,0 +1,97 @@
+"""Admission metrics: every decision is counted by outcome and timed, and /metrics
+serves them on the webhook's port."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.unit.webhook.pods import FACTS, ctr, pod
+from tests.unit.webhook.test_server import GPU_POD, Recorder, review
+from webhook.admission.decision import Allowed, Denied
+from webhook.admission.kube import TemplateError
+from webhook.admission.metrics import AdmissionMetrics, outcome
+from webhook.admission.server import make_app
+from webhook.admission.service import Admitter, StaticFacts
+from webhook.admission.translate import TranslateSettings
+
+
+@pytest.mark.parametrize(
+    ("decision", "expected"),
+    [
+        (Allowed(), "allowed"),
+        (Allowed(patch=[{"op": "add", "path": "/x", "value": 1}]), "mutated"),
+        (Denied("privileged"), "denied"),
+        (Denied("API timeout", 500), "error"),
+    ],
+)
+def test_outcome(decision: Allowed | Denied, expected: str) -> None:
+    assert outcome(decision) == expected
+
+
+def _scrape(text: str) -> dict[tuple[str, str], float]:
+    return {
+        (s.name, s.labels.get("decision", "")): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+
+def test_decisions_are_counted_and_served() -> None:
+    ticks = iter(float(i) for i in range(100))
+    metrics = AdmissionMetrics(CollectorRegistry())
+    privileged = pod(ctr("c", {"nvidia.com/gpu": "1"}, securityContext={"privileged": True}))
+
+    async def main() -> dict[tuple[str, str], float]:
+        admitter = Admitter(
+            TranslateSettings(),
+            StaticFacts(FACTS),
+            Recorder(fail=None),
+            metrics=metrics,
+            clock=lambda: next(ticks),
+        )
+        failing = Admitter(
+            TranslateSettings(), StaticFacts(FACTS), Recorder(fail=TemplateError("forbidden"))
+        )
+        async with TestClient(TestServer(make_app(admitter, lambda: True, 1 << 20))) as c:
+            for body in (review(GPU_POD), review(pod(ctr("c", {}))), review(privileged)):
+                assert (await c.post("/mutate", json=body)).status == 200
+            r = await c.get("/metrics")
+            assert r.status == 200
+            got = _scrape(await r.text())
+        async with TestClient(TestServer(make_app(failing, lambda: True, 1 << 20))) as c:
+            assert (await c.get("/metrics")).status == 404  # built without metrics
+        return got
+
+    got = asyncio.run(main())
+    assert got[("vgpu_dra_admission_total", "mutated")] == 1
+    assert got[("vgpu_dra_admission_total", "allowed")] == 1
+    assert got[("vgpu_dra_admission_total", "denied")] == 1
+    assert got[("vgpu_dra_admission_seconds_count", "mutated")] == 1
+    assert got[("vgpu_dra_admission_seconds_sum", "mutated")] == 1.0  # one clock tick
+
+
+def test_an_api_failure_counts_as_error() -> None:
+    metrics = AdmissionMetrics(CollectorRegistry())
+    admitter = Admitter(
+        TranslateSettings(),
+        StaticFacts(FACTS),
+        Recorder(fail=TemplateError("forbidden")),
+        metrics=metrics,
+    )
+    resp: Any = asyncio.run(admitter.admit(_parsed(review(GPU_POD))))
+    assert resp["response"]["allowed"] is False
+    assert metrics.total.labels("error")._value.get() == 1
+
+
+def _parsed(body: dict[str, Any]) -> Any:
+    import json
+
+    from webhook.admission.review import parse_review
+
+    return parse_review(json.dumps(body).encode())
