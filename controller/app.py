@@ -12,6 +12,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, start_http_server
 
 from api.inventory import SimulatedInventory
+from controller.allocation_collector import AllocationCollector
 from controller.metrics import ControllerMetrics
 from controller.reconciler import ControllerSettings, SliceController
 from dra_driver.core.inventory import InventoryError, Issue, build_inventories
@@ -105,9 +106,11 @@ def discoveries(s: AppSettings) -> dict[str, Discovery]:
 def run(s: AppSettings) -> int:
     registry = CollectorRegistry()
     metrics = ControllerMetrics(registry)
+    rest = Rest.from_kubeconfig(s.kubeconfig)
     if s.metrics_port:
+        registry.register(AllocationCollector(rest))  # per-card allocation from the claims
         start_http_server(s.metrics_port, registry=registry)
-    ctl = SliceController(Rest.from_kubeconfig(s.kubeconfig), discoveries(s), s.controller, metrics)
+    ctl = SliceController(rest, discoveries(s), s.controller, metrics)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.integration
         ("GET", "/api/v1/nodes", None),  # get by name only, no list
         ("PATCH", "/api/v1/nodes/rbac-a", {"metadata": {"labels": {"x": "y"}}}),
         ("POST", "/api/v1/namespaces/default/pods", {"metadata": {"name": "p"}}),
-        ("GET", "/apis/resource.k8s.io/v1/resourceclaims", None),
+        # claims: list only (allocation metrics); no get, no writes
+        ("GET", "/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/any", None),
+        ("DELETE", "/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/any", None),
         ("DELETE", "/apis/resource.k8s.io/v1/deviceclasses/nvidia.vgpu.hami.io", None),
         ("PATCH", "/apis/resource.k8s.io/v1/resourceslices/any", {"spec": {}}),
     ],
@@ -49,3 +51,4 @@ def test_controller_identity_can_do_its_job(dra_cluster: LocalCluster) -> None:
     rest = dra_cluster.rest(CONTROLLER_IDENTITY)
     assert rest.get("/api/v1/nodes/rbac-b")["metadata"]["name"] == "rbac-b"
     rest.get("/apis/resource.k8s.io/v1/resourceslices")
+    rest.get("/apis/resource.k8s.io/v1/resourceclaims")  # per-card allocation metrics

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from dra_driver.core import hami_annotations as ann
 from dra_driver.kube.nodelock import LockSettings, NodeLocker
 from dra_driver.kube.rest import Rest
@@ -20,6 +22,7 @@ from webhook.extender.events import EventRecorder
 from webhook.extender.extender import Extender, PlacementSettings
 from webhook.extender.http import ExtenderServer
 from webhook.extender.informer import Informer
+from webhook.extender.metrics import ExtenderMetrics
 from webhook.extender.state import ClusterState
 
 log = logging.getLogger("vgpu_dra.extender.app")
@@ -75,7 +78,11 @@ class ExtenderApp:
             settings.placement,
             synced=lambda: all(i.synced.is_set() for i in self._informers),
         )
-        self.server = ExtenderServer((settings.bind_address, settings.port), self.extender)
+        self.registry = CollectorRegistry()
+        self.metrics = ExtenderMetrics(self.registry)  # served at GET /metrics
+        self.server = ExtenderServer(
+            (settings.bind_address, settings.port), self.extender, self.metrics
+        )
         if settings.cert_file and settings.key_file:
             self.server.use_tls(settings.cert_file, settings.key_file)
 

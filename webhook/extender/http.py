@@ -1,4 +1,5 @@
-"""HTTP(S) plumbing for the extender: POST /filter, /prioritize, /bind; GET /healthz.
+"""HTTP(S) plumbing for the extender: POST /filter, /prioritize, /bind; GET /healthz,
+/metrics.
 
 A `ThreadingHTTPServer` (kube-scheduler runs binds concurrently); bodies over 4 MiB
 are refused with 413, bad JSON with 400. Answers are HTTP 200 with the wire type's
@@ -11,11 +12,15 @@ import json
 import logging
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from webhook.extender.extender import Extender
+from webhook.extender.metrics import ExtenderMetrics
 
 log = logging.getLogger("vgpu_dra.extender.http")
 
@@ -40,6 +45,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path in ("/healthz", "/readyz"):
             self._send(200, {"status": "ok"})
+        elif self.path == "/metrics" and self.server.metrics is not None:
+            data = generate_latest(self.server.metrics.registry)
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
         else:
             self._send(404, {"error": f"no route {self.path}"})
 
@@ -67,20 +79,29 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as e:
             self._send(400, {"error": f"bad JSON: {e}"})
             return
+        start = time.monotonic()
         try:
             result: object = handler(args)
         except Exception as e:  # never drop the connection on a bug: answer with it
             log.exception("%s failed", verb)
             result = {"error": f"internal error in {verb}: {e}"}
+        if self.server.metrics is not None:
+            self.server.metrics.observe(verb, time.monotonic() - start, result)
         self._send(200, result)
 
 
 class ExtenderServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], extender: Extender) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        extender: Extender,
+        metrics: ExtenderMetrics | None = None,
+    ) -> None:
         super().__init__(address, _Handler)
         self.extender = extender
+        self.metrics = metrics  # also served at GET /metrics
 
     @property
     def port(self) -> int:
