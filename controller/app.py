@@ -85,6 +85,9 @@ class AppSettings:
     nodes: tuple[str, ...]  # empty with an inventory: every node in it
     use_nvml: bool = False
     metrics_port: int = 0
+    # Publish nothing; only serve the cluster-wide allocation metrics (the node agents
+    # publish the slices). Needs a metrics port.
+    metrics_only: bool = False
 
 
 def discoveries(s: AppSettings) -> dict[str, Discovery]:
@@ -107,13 +110,19 @@ def run(s: AppSettings) -> int:
     registry = CollectorRegistry()
     metrics = ControllerMetrics(registry)
     rest = Rest.from_kubeconfig(s.kubeconfig)
-    if s.metrics_port:
-        registry.register(AllocationCollector(rest))  # per-card allocation from the claims
-        start_http_server(s.metrics_port, registry=registry)
-    ctl = SliceController(rest, discoveries(s), s.controller, metrics)
+    if s.metrics_only and not s.metrics_port:
+        raise ValueError("--allocation-metrics-only needs --metrics-port")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if s.metrics_port:
+        registry.register(AllocationCollector(rest))  # per-card allocation from the claims
+        start_http_server(s.metrics_port, registry=registry)
+    if s.metrics_only:
+        log.info("serving allocation metrics on :%d, publishing nothing", s.metrics_port)
+        stop.wait()
+        return 0
+    ctl = SliceController(rest, discoveries(s), s.controller, metrics)
     log.info("slice controller starting for %d node(s)", len(discoveries(s)))
     ctl.run(stop)
     return 0

@@ -159,6 +159,12 @@ def parser() -> argparse.ArgumentParser:
     src = c.add_mutually_exclusive_group(required=True)
     src.add_argument("--inventory", type=Path, help="simulated inventory YAML")
     src.add_argument("--nvml", action="store_true", help="discover NVIDIA cards through NVML")
+    src.add_argument(
+        "--allocation-metrics-only",
+        action="store_true",
+        help="publish nothing (node agents do); serve the cluster-wide per-card allocation "
+        "metrics on --metrics-port",
+    )
     c.add_argument(
         "--node",
         action="append",
@@ -363,6 +369,7 @@ def _dispatch(ns: argparse.Namespace) -> int:
                 nodes=nodes,
                 use_nvml=ns.nvml,
                 metrics_port=ns.metrics_port,
+                metrics_only=ns.allocation_metrics_only,
             )
         )
     if ns.cmd == "kubelet-plugin":

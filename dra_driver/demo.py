@@ -36,7 +36,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import TextIO, TypeVar
@@ -54,6 +54,7 @@ from dra_driver.demo_summary import (
     cdi_env,
     container_limits,
     merge_limits,
+    parse_allocation,
     render,
 )
 from dra_driver.gpu.simulated import load_inventory
@@ -70,6 +71,7 @@ DEMO_CLUSTER = Path(__file__).resolve().parent / "data" / "demo-cluster.yaml"
 NAMESPACE = "demo"
 NODE_AGENT = "vgpu-dra-node-agent"
 WEBHOOK = "vgpu-dra-webhook"
+CONTROLLER = "vgpu-dra-controller"
 TRANSLATED_ANNOTATION = "vgpu.hami.io/translated"  # set by the webhook on translated pods
 SLICES = "/apis/resource.k8s.io/v1/resourceslices"
 CLAIMS = "/apis/resource.k8s.io/v1/namespaces/{ns}/resourceclaims"
@@ -163,15 +165,24 @@ class NodeAgent:
             f"node agent {node}",
             [
                 "kubelet-plugin",
-                "--kubeconfig", str(cluster.kubeconfig_for(NODE_AGENT)),
-                "--inventory", str(inventory),
-                "--node", node,
-                "--registry-dir", str(self.registry),
-                "--plugins-dir", str(root / "plugins"),
-                "--cdi-dir", str(self.cdi),
-                "--state-dir", str(root / "state"),
-                "--claims-dir", str(root / "claims"),
-                "--boot-id-file", str(boot_id),
+                "--kubeconfig",
+                str(cluster.kubeconfig_for(NODE_AGENT)),
+                "--inventory",
+                str(inventory),
+                "--node",
+                node,
+                "--registry-dir",
+                str(self.registry),
+                "--plugins-dir",
+                str(root / "plugins"),
+                "--cdi-dir",
+                str(self.cdi),
+                "--state-dir",
+                str(root / "state"),
+                "--claims-dir",
+                str(root / "claims"),
+                "--boot-id-file",
+                str(boot_id),
             ],
             root / "agent.log",
         )
@@ -211,6 +222,15 @@ def _wait(
             return last
         time.sleep(0.1)
     raise DemoError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def _http_text(url: str) -> str | None:
+    """The body of a plain-HTTP GET on 127.0.0.1, or None while it does not answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 (fixed local URL)
+            return str(r.read().decode())
+    except OSError:
+        return None
 
 
 def _https_ok(url: str, ca: Path) -> bool:
@@ -276,6 +296,7 @@ class Demo:
         self.t0 = time.monotonic()
         self.agents: dict[str, NodeAgent] = {}
         self.webhook: Child | None = None
+        self.controller: Child | None = None
 
     def say(self, msg: str = "") -> None:
         self.out.write(msg + "\n")
@@ -286,14 +307,15 @@ class Demo:
 
     def diagnostics(self) -> str:
         children = [a.child for a in self.agents.values()]
-        children += [self.webhook] if self.webhook is not None else []
+        children += [c for c in (self.webhook, self.controller) if c is not None]
         return "\n".join(c.tail(15) for c in children)
 
     def _check_children(self) -> None:
         for a in self.agents.values():
             a.child.check()
-        if self.webhook is not None:
-            self.webhook.check()
+        for c in (self.webhook, self.controller):
+            if c is not None:
+                c.check()
 
     def run(self, stack: contextlib.ExitStack) -> DemoResult:
         s = self.s
@@ -312,8 +334,11 @@ class Demo:
         cluster = LocalCluster(
             ClusterSettings(
                 bin_dir=bin_dir,
-                identities={NODE_AGENT: _service_account(NODE_AGENT),
-                            WEBHOOK: _service_account(WEBHOOK)},
+                identities={
+                    NODE_AGENT: _service_account(NODE_AGENT),
+                    WEBHOOK: _service_account(WEBHOOK),
+                    CONTROLLER: _service_account(CONTROLLER),
+                },
             )
         )
         stack.callback(cluster.stop)
@@ -321,8 +346,10 @@ class Demo:
         admin = cluster.rest()
 
         self.step("RBAC (deploy/rbac) and DeviceClasses (deploy/deviceclasses.yaml)")
-        files = [*sorted((REPO / "deploy" / "rbac").glob("*.yaml")),
-                 REPO / "deploy" / "deviceclasses.yaml"]
+        files = [
+            *sorted((REPO / "deploy" / "rbac").glob("*.yaml")),
+            REPO / "deploy" / "deviceclasses.yaml",
+        ]
         cluster.kubectl("apply", *[a for f in files for a in ("-f", str(f))])
         for n in nodes:
             cluster.create_node(n)
@@ -339,33 +366,66 @@ class Demo:
             "webhook",
             [
                 "webhook",
-                "--kubeconfig", str(cluster.kubeconfig_for(WEBHOOK)),
-                "--host", "127.0.0.1",
-                "--port", str(port),
-                "--tls-cert-file", str(pki.serving_cert),
-                "--tls-key-file", str(pki.serving_key),
+                "--kubeconfig",
+                str(cluster.kubeconfig_for(WEBHOOK)),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--tls-cert-file",
+                str(pki.serving_cert),
+                "--tls-key-file",
+                str(pki.serving_key),
             ],
             tmp / "webhook.log",
         )
         stack.callback(self.webhook.stop)
+        metrics_port = free_port()
+        self.controller = Child(
+            "controller",
+            [
+                "controller",
+                "--allocation-metrics-only",
+                "--kubeconfig",
+                str(cluster.kubeconfig_for(CONTROLLER)),
+                "--metrics-port",
+                str(metrics_port),
+            ],
+            tmp / "controller.log",
+        )
+        stack.callback(self.controller.stop)
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         for n, agent in self.agents.items():
-            _wait(agent.socket.exists, s.timeout_s, f"the node agent of {n} to listen",
-                  self._check_children)
+            _wait(
+                agent.socket.exists,
+                s.timeout_s,
+                f"the node agent of {n} to listen",
+                self._check_children,
+            )
             reg = agent.register()
             self.say(f"   node agent {n}: registered with the imitation kubelet ({reg.service})")
-        pools = _wait(lambda: self._pools(admin, nodes), s.timeout_s,
-                      "every node's ResourceSlices", self._check_children)
+        pools = _wait(
+            lambda: self._pools(admin, nodes),
+            s.timeout_s,
+            "every node's ResourceSlices",
+            self._check_children,
+        )
         for n in nodes:
             cards = pools[n]
             models = sorted({m for m in cards.values()})
             self.say(f"   {n}: {len(cards)} cards ({', '.join(models)}) published")
-        _wait(lambda: _https_ok(f"https://127.0.0.1:{port}/healthz", pki.ca_cert), s.timeout_s,
-              "the webhook to serve", self._check_children)
+        _wait(
+            lambda: _https_ok(f"https://127.0.0.1:{port}/healthz", pki.ca_cert),
+            s.timeout_s,
+            "the webhook to serve",
+            self._check_children,
+        )
         self.say(f"   webhook: https://127.0.0.1:{port}/mutate (CA generated for this run)")
 
         ex_files = _example_files(examples)
-        namespaces = [f for f in ex_files
-                      if all(d.get("kind") == "Namespace" for d in _documents(f))]
+        namespaces = [
+            f for f in ex_files if all(d.get("kind") == "Namespace" for d in _documents(f))
+        ]
         for f in namespaces:
             cluster.kubectl("apply", "-f", str(f))
         self._register_webhook(admin, port, pki.ca_cert.read_bytes())
@@ -377,14 +437,24 @@ class Demo:
         self.say(f"   {len(rest)} manifests, {want} pods")
 
         self.step("waiting for the scheduler to place them")
-        pods = _wait(lambda: self._settled(admin, want), s.timeout_s,
-                     f"{want} pods to be scheduled with allocated claims or unschedulable",
-                     self._check_children)
+        pods = _wait(
+            lambda: self._settled(admin, want),
+            s.timeout_s,
+            f"{want} pods to be scheduled with allocated claims or unschedulable",
+            self._check_children,
+        )
         placed = [p for p in pods if p["spec"].get("nodeName")]
         self.say(f"   {len(placed)} scheduled, {len(pods) - len(placed)} pending")
 
         self.step("acting as the kubelet: NodePrepareResources on each node agent")
         summary, problems = self._prepare(admin, pods, cluster, pools)
+        scrape = _wait(
+            lambda: _http_text(metrics_url),
+            s.timeout_s,
+            "the controller's /metrics",
+            self._check_children,
+        )
+        summary = replace(summary, allocation=parse_allocation(scrape), metrics_url=metrics_url)
         self.say(render(summary).rstrip("\n"))
         elapsed = time.monotonic() - self.t0
         self.step(f"done in {elapsed:.1f}s after the control plane build")
@@ -395,7 +465,8 @@ class Demo:
             self.say(f"   logs under {tmp}; Ctrl-C stops everything")
             with contextlib.suppress(KeyboardInterrupt):
                 threading.Event().wait()
-        pids = [a.child.proc.pid for a in self.agents.values()] + [self.webhook.proc.pid]
+        pids = [a.child.proc.pid for a in self.agents.values()]
+        pids += [c.proc.pid for c in (self.webhook, self.controller) if c is not None]
         return DemoResult(summary, tuple(problems), elapsed, tuple(pids))
 
     def _pools(self, admin: Rest, nodes: list[str]) -> dict[str, dict[str, str]] | None:
@@ -430,8 +501,9 @@ class Demo:
                     {
                         "name": "c",
                         "image": "registry.invalid/probe:none",
-                        "resources": {"limits": {"nvidia.com/gpu": "1",
-                                                 "nvidia.com/gpumem": "1000"}},
+                        "resources": {
+                            "limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "1000"}
+                        },
                     }
                 ]
             },
@@ -439,14 +511,16 @@ class Demo:
 
         def translated() -> bool:
             try:
-                pod = admin.request("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", probe,
-                                    query=[("dryRun", "All")])
+                pod = admin.request(
+                    "POST", f"/api/v1/namespaces/{NAMESPACE}/pods", probe, query=[("dryRun", "All")]
+                )
             except ApiError:
                 return False
             return bool(pod["spec"].get("resourceClaims"))
 
-        _wait(translated, self.s.timeout_s, "the API server to call the webhook",
-              self._check_children)
+        _wait(
+            translated, self.s.timeout_s, "the API server to call the webhook", self._check_children
+        )
 
     def _settled(self, admin: Rest, want: int) -> list[JSON] | None:
         pods: list[JSON] = admin.get(f"/api/v1/namespaces/{NAMESPACE}/pods").get("items", [])
@@ -508,8 +582,9 @@ class Demo:
                 pending.append(PendingPod(NAMESPACE, meta["name"], _unschedulable(pod) or "?"))
                 continue
             by_ref = _pod_claims(pod)
-            origin = "legacy" if TRANSLATED_ANNOTATION in (meta.get("annotations") or {}) else (
-                "native")
+            origin = (
+                "legacy" if TRANSLATED_ANNOTATION in (meta.get("annotations") or {}) else ("native")
+            )
             for ctr in pod["spec"]["containers"]:
                 used_refs = [r["name"] for r in (ctr.get("resources") or {}).get("claims") or []]
                 names = tuple(by_ref[r] for r in used_refs if r in by_ref)

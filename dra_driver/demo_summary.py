@@ -71,6 +71,55 @@ class PendingPod:
 
 
 @dataclass(frozen=True)
+class CardAllocation:
+    """What the claims hold of one card, as the controller's /metrics reports it."""
+
+    node: str
+    device_index: str
+    device_type: str
+    memory_bytes: int
+    cores: int
+    slots: int
+
+
+_ALLOCATED = {
+    "vgpu_dra_card_allocated_memory_bytes": "memory_bytes",
+    "vgpu_dra_card_allocated_cores": "cores",
+    "vgpu_dra_card_allocated_slots": "slots",
+}
+
+
+def parse_allocation(metrics_text: str) -> tuple[CardAllocation, ...]:
+    """The per-card allocation series of a Prometheus text scrape, cards holding at
+    least one slot, sorted by node and index."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    cards: dict[tuple[str, str], dict[str, Any]] = {}
+    for fam in text_string_to_metric_families(metrics_text):
+        for sample in fam.samples:
+            field_name = _ALLOCATED.get(sample.name)
+            if field_name is None:
+                continue
+            key = (sample.labels.get("node", ""), sample.labels.get("device_index", ""))
+            card = cards.setdefault(key, {"device_type": sample.labels.get("device_type", "")})
+            card[field_name] = int(sample.value)
+    out = [
+        CardAllocation(
+            node,
+            idx,
+            c["device_type"],
+            c.get("memory_bytes", 0),
+            c.get("cores", 0),
+            c.get("slots", 0),
+        )
+        for (node, idx), c in cards.items()
+    ]
+    return tuple(
+        sorted((c for c in out if c.slots), key=lambda c: (c.node, int(c.device_index or 0)))
+    )
+
+
+@dataclass(frozen=True)
 class Summary:
     placed: tuple[PlacedContainer, ...]
     pending: tuple[PendingPod, ...]
@@ -78,6 +127,8 @@ class Summary:
     kubeconfig: str
     namespace: str = "demo"
     notes: tuple[str, ...] = field(default_factory=tuple)
+    allocation: tuple[CardAllocation, ...] = ()
+    metrics_url: str = ""
 
 
 def cdi_env(spec: Mapping[str, Any]) -> dict[str, str]:
@@ -190,12 +241,34 @@ def render(s: Summary) -> str:
     out: list[str] = ["", "== where the example workloads landed"]
     if s.placed:
         out += _table(
-            ("POD/CONTAINER", "KIND", "NODE", "CARD", "SHARE (id, memory, cores)",
-             "CONTAINER SEES (from the CDI spec)"),
+            (
+                "POD/CONTAINER",
+                "KIND",
+                "NODE",
+                "CARD",
+                "SHARE (id, memory, cores)",
+                "CONTAINER SEES (from the CDI spec)",
+            ),
             placed_rows(s.placed),
         )
     else:
         out.append("  (no pod was scheduled)")
+    if s.allocation:
+        out += ["", f"== per-card allocation (from {s.metrics_url or 'the controller /metrics'})"]
+        out += _table(
+            ("NODE", "CARD", "TYPE", "MEMORY", "CORES", "SLOTS"),
+            [
+                (
+                    a.node,
+                    f"gpu-{a.device_index}",
+                    a.device_type,
+                    f"{a.memory_bytes // (1 << 20)}Mi",
+                    str(a.cores),
+                    str(a.slots),
+                )
+                for a in s.allocation
+            ],
+        )
     out += ["", "== pending pods"]
     if s.pending:
         for p in sorted(s.pending, key=lambda p: (p.namespace, p.pod)):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from dra_driver.core.quantity import parse_quantity
 from dra_driver.demo import DemoResult, DemoSettings, demo
 from dra_driver.demo_summary import PlacedContainer, render
 from dra_driver.localcluster.cluster import DEFAULT_VERSION
@@ -47,7 +48,7 @@ def test_runs_clean_and_fast_and_stops_its_children(result: tuple[DemoResult, st
     r, text = result
     assert r.problems == (), r.problems
     assert r.elapsed_s < 60, text
-    assert len(r.children) == 3  # two node agents and the webhook
+    assert len(r.children) == 4  # two node agents, the webhook, the metrics controller
     for pid in r.children:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
@@ -147,3 +148,25 @@ def test_printed_summary(result: tuple[DemoResult, str]) -> None:
         assert line in text, line
     row = next(x for x in text.splitlines() if x.strip().startswith("legacy-share/cuda"))
     assert "legacy" in row and "3000Mi 30%" in row and "[0] mem=3000m sm=30" in row
+
+
+def test_metrics_scrape_shows_per_card_allocation(result: tuple[DemoResult, str]) -> None:
+    """The controller's /metrics, scraped after the demo, holds per card exactly what
+    the prepared shares on it add up to."""
+    r, text = result
+    expected: dict[tuple[str, str], list[int]] = {}
+    seen: set[tuple[str, str, str | None]] = set()
+    for c in r.summary.placed:
+        for d in c.devices:
+            if (d.pool, d.device, d.share_id) in seen:
+                continue  # a claim shared by two containers is one allocation
+            seen.add((d.pool, d.device, d.share_id))
+            acc = expected.setdefault((d.pool, d.device.removeprefix("gpu-")), [0, 0, 0])
+            acc[0] += int(parse_quantity(d.memory or "0"))
+            acc[1] += int(parse_quantity(d.cores or "0"))
+            acc[2] += 1
+    got = {(a.node, a.device_index): [a.memory_bytes, a.cores, a.slots]
+           for a in r.summary.allocation}
+    assert got == expected
+    assert got[("gpu-node-2", "0")][2] >= 3  # the H200 shared by notebooks and legacy pods
+    assert "== per-card allocation" in text

@@ -177,3 +177,28 @@ def test_expected_pods_of_the_examples(tmp_path: Path) -> None:
     assert expected_pods([f]) == 5
     examples = sorted((REPO / "deploy" / "examples").glob("[0-9]*.yaml"))
     assert expected_pods(examples) == 10
+
+
+def test_parse_allocation_keeps_cards_in_use_in_order() -> None:
+    from dra_driver.demo_summary import CardAllocation, parse_allocation
+
+    lab = 'node="{n}",device_uuid="u{i}",device_index="{i}",device_type="T"'
+    text = "\n".join(
+        [
+            "# TYPE vgpu_dra_card_allocated_memory_bytes gauge",
+            f"vgpu_dra_card_allocated_memory_bytes{{{lab.format(n='b', i=10)}}} 1048576.0",
+            f"vgpu_dra_card_allocated_memory_bytes{{{lab.format(n='b', i=2)}}} 2097152.0",
+            f"vgpu_dra_card_allocated_memory_bytes{{{lab.format(n='a', i=0)}}} 0.0",
+            "# TYPE vgpu_dra_card_allocated_cores gauge",
+            f"vgpu_dra_card_allocated_cores{{{lab.format(n='b', i=2)}}} 30.0",
+            "# TYPE vgpu_dra_card_allocated_slots gauge",
+            f"vgpu_dra_card_allocated_slots{{{lab.format(n='b', i=10)}}} 1.0",
+            f"vgpu_dra_card_allocated_slots{{{lab.format(n='b', i=2)}}} 2.0",
+            f"vgpu_dra_card_allocated_slots{{{lab.format(n='a', i=0)}}} 0.0",
+            "",
+        ]
+    )
+    assert parse_allocation(text) == (
+        CardAllocation("b", "2", "T", 2 << 20, 30, 2),
+        CardAllocation("b", "10", "T", 1 << 20, 0, 1),
+    )
