@@ -18,13 +18,13 @@ validates each source on its own and merges them field by field, later wins.
 This module checks structure and types only (strict: unknown fields, wrong types,
 duplicate JSON keys and out-of-range numbers are errors). Whether `memory` fits a
 card, or may be used at all in the current capacity mode, is the planner's
-business (`dra_driver.core.prepare`). Imports only pydantic and the stdlib.
+business (`dra_driver.core.prepare`). Quantities use the one grammar of
+`dra_driver.core.quantity`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
@@ -38,16 +38,10 @@ from pydantic import (
     ValidationError,
 )
 
+from dra_driver.core.quantity import QuantityError, parse_quantity
+
 API_VERSION: Final = "vgpu.hami.io/v1alpha1"
 KIND: Final = "VGpuConfig"
-
-MAX_QUANTITY_LEN = 64
-# A non-negative Kubernetes quantity that denotes whole-ish bytes: a decimal number
-# with a binary suffix (Ki..Ei), a decimal multiplier (k, M, G, T, P, E) or an
-# exponent. Sub-unit suffixes (m, u, n) are refused: they denote fractions of a byte.
-_QUANTITY = re.compile(
-    r"^\+?(?:\d+(?:\.\d*)?|\.\d+)(?:Ki|Mi|Gi|Ti|Pi|Ei|[kMGTPE]|[eE][+-]?\d+)?\Z", re.ASCII
-)
 
 CorePolicyName = Literal["default", "force", "disable"]
 
@@ -63,15 +57,17 @@ def _memory(value: object) -> object:
             'must be a quantity such as "3000Mi" or a whole number of bytes, '
             f"got {type(value).__name__} {value!r}"
         )
-    if isinstance(value, int):
-        if value < 1:
-            raise ValueError(f"must be a positive number of bytes, got {value}")
-        return value
-    if len(value) > MAX_QUANTITY_LEN or not _QUANTITY.match(value):
-        raise ValueError(f'must be a positive quantity such as "3000Mi" or "8Gi", got {value!r}')
-    if not re.search(r"[1-9]", value.split("e")[0].split("E")[0]):
-        # "0", "0Mi", "0.0Gi": a zero limit is what the hook reads as "no limit".
-        raise ValueError(f"must be a positive quantity, got {value!r}")
+    try:
+        if isinstance(value, str) and value != value.strip():
+            raise QuantityError("surrounding blanks")
+        q = parse_quantity(value)
+    except QuantityError:
+        raise ValueError(
+            f'must be a positive quantity such as "3000Mi" or "8Gi", got {value!r}'
+        ) from None
+    # Zero is what the hook reads as "no limit"; fractions of a byte cannot be limits.
+    if q <= 0 or q.denominator != 1:
+        raise ValueError(f"must be a positive whole number of bytes, got {value!r}")
     return value
 
 

@@ -36,12 +36,11 @@ from dra_driver.core.hook_abi import (
     render_limits_file,
     to_env,
 )
-from dra_driver.core.model import Card
+from dra_driver.core.model import MIB, Card
 from dra_driver.core.quantity import QuantityError, parse_quantity
 from dra_driver.core.slices import DRIVER_NAME, Mode, usable_memory
 from dra_driver.core.vendor_env import VisibleCard, env_profile, exposure_env
 
-MIB: Final = 1 << 20
 CONTAINER_PRELOAD: Final = "/etc/ld.so.preload"
 CONTAINER_VGPULOCK: Final = "/tmp/vgpulock"  # noqa: S108 (HAMi-core's lock dir)
 CONTAINER_CACHE_DIR: Final = "/var/lib/vgpu/cache"
