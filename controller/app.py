@@ -109,9 +109,9 @@ def discoveries(s: AppSettings) -> dict[str, Discovery]:
 def run(s: AppSettings) -> int:
     registry = CollectorRegistry()
     metrics = ControllerMetrics(registry)
-    rest = Rest.from_kubeconfig(s.kubeconfig)
     if s.metrics_only and not s.metrics_port:
-        raise ValueError("--allocation-metrics-only needs --metrics-port")
+        raise ValueError("--allocation-metrics-only needs --metrics-port (it serves only metrics)")
+    rest = Rest.from_kubeconfig(s.kubeconfig)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

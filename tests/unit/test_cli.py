@@ -285,3 +285,9 @@ def test_render_deviceclasses_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert doc["kind"] == "List"
     assert doc["items"] == device_classes("x.example.com")
     assert "nvidia.x.example.com" in [i["metadata"]["name"] for i in doc["items"]]
+
+
+def test_allocation_metrics_only_needs_a_port(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = run(capsys, "controller", "--allocation-metrics-only")
+    assert rc == 2
+    assert "--allocation-metrics-only needs --metrics-port" in err
