@@ -1,13 +1,17 @@
 """Legacy scheduler extender: /filter latency and end-to-end binding throughput.
 
     .venv/bin/python -m bench.extender_bench               # /filter latency only
+    .venv/bin/python -m bench.extender_bench --nodes 100 --calls 100 --json out.json
     .venv/bin/python -m bench.extender_bench --e2e 200     # + pods bound per second
 
 /filter: the extender's HTTP server on loopback with 100 and 1000 registered nodes x 8
 cards (a third of the slots already used by existing pods), one POST per new pod
 carrying all node names (nodeCacheCapable), as kube-scheduler sends it. The API writes
 /filter makes (the decision patch) go to a local stand-in, so the figure is the
-extender's own cost (decision + HTTP + JSON), not the API server's.
+extender's own cost (decision + HTTP + JSON), not the API server's. Side by side in one
+run: the decision called in-process, then over HTTP with one keep-alive connection (what
+kube-scheduler's Go client does), a pod without GPU on that connection, and a new
+connection per call.
 
 --e2e N: a real local control plane (cached binaries), the second kube-scheduler with
 our extender, 10 fake nodes x 4 cards x 10 slots, an imitation kubelet running the
@@ -18,10 +22,10 @@ once; reports pods bound (and allocated) per second.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import random
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
@@ -65,7 +69,8 @@ def _pod(i: int, mem: int) -> JSON:
     }
 
 
-def filter_latency(n_nodes: int, calls: int, seed: int = 1) -> tuple[float, float]:
+def filter_latency(n_nodes: int, calls: int, seed: int = 1) -> dict[str, Stats]:
+    """/filter p50/p99 per client: the decision in-process, then over HTTP."""
     rng = random.Random(seed)
     state = ClusterState(NV)
     nodes = []
@@ -111,26 +116,64 @@ def filter_latency(n_nodes: int, calls: int, seed: int = 1) -> tuple[float, floa
         None,
         PlacementSettings(),
     )
+    names = [n["metadata"]["name"] for n in nodes]
+    bodies = [
+        json.dumps({"pod": _pod(i, rng.randrange(1000, 8000)), "nodenames": names}).encode()
+        for i in range(calls)
+    ]
+    plain = json.dumps({"pod": _pod(-1, 0) | {"spec": {"containers": []}}, "nodenames": names})
+    out: dict[str, Stats] = {}
+
+    times = []
+    for body in bodies:
+        args = json.loads(body)
+        t0 = time.perf_counter()
+        result = ext.filter(args)
+        times.append(time.perf_counter() - t0)
+        assert result.get("nodenames"), result
+    out["decision (in-process)"] = _stats(times)
+
     server = ExtenderServer(("127.0.0.1", 0), ext)
     server.serve_in_thread()
-    names = [n["metadata"]["name"] for n in nodes]
-    url = f"http://127.0.0.1:{server.port}/filter"
-    times = []
     try:
-        for i in range(calls):
-            body = json.dumps({"pod": _pod(i, rng.randrange(1000, 8000)), "nodenames": names})
-            req = urllib.request.Request(
-                url, data=body.encode(), headers={"Content-Type": "application/json"}
-            )
-            t0 = time.perf_counter()
-            with urllib.request.urlopen(req) as r:
-                result = json.loads(r.read())
-            times.append(time.perf_counter() - t0)
-            assert result.get("nodenames"), result
+        out["HTTP keep-alive, GPU pod"] = _http(server.port, bodies, keep_alive=True)
+        out["HTTP keep-alive, pod without GPU"] = _http(
+            server.port, [plain.encode()] * calls, keep_alive=True
+        )
+        out["HTTP new connection per call, GPU pod"] = _http(server.port, bodies, keep_alive=False)
     finally:
         server.shutdown()
         server.server_close()
-    return pct(times, 50) * 1000, pct(times, 99) * 1000
+    return out
+
+
+Stats = dict[str, float]
+
+
+def _stats(times: list[float]) -> Stats:
+    return {"p50_ms": pct(times, 50) * 1000, "p99_ms": pct(times, 99) * 1000}
+
+
+def _http(port: int, bodies: list[bytes], *, keep_alive: bool) -> Stats:
+    """POST each body to /filter. keep_alive: one HTTP/1.1 connection reused for every
+    call, as kube-scheduler's Go client does; otherwise a new connection each time."""
+    headers = {"Content-Type": "application/json"}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    times = []
+    try:
+        for body in bodies:
+            if not keep_alive:
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            t0 = time.perf_counter()
+            conn.request("POST", "/filter", body=body, headers=headers)
+            r = conn.getresponse()
+            result = json.loads(r.read())
+            times.append(time.perf_counter() - t0)
+            assert "nodenames" in result, result
+    finally:
+        conn.close()
+    return _stats(times)
 
 
 def e2e(n_pods: int) -> float:
@@ -203,14 +246,23 @@ def e2e(n_pods: int) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=200)
+    ap.add_argument("--nodes", type=int, nargs="+", default=[100, 1000])
     ap.add_argument("--e2e", type=int, default=0, help="pods for the end-to-end run (0: skip)")
+    ap.add_argument("--json", type=Path, help="also write the figures here as JSON")
     args = ap.parse_args()
-    for n in (100, 1000):
-        p50, p99 = filter_latency(n, args.calls)
-        print(f"/filter {n} nodes x 8 cards: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    figures: dict[str, object] = {}
+    print("| nodes x 8 cards | client | p50 ms | p99 ms |\n|---:|---|---:|---:|")
+    for n in args.nodes:
+        rows = filter_latency(n, args.calls)
+        figures[f"filter_{n}_nodes"] = rows
+        for client, st in rows.items():
+            print(f"| {n} | {client} | {st['p50_ms']:.2f} | {st['p99_ms']:.2f} |")
     if args.e2e:
         rate = e2e(args.e2e)
+        figures["e2e_pods_per_s"] = rate
         print(f"end to end: {args.e2e} pods bound and allocated at {rate:.1f} pods/s")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 
 

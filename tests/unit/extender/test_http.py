@@ -6,8 +6,11 @@ bodies); the verbs' API side is covered by tests/integration/test_extender.py.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import os
+import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,3 +115,54 @@ def test_invalid_request_fails_every_node_unresolvably(
     )
     assert result["nodenames"] == []
     assert "invalid vGPU request" in result["failedAndUnresolvableNodes"]["a"]
+
+
+def _server_socket_of(client: socket.socket) -> socket.socket:
+    """The server's end of `client`'s connection (the server runs in this process):
+    found through /proc/net/tcp by its port pair, then by inode among our fds. Works
+    whatever server library accepted it."""
+    cport, sport = client.getsockname()[1], client.getpeername()[1]
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = fields[1], fields[2]
+        if int(local.split(":")[1], 16) == sport and int(remote.split(":")[1], 16) == cport:
+            inode = fields[9]
+    assert inode is not None, "server side of the connection not found"
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if str(fd.readlink()) == f"socket:[{inode}]":
+                return socket.socket(fileno=os.dup(int(fd.name)))
+    raise AssertionError(f"no fd for socket inode {inode}")
+
+
+def test_keep_alive_responses_are_not_held_by_nagle(
+    server: tuple[ExtenderServer, ssl.SSLContext],
+) -> None:
+    """kube-scheduler reuses one connection. A response written as headers then body
+    on a socket with Nagle on waits for the client's delayed ACK (~40 ms each): the
+    accepted socket must have TCP_NODELAY, and each response must leave in one write
+    (so a client's first read after the request holds all of it)."""
+    srv, ctx = server
+    plain = {"metadata": {"name": "p", "namespace": "d", "uid": "u"}, "spec": {"containers": []}}
+    body = json.dumps({"pod": plain, "nodenames": ["a", "b"]}).encode()
+    request = (
+        f"POST /filter HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    raw = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+        for _ in range(5):  # the same connection, as a keep-alive client uses it
+            conn.sendall(request)
+            first = conn.recv(65536)
+            head, _, rest = first.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            length = next(
+                int(h.split(b":")[1])
+                for h in head.split(b"\r\n")
+                if h.lower().startswith(b"content-length")
+            )
+            assert len(rest) == length, "headers and body came in separate writes"
+            assert json.loads(rest) == {"nodenames": ["a", "b"]}
+        with _server_socket_of(conn) as accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
