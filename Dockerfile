@@ -22,11 +22,7 @@ RUN make clean && make build/libvgpu.so \
 FROM ${PYTHON_IMAGE} AS wheel
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY api/ api/
-COPY dra_driver/ dra_driver/
-COPY controller/ controller/
-COPY kubelet_plugin/ kubelet_plugin/
-COPY webhook/ webhook/
+COPY vgpu_dra/ vgpu_dra/
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # --- 3. runtime -----------------------------------------------------------------------

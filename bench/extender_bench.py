@@ -30,12 +30,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
-from dra_driver.core import hami_annotations as ann
-from dra_driver.kube.nodelock import NodeLocker
-from dra_driver.kube.rest import JSON, Rest
-from webhook.extender.extender import Extender, PlacementSettings
-from webhook.extender.http import ExtenderServer
-from webhook.extender.state import ClusterState
+from vgpu_dra.core.hami import annotations as ann
+from vgpu_dra.kube.nodelock import NodeLocker
+from vgpu_dra.kube.rest import JSON, Rest
+from vgpu_dra.legacy.extender.extender import Extender, PlacementSettings
+from vgpu_dra.legacy.extender.http import ExtenderServer
+from vgpu_dra.legacy.extender.state import ClusterState
 
 NV = ann.vendor_keys("nvidia")
 
@@ -179,9 +179,6 @@ def _http(port: int, bodies: list[bytes], *, keep_alive: bool) -> Stats:
 def e2e(n_pods: int) -> float:
     import yaml
 
-    from dra_driver.kube.nodes import create_fake_node
-    from dra_driver.localcluster.build import BuildSettings, ensure_built
-    from dra_driver.localcluster.cluster import DEFAULT_VERSION, ClusterSettings, LocalCluster
     from tests.integration import kube
     from tests.integration.conftest import IDENTITIES, NODE_AGENT_IDENTITY, REPO
     from tests.integration.test_extender import (
@@ -191,7 +188,10 @@ def e2e(n_pods: int) -> float:
         register,
         scheduler_config,
     )
-    from webhook.extender.app import ExtenderApp, ExtenderSettings
+    from vgpu_dra.dev.localcluster.build import BuildSettings, ensure_built
+    from vgpu_dra.dev.localcluster.cluster import DEFAULT_VERSION, ClusterSettings, LocalCluster
+    from vgpu_dra.kube.nodes import create_fake_node
+    from vgpu_dra.legacy.extender.app import ExtenderApp, ExtenderSettings
 
     bin_dir = ensure_built(
         BuildSettings(version=DEFAULT_VERSION, cache_root=Path.home() / ".cache" / "vgpu-dra")

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from vgpu_dra.core.slices import Mode
 
-from controller.app import FileDiscovery, InventoryFile
-from controller.reconciler import ControllerSettings, SliceController
-from dra_driver.core.slices import Mode
-from dra_driver.gpu.discovery import Discovery
-from dra_driver.localcluster.build import BuildSettings, ensure_built
-from dra_driver.localcluster.cluster import DEFAULT_VERSION, ClusterSettings, LocalCluster
+from vgpu_dra.controller.app import FileDiscovery, InventoryFile
+from vgpu_dra.dev.localcluster.build import BuildSettings, ensure_built
+from vgpu_dra.dev.localcluster.cluster import DEFAULT_VERSION, ClusterSettings, LocalCluster
+from vgpu_dra.gpu.discovery import Discovery
+from vgpu_dra.publisher.reconciler import ControllerSettings, SliceController
 
 
 def write_inventory(path: Path, nodes: list[str], cards: int) -> None:

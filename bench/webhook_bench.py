@@ -34,13 +34,14 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from dra_driver.core.model import Card
-from dra_driver.core.slices import SliceSettings, build_slices
-from dra_driver.localcluster.certs import make_pki
-from webhook.admission.facts import facts_from_slices
-from webhook.admission.review import ReviewError, parse_review
-from webhook.admission.service import Admitter, StaticFacts
-from webhook.admission.translate import TranslateSettings
+from vgpu_dra.core.model import Card
+from vgpu_dra.core.slices import SliceSettings, build_slices
+
+from vgpu_dra.dev.localcluster.certs import make_pki
+from vgpu_dra.webhook.facts import facts_from_slices
+from vgpu_dra.webhook.review import ReviewError, parse_review
+from vgpu_dra.webhook.service import Admitter, StaticFacts
+from vgpu_dra.webhook.translate import TranslateSettings
 
 JSON = dict[str, Any]
 MAX_BODY = 6 * 1024 * 1024
@@ -114,7 +115,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 def asgi_app(adm: Admitter) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    """The same endpoints as webhook.admission.server, as a bare ASGI app."""
+    """The same endpoints as vgpu_dra.webhook.server, as a bare ASGI app."""
 
     async def reply(send: Send, status: int, body: bytes) -> None:
         await send(
@@ -155,8 +156,8 @@ def asgi_app(adm: Admitter) -> Callable[[Scope, Receive, Send], Awaitable[None]]
 
 def serve(server: str, port: int, cert: Path, key: Path) -> None:
     if server == "aiohttp":
-        from webhook.admission.server import ServerSettings
-        from webhook.admission.server import serve as serve_aiohttp
+        from vgpu_dra.webhook.server import ServerSettings
+        from vgpu_dra.webhook.server import serve as serve_aiohttp
 
         async def main() -> None:
             stop = asyncio.Event()
@@ -255,7 +256,7 @@ async def _wait_ready(port: int, ca: Path, proc: subprocess.Popen[bytes]) -> Non
 
 
 def free_port() -> int:
-    from dra_driver.localcluster.cluster import free_port as fp
+    from vgpu_dra.dev.localcluster.cluster import free_port as fp
 
     return fp()
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import grpc
 
-from kubelet_plugin.proto.deviceplugin.v1beta1 import api_pb2 as dp
-from kubelet_plugin.proto.deviceplugin.v1beta1 import api_pb2_grpc as dp_grpc
+from vgpu_dra.proto.deviceplugin.v1beta1 import api_pb2 as dp
+from vgpu_dra.proto.deviceplugin.v1beta1 import api_pb2_grpc as dp_grpc
 
 
 class _Registration:

@@ -1,7 +1,7 @@
 """The kubelet imitation, re-exported for the tests (it lives in
-`kubelet_plugin.kubelet_client` so that `vgpu-dra demo` can use it too)."""
+`vgpu_dra.dev.kubelet_client` so that `vgpu-dra demo` can use it too)."""
 
-from kubelet_plugin.kubelet_client import (
+from vgpu_dra.dev.kubelet_client import (
     HEALTH_CHECK_METHOD,
     KUBELET_SERVICES,
     HealthWatch,

@@ -59,10 +59,10 @@ kind load docker-image "$IMAGE" --name "$CLUSTER"
 step "simulated inventory for the workers"
 mapfile -t WORKERS < <(k get nodes -l vgpu-dra.io/simulated-gpus=true -o name | sed 's|node/||' | sort)
 [ "${#WORKERS[@]}" -ge 2 ] || { echo "e2e: expected 2 labelled workers" >&2; exit 1; }
-# The demo's cluster (dra_driver/data/demo-cluster.yaml: the examples are written for
+# The demo's cluster (vgpu_dra/dev/data/demo-cluster.yaml: the examples are written for
 # it) describes gpu-node-1 and gpu-node-2: rename them.
 sed -e "s/name: gpu-node-1$/name: ${WORKERS[0]}/" -e "s/name: gpu-node-2$/name: ${WORKERS[1]}/" \
-  dra_driver/data/demo-cluster.yaml > "$WORK/inventory.yaml"
+  vgpu_dra/dev/data/demo-cluster.yaml > "$WORK/inventory.yaml"
 grep -q "${WORKERS[0]}" "$WORK/inventory.yaml"
 
 step "helm install"

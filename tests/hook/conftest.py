@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dra_driver.core import hook_abi
+from vgpu_dra.core import hook_abi
 
 ROOT = Path(__file__).resolve().parents[2]
 HOOK_DIR = ROOT / "vgpu_hook"

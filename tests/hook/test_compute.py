@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from dra_driver.core import hook_abi
 from tests.hook.conftest import BUILD, Hook
+from vgpu_dra.core import hook_abi
 
 BUSY = {"FAKE_NVML_SM_UTIL": "100", "CUDA_DEVICE_SM_LIMIT": "10"}
 

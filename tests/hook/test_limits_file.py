@@ -1,12 +1,12 @@
 """The read-only limits file wins over the environment, in the format rendered by
-dra_driver.core.hook_abi (so the kubelet plugin and the library agree)."""
+vgpu_dra.core.hook_abi (so the kubelet plugin and the library agree)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from dra_driver.core import hook_abi
 from tests.hook.conftest import Hook
+from vgpu_dra.core import hook_abi
 
 OOM = 2
 MiB = 1 << 20

@@ -11,9 +11,9 @@ import subprocess
 
 import pytest
 
-from dra_driver import hook_region
-from dra_driver.core import hook_abi
 from tests.hook.conftest import BUILD, Hook
+from vgpu_dra.core import hook_abi
+from vgpu_dra.host import hook_region
 
 OOM = 2
 MiB = 1 << 20

@@ -11,9 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from dra_driver.localcluster.cluster import LocalCluster
 from tests.integration.conftest import NODE_AGENT_IDENTITY
 from tests.kubelet_client import KubeletClient
+from vgpu_dra.dev.localcluster.cluster import LocalCluster
 
 DRIVER = "vgpu.hami.io"
 
@@ -60,7 +60,7 @@ class Agent:
         if crash_at:
             env["VGPU_DRA_TEST_CRASH_AT"] = crash_at
         argv = [
-            sys.executable, "-m", "dra_driver", "kubelet-plugin",
+            sys.executable, "-m", "vgpu_dra", "kubelet-plugin",
             "--kubeconfig", str(cluster.kubeconfig_for(NODE_AGENT_IDENTITY)),
             "--inventory", str(inventory), "--node", node,
             "--registry-dir", str(dirs.registry), "--plugins-dir", str(dirs.plugins),

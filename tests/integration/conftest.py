@@ -14,8 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from dra_driver.localcluster.build import BuildSettings, ensure_built
-from dra_driver.localcluster.cluster import DEFAULT_VERSION, ClusterSettings, Identity, LocalCluster
+from vgpu_dra.dev.localcluster.build import BuildSettings, ensure_built
+from vgpu_dra.dev.localcluster.cluster import (
+    DEFAULT_VERSION,
+    ClusterSettings,
+    Identity,
+    LocalCluster,
+)
 
 NODE_AGENT_IDENTITY = "vgpu-dra-node-agent"
 NODE_AGENT_USER = Identity(

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from dra_driver.kube.rest import JSON, ApiError, Rest
+from vgpu_dra.kube.rest import JSON, ApiError, Rest
 
 T = TypeVar("T")
 CLAIMS = "/apis/resource.k8s.io/v1/namespaces/{ns}/resourceclaims"

@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from vgpu_dra.core.slices import Mode
 
-from controller.allocation_collector import AllocationCollector
-from dra_driver.core.quantity import parse_quantity
-from dra_driver.core.slices import Mode
-from dra_driver.kube.rest import JSON, Rest
-from dra_driver.localcluster.cluster import LocalCluster
 from tests.integration import kube
 from tests.integration.conftest import CONTROLLER_IDENTITY
 from tests.integration.test_slices import a100, controller, inventory
+from vgpu_dra.api.quantity import parse_quantity
+from vgpu_dra.controller.allocation_collector import AllocationCollector
+from vgpu_dra.dev.localcluster.cluster import LocalCluster
+from vgpu_dra.kube.rest import JSON, Rest
 
 pytestmark = pytest.mark.integration
 

@@ -21,9 +21,6 @@ from typing import Any
 
 import pytest
 
-from dra_driver.core import cel
-from dra_driver.kube.rest import ApiError, Rest
-from dra_driver.localcluster.cluster import LocalCluster
 from tests.cel_cases import (
     CASES,
     COMPILE_ERROR,
@@ -35,6 +32,9 @@ from tests.cel_cases import (
     Expected,
 )
 from tests.integration import kube
+from vgpu_dra.dev import cel
+from vgpu_dra.dev.localcluster.cluster import LocalCluster
+from vgpu_dra.kube.rest import ApiError, Rest
 
 pytestmark = pytest.mark.integration
 

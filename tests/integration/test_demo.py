@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from dra_driver.core.quantity import parse_quantity
-from dra_driver.demo import DemoResult, DemoSettings, demo
-from dra_driver.demo_summary import PlacedContainer, render
-from dra_driver.localcluster.cluster import DEFAULT_VERSION
+from vgpu_dra.api.quantity import parse_quantity
+from vgpu_dra.dev.demo import DemoResult, DemoSettings, demo
+from vgpu_dra.dev.demo_summary import PlacedContainer, render
+from vgpu_dra.dev.localcluster.cluster import DEFAULT_VERSION
 
 pytestmark = pytest.mark.integration
 

@@ -16,20 +16,20 @@ from pathlib import Path
 import grpc
 import pytest
 
-from api.vgpu_config import default_config
-from controller.app import FileDiscovery
-from dra_driver.core import hami_annotations as ann
-from dra_driver.core import prepare
-from dra_driver.core.model import MIB
-from dra_driver.kube.nodelock import NodeLocker
-from dra_driver.kube.nodes import create_fake_node
-from dra_driver.kube.rest import JSON, Rest
-from dra_driver.localcluster.cluster import LocalCluster
-from kubelet_plugin.deviceplugin.plugin import DevicePlugin, DevicePluginSettings
 from tests.deviceplugin_client import FakeKubelet
 from tests.integration import kube
 from tests.integration.conftest import NODE_AGENT_IDENTITY, REPO
 from tests.integration.test_slices import a100, inventory
+from vgpu_dra.api.vgpu_config import default_config
+from vgpu_dra.controller.app import FileDiscovery
+from vgpu_dra.core import prepare
+from vgpu_dra.core.hami import annotations as ann
+from vgpu_dra.core.model import MIB
+from vgpu_dra.dev.localcluster.cluster import LocalCluster
+from vgpu_dra.kube.nodelock import NodeLocker
+from vgpu_dra.kube.nodes import create_fake_node
+from vgpu_dra.kube.rest import JSON, Rest
+from vgpu_dra.legacy.deviceplugin.plugin import DevicePlugin, DevicePluginSettings
 
 pytestmark = pytest.mark.integration
 

@@ -22,16 +22,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dra_driver.core import hami_annotations as ann
-from dra_driver.kube.nodelock import LockContentionError, LockSettings, NodeLocker
-from dra_driver.kube.nodes import create_fake_node
-from dra_driver.kube.rest import JSON, ApiError, Rest
-from dra_driver.localcluster.cluster import LocalCluster
-from kubelet_plugin.deviceplugin.pending import AllocateError, PendingPods
 from tests.integration import kube
 from tests.integration.conftest import NODE_AGENT_IDENTITY, REPO
-from webhook.extender.app import ExtenderApp, ExtenderSettings
-from webhook.extender.extender import PlacementSettings
+from vgpu_dra.core.hami import annotations as ann
+from vgpu_dra.dev.localcluster.cluster import LocalCluster
+from vgpu_dra.kube.nodelock import LockContentionError, LockSettings, NodeLocker
+from vgpu_dra.kube.nodes import create_fake_node
+from vgpu_dra.kube.rest import JSON, ApiError, Rest
+from vgpu_dra.legacy.deviceplugin.pending import AllocateError, PendingPods
+from vgpu_dra.legacy.extender.app import ExtenderApp, ExtenderSettings
+from vgpu_dra.legacy.extender.extender import PlacementSettings
 
 pytestmark = pytest.mark.integration
 

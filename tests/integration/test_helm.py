@@ -26,14 +26,14 @@ import pytest
 import yaml
 from cryptography import x509
 
-from api.inventory import SimulatedInventory
-from dra_driver.__main__ import parser as cli_parser
-from dra_driver.localcluster.cluster import ClusterError, LocalCluster
-from dra_driver.localcluster.helm import ensure_helm
-from kubelet_plugin.health import HealthBoard
-from kubelet_plugin.server import PluginServer, SocketSettings
 from tests.integration import kube
-from tests.unit.kubelet_plugin.test_server import FakeDriver
+from tests.unit.node_agent.test_server import FakeDriver
+from vgpu_dra.__main__ import parser as cli_parser
+from vgpu_dra.api.inventory import SimulatedInventory
+from vgpu_dra.dev.localcluster.cluster import ClusterError, LocalCluster
+from vgpu_dra.dev.localcluster.helm import ensure_helm
+from vgpu_dra.node_agent.health import HealthBoard
+from vgpu_dra.node_agent.server import PluginServer, SocketSettings
 
 pytestmark = pytest.mark.integration
 

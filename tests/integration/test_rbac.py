@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from dra_driver.kube.rest import ApiError
-from dra_driver.localcluster.cluster import LocalCluster
 from tests.integration.conftest import CONTROLLER_IDENTITY
+from vgpu_dra.dev.localcluster.cluster import LocalCluster
+from vgpu_dra.kube.rest import ApiError
 
 pytestmark = pytest.mark.integration
 

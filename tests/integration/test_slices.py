@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 import yaml
+from vgpu_dra.core.slices import Mode
 
-from controller.app import FileDiscovery
-from controller.reconciler import ControllerSettings, SliceController
-from dra_driver.core.slices import Mode
-from dra_driver.kube.rest import Rest
-from dra_driver.localcluster.cluster import LocalCluster
 from tests.integration import kube
 from tests.integration.conftest import CONTROLLER_IDENTITY
+from vgpu_dra.controller.app import FileDiscovery
+from vgpu_dra.dev.localcluster.cluster import LocalCluster
+from vgpu_dra.kube.rest import Rest
+from vgpu_dra.publisher.reconciler import ControllerSettings, SliceController
 
 pytestmark = pytest.mark.integration
 

@@ -27,14 +27,14 @@ from typing import Any
 import pytest
 import yaml
 
-from dra_driver.kube.rest import JSON, ApiError, Rest
-from dra_driver.localcluster.certs import make_pki
-from dra_driver.localcluster.cluster import LocalCluster, free_port
 from tests.integration import kube
 from tests.integration.test_slices import a100, controller, inventory
-from webhook.admission.app import WebhookSettings, build_admitter
-from webhook.admission.server import ServerSettings, serve
-from webhook.admission.service import Admitter
+from vgpu_dra.dev.localcluster.certs import make_pki
+from vgpu_dra.dev.localcluster.cluster import LocalCluster, free_port
+from vgpu_dra.kube.rest import JSON, ApiError, Rest
+from vgpu_dra.webhook.app import WebhookSettings, build_admitter
+from vgpu_dra.webhook.server import ServerSettings, serve
+from vgpu_dra.webhook.service import Admitter
 
 pytestmark = pytest.mark.integration
 
@@ -418,7 +418,7 @@ def test_cli_serves_and_stops_on_sigterm(
         [
             sys.executable,
             "-m",
-            "dra_driver",
+            "vgpu_dra",
             "webhook",
             f"--kubeconfig={dra_cluster.kubeconfig_for(IDENTITY)}",
             "--host=127.0.0.1",

@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 import yaml
+from vgpu_dra.core.deviceclasses import device_classes
+from vgpu_dra.core.slices import DRIVER_NAME
 
-from dra_driver.__main__ import main
-from dra_driver.core.deviceclasses import device_classes
-from dra_driver.core.slices import DRIVER_NAME
+from vgpu_dra.__main__ import main
 
 JSON = dict[str, Any]
 REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / "dra_driver" / "data" / "demo-inventory.yaml"
+DEMO = REPO / "vgpu_dra" / "dev" / "data" / "demo-inventory.yaml"
 COMMITTED_CLASSES = REPO / "deploy" / "deviceclasses.yaml"
 
 

@@ -1,5 +1,5 @@
 """docs/configuration.md must describe every flag of every `vgpu-dra` subcommand, with
-its environment twin and default, exactly as `dra_driver.__main__.parser()` builds them.
+its environment twin and default, exactly as `vgpu_dra.__main__.parser()` builds them.
 
 The doc has one section per subcommand, headed ``### `vgpu-dra <cmd>` ``, holding a table
 whose rows start with the flag's option strings:
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-import dra_driver.__main__ as cli
+import vgpu_dra.__main__ as cli
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "configuration.md"

@@ -11,14 +11,14 @@ from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
+from vgpu_dra.core.checkpoint import Checkpoint
 
-from controller.allocation_collector import AllocationCollector
-from controller.metrics import ControllerMetrics
-from dra_driver.core.checkpoint import Checkpoint
-from dra_driver.kube.rest import Rest
-from kubelet_plugin.metrics import PluginMetrics, UsageCollector
-from webhook.admission.metrics import AdmissionMetrics
-from webhook.extender.metrics import ExtenderMetrics
+from vgpu_dra.controller.allocation_collector import AllocationCollector
+from vgpu_dra.kube.rest import Rest
+from vgpu_dra.legacy.extender.metrics import ExtenderMetrics
+from vgpu_dra.node_agent.metrics import PluginMetrics, UsageCollector
+from vgpu_dra.publisher.metrics import ControllerMetrics
+from vgpu_dra.webhook.metrics import AdmissionMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "grafana" / "vgpu-dra-dashboard.json"

@@ -1,7 +1,7 @@
 /*
  * vgpu_hook.h: the ABI of libvgpu.so, the one definition shared by
  *   - the C library (vgpu_hook/src),
- *   - the Python mirror (dra_driver/core/hook_abi.py), checked against this
+ *   - the Python mirror (vgpu_dra/core/hook_abi.py), checked against this
  *     file by tests/unit/core/test_hook_abi.py, which parses it.
  *
  * Parsing rules the Python test relies on (keep them when editing):

@@ -1,6 +1,6 @@
 /* abi_dump.c: prints the compiled layout of the shared region and the ABI
  * constants as KEY=VALUE lines; tests/unit/core/test_hook_abi.py compares
- * them with dra_driver/core/hook_abi.py. */
+ * them with vgpu_dra/core/hook_abi.py. */
 #include <stddef.h>
 #include <stdio.h>
 

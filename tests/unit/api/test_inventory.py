@@ -1,4 +1,4 @@
-"""api.inventory: structure and types of the simulated inventory file."""
+"""vgpu_dra.api.inventory: structure and types of the simulated inventory file."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from api.inventory import SimulatedCard, SimulatedInventory
+from vgpu_dra.api.inventory import SimulatedCard, SimulatedInventory
 
 CARD: dict[str, Any] = {
     "vendor": "nvidia",

@@ -1,4 +1,4 @@
-"""api.vgpu_config: strict parsing, merging (later wins) and raw-parameter decoding."""
+"""vgpu_dra.api.vgpu_config: strict parsing, merging (later wins) and raw-parameter decoding."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.vgpu_config import (
+from vgpu_dra.api.vgpu_config import (
     API_VERSION,
     KIND,
     ConfigError,

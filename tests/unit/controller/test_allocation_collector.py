@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, generate_latest
+from vgpu_dra.core.model import Card
+from vgpu_dra.core.slices import Mode, SliceSettings, build_slices
 
-from controller.allocation_collector import CLAIMS, SLICES, AllocationCollector
-from dra_driver.core.model import Card
-from dra_driver.core.slices import Mode, SliceSettings, build_slices
-from dra_driver.kube.rest import ApiError, Rest
+from vgpu_dra.controller.allocation_collector import CLAIMS, SLICES, AllocationCollector
+from vgpu_dra.kube.rest import ApiError, Rest
 
 GI = 1024**3
 

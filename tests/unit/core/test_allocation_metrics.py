@@ -7,15 +7,14 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from dra_driver.core.allocation_metrics import (
+from vgpu_dra.core.allocation_metrics import (
     CardAllocation,
     allocations,
     inventory,
     summarize,
 )
-from dra_driver.core.model import Card
-from dra_driver.core.slices import Mode, SliceSettings, build_slices
+from vgpu_dra.core.model import Card
+from vgpu_dra.core.slices import Mode, SliceSettings, build_slices
 
 GI = 1024**3
 MI = 1024**2

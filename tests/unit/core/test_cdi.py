@@ -1,4 +1,4 @@
-"""dra_driver.core.cdi: CDI names, versions and specs (checked against the schema)."""
+"""vgpu_dra.core.cdi: CDI names, versions and specs (checked against the schema)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dra_driver.core import cdi
-from dra_driver.core.cdi import (
+from tests.cdi_schema import validate_cdi_spec
+from vgpu_dra.core import cdi
+from vgpu_dra.core.cdi import (
     CdiError,
     Edits,
     Mount,
@@ -22,7 +23,6 @@ from dra_driver.core.cdi import (
     qualified,
     transient_spec_name,
 )
-from tests.cdi_schema import validate_cdi_spec
 
 KIND = "vgpu.hami.io/gpu"
 

@@ -1,4 +1,4 @@
-"""dra_driver.core.checkpoint: two-phase claim records, tolerant decoding, boot IDs."""
+"""vgpu_dra.core.checkpoint: two-phase claim records, tolerant decoding, boot IDs."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dra_driver.core import checkpoint as ckpt
-from dra_driver.core.checkpoint import (
+from vgpu_dra.core import checkpoint as ckpt
+from vgpu_dra.core.checkpoint import (
     COMPLETED,
     STARTED,
     Checkpoint,
@@ -25,7 +25,7 @@ from dra_driver.core.checkpoint import (
     started,
     without_stale,
 )
-from dra_driver.core.claims import PreparedDevice
+from vgpu_dra.core.claims import PreparedDevice
 
 BOOT = "boot-1111"
 OTHER_BOOT = "boot-2222"

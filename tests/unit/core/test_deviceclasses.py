@@ -1,4 +1,4 @@
-"""dra_driver.core.deviceclasses: one DeviceClass per vendor, and CEL string literals."""
+"""vgpu_dra.core.deviceclasses: one DeviceClass per vendor, and CEL string literals."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dra_driver.core import cel
-from dra_driver.core.deviceclasses import cel_string, device_class, device_classes
-from dra_driver.core.slices import DRIVER_NAME
-from dra_driver.core.vendors import VENDORS, UnknownVendorError
+from vgpu_dra.core.deviceclasses import cel_string, device_class, device_classes
+from vgpu_dra.core.slices import DRIVER_NAME
+from vgpu_dra.core.vendors import VENDORS, UnknownVendorError
+from vgpu_dra.dev import cel
 
 JSON = dict[str, Any]
 REPO = Path(__file__).resolve().parents[3]
@@ -25,7 +25,7 @@ REGENERATE = "vgpu-dra render-deviceclasses > deploy/deviceclasses.yaml"
 def test_committed_deviceclasses_match_code() -> None:
     committed = list(yaml.safe_load_all(COMMITTED.read_text(encoding="utf-8")))
     assert committed == device_classes(), (
-        f"{COMMITTED.relative_to(REPO)} is out of date with dra_driver.core.deviceclasses; "
+        f"{COMMITTED.relative_to(REPO)} is out of date with vgpu_dra.core.deviceclasses; "
         f"run `{REGENERATE}` and commit the result"
     )
 

@@ -1,4 +1,4 @@
-"""dra_driver.core.hook_abi mirrors vgpu_hook/include/vgpu_hook.h: this test parses
+"""vgpu_dra.core.hook_abi mirrors vgpu_hook/include/vgpu_hook.h: this test parses
 the header (constants and the region structs) and fails when the two diverge, and
 checks the Python limits-file / env codec against the library's rules."""
 
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dra_driver.core import hook_abi
+from vgpu_dra.core import hook_abi
 
 ROOT = Path(__file__).resolve().parents[3]
 HEADER = ROOT / "vgpu_hook" / "include" / "vgpu_hook.h"

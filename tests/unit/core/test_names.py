@@ -1,4 +1,4 @@
-"""dra_driver.core.names: node names are DNS subdomains (RFC 1123)."""
+"""vgpu_dra.core.names: node names are DNS subdomains (RFC 1123)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from dra_driver.core.names import DNS_SUBDOMAIN_MAX_LENGTH, InvalidNameError, validate_node_name
+from vgpu_dra.core.names import DNS_SUBDOMAIN_MAX_LENGTH, InvalidNameError, validate_node_name
 
 # Independent oracle: the API server's IsDNS1123Subdomain.
 ORACLE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")

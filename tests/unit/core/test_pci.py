@@ -1,12 +1,11 @@
-"""dra_driver.core.pci: canonical PCI addresses and root complexes."""
+"""vgpu_dra.core.pci: canonical PCI addresses and root complexes."""
 
 from __future__ import annotations
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from dra_driver.core.pci import (
+from vgpu_dra.core.pci import (
     is_pcie_root,
     normalize_bus_id,
     pcie_root_from_sysfs_path,

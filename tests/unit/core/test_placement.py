@@ -1,4 +1,4 @@
-"""dra_driver.core.placement: HAMi's Fit rules, scores and binpack/spread orderings.
+"""vgpu_dra.core.placement: HAMi's Fit rules, scores and binpack/spread orderings.
 
 The expected placements follow hami-compat.md §4.3-§4.5 (device score, NUMA-first
 card order walked from the end, node score over current usage, binpack = highest,
@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dra_driver.core import placement as pl
-from dra_driver.core.hami_annotations import ContainerDevice, NodeDevice
-from dra_driver.core.placement import DeviceUsage, NodeState
-from dra_driver.core.placement_requests import ContainerRequest, PodPolicy, Weights
+from vgpu_dra.core import placement as pl
+from vgpu_dra.core.hami.annotations import ContainerDevice, NodeDevice
+from vgpu_dra.core.hami.placement_requests import ContainerRequest, PodPolicy, Weights
+from vgpu_dra.core.placement import DeviceUsage, NodeState
 
 A100 = "NVIDIA-NVIDIA A100-SXM4-80GB"
 T4 = "NVIDIA-Tesla T4"

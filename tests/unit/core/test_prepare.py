@@ -1,4 +1,4 @@
-"""dra_driver.core.prepare: the pure plan of one claim (limits, container edits, CDI).
+"""vgpu_dra.core.prepare: the pure plan of one claim (limits, container edits, CDI).
 
 Every spec the planner produces is checked against the upstream CDI schema, and the
 env / limits file are read back with `hook_abi.parse_env` / `parse_limits_file`,
@@ -15,18 +15,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.vgpu_config import ConfigError, VGpuConfig, default_config, parse_config
-from dra_driver.core import cdi
-from dra_driver.core.claims import ClaimRef
-from dra_driver.core.hook_abi import (
+from tests.cdi_schema import validate_cdi_spec
+from vgpu_dra.api.vgpu_config import ConfigError, VGpuConfig, default_config, parse_config
+from vgpu_dra.core import cdi
+from vgpu_dra.core.claims import ClaimRef
+from vgpu_dra.core.hook_abi import (
     LIMITS_FILE_DEFAULT,
     CorePolicy,
     HookLimits,
     parse_env,
     parse_limits_file,
 )
-from dra_driver.core.model import Card
-from dra_driver.core.prepare import (
+from vgpu_dra.core.model import Card
+from vgpu_dra.core.prepare import (
     AllocatedShare,
     ClaimPlan,
     PlanError,
@@ -34,8 +35,7 @@ from dra_driver.core.prepare import (
     check_replicas_capacity,
     plan_claim,
 )
-from dra_driver.core.slices import Mode
-from tests.cdi_schema import validate_cdi_spec
+from vgpu_dra.core.slices import Mode
 
 MIB = 1 << 20
 GIB = 1 << 30

@@ -1,4 +1,4 @@
-"""dra_driver.core.publish: the fewest API writes that publish a pool."""
+"""vgpu_dra.core.publish: the fewest API writes that publish a pool."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from dra_driver.core.model import Card
-from dra_driver.core.publish import ObservedSlice, PoolPlan, plan_pool, same_spec
-from dra_driver.core.slices import Mode, SliceSettings, build_slices
+from vgpu_dra.core.model import Card
+from vgpu_dra.core.publish import ObservedSlice, PoolPlan, plan_pool, same_spec
+from vgpu_dra.core.slices import Mode, SliceSettings, build_slices
 
 JSON = dict[str, Any]
 NODE = "node-a"

@@ -1,4 +1,4 @@
-"""dra_driver.core.slices: desired ResourceSlices (DESIGN §2-3, dra-api.md §2.2)."""
+"""vgpu_dra.core.slices: desired ResourceSlices (DESIGN §2-3, dra-api.md §2.2)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,8 @@ import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
-
-from dra_driver.core.model import MIB, Card
-from dra_driver.core.quantity import parse_quantity
-from dra_driver.core.slices import (
+from vgpu_dra.core.model import MIB, Card
+from vgpu_dra.core.slices import (
     DRIVER_NAME,
     PCI_BUS_ID_ATTR,
     PCIE_ROOT_ATTR,
@@ -27,7 +25,9 @@ from dra_driver.core.slices import (
     build_slices,
     split_devices,
 )
-from dra_driver.core.vendors import UnknownVendorError
+from vgpu_dra.core.vendors import UnknownVendorError
+
+from vgpu_dra.api.quantity import parse_quantity
 
 JSON = dict[str, Any]
 GI = 2**30

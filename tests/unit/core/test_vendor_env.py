@@ -1,13 +1,12 @@
-"""dra_driver.core.vendor_env: per-vendor exposure env (enforced NVIDIA, informational rest)."""
+"""vgpu_dra.core.vendor_env: per-vendor exposure env (enforced NVIDIA, informational rest)."""
 
 from __future__ import annotations
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from dra_driver.core.hook_abi import parse_percent, parse_size
-from dra_driver.core.vendor_env import (
+from vgpu_dra.core.hook_abi import parse_percent, parse_size
+from vgpu_dra.core.vendor_env import (
     CUDA_DEVICE_ORDER,
     GENERIC_ENFORCED,
     GENERIC_UUIDS,
@@ -16,7 +15,7 @@ from dra_driver.core.vendor_env import (
     env_profile,
     exposure_env,
 )
-from dra_driver.core.vendors import VENDORS, UnknownVendorError
+from vgpu_dra.core.vendors import VENDORS, UnknownVendorError
 
 MIB = 1 << 20
 A = VisibleCard("GPU-a", 0, 3000 * MIB, 30)

@@ -1,4 +1,4 @@
-"""dra_driver.core.versions: loose driver versions -> strict semver."""
+"""vgpu_dra.core.versions: loose driver versions -> strict semver."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from dra_driver.core.versions import compute_capability, cuda_version_from_int, to_semver
+from vgpu_dra.core.versions import compute_capability, cuda_version_from_int, to_semver
 
 # semver.org's recommended regular expression (strict 2.0.0).
 SEMVER = re.compile(

@@ -1,4 +1,4 @@
-"""dra_driver.gpu.nvml against a fake NVML module that raises real pynvml errors."""
+"""vgpu_dra.gpu.nvml against a fake NVML module that raises real pynvml errors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import pynvml
 import pytest
 
-from dra_driver.gpu.discovery import Discovery
-from dra_driver.gpu.nvml import NvmlDiscovery
+from vgpu_dra.gpu.discovery import Discovery
+from vgpu_dra.gpu.nvml import NvmlDiscovery
 
 A100 = "NVIDIA A100-SXM4-80GB"
 GIB = 2**30

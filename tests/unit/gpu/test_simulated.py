@@ -1,4 +1,4 @@
-"""dra_driver.gpu.simulated (+ core.inventory): the YAML-fed discovery backend."""
+"""vgpu_dra.gpu.simulated (+ core.inventory): the YAML-fed discovery backend."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from dra_driver import data
-from dra_driver.core.inventory import InventoryError, build_inventories, simulated_uuid
-from dra_driver.gpu.discovery import Discovery
-from dra_driver.gpu.simulated import SimulatedDiscovery, load_inventory, parse_inventory
+from vgpu_dra.core.inventory import InventoryError, build_inventories, simulated_uuid
+from vgpu_dra.dev import data
+from vgpu_dra.gpu.discovery import Discovery
+from vgpu_dra.gpu.simulated import SimulatedDiscovery, load_inventory, parse_inventory
 
 REPO = Path(__file__).resolve().parents[3]
 HEADER = "apiVersion: vgpu.hami.io/v1alpha1\nkind: SimulatedInventory\n"

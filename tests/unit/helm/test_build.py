@@ -1,4 +1,4 @@
-"""dra_driver.localcluster.helm: the helm builder, with a stand-in `go` (no network)."""
+"""vgpu_dra.dev.localcluster.helm: the helm builder, with a stand-in `go` (no network)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dra_driver.localcluster.build import BuildError
-from dra_driver.localcluster.helm import (
+from vgpu_dra.dev.localcluster.build import BuildError
+from vgpu_dra.dev.localcluster.helm import (
     HELM_VERSION,
     default_kube_version,
     ensure_helm,

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dra_driver.core.model import Card
-from dra_driver.core.slices import Mode, SliceSettings, build_slices
-from webhook.admission import jsonpatch
-from webhook.admission.facts import ClusterFacts, facts_from_slices
-from webhook.admission.translate import Allowed, Decision, Denied
+from vgpu_dra.core.model import Card
+from vgpu_dra.core.slices import Mode, SliceSettings, build_slices
+
+from vgpu_dra.webhook import jsonpatch
+from vgpu_dra.webhook.facts import ClusterFacts, facts_from_slices
+from vgpu_dra.webhook.translate import Allowed, Decision, Denied
 
 JSON = dict[str, Any]
 GiB = 1024**3

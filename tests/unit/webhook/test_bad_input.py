@@ -13,10 +13,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.unit.webhook.pods import FACTS, card, ctr, facts, pod
-from webhook.admission.facts import CardModel, ClusterFacts
-from webhook.admission.server import make_app
-from webhook.admission.service import Admitter, StaticFacts
-from webhook.admission.translate import Denied, Mode, TranslateSettings, translate
+from vgpu_dra.webhook.facts import CardModel, ClusterFacts
+from vgpu_dra.webhook.server import make_app
+from vgpu_dra.webhook.service import Admitter, StaticFacts
+from vgpu_dra.webhook.translate import Denied, Mode, TranslateSettings, translate
 
 GPU, MEM, PCT, CORES, PRIO = (
     "nvidia.com/gpu",

@@ -16,13 +16,13 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api.vgpu_config import parse_config
-from dra_driver.core import cel
-from dra_driver.core.quantity import parse_quantity
 from tests.unit.webhook.pods import FACTS
-from webhook.admission import jsonpatch
-from webhook.admission.templates import TemplateSettings, template_name
-from webhook.admission.translate import Allowed, Denied, Mode, TranslateSettings, translate
+from vgpu_dra.api.quantity import parse_quantity
+from vgpu_dra.api.vgpu_config import parse_config
+from vgpu_dra.dev import cel
+from vgpu_dra.webhook import jsonpatch
+from vgpu_dra.webhook.templates import TemplateSettings, template_name
+from vgpu_dra.webhook.translate import Allowed, Denied, Mode, TranslateSettings, translate
 
 S = TranslateSettings()
 NAMES = [*sorted(S.legacy_names), "cpu", "memory", "example.com/foo"]

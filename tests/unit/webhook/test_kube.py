@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any, cast
 
 import pytest
+from vgpu_dra.core.slices import SliceSettings, build_slices
 
-from dra_driver.core.slices import SliceSettings, build_slices
-from dra_driver.kube.rest import ApiError, Rest
 from tests.unit.webhook.pods import A100, card
-from webhook.admission.kube import SliceFacts, TemplateError, TemplateStore
+from vgpu_dra.kube.rest import ApiError, Rest
+from vgpu_dra.webhook.kube import SliceFacts, TemplateError, TemplateStore
 
 TEMPLATE = {"metadata": {"namespace": "ns", "name": "vgpu-nvidia-0123456789abcdef"}}
 

@@ -13,12 +13,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.unit.webhook.pods import FACTS, ctr, pod
 from tests.unit.webhook.test_server import GPU_POD, Recorder, review
-from webhook.admission.decision import Allowed, Denied
-from webhook.admission.kube import TemplateError
-from webhook.admission.metrics import AdmissionMetrics, outcome
-from webhook.admission.server import make_app
-from webhook.admission.service import Admitter, StaticFacts
-from webhook.admission.translate import TranslateSettings
+from vgpu_dra.webhook.decision import Allowed, Denied
+from vgpu_dra.webhook.kube import TemplateError
+from vgpu_dra.webhook.metrics import AdmissionMetrics, outcome
+from vgpu_dra.webhook.server import make_app
+from vgpu_dra.webhook.service import Admitter, StaticFacts
+from vgpu_dra.webhook.translate import TranslateSettings
 
 
 @pytest.mark.parametrize(
@@ -92,6 +92,6 @@ def test_an_api_failure_counts_as_error() -> None:
 def _parsed(body: dict[str, Any]) -> Any:
     import json
 
-    from webhook.admission.review import parse_review
+    from vgpu_dra.webhook.review import parse_review
 
     return parse_review(json.dumps(body).encode())

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from vgpu_dra.core.slices import SliceSettings, build_slices
 
-from dra_driver.__main__ import main
-from dra_driver.core.slices import SliceSettings, build_slices
 from tests.unit.webhook.pods import A100, V100, card, ctr, pod
+from vgpu_dra.__main__ import main
 
 
 def _write(tmp_path: Path) -> tuple[Path, Path]:

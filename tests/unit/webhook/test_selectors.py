@@ -1,6 +1,6 @@
 """Annotations -> CEL selectors: HAMi's matching rules, and no injection.
 
-The selectors are compiled and evaluated by both CEL engines of `dra_driver.core.cel`
+The selectors are compiled and evaluated by both CEL engines of `vgpu_dra.dev.cel`
 against devices as our slices publish them, so "means the same" is checked by a CEL
 implementation rather than by string inspection.
 """
@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dra_driver.core import cel
-from dra_driver.core.legacy_requests import NVIDIA
-from dra_driver.core.slices import DRIVER_NAME
-from webhook.admission.selectors import CardFilter, card_filter, cel_expressions
+from vgpu_dra.core.hami.requests import NVIDIA
+from vgpu_dra.core.slices import DRIVER_NAME
+from vgpu_dra.dev import cel
+from vgpu_dra.webhook.selectors import CardFilter, card_filter, cel_expressions
 
 INJECTIONS = [
     '") || true || ("',

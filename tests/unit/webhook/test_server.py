@@ -22,13 +22,13 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from dra_driver.localcluster.certs import make_pki
 from tests.unit.webhook.pods import FACTS, ctr, pod
-from webhook.admission.kube import TemplateError
-from webhook.admission.review import parse_review
-from webhook.admission.server import CertReloader, ServerSettings, make_app, serve
-from webhook.admission.service import Admitter, StaticFacts
-from webhook.admission.translate import TranslateSettings
+from vgpu_dra.dev.localcluster.certs import make_pki
+from vgpu_dra.webhook.kube import TemplateError
+from vgpu_dra.webhook.review import parse_review
+from vgpu_dra.webhook.server import CertReloader, ServerSettings, make_app, serve
+from vgpu_dra.webhook.service import Admitter, StaticFacts
+from vgpu_dra.webhook.translate import TranslateSettings
 
 JSON = dict[str, Any]
 GPU_POD = pod(ctr("c", {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "3000"}))

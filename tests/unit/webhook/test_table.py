@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from dra_driver.core.legacy_requests import AskSettings
 from tests.unit.webhook.pods import FACTS, REPLICA_FACTS, ctr, pod, summarize
-from webhook.admission import jsonpatch
-from webhook.admission.facts import ClusterFacts
-from webhook.admission.templates import CapacityMode, TemplateSettings
-from webhook.admission.translate import Allowed, Mode, TranslateSettings, translate
+from vgpu_dra.core.hami.requests import AskSettings
+from vgpu_dra.webhook import jsonpatch
+from vgpu_dra.webhook.facts import ClusterFacts
+from vgpu_dra.webhook.templates import CapacityMode, TemplateSettings
+from vgpu_dra.webhook.translate import Allowed, Mode, TranslateSettings, translate
 
 GOLDEN = Path(__file__).parent / "golden" / "table.json"
 

@@ -1,0 +1,92 @@
+"""vgpu_dra.host.hook_region: reading the shared region and telling live processes from
+dead ones by the OFD lock each owner holds on its slot's byte."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from vgpu_dra.core import hook_abi
+from vgpu_dra.host import hook_region
+
+_FLOCK = "hhxxxxqqixxxx"
+
+
+def _write_region(path: Path, slots: dict[int, tuple[int, list[int]]]) -> None:
+    data = bytearray(hook_abi.REGION_SIZE)
+    struct.pack_into(
+        "<IHHII",
+        data,
+        0,
+        hook_abi.REGION_MAGIC,
+        hook_abi.REGION_MAJOR,
+        hook_abi.REGION_MINOR,
+        hook_abi.REGION_SIZE,
+        hook_abi.MAX_DEVICES,
+    )
+    struct.pack_into("<Q", data, hook_abi.REGION_OFFSETS["limit"], 1 << 30)
+    for i, (pid, used) in slots.items():
+        used16 = used + [0] * (hook_abi.MAX_DEVICES - len(used))
+        struct.pack_into(
+            hook_abi.SLOT_FORMAT,
+            data,
+            hook_abi.slot_offset(i),
+            pid,
+            hook_abi.SLOT_ACTIVE,
+            0,
+            0,
+            *used16,
+            0,
+            0,
+            0,
+            0,
+        )
+    path.write_bytes(bytes(data))
+
+
+def _hold_slot(fd: int, index: int) -> None:
+    lock = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, hook_abi.slot_lock_offset(index), 1, 0)
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, lock)
+
+
+def test_live_and_dead_slots(tmp_path: Path) -> None:
+    path = tmp_path / "region"
+    _write_region(path, {0: (100, [10, 1]), 7: (200, [20]), 9: (300, [5, 5])})
+    owner = os.open(path, os.O_RDWR)  # another open file description: "another process"
+    try:
+        _hold_slot(owner, 0)
+        _hold_slot(owner, 9)
+        usage = hook_region.read_usage(path)
+    finally:
+        os.close(owner)
+    assert [p.pid for p in usage.live] == [100, 300]
+    assert [p.pid for p in usage.dead] == [200]
+    assert usage.used[:2] == (15, 6)
+    assert usage.limit(0) == 1 << 30
+    with pytest.raises(ValueError, match="outside"):
+        usage.limit(16)
+    # once the owner is gone (fd closed), every slot reads as dead
+    after = hook_region.read_usage(path)
+    assert after.live == ()
+    assert after.used == (0,) * hook_abi.MAX_DEVICES
+
+
+def test_read_region_decodes(tmp_path: Path) -> None:
+    path = tmp_path / "region"
+    _write_region(path, {3: (42, [1, 2, 3])})
+    snap = hook_region.read_region(path)
+    assert snap.procs[0].pid == 42
+    assert snap.procs[0].used[:3] == (1, 2, 3)
+
+
+def test_not_a_region(tmp_path: Path) -> None:
+    path = tmp_path / "region"
+    path.write_bytes(b"\0" * hook_abi.REGION_SIZE)
+    with pytest.raises(hook_abi.RegionFormatError):
+        hook_region.read_usage(path)
+    with pytest.raises(FileNotFoundError):
+        hook_region.read_region(tmp_path / "absent")

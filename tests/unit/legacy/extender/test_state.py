@@ -1,0 +1,249 @@
+"""vgpu_dra.legacy.extender.state: usage rebuilt from annotations, assumed decisions, bad input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from vgpu_dra.core import placement as pl
+from vgpu_dra.core.hami import annotations as ann
+from vgpu_dra.core.hami.placement_requests import (
+    ContainerRequest,
+    RequestError,
+    pod_policy,
+    pod_requests,
+)
+from vgpu_dra.legacy.extender.extender import _summary
+from vgpu_dra.legacy.extender.state import ClusterState, PodEntry, node_entry, pod_entry
+
+NV = ann.vendor_keys("nvidia")
+REG = ann.encode_node_devices(
+    [
+        ann.NodeDevice("GPU-a", 0, 10, 8000, 100, "NVIDIA-A100"),
+        ann.NodeDevice("GPU-b", 1, 10, 8000, 100, "NVIDIA-A100"),
+    ]
+)
+
+
+def node(name: str, register: str | None = REG, **extra: str) -> dict[str, Any]:
+    a = dict(extra)
+    if register is not None:
+        a[ann.NODE_REGISTER_NVIDIA] = register
+    return {"metadata": {"name": name, "resourceVersion": "1", "annotations": a}}
+
+
+def pod(
+    uid: str,
+    node_name: str | None,
+    allocated: str | None,
+    phase: str = "Pending",
+    init: int = 0,
+) -> dict[str, Any]:
+    a: dict[str, str] = {}
+    if node_name:
+        a[ann.VGPU_NODE] = node_name
+    if allocated is not None:
+        a[NV.allocated] = allocated
+    return {
+        "metadata": {"uid": uid, "name": uid, "namespace": "ns", "annotations": a},
+        "spec": {
+            "initContainers": [{"name": f"i{k}"} for k in range(init)],
+            "containers": [{"name": "c"}],
+        },
+        "status": {"phase": phase},
+    }
+
+
+def test_node_entries_good_and_bad() -> None:
+    assert node_entry(node("n"), NV).devices[1].id == "GPU-b"
+    assert node_entry(node("n", None), NV).error == "node unregistered"
+    bad = node_entry(node("n", "GPU-a,1,2:"), NV)
+    assert bad.error is not None and "invalid inventory annotation" in bad.error
+    cordoned = node_entry(node("n", **{ann.DEVICE_CORDON: "GPU-a, GPU-b"}), NV)
+    assert cordoned.cordoned == {"GPU-a", "GPU-b"}
+
+
+def test_topology_scores_reach_placement() -> None:
+    scores = '[{"uuid":"GPU-a","score":{"GPU-b":50}},{"uuid":"GPU-b","score":{"GPU-a":50}}]'
+    s = ClusterState(NV)
+    s.replace_nodes(
+        [node("n1", **{ann.NODE_SCORE_NVIDIA: scores}), node("n2", **{ann.NODE_SCORE_NVIDIA: "["})]
+    )
+    states, _ = s.node_states(["n1", "n2"])
+    assert states[0].pair_scores == {"GPU-a": {"GPU-b": 50}, "GPU-b": {"GPU-a": 50}}
+    assert states[1].pair_scores is None  # malformed: ignored, placement falls back
+
+
+def test_usage_from_pods_and_terminal_phases() -> None:
+    s = ClusterState(NV)
+    s.replace_nodes([node("n1"), node("n2", "garbage")])
+    s.replace_pods(
+        [
+            pod("p1", "n1", "GPU-a,NVIDIA,3000,10:;"),
+            pod("p2", "n1", "GPU-a,NVIDIA,1000,0:;"),
+            pod("done", "n1", "GPU-b,NVIDIA,8000,100:;", phase="Succeeded"),
+            pod("init", "n1", "GPU-b,NVIDIA,5000,0:;GPU-b,NVIDIA,2000,0:;", init=1),
+        ]
+    )
+    states, failed = s.node_states(["n1", "n2", "n3"])
+    assert failed["n3"] == "node unregistered"
+    assert "invalid inventory annotation" in failed["n2"]
+    [n1] = states
+    a, b = n1.devices
+    assert (a.used, a.usedmem, a.usedcores) == (2, 4000, 10)
+    assert (b.used, b.usedmem) == (1, 5000)  # init collapsed: max(5000, 2000)
+
+
+def test_malformed_pod_annotation_is_ignored_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    s = ClusterState(NV)
+    s.replace_nodes([node("n1")])
+    s.upsert_pod(pod("bad", "n1", "GPU-a,NVIDIA,lots,0:;"))
+    assert s.holders() == []
+    assert "ignoring pod" in caplog.text
+
+
+def test_assumed_decision_wins_until_the_watch_catches_up() -> None:
+    s = ClusterState(NV)
+    s.replace_nodes([node("n1")])
+    held = pl.collapse_usage(ann.decode_pod_devices("GPU-a,NVIDIA,7000,0:;"), 0)
+    s.assume(PodEntry("p", "ns", "p", "n1", "GPU-a,NVIDIA,7000,0:;", held))
+    # an older watch event (before our patch) must not erase the decision
+    s.upsert_pod(pod("p", None, None))
+    [st], _ = s.node_states(["n1"])
+    assert st.devices[0].usedmem == 7000
+    # a stale event with an older decision is counted, but ours stays authoritative
+    s.upsert_pod(pod("p", "n1", "GPU-b,NVIDIA,1,0:;"))
+    [st], _ = s.node_states(["n1"])
+    assert (st.devices[0].usedmem, st.devices[1].usedmem) == (7000, 0)
+    # the watch shows our decision: the assumption is dropped, usage unchanged
+    s.upsert_pod(pod("p", "n1", "GPU-a,NVIDIA,7000,0:;"))
+    [st], _ = s.node_states(["n1"])
+    assert st.devices[0].usedmem == 7000
+    s.delete_pod(pod("p", "n1", "GPU-a,NVIDIA,7000,0:;"))
+    [st], _ = s.node_states(["n1"])
+    assert st.devices[0].usedmem == 0
+
+
+def test_restart_rebuilds_from_annotations_only() -> None:
+    """A fresh state fed by a list sees exactly what the old one had decided."""
+    pods = [pod(f"p{i}", "n1", "GPU-a,NVIDIA,1000,5:;") for i in range(3)]
+    s = ClusterState(NV)
+    s.replace_nodes([node("n1")])
+    s.replace_pods(pods)
+    [st], _ = s.node_states(["n1"])
+    assert (st.devices[0].used, st.devices[0].usedmem, st.devices[0].usedcores) == (3, 3000, 15)
+
+
+def test_request_parsing_and_errors() -> None:
+    spec = {
+        "spec": {
+            "initContainers": [{"name": "i"}],
+            "containers": [
+                {
+                    "name": "a",
+                    "resources": {"limits": {"nvidia.com/gpu": "2", "nvidia.com/gpumem": "3000"}},
+                },
+                {"name": "b", "resources": {"limits": {"nvidia.com/gpumem-percentage": "150"}}},
+                {
+                    "name": "c",
+                    "resources": {
+                        "requests": {"nvidia.com/gpu": "1", "nvidia.com/gpucores": "250"}
+                    },
+                },
+            ],
+        }
+    }
+    assert pod_requests(spec) == (
+        None,
+        ContainerRequest(nums=2, memreq=3000),
+        ContainerRequest(nums=1, mem_percentage=100),  # clamped; count defaulted
+        ContainerRequest(nums=1, mem_percentage=100, coresreq=100),  # whole card by default
+    )
+    for limits in (
+        {"nvidia.com/gpumem": "1.5"},
+        {"nvidia.com/gpumem": "99999999999"},
+        {"nvidia.com/gpu": "x"},
+    ):
+        with pytest.raises(RequestError):
+            pod_requests({"spec": {"containers": [{"name": "x", "resources": {"limits": limits}}]}})
+    with pytest.raises(RequestError):
+        pod_requests({"spec": {"containers": "nope"}})
+    with pytest.raises(RequestError):
+        pod_requests({})
+
+
+@pytest.mark.parametrize(
+    "annotations",
+    [
+        {ann.NODE_POLICY: "random"},
+        {ann.GPU_POLICY: "binpack,fastest"},
+        {ann.NUMA_BIND: "maybe"},
+        {ann.SCORING_WEIGHTS: "slot=1,core=1"},
+        {ann.SCORING_WEIGHTS: "slot=0,core=0,memory=0"},
+        {ann.SCORING_WEIGHTS: "slot=1,core=-1,memory=1"},
+        {ann.SCORING_WEIGHTS: "slot=a,core=1,memory=1"},
+    ],
+)
+def test_bad_policy_annotations(annotations: dict[str, str]) -> None:
+    with pytest.raises(RequestError):
+        pod_policy(annotations)
+
+
+def test_policy_annotations() -> None:
+    p = pod_policy(
+        {
+            ann.NODE_POLICY: "spread",
+            ann.GPU_POLICY: "binpack,numa",
+            ann.USE_GPUTYPE: "A100, H100",
+            ann.NOUSE_GPUUUID: "GPU-x",
+            ann.NUMA_BIND: "true",
+            ann.SCORING_WEIGHTS: "slot=0,core=2,memory=1",
+        }
+    )
+    assert p.node_policy == "spread" and p.gpu_policy == ("binpack", "numa")
+    assert p.use_types == ("A100", "H100") and p.nouse_uuids == {"GPU-x"}
+    assert p.numa_bind and (p.weights.slot, p.weights.core, p.weights.memory) == (0, 2, 1)
+    assert pl.primary_policy(p.gpu_policy) == "binpack"
+
+
+def test_failure_summary_like_hami() -> None:
+    msg = _summary(
+        {
+            "a": "1/1 CardInsufficientMemory",
+            "b": "1/1 CardInsufficientMemory",
+            "c": "node unregistered",
+        }
+    )
+    assert msg == "2 nodes 1/1 CardInsufficientMemory(a,b); 1 nodes node unregistered(c)"
+
+
+def test_pod_entry_without_decision() -> None:
+    assert pod_entry(pod("p", None, None), NV) is None
+    assert pod_entry(pod("p", "n1", "GPU-a,NVIDIA,1,0:;", phase="Failed"), NV) is None
+
+
+def test_prioritize_prefers_the_filtered_node_then_the_policy() -> None:
+    from typing import cast
+
+    from vgpu_dra.kube.nodelock import NodeLocker
+    from vgpu_dra.kube.rest import Rest
+    from vgpu_dra.legacy.extender.extender import Extender, PlacementSettings
+
+    s = ClusterState(NV)
+    s.replace_nodes([node("n1"), node("n2"), node("n3")])
+    s.replace_pods([pod("old", "n2", "GPU-a,NVIDIA,8000,100:;GPU-b,NVIDIA,8000,100:;")])
+    held = pl.collapse_usage(ann.decode_pod_devices("GPU-a,NVIDIA,1,0:;"), 0)
+    s.assume(PodEntry("me", "ns", "me", "n3", "GPU-a,NVIDIA,1,0:;", held))
+    ext = Extender(cast(Rest, None), s, cast(NodeLocker, None), None, PlacementSettings())
+    me = {"metadata": {"uid": "me", "annotations": {}}}
+    scores = {
+        h["host"]: h["score"] for h in ext.prioritize({"pod": me, "nodenames": ["n1", "n2", "n3"]})
+    }
+    assert scores["n3"] == 10  # where /filter placed it
+    assert scores["n2"] > scores["n1"]  # binpack: the fuller node
+    other = {"metadata": {"uid": "x", "annotations": {ann.NODE_POLICY: "spread"}}}
+    spread = {
+        h["host"]: h["score"] for h in ext.prioritize({"pod": other, "nodenames": ["n1", "n2"]})
+    }
+    assert spread["n1"] > spread["n2"]

@@ -1,0 +1,79 @@
+"""vgpu_dra.publisher.mode: capacity mode from a server-side dry-run answer (pure part)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from vgpu_dra.core.slices import DRIVER_NAME, Mode
+
+from vgpu_dra.publisher.mode import mode_from_response, probe_slice
+
+JSON = dict[str, Any]
+PROBE = probe_slice(DRIVER_NAME)
+
+
+def answer(**device_changes: Any) -> JSON:
+    """The probe as the API server would echo it, with device fields replaced or
+    (value None) dropped, the way a server without DRAConsumableCapacity drops them."""
+    out = copy.deepcopy(PROBE)
+    out["metadata"] = {"name": "vgpu-dra-mode-probe-x7k2", "uid": "u"}
+    dev = out["spec"]["devices"][0]
+    for k, v in device_changes.items():
+        if v is None:
+            dev.pop(k, None)
+        else:
+            dev[k] = v
+    return out
+
+
+def without_policy() -> JSON:
+    out = answer()
+    del out["spec"]["devices"][0]["capacity"]["memory"]["requestPolicy"]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("response", "mode"),
+    [
+        (answer(), Mode.CONSUMABLE),
+        (PROBE, Mode.CONSUMABLE),
+        (answer(allowMultipleAllocations=None), Mode.REPLICAS),
+        (without_policy(), Mode.REPLICAS),
+        (answer(allowMultipleAllocations=False), Mode.REPLICAS),
+        (answer(allowMultipleAllocations="true"), Mode.REPLICAS),  # only a real true counts
+        (answer(capacity={}), Mode.REPLICAS),
+        (answer(capacity={"memory": {"value": "1Gi"}}), Mode.REPLICAS),
+        (answer(allowMultipleAllocations=None, capacity={}), Mode.REPLICAS),
+        ({"spec": {"devices": []}}, Mode.REPLICAS),
+        ({"spec": {"devices": None}}, Mode.REPLICAS),
+        ({"spec": {}}, Mode.REPLICAS),
+        ({}, Mode.REPLICAS),
+        ({"kind": "Status", "status": "Failure"}, Mode.REPLICAS),
+    ],
+)
+def test_mode_from_response(response: JSON, mode: Mode) -> None:
+    assert mode_from_response(response) is mode
+
+
+def test_probe_slice_is_a_dry_run_candidate() -> None:
+    """The probe exercises exactly the two fields the detection reads, and is valid
+    on its own (so a refusal means RBAC or an old server, not a bad object)."""
+    spec = PROBE["spec"]
+    assert PROBE["apiVersion"] == "resource.k8s.io/v1"
+    assert PROBE["kind"] == "ResourceSlice"
+    assert "generateName" in PROBE["metadata"] and "name" not in PROBE["metadata"]
+    assert spec["driver"] == DRIVER_NAME
+    assert spec["allNodes"] is True and "nodeName" not in spec
+    assert spec["pool"]["resourceSliceCount"] == 1
+    [dev] = spec["devices"]
+    assert dev["allowMultipleAllocations"] is True
+    assert dev["capacity"]["memory"]["requestPolicy"]["validRange"] == {
+        "min": "1Mi",
+        "step": "1Mi",
+    }
+
+
+def test_probe_uses_the_driver_name() -> None:
+    assert probe_slice("gpu.example.com")["spec"]["driver"] == "gpu.example.com"

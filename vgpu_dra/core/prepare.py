@@ -1,0 +1,358 @@
+"""Plan the preparation of one claim (pure): limits, container edits, CDI spec.
+
+Input: the claim's allocation results of this driver (already matched to discovered
+cards), its merged `VGpuConfig` and the capacity mode. Output: a `ClaimPlan` that the
+kubelet plugin carries out (files) and records (checkpoint). The legacy device plugin
+calls `container_edits` for the same env and mounts (DESIGN §6).
+
+Limits (DESIGN §4, HAMi-core's contract in `core.hook_abi`):
+
+- cards are exposed in physical order (card index = PCI bus order) with
+  `CUDA_DEVICE_ORDER=PCI_BUS_ID`, so limit index i is CUDA ordinal i;
+- memory: `consumedCapacity.memory` (consumable mode), else `VGpuConfig.memory`
+  (replicas mode), else an even split of the card over its slots (replicas) or the
+  whole card (an allocation without consumed capacity is exclusive);
+- compute: `consumedCapacity.cores`, else `VGpuConfig.cores`; capped at 100; no
+  value means no SM variables at all (never an invented default); 0 means no limit;
+- several shares of one card in one claim add up (the container sees one card).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from vgpu_dra.api.quantity import QuantityError, parse_quantity
+from vgpu_dra.api.vgpu_config import VGpuConfig
+from vgpu_dra.core import cdi
+from vgpu_dra.core.claims import ClaimRef, PreparedDevice
+from vgpu_dra.core.hook_abi import (
+    ENV_MEMORY_LIMIT,
+    ENV_SM_LIMIT,
+    LIMITS_FILE_DEFAULT,
+    CorePolicy,
+    HookAbiError,
+    HookLimits,
+    render_limits_file,
+    to_env,
+)
+from vgpu_dra.core.model import MIB, Card
+from vgpu_dra.core.slices import DRIVER_NAME, Mode, usable_memory
+from vgpu_dra.core.vendor_env import VisibleCard, env_profile, exposure_env
+
+CONTAINER_PRELOAD: Final = "/etc/ld.so.preload"
+CONTAINER_VGPULOCK: Final = "/tmp/vgpulock"  # noqa: S108 (HAMi-core's lock dir)
+CONTAINER_CACHE_DIR: Final = "/var/lib/vgpu/cache"
+SHARED_CACHE_FILE: Final = "vgpu.cache"
+LIMITS_FILE_NAME: Final = "limits"
+CACHE_DIR_NAME: Final = "cache"
+# Containers run as arbitrary UIDs and must create the shared region; sticky like /tmp.
+SHARED_DIR_MODE: Final = 0o1777
+CLAIM_DIR_MODE: Final = 0o755
+
+
+class PlanError(ValueError):
+    """The claim cannot be prepared as allocated; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """Node-level settings of the prepare path (paths are host paths)."""
+
+    driver_name: str = DRIVER_NAME
+    cdi_vendor: str = "vgpu.hami.io"
+    cdi_class: str = "gpu"
+    lib_path: str = "/usr/local/vgpu/libvgpu.so"  # mounted at the same path
+    preload_path: str = "/usr/local/vgpu/ld.so.preload"  # mounted as /etc/ld.so.preload
+    claims_dir: str = "/var/lib/vgpu-dra/claims"
+    vgpulock_dir: str = "/tmp/vgpulock"  # noqa: S108
+    # "nvidia.com/gpu" when an NVIDIA CDI spec exists on the host: cards are then
+    # exposed by NVIDIA's CDI device IDs instead of NVIDIA_VISIBLE_DEVICES.
+    nvidia_cdi_kind: str | None = None
+    log_level: int | None = None
+    default_slots: int = 10  # cards without their own slot count (replicas default memory)
+
+    @property
+    def cdi_kind(self) -> str:
+        return f"{self.cdi_vendor}/{self.cdi_class}"
+
+
+@dataclass(frozen=True)
+class AllocatedShare:
+    """One allocation result of this driver, matched to its discovered card."""
+
+    request: str  # as allocated, possibly "<request>/<subrequest>"
+    pool: str
+    device: str
+    share_id: str | None
+    consumed: Mapping[str, Any]  # consumedCapacity (quantity strings)
+    card: Card
+
+
+@dataclass(frozen=True)
+class CardShare:
+    """What one container may use of one physical card."""
+
+    card: Card
+    memory_bytes: int
+    cores: int | None  # percent; None = not configured
+
+
+@dataclass(frozen=True)
+class ContainerEdits:
+    """Env and mounts for containers using the shares, plus the host side.
+
+    `env` is complete (what a container sees); `card_env[uuid]` is the part that
+    belongs to one card (its indexed limits), so CDI can attach it to that card's
+    device. `limits_file` is the text of the read-only limits file (None for vendors
+    whose limits libvgpu.so does not enforce). `host_dirs` are (path, mode) to create
+    before a container starts; `cards` is the exposure order.
+    """
+
+    env: Mapping[str, str]
+    mounts: tuple[cdi.Mount, ...]
+    limits_file: str | None
+    host_dirs: tuple[tuple[str, int], ...]
+    cards: tuple[CardShare, ...]
+    card_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    enforced: bool = True
+
+
+@dataclass(frozen=True)
+class ClaimPlan:
+    uid: str
+    namespace: str
+    name: str
+    devices: tuple[PreparedDevice, ...]
+    cdi_spec: dict[str, Any]
+    cdi_file_name: str
+    claim_dir: str  # host path; removed on unprepare
+    limits_file: str | None
+    host_dirs: tuple[tuple[str, int], ...]
+    memory_by_card: Mapping[str, int]  # card uuid -> bytes (replicas overcommit check)
+    card_uuids: tuple[str, ...] = ()  # exposure order: limit index i is card_uuids[i]
+
+
+def _whole(value: Any, what: str, kind: str) -> int:
+    """A non-negative whole quantity (bytes, percent). Raises PlanError naming `what`."""
+    try:
+        q = parse_quantity(value)
+    except QuantityError as e:
+        raise PlanError(f"{what}: {e}") from None
+    if q < 0 or q.denominator != 1:
+        raise PlanError(f"{what}: {value!r} is not a whole {kind}")
+    return int(q)
+
+
+def _bytes(value: Any, what: str) -> int:
+    return _whole(value, what, "number of bytes")
+
+
+def _percent(value: Any, what: str) -> int:
+    return min(_whole(value, what, "percentage"), 100)
+
+
+def _share_limits(
+    share: AllocatedShare, config: VGpuConfig, mode: Mode, settings: PrepareSettings
+) -> CardShare:
+    card = share.card
+    where = f"device {share.pool}/{share.device}"
+    if mode is Mode.REPLICAS:
+        if config.memory is not None:
+            memory = _bytes(config.memory, "VGpuConfig.memory")
+            if memory < MIB:
+                raise PlanError(f"VGpuConfig.memory {config.memory} is below 1Mi")
+            if memory > usable_memory(card):
+                raise PlanError(
+                    f"VGpuConfig.memory {config.memory} is more than card {card.uuid} "
+                    f"({card.product_name}) has: {usable_memory(card) // MIB} MiB"
+                )
+        else:
+            slots = card.slots or settings.default_slots
+            memory = (usable_memory(card) // max(slots, 1)) // MIB * MIB
+        cores = config.cores
+    else:
+        if config.memory is not None:
+            raise PlanError(
+                "VGpuConfig.memory applies in replicas mode only; in consumable mode "
+                "request memory with spec.devices.requests[].exactly.capacity.requests.memory"
+            )
+        mem = share.consumed.get("memory")
+        memory = (
+            _bytes(mem, f"{where} consumedCapacity.memory")
+            if mem is not None
+            else usable_memory(card)
+        )
+        raw_cores = share.consumed.get("cores")
+        cores = (
+            _percent(raw_cores, f"{where} consumedCapacity.cores")
+            if raw_cores is not None
+            else config.cores
+        )
+    return CardShare(card=card, memory_bytes=memory, cores=cores)
+
+
+def merge_by_card(shares: Sequence[CardShare]) -> tuple[CardShare, ...]:
+    """One entry per physical card, in physical (index) order; shares of the same
+    card add up (cores capped at 100; None only when every share has None)."""
+    by_uuid: dict[str, CardShare] = {}
+    for s in shares:
+        prev = by_uuid.get(s.card.uuid)
+        if prev is None:
+            by_uuid[s.card.uuid] = s
+            continue
+        cores = (
+            None
+            if prev.cores is None and s.cores is None
+            else min((prev.cores or 0) + (s.cores or 0), 100)
+        )
+        by_uuid[s.card.uuid] = CardShare(s.card, prev.memory_bytes + s.memory_bytes, cores)
+    return tuple(sorted(by_uuid.values(), key=lambda s: s.card.index))
+
+
+def container_edits(
+    shares: Sequence[CardShare],
+    config: VGpuConfig,
+    settings: PrepareSettings,
+    claim_dir: str,
+) -> ContainerEdits:
+    """Env, mounts and host dirs for containers that use `shares` (any order; merged
+    per card and exposed in physical order). `claim_dir` is the per-claim (or, for
+    the device plugin, per-container) host dir holding the limits file and the shared
+    accounting region. Raises PlanError for an empty list, mixed vendors or limits
+    the hook cannot express."""
+    cards = merge_by_card(shares)
+    if not cards:
+        raise PlanError("no device to prepare")
+    vendors = {c.card.vendor.lower() for c in cards}
+    if len(vendors) > 1:
+        raise PlanError(f"a claim mixing vendors ({', '.join(sorted(vendors))}) is not supported")
+    profile = env_profile(cards[0].card.vendor)
+    visible = [VisibleCard(c.card.uuid, c.card.index, c.memory_bytes, c.cores) for c in cards]
+    by_cdi = settings.nvidia_cdi_kind is not None
+    env: dict[str, str] = dict(exposure_env(profile, visible, by_cdi=by_cdi))
+    if not profile.enforced:
+        return ContainerEdits(
+            env=env, mounts=(), limits_file=None, host_dirs=(), cards=cards, enforced=False
+        )
+    cores = [c.cores for c in cards if c.cores is not None]
+    cache_dir = f"{claim_dir}/{CACHE_DIR_NAME}"
+    try:
+        limits = HookLimits(
+            memory_limits={i: c.memory_bytes for i, c in enumerate(cards)},
+            sm_limits={i: c.cores for i, c in enumerate(cards) if c.cores is not None},
+            # The un-indexed SM limit only when every card has the same one: the hook
+            # applies it to any device without its own value.
+            sm_limit_all=cores[0] if len(cores) == len(cards) and len(set(cores)) == 1 else None,
+            shared_cache=f"{CONTAINER_CACHE_DIR}/{SHARED_CACHE_FILE}",
+            priority=config.priority,
+            core_policy=CorePolicy(config.core_limit_policy) if config.core_limit_policy else None,
+            log_level=settings.log_level,
+        )
+    except HookAbiError as e:
+        raise PlanError(f"limits cannot be expressed: {e}") from None
+    hook_env = to_env(limits)
+    card_env: dict[str, dict[str, str]] = {}
+    for i, c in enumerate(cards):
+        own = {
+            k: hook_env[k]
+            for k in (f"{ENV_MEMORY_LIMIT}_{i}", f"{ENV_SM_LIMIT}_{i}")
+            if k in hook_env
+        }
+        card_env[c.card.uuid] = own
+    env.update(hook_env)
+    mounts = (
+        cdi.Mount(settings.lib_path, settings.lib_path),
+        cdi.Mount(settings.preload_path, CONTAINER_PRELOAD),
+        cdi.Mount(f"{claim_dir}/{LIMITS_FILE_NAME}", LIMITS_FILE_DEFAULT),
+        cdi.Mount(cache_dir, CONTAINER_CACHE_DIR, read_only=False),
+        cdi.Mount(settings.vgpulock_dir, CONTAINER_VGPULOCK, read_only=False),
+    )
+    return ContainerEdits(
+        env=env,
+        mounts=mounts,
+        limits_file=render_limits_file(limits),
+        host_dirs=(
+            (claim_dir, CLAIM_DIR_MODE),
+            (cache_dir, SHARED_DIR_MODE),
+            (settings.vgpulock_dir, SHARED_DIR_MODE),
+        ),
+        cards=cards,
+        card_env=card_env,
+    )
+
+
+def plan_claim(
+    ref: ClaimRef,
+    shares: Sequence[AllocatedShare],
+    config: VGpuConfig,
+    mode: Mode,
+    settings: PrepareSettings,
+) -> ClaimPlan:
+    """The complete plan for one claim. Deterministic: the same inputs give the same
+    plan (a repeated prepare rewrites identical files). Raises PlanError or
+    cdi.CdiError (a ValueError) with a message naming the problem."""
+    if not shares:
+        raise PlanError(f"the allocation has no device of driver {settings.driver_name}")
+    claim_dir = f"{settings.claims_dir}/{ref.uid}"
+    card_shares = [_share_limits(s, config, mode, settings) for s in shares]
+    edits = container_edits(card_shares, config, settings, claim_dir)
+    kind = settings.cdi_kind
+    nvidia = edits.enforced and settings.nvidia_cdi_kind is not None
+    devices: list[PreparedDevice] = []
+    cdi_devices: list[tuple[str, cdi.Edits]] = []
+    card_done: set[str] = set()
+    per_card_keys = {k for e in edits.card_env.values() for k in e}
+    for s in shares:
+        name = cdi.device_name(ref.uid, s.device, s.share_id)
+        uuid = s.card.uuid
+        own = edits.card_env.get(uuid, {}) if uuid not in card_done else {}
+        card_done.add(uuid)
+        cdi_devices.append((name, cdi.Edits(env=dict(own))))
+        ids = [cdi.qualified(kind, name)]
+        if nvidia:
+            ids.append(cdi.qualified(str(settings.nvidia_cdi_kind), uuid))
+        devices.append(
+            PreparedDevice(
+                request_names=(s.request.split("/", 1)[0],),
+                pool_name=s.pool,
+                device_name=s.device,
+                cdi_device_ids=tuple(ids),
+                share_id=s.share_id,
+            )
+        )
+    common_env = {k: v for k, v in edits.env.items() if k not in per_card_keys}
+    spec = cdi.build_spec(kind, cdi_devices, cdi.Edits(env=common_env, mounts=edits.mounts))
+    return ClaimPlan(
+        uid=ref.uid,
+        namespace=ref.namespace,
+        name=ref.name,
+        devices=tuple(devices),
+        cdi_spec=spec,
+        cdi_file_name=cdi.transient_spec_name(kind, ref.uid),
+        claim_dir=claim_dir,
+        limits_file=edits.limits_file,
+        host_dirs=edits.host_dirs,
+        memory_by_card={c.card.uuid: c.memory_bytes for c in edits.cards},
+        card_uuids=tuple(c.card.uuid for c in edits.cards),
+    )
+
+
+def check_replicas_capacity(
+    card: Card, ref: ClaimRef, new_bytes: int, prepared: Mapping[ClaimRef, int]
+) -> str | None:
+    """In replicas mode the scheduler cannot bound memory: refuse a claim whose limit
+    would push the card's prepared limits above its memory. Returns the refusal
+    message (naming the card and every claim involved), or None when it fits."""
+    capacity = usable_memory(card)
+    used = sum(prepared.values())
+    if used + new_bytes <= capacity:
+        return None
+    others = ", ".join(f"{r} ({b // MIB} MiB)" for r, b in sorted(prepared.items(), key=str))
+    return (
+        f"card gpu-{card.index} ({card.uuid}, {card.product_name}) has {capacity // MIB} MiB; "
+        f"claim {ref} asks for {new_bytes // MIB} MiB on top of {used // MIB} MiB already "
+        f"prepared for {others or 'no other claim'}: refusing to overcommit the card's memory "
+        "(set VGpuConfig.memory lower, or use fewer replicas per card)"
+    )

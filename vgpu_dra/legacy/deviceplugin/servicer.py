@@ -1,0 +1,239 @@
+"""The kubelet device plugin API v1beta1 (`/v1beta1.DevicePlugin/...`) for the legacy path.
+
+- ListAndWatch: the cards as `slots` replicas each; a new list whenever discovery sees
+  a change (health included) via `DeviceBoard.set`.
+- GetPreferredAllocation: replicas of the cards the scheduler chose for the pending pod.
+- Allocate: the pending pod's next containers (`pending.PendingPods`); env and mounts
+  come from `core.prepare.container_edits`, the same code as the DRA prepare path, with
+  a per-container host dir `<claims_dir>/legacy/<podUID>_<container>` holding the
+  limits file and the shared accounting region.
+- PreStartContainer: nothing to do (not requested in the options).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from vgpu_dra.api.vgpu_config import default_config
+from vgpu_dra.core import prepare
+from vgpu_dra.core.hami import annotations as ann
+from vgpu_dra.core.model import MIB, Card
+from vgpu_dra.host.files import atomic_write
+from vgpu_dra.kube.rest import JSON
+from vgpu_dra.legacy.deviceplugin import devices
+from vgpu_dra.legacy.deviceplugin.pending import AllocateError, PendingPods, PodAllocation
+from vgpu_dra.proto.deviceplugin.v1beta1 import api_pb2 as dp
+
+log = logging.getLogger("vgpu_dra.deviceplugin")
+
+LEGACY_DIR = "legacy"
+
+
+class DeviceBoard:
+    """The advertised replicas, versioned; ListAndWatch streams wait on it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._version = 0
+        self._replicas: tuple[devices.Replica, ...] = ()
+        self._cards: dict[str, Card] = {}
+        self._closed = False
+
+    def set(self, cards: tuple[Card, ...], default_slots: int) -> bool:
+        reps = devices.replicas(cards, default_slots)
+        with self._cond:
+            self._cards = {c.uuid: c for c in cards}
+            if reps == self._replicas and self._version:
+                return False
+            self._replicas = reps
+            self._version += 1
+            self._cond.notify_all()
+            return True
+
+    def card(self, uuid: str) -> Card | None:
+        with self._cond:
+            return self._cards.get(uuid)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> tuple[int, tuple[devices.Replica, ...]] | None:
+        """The next version after `seen` (None when closed or on timeout)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._closed or self._version > seen, timeout)
+            if self._closed or self._version <= seen:
+                return None
+            return self._version, self._replicas
+
+    @property
+    def closed(self) -> bool:
+        with self._cond:
+            return self._closed
+
+
+def to_proto(replicas: tuple[devices.Replica, ...]) -> dp.ListAndWatchResponse:
+    out = []
+    for r in replicas:
+        topo = dp.TopologyInfo(nodes=[dp.NUMANode(ID=r.numa)]) if r.numa is not None else None
+        out.append(
+            dp.Device(
+                ID=r.id,
+                health=devices.HEALTHY if r.healthy else devices.UNHEALTHY,
+                topology=topo,
+            )
+        )
+    return dp.ListAndWatchResponse(devices=out)
+
+
+@dataclass(frozen=True)
+class PreparedContainer:
+    envs: Mapping[str, str]
+    mounts: tuple[dp.Mount, ...]
+    cdi_devices: tuple[str, ...]
+
+
+class DevicePluginServicer:
+    """Implements `v1beta1.DevicePlugin` (registered with the generated add_* helper)."""
+
+    def __init__(
+        self,
+        board: DeviceBoard,
+        pending: PendingPods,
+        settings: prepare.PrepareSettings,
+        *,
+        make_dir: Callable[[Path, int], None] | None = None,
+    ) -> None:
+        self._board = board
+        self._pending = pending
+        self._settings = settings
+        self._make_dir = make_dir or _make_dir
+
+    def GetDevicePluginOptions(  # noqa: N802 (gRPC method name)
+        self, request: dp.Empty, context: Any
+    ) -> dp.DevicePluginOptions:
+        return dp.DevicePluginOptions(
+            pre_start_required=False, get_preferred_allocation_available=True
+        )
+
+    def ListAndWatch(  # noqa: N802 (gRPC method name)
+        self, request: dp.Empty, context: Any
+    ) -> Iterator[dp.ListAndWatchResponse]:
+        seen = 0
+        while context.is_active() and not self._board.closed:
+            nxt = self._board.wait(seen, timeout=1.0)
+            if nxt is None:
+                continue
+            seen, reps = nxt
+            yield to_proto(reps)
+
+    def GetPreferredAllocation(  # noqa: N802 (gRPC method name)
+        self, request: dp.PreferredAllocationRequest, context: Any
+    ) -> dp.PreferredAllocationResponse:
+        wanted: list[str] = []
+        try:
+            pod = self._pending.find()
+            raw = (pod["metadata"].get("annotations") or {}).get(self._pending.keys.to_allocate, "")
+            nxt = ann.pop_next_container(ann.decode_pod_devices(raw))
+            if nxt is not None:
+                wanted = [d.uuid for d in nxt[1]]
+        except (AllocateError, ValueError) as e:
+            log.debug("no preference: %s", e)
+        responses = [
+            dp.ContainerPreferredAllocationResponse(
+                deviceIDs=devices.preferred(
+                    list(r.available_deviceIDs),
+                    list(r.must_include_deviceIDs),
+                    r.allocation_size,
+                    wanted,
+                )
+            )
+            for r in request.container_requests
+        ]
+        return dp.PreferredAllocationResponse(container_responses=responses)
+
+    def Allocate(  # noqa: N802 (gRPC method name)
+        self, request: dp.AllocateRequest, context: Any
+    ) -> dp.AllocateResponse:
+        counts = [len(r.devices_ids) for r in request.container_requests]
+        try:
+            _, prepared = self._pending.allocate_with(counts, self._prepare)
+        except AllocateError as e:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+            raise  # abort raises; this keeps type checkers honest
+        return dp.AllocateResponse(
+            container_responses=[
+                dp.ContainerAllocateResponse(
+                    envs=dict(p.envs),
+                    mounts=list(p.mounts),
+                    cdi_devices=[dp.CDIDevice(name=n) for n in p.cdi_devices],
+                )
+                for p in prepared
+            ]
+        )
+
+    def PreStartContainer(  # noqa: N802 (gRPC method name)
+        self, request: dp.PreStartContainerRequest, context: Any
+    ) -> dp.PreStartContainerResponse:
+        return dp.PreStartContainerResponse()
+
+    # ---- env, mounts and host files from the shared prepare code ---------------------
+    def _prepare(self, pod: JSON, alloc: PodAllocation) -> list[PreparedContainer]:
+        out = []
+        for share in alloc.containers:
+            card_shares = []
+            for d in share.devices:
+                card = self._board.card(d.uuid)
+                if card is None:
+                    raise AllocateError(
+                        f"pod {alloc.namespace}/{alloc.name}: card {d.uuid} chosen by the "
+                        "scheduler is not on this node (stale inventory annotation?)"
+                    )
+                card_shares.append(prepare.CardShare(card, d.usedmem * MIB, d.usedcores))
+            host_dir = f"{self._settings.claims_dir}/{LEGACY_DIR}/{alloc.uid}_{share.container}"
+            try:
+                edits = prepare.container_edits(
+                    card_shares, default_config(), self._settings, host_dir
+                )
+            except ValueError as e:
+                raise AllocateError(f"container {share.container}: {e}") from None
+            try:
+                for path, mode in edits.host_dirs:
+                    self._make_dir(Path(path), mode)
+                if edits.limits_file is not None:
+                    atomic_write(
+                        Path(host_dir) / prepare.LIMITS_FILE_NAME, edits.limits_file.encode()
+                    )
+            except OSError as e:
+                raise AllocateError(f"container {share.container}: host files: {e}") from None
+            kind = self._settings.nvidia_cdi_kind
+            out.append(
+                PreparedContainer(
+                    envs=edits.env,
+                    mounts=tuple(
+                        dp.Mount(
+                            container_path=m.container_path,
+                            host_path=m.host_path,
+                            read_only=m.read_only,
+                        )
+                        for m in edits.mounts
+                    ),
+                    cdi_devices=tuple(f"{kind}={c.card.uuid}" for c in edits.cards)
+                    if kind and edits.enforced
+                    else (),
+                )
+            )
+        return out
+
+
+def _make_dir(path: Path, mode: int) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(mode)  # mkdir's mode is filtered by the umask

@@ -1,0 +1,241 @@
+"""The extender's picture of the cluster: registered nodes and the vGPU usage of pods.
+
+Fed by watches (`informer.py`) and by the extender's own decisions. Usage is always
+rebuilt from pod annotations (`hami.io/vgpu-node` + `...-devices-allocated`), so a
+restarted extender loses nothing; a decision made in /filter is *assumed* at once (the
+next /filter must see it, long before the watch does) and stays authoritative until
+the watch shows the pod with that same annotation, or the pod goes away.
+
+Bad input never raises out of here: a node with a malformed register annotation is
+kept as "not registered: <why>" (reported in /filter), a pod with malformed
+annotations is ignored with a warning (once per resourceVersion).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vgpu_dra.core import placement as pl
+from vgpu_dra.core.hami import annotations as ann
+from vgpu_dra.core.hami.placement_requests import init_container_count
+
+log = logging.getLogger("vgpu_dra.extender.state")
+
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    name: str
+    devices: tuple[ann.NodeDevice, ...] = ()
+    error: str | None = None
+    cordoned: frozenset[str] = frozenset()
+    pair_scores: Mapping[str, Mapping[str, int]] | None = None
+
+
+@dataclass(frozen=True)
+class PodEntry:
+    uid: str
+    namespace: str
+    name: str
+    node: str
+    allocated: str  # the raw `-devices-allocated` value
+    held: Mapping[str, pl.HeldUsage]
+
+
+def node_entry(obj: Mapping[str, Any], keys: ann.VendorKeys) -> NodeEntry:
+    meta = obj.get("metadata") or {}
+    name = str(meta.get("name", ""))
+    annotations = meta.get("annotations") or {}
+    cordoned = ann.parse_cordon(annotations.get(ann.DEVICE_CORDON))
+    if keys.register is None or keys.register not in annotations:
+        return NodeEntry(name, error="node unregistered", cordoned=cordoned)
+    try:
+        devices = ann.decode_node_devices(str(annotations[keys.register]), keys.register)
+    except ann.AnnotationError as e:
+        return NodeEntry(name, error=f"invalid inventory annotation: {e}", cordoned=cordoned)
+    scores = None
+    if keys.vendor == "nvidia" and ann.NODE_SCORE_NVIDIA in annotations:
+        try:
+            scores = ann.decode_pair_scores(str(annotations[ann.NODE_SCORE_NVIDIA]))
+        except ann.AnnotationError as e:  # topology-aware falls back to spread
+            log.warning("node %s: ignoring %s", name, e)
+    return NodeEntry(name, tuple(devices), cordoned=cordoned, pair_scores=scores)
+
+
+def pod_entry(obj: Mapping[str, Any], keys: ann.VendorKeys) -> PodEntry | None:
+    """The usage a pod holds, None when it holds none. Raises AnnotationError."""
+    meta = obj.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    node = annotations.get(ann.VGPU_NODE)
+    value = annotations.get(keys.allocated)
+    if not node or value is None:
+        return None
+    if (obj.get("status") or {}).get("phase") in TERMINAL_PHASES:
+        return None
+    devices = ann.decode_pod_devices(str(value), keys.allocated)
+    held = pl.collapse_usage(devices, init_container_count(obj))
+    return PodEntry(
+        str(meta.get("uid", "")),
+        str(meta.get("namespace", "")),
+        str(meta.get("name", "")),
+        str(node),
+        str(value),
+        held,
+    )
+
+
+class ClusterState:
+    """Thread-safe. `lock` may be held by a caller across read-decide-assume."""
+
+    def __init__(self, keys: ann.VendorKeys) -> None:
+        self.keys = keys
+        self.lock = threading.RLock()
+        self._nodes: dict[str, NodeEntry] = {}
+        self._pods: dict[str, PodEntry] = {}
+        self._assumed: dict[str, PodEntry] = {}
+        self._warned: set[tuple[str, str]] = set()
+        # index of effective entries (assumed over watched) per node, and the usage
+        # computed from it; a change to a pod or node invalidates that node's entry
+        self._effective: dict[str, PodEntry] = {}
+        self._by_node: dict[str, set[str]] = {}
+        self._usage: dict[str, tuple[pl.DeviceUsage, ...]] = {}
+
+    def _refresh(self, uid: str) -> None:
+        """Re-derive pod `uid`'s effective entry after _pods/_assumed changed."""
+        old = self._effective.pop(uid, None)
+        if old is not None:
+            self._by_node.get(old.node, set()).discard(uid)
+            self._usage.pop(old.node, None)
+        new = self._assumed.get(uid) or self._pods.get(uid)
+        if new is not None:
+            self._effective[uid] = new
+            self._by_node.setdefault(new.node, set()).add(uid)
+            self._usage.pop(new.node, None)
+
+    # ---- feeds ---------------------------------------------------------------------
+    def replace_nodes(self, objs: Iterable[Mapping[str, Any]]) -> None:
+        with self.lock:
+            self._nodes = {}
+            self._usage = {}
+            for o in objs:
+                self.upsert_node(o)
+
+    def upsert_node(self, obj: Mapping[str, Any]) -> None:
+        entry = node_entry(obj, self.keys)
+        if entry.error and entry.error != "node unregistered":
+            self._warn_once(entry.name, str(obj["metadata"].get("resourceVersion")), entry.error)
+        with self.lock:
+            self._nodes[entry.name] = entry
+            self._usage.pop(entry.name, None)
+
+    def delete_node(self, obj: Mapping[str, Any]) -> None:
+        with self.lock:
+            name = str(obj["metadata"]["name"])
+            self._nodes.pop(name, None)
+            self._usage.pop(name, None)
+
+    def replace_pods(self, objs: Iterable[Mapping[str, Any]]) -> None:
+        with self.lock:
+            stale = set(self._pods)
+            self._pods = {}
+            for uid in stale:
+                self._refresh(uid)
+            for o in objs:
+                self.upsert_pod(o)
+
+    def upsert_pod(self, obj: Mapping[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        uid = str(meta.get("uid", ""))
+        try:
+            entry = pod_entry(obj, self.keys)
+        except ann.AnnotationError as e:
+            ref = f"{meta.get('namespace')}/{meta.get('name')}"
+            self._warn_once(ref, str(meta.get("resourceVersion")), f"ignoring pod: {e}")
+            entry = None
+        with self.lock:
+            if entry is None:
+                self._pods.pop(uid, None)
+                if (obj.get("status") or {}).get("phase") in TERMINAL_PHASES:
+                    self._assumed.pop(uid, None)
+            else:
+                self._pods[uid] = entry
+                assumed = self._assumed.get(uid)
+                if assumed is not None and assumed.allocated == entry.allocated:
+                    del self._assumed[uid]  # the watch caught up with our decision
+            self._refresh(uid)
+
+    def delete_pod(self, obj: Mapping[str, Any]) -> None:
+        uid = str((obj.get("metadata") or {}).get("uid", ""))
+        with self.lock:
+            self._pods.pop(uid, None)
+            self._assumed.pop(uid, None)
+            self._refresh(uid)
+
+    # ---- decisions -----------------------------------------------------------------
+    def assume(self, entry: PodEntry) -> None:
+        with self.lock:
+            self._assumed[entry.uid] = entry
+            self._refresh(entry.uid)
+
+    def forget(self, uid: str) -> None:
+        """Drop a pod's usage (a /filter retry decides again, a failed patch undoes)."""
+        with self.lock:
+            self._pods.pop(uid, None)
+            self._assumed.pop(uid, None)
+            self._refresh(uid)
+
+    # ---- reads ---------------------------------------------------------------------
+    def node(self, name: str) -> NodeEntry | None:
+        with self.lock:
+            return self._nodes.get(name)
+
+    def node_names(self) -> list[str]:
+        with self.lock:
+            return sorted(self._nodes)
+
+    def placed_node(self, uid: str) -> str | None:
+        """The node a pod's current decision names, if any."""
+        with self.lock:
+            entry = self._effective.get(uid)
+            return entry.node if entry else None
+
+    def holders(self) -> list[PodEntry]:
+        with self.lock:
+            return list(self._effective.values())
+
+    def node_states(self, names: Sequence[str]) -> tuple[list[pl.NodeState], dict[str, str]]:
+        """Usage for the named nodes; the second value maps unusable nodes to why."""
+        with self.lock:
+            states: list[pl.NodeState] = []
+            failed: dict[str, str] = {}
+            for name in names:
+                entry = self._nodes.get(name)
+                if entry is None:
+                    failed[name] = "node unregistered"
+                    continue
+                if entry.error:
+                    failed[name] = entry.error
+                    continue
+                usage = self._usage.get(name)
+                if usage is None:
+                    held = [self._effective[u].held for u in self._by_node.get(name, ())]
+                    usage = self._usage[name] = pl.node_usage(entry.devices, held)
+                states.append(
+                    pl.NodeState(
+                        name, usage, cordoned=entry.cordoned, pair_scores=entry.pair_scores
+                    )
+                )
+            return states, failed
+
+    def _warn_once(self, ref: str, version: str, msg: str) -> None:
+        key = (ref, version)
+        if key not in self._warned:
+            self._warned.add(key)
+            if len(self._warned) > 10000:
+                self._warned.clear()
+            log.warning("%s: %s", ref, msg)

@@ -1,0 +1,313 @@
+"""The plugin's two gRPC servers on unix sockets, and their socket files.
+
+- registration socket `<registry dir>/<driver>-reg.sock`: `pluginregistration.Registration`;
+- DRA socket `<plugins dir>/<driver>/dra.sock`: DRA `v1` and `v1beta1`, `v1alpha1` device
+  health, and the standard `grpc.health.v1.Health` service (for a liveness probe).
+
+With `instance_id` (the pod UID, kubelet >= 1.33 rolling updates) the names become
+`<driver>-<id>-reg.sock` and `dra-<id>.sock`, so two plugin pods can overlap.
+
+Socket files. A socket appears on its final path only once it has its final mode: grpc
+binds (in `add_insecure_port`) inside a fresh private directory (`.XXXXXXXX/`, mode 0700,
+next to the final path), the socket is chmod-ed to `socket_mode` (0o660), then renamed onto
+the final path. No umask change is needed (umask is process-wide and would race with other
+threads creating files), and there is no window in which another local user can connect.
+The kubelet's plugin watcher ignores names starting with "." so it never sees the
+temporary socket. A socket file left at the final path by an earlier run is replaced;
+anything else there (a regular file, a directory) is refused with `SocketPathError`.
+
+Paths must fit `sockaddr_un.sun_path`: at most 107 bytes plus the NUL, for the final path
+and the temporary one (13 bytes longer than the directory); `SocketSettings` checks both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+import tempfile
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health as grpc_health
+from grpc_health.v1 import health_pb2 as grpc_health_pb2
+from grpc_health.v1 import health_pb2_grpc as grpc_health_pb2_grpc
+
+from vgpu_dra.node_agent.health import HealthBoard, HealthServicer
+from vgpu_dra.node_agent.registration import RegistrationServicer
+from vgpu_dra.node_agent.servicer import DRAPluginV1, DRAPluginV1beta1, Driver
+from vgpu_dra.proto.dra.v1 import api_pb2_grpc as dra_v1_grpc
+from vgpu_dra.proto.dra.v1beta1 import api_pb2_grpc as dra_v1beta1_grpc
+from vgpu_dra.proto.dra_health.v1alpha1 import api_pb2_grpc as health_v1alpha1_grpc
+from vgpu_dra.proto.pluginregistration.v1 import api_pb2_grpc as reg_v1_grpc
+
+log = logging.getLogger("vgpu_dra.node_agent.server")
+
+# sizeof(sockaddr_un.sun_path) on Linux is 108; grpc requires a NUL-terminated path.
+MAX_SOCKET_PATH_BYTES = 107
+# ".XXXXXXXX" (mkdtemp, prefix ".") + "/" + ".s": what a temporary bind path adds to its dir.
+_TMP_SUFFIX_BYTES = 1 + 9 + 1 + 2
+_TMP_SOCKET_NAME = ".s"
+
+# grpc.health.v1 service names reported SERVING while the servers run: "" (the whole
+# server) and "liveness" (the name the reference drivers' DaemonSets probe).
+HEALTH_SERVICES: tuple[str, ...] = ("", "liveness")
+
+
+class SocketPathError(Exception):
+    """A socket path that cannot be used: too long for sun_path, occupied by something that
+    is not a socket, or not bindable."""
+
+
+@dataclass(frozen=True)
+class SocketSettings:
+    """Where the sockets go and how the servers run. All paths must be absolute (the
+    kubelet dials the DRA endpoint as given). Raises `ValueError` for a bad driver name,
+    instance id, mode or relative path, and `SocketPathError` for a path too long."""
+
+    driver_name: str
+    registry_dir: Path = Path("/var/lib/kubelet/plugins_registry")
+    plugins_dir: Path = Path("/var/lib/kubelet/plugins")
+    instance_id: str = ""  # pod UID for rolling updates; "" = the classic socket names
+    socket_mode: int = 0o660
+    max_workers: int = 8
+    grace_s: float = 5.0  # how long in-flight calls may finish on stop()
+
+    def __post_init__(self) -> None:
+        for label, value in (("driver name", self.driver_name), ("instance id", self.instance_id)):
+            if "/" in value or "\0" in value or value.startswith("."):
+                raise ValueError(f"{label} {value!r} cannot be part of a socket file name")
+        if not self.driver_name:
+            raise ValueError("driver name must not be empty")
+        for label, d in (("registry dir", self.registry_dir), ("plugins dir", self.plugins_dir)):
+            if not d.is_absolute():
+                raise ValueError(f"{label} must be an absolute path, got {str(d)!r}")
+        if self.socket_mode & ~0o777 or self.socket_mode & 0o002:
+            raise ValueError(f"socket mode {self.socket_mode:#o} must not be world-writable")
+        if self.max_workers < 2:
+            raise ValueError("max_workers must be >= 2 (a health stream holds one worker)")
+        for path in (self.registration_socket, self.dra_socket):
+            check_socket_path(path)
+
+    @property
+    def registration_socket(self) -> Path:
+        infix = f"-{self.instance_id}" if self.instance_id else ""
+        return self.registry_dir / f"{self.driver_name}{infix}-reg.sock"
+
+    @property
+    def plugin_dir(self) -> Path:
+        return self.plugins_dir / self.driver_name
+
+    @property
+    def dra_socket(self) -> Path:
+        suffix = f"-{self.instance_id}" if self.instance_id else ""
+        return self.plugin_dir / f"dra{suffix}.sock"
+
+
+def check_socket_path(path: Path) -> None:
+    """Raise `SocketPathError` unless `path` and its temporary bind path fit sun_path."""
+    n = len(os.fsencode(path))
+    if n > MAX_SOCKET_PATH_BYTES:
+        raise SocketPathError(
+            f"socket path {str(path)!r} is {n} bytes; unix socket paths are limited to "
+            f"{MAX_SOCKET_PATH_BYTES} bytes (sun_path is 108 with the NUL): use a shorter "
+            "directory or driver name"
+        )
+    tmp = len(os.fsencode(path.parent)) + _TMP_SUFFIX_BYTES
+    if tmp > MAX_SOCKET_PATH_BYTES:
+        raise SocketPathError(
+            f"directory {str(path.parent)!r} is too long: sockets are first bound at "
+            f"<dir>/.XXXXXXXX/.s ({tmp} bytes), over the {MAX_SOCKET_PATH_BYTES}-byte "
+            "unix socket path limit"
+        )
+
+
+@dataclass(frozen=True)
+class _Bound:
+    path: Path
+    dev: int
+    ino: int
+
+
+def bind_unix_socket(server: grpc.Server, path: Path, mode: int) -> _Bound:
+    """Bind `server` to the unix socket `path` with permissions `mode` (see module doc).
+
+    Creates missing parent directories (0o750). Replaces a socket file at `path`; raises
+    `SocketPathError` if something else is there, if the path is too long, or if grpc cannot
+    bind. Leaves no temporary files behind, whether it succeeds or not.
+    """
+    check_socket_path(path)
+    path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+    _check_replaceable(path)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".", dir=path.parent))
+    tmp = tmp_dir / _TMP_SOCKET_NAME
+    try:
+        try:
+            server.add_insecure_port(f"unix:{tmp}")
+        except RuntimeError as e:
+            raise SocketPathError(f"cannot bind a unix socket in {str(path.parent)!r}: {e}") from e
+        tmp.chmod(mode)
+        _check_replaceable(path)
+        if path.exists():
+            log.info("replacing stale socket %s", path)
+        tmp.replace(path)
+        st = path.stat()
+        return _Bound(path=path, dev=st.st_dev, ino=st.st_ino)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        tmp_dir.rmdir()
+
+
+def _check_replaceable(path: Path) -> None:
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise SocketPathError(
+            f"{str(path)!r} exists and is not a unix socket; refusing to replace it"
+        )
+
+
+def _remove_if_ours(bound: _Bound) -> None:
+    """Unlink the socket file unless it was replaced meanwhile (e.g. by a newer instance)."""
+    try:
+        st = bound.path.lstat()
+    except FileNotFoundError:
+        return
+    if (st.st_dev, st.st_ino) == (bound.dev, bound.ino):
+        bound.path.unlink(missing_ok=True)
+    else:
+        log.info("not removing %s: it belongs to another server now", bound.path)
+
+
+class PluginServer:
+    """Runs the DRA server and the registration server (see module doc).
+
+    Lifecycle: `start()` once, then `stop()` (idempotent; also via the context manager).
+    The DRA socket is served before the registration socket appears, so the kubelet never
+    learns an endpoint that is not listening yet; `stop()` removes the registration socket
+    first (the kubelet deregisters the plugin), gives in-flight calls `grace_s`, then
+    removes the DRA socket. Health streams are ended at the start of `stop()`.
+
+    Attributes for the application: `registration` (handshake state, see
+    `RegistrationServicer`), `health` (the `HealthBoard` the device health source updates).
+    """
+
+    def __init__(self, settings: SocketSettings, driver: Driver, health: HealthBoard) -> None:
+        self.settings = settings
+        self.health = health
+        self.registration = RegistrationServicer(settings.driver_name, str(settings.dra_socket))
+        self._driver = driver
+        self._health_stream = HealthServicer(health)
+        self._grpc_health = grpc_health.HealthServicer()
+        for service in HEALTH_SERVICES:
+            self._grpc_health.set(service, grpc_health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._lock = threading.Lock()
+        self._started = False
+        self._stopped = False
+        self._dra_server: grpc.Server | None = None
+        self._reg_server: grpc.Server | None = None
+        self._dra_bound: _Bound | None = None
+        self._reg_bound: _Bound | None = None
+
+    def start(self) -> None:
+        """Create directories and sockets and start serving.
+
+        Raises `SocketPathError` (path unusable), `OSError` (directory creation, rename) or
+        `RuntimeError` (called twice). On failure everything started so far is stopped and
+        its socket files removed.
+        """
+        with self._lock:
+            if self._started:
+                raise RuntimeError("PluginServer.start() called twice")
+            self._started = True
+        s = self.settings
+        try:
+            self._dra_server = self._new_server()
+            dra_v1_grpc.add_DRAPluginServicer_to_server(DRAPluginV1(self._driver), self._dra_server)
+            dra_v1beta1_grpc.add_DRAPluginServicer_to_server(
+                DRAPluginV1beta1(self._driver), self._dra_server
+            )
+            health_v1alpha1_grpc.add_DRAResourceHealthServicer_to_server(
+                self._health_stream, self._dra_server
+            )
+            grpc_health_pb2_grpc.add_HealthServicer_to_server(self._grpc_health, self._dra_server)
+            self._dra_bound = bind_unix_socket(self._dra_server, s.dra_socket, s.socket_mode)
+            self._dra_server.start()
+            log.info("serving DRA v1, v1beta1 and health on %s", s.dra_socket)
+
+            self._reg_server = self._new_server()
+            reg_v1_grpc.add_RegistrationServicer_to_server(self.registration, self._reg_server)
+            self._reg_bound = bind_unix_socket(
+                self._reg_server, s.registration_socket, s.socket_mode
+            )
+            self._reg_server.start()
+            log.info("serving plugin registration on %s", s.registration_socket)
+        except BaseException:
+            self.stop(grace_s=0)
+            raise
+        self.set_serving(True)
+
+    def set_serving(self, serving: bool) -> None:
+        """Set what `grpc.health.v1.Health/Check` answers (SERVING after `start()`,
+        NOT_SERVING for good once `stop()` began)."""
+        status = (
+            grpc_health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else grpc_health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in HEALTH_SERVICES:
+            self._grpc_health.set(service, status)
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Stop both servers and remove their socket files; idempotent, never raises
+        `OSError` (removal failures are logged). `grace_s` defaults to the settings'."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        grace = self.settings.grace_s if grace_s is None else grace_s
+        self._grpc_health.enter_graceful_shutdown()
+        self._health_stream.stop()
+        if self._reg_server is not None:
+            self._remove(self._reg_bound)
+            self._reg_server.stop(grace).wait()
+        if self._dra_server is not None:
+            self._dra_server.stop(grace).wait()
+            self._remove(self._dra_bound)
+        log.info("plugin gRPC servers stopped")
+
+    def __enter__(self) -> PluginServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _new_server(self) -> grpc.Server:
+        return grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=self.settings.max_workers, thread_name_prefix="kubelet-grpc"
+            )
+        )
+
+    @staticmethod
+    def _remove(bound: _Bound | None) -> None:
+        if bound is None:
+            return
+        try:
+            _remove_if_ours(bound)
+        except OSError as e:
+            log.error("cannot remove socket %s: %s", bound.path, e)

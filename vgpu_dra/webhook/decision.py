@@ -1,0 +1,50 @@
+"""The decision types and the translation settings (pure data)."""
+
+from __future__ import annotations
+
+import enum
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+from vgpu_dra.core.hami.requests import DEFAULT_VENDORS, AskSettings, VendorResources
+from vgpu_dra.webhook.templates import TemplateSettings
+
+JSON = dict[str, Any]
+
+
+class Mode(enum.StrEnum):
+    DRA = "dra"
+    LEGACY = "legacy"
+
+
+@dataclass(frozen=True)
+class TranslateSettings:
+    mode: Mode = Mode.DRA
+    vendors: tuple[VendorResources, ...] = DEFAULT_VENDORS
+    asks: AskSettings = field(default_factory=AskSettings)
+    templates: TemplateSettings = field(default_factory=TemplateSettings)
+    scheduler_name: str = "vgpu-dra-scheduler"
+    """Legacy mode: the scheduler (with our extender) that vGPU pods are sent to."""
+    force_overwrite_default_scheduler: bool = True
+
+    @functools.cached_property
+    def legacy_names(self) -> frozenset[str]:
+        return frozenset(n for v in self.vendors for n in v.names())
+
+
+@dataclass(frozen=True)
+class Allowed:
+    patch: list[JSON] = field(default_factory=list)
+    templates: list[JSON] = field(default_factory=list)
+    reason: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Denied:
+    message: str
+    code: int = 403
+
+
+Decision = Allowed | Denied

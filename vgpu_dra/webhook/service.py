@@ -1,0 +1,122 @@
+"""One admission review, end to end, independent of the HTTP server.
+
+Reads the cluster facts only for pods with vGPU resources (and only when the cached
+ones are stale), translates, ensures the templates unless the request is a dry run,
+and turns every failure into a denial with a message: nothing here raises for a
+bad pod, so the server never answers 500 for one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from vgpu_dra.webhook.facts import ClusterFacts
+from vgpu_dra.webhook.kube import TemplateError
+from vgpu_dra.webhook.metrics import AdmissionMetrics
+from vgpu_dra.webhook.review import Review, response
+from vgpu_dra.webhook.translate import (
+    Allowed,
+    Decision,
+    Denied,
+    TranslateSettings,
+    has_vgpu_resources,
+    translate,
+)
+
+JSON = dict[str, Any]
+log = logging.getLogger(__name__)
+
+
+class FactsSource(Protocol):
+    def stale(self) -> bool: ...
+    def get(self) -> ClusterFacts: ...
+
+
+class TemplateSink(Protocol):
+    def cached(self, template: JSON) -> bool:
+        """True when `template` is known to exist (no API call needed)."""
+
+    def ensure(self, template: JSON) -> None: ...
+
+
+class StaticFacts:
+    """Fixed facts (offline dry run, tests, benchmark)."""
+
+    def __init__(self, facts: ClusterFacts) -> None:
+        self._facts = facts
+
+    def stale(self) -> bool:
+        return False
+
+    def get(self) -> ClusterFacts:
+        return self._facts
+
+
+class Admitter:
+    def __init__(
+        self,
+        settings: TranslateSettings,
+        facts: FactsSource,
+        templates: TemplateSink | None,
+        api_timeout_s: float = 5.0,
+        metrics: AdmissionMetrics | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._clock = clock
+        self._facts = facts
+        self._templates = templates
+        self._timeout = api_timeout_s
+        """Bound on each API call, well inside the API server's webhook timeout (10 s)."""
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.wait_for(asyncio.to_thread(fn, *args), self._timeout)
+
+    async def decide(self, review: Review) -> Decision:
+        if not review.is_pod_create:
+            return Allowed(reason="not a pod CREATE")
+        if not has_vgpu_resources(review.obj, self.settings):
+            return Allowed(reason="no vGPU resources")
+        try:
+            facts = await self._call(self._facts.get) if self._facts.stale() else self._facts.get()
+        except TimeoutError:
+            return Denied("the API server did not list ResourceSlices in time; retry", 500)
+        decision = translate(review.obj, review.namespace, self.settings, facts)
+        if isinstance(decision, Allowed) and decision.templates and not review.dry_run:
+            if self._templates is None:
+                return Denied(
+                    "the webhook runs without API access; it cannot create templates", 500
+                )
+            try:
+                for t in decision.templates:
+                    if not self._templates.cached(t):  # the steady state skips the thread hop
+                        await self._call(self._templates.ensure, t)
+            except TemplateError as e:
+                return Denied(str(e), 500)
+            except TimeoutError:
+                return Denied(
+                    "the API server did not create the ResourceClaimTemplate in time; retry", 500
+                )
+        return decision
+
+    async def admit(self, review: Review) -> JSON:
+        """The AdmissionReview response; never raises (a bug becomes a denial)."""
+        start = self._clock()
+        decision: Decision
+        try:
+            decision = await self.decide(review)
+            if isinstance(decision, Denied):
+                log.info("denied %s in %s: %s", review.uid, review.namespace, decision.message)
+        except Exception as e:  # a bug must deny with a message, never crash or 500
+            log.exception("admission of %s failed", review.uid)
+            decision = Denied(
+                f"internal error in the vGPU webhook: {type(e).__name__}: {e}"[:1024], 500
+            )
+        if self.metrics is not None:
+            self.metrics.observe(decision, self._clock() - start)
+        return response(review.uid, decision)

@@ -1,0 +1,108 @@
+"""Pod CREATE -> admission decision (pure): a JSON patch plus the templates to
+ensure, or a denial with a message the user can act on.
+
+This module holds what both modes share: pods without vGPU resources pass with no
+patch (checked first, it is the hot path), pods labelled `hami.io/webhook=ignore`
+and pods already translated are left alone, every container's legacy resources are
+parsed and validated, and a privileged container or a preset `spec.nodeName` in a
+pod with vGPU resources is denied. Then `dra.translate_dra` (claims from templates,
+DESIGN §5) or `legacy.translate_legacy` (HAMi's schedulerName rules, §6) decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from vgpu_dra.core.hami.requests import AskError, parse_ask, vendor_of
+from vgpu_dra.webhook.decision import Allowed, Decision, Denied, Mode, TranslateSettings
+from vgpu_dra.webhook.dra import TRANSLATED_ANNOTATION, translate_dra
+from vgpu_dra.webhook.facts import ClusterFacts
+from vgpu_dra.webhook.legacy import other_scheduler, translate_legacy
+from vgpu_dra.webhook.podspec import ContainerAsks, DenyError, containers, has_legacy, mapping
+from vgpu_dra.webhook.selectors import SelectorError
+
+__all__ = [
+    "TRANSLATED_ANNOTATION",
+    "Allowed",
+    "Decision",
+    "Denied",
+    "Mode",
+    "TranslateSettings",
+    "has_vgpu_resources",
+    "translate",
+]
+IGNORE_LABEL = "hami.io/webhook"
+
+
+def has_vgpu_resources(pod: object, s: TranslateSettings) -> bool:
+    """Cheap pre-check: could this pod need translation (and so the cluster facts)?"""
+    if not isinstance(pod, Mapping):
+        return True  # not a pod at all: translate() denies it
+    try:
+        return has_legacy(containers(mapping(pod.get("spec"), "spec")), s.legacy_names)
+    except DenyError:
+        return True
+
+
+def translate(
+    pod: Mapping[str, Any], namespace: str, s: TranslateSettings, facts: ClusterFacts
+) -> Decision:
+    """The decision for creating `pod` in `namespace`. Never raises for bad input."""
+    try:
+        return _translate(pod, namespace, s, facts)
+    except DenyError as d:
+        return Denied(d.message, d.code)
+    except (AskError, SelectorError) as e:
+        return Denied(str(e), 400)
+
+
+def _translate(
+    pod: Mapping[str, Any], namespace: str, s: TranslateSettings, facts: ClusterFacts
+) -> Decision:
+    if not isinstance(pod, Mapping):
+        raise DenyError("the admission request carries no pod object")
+    spec = mapping(pod.get("spec"), "spec")
+    pod_containers = containers(spec)
+    if not has_legacy(pod_containers, s.legacy_names):
+        return Allowed(reason="no vGPU resources")
+    meta = mapping(pod.get("metadata"), "metadata")
+    labels = mapping(meta.get("labels"), "metadata.labels")
+    annotations = mapping(meta.get("annotations"), "metadata.annotations")
+    if labels.get(IGNORE_LABEL) == "ignore":
+        return Allowed(reason=f"label {IGNORE_LABEL}=ignore")
+    if not [c for c in pod_containers if c.kind == "containers"]:
+        raise DenyError("pod has no containers")
+    if TRANSLATED_ANNOTATION in annotations:
+        return Allowed(reason="already translated")
+    asks: list[ContainerAsks] = []
+    for c in pod_containers:
+        vendors = vendor_of(c.resources, s.vendors)
+        if not vendors:
+            continue
+        table = [v for v in s.vendors if v.vendor in vendors]
+        found = [parse_ask(c.resources, v, s.asks, c.where) for v in table]
+        names = frozenset(n for v in table for n in v.names())
+        asks.append((c, [a for a in found if a is not None], names))
+    if not any(a for _, a, _ in asks):
+        return Allowed(reason="no vGPU resources")
+    if s.mode is Mode.LEGACY and other_scheduler(spec, s):
+        return Allowed(reason=f"schedulerName {spec.get('schedulerName')!r} is set by the user")
+    for c in pod_containers:
+        if c.privileged:
+            raise DenyError(
+                f"{c.where} is privileged; a privileged container sees every GPU on the node, "
+                "so a vGPU share cannot be enforced in this pod: remove "
+                "securityContext.privileged or the vGPU resources",
+                403,
+            )
+    node = spec.get("nodeName")
+    if node:
+        raise DenyError(
+            f"spec.nodeName is preset to {node!r}, which bypasses the scheduler that must "
+            "place vGPU requests; use a nodeSelector (kubernetes.io/hostname) instead",
+            403,
+        )
+    if s.mode is Mode.LEGACY:
+        return translate_legacy(spec, pod_containers, asks, s)
+    return translate_dra(annotations, spec, namespace, asks, s, facts, meta)
