@@ -20,6 +20,7 @@ with the key and a quote of the offending text, never anything else.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -210,12 +211,21 @@ def encode_node_devices_legacy(devices: Sequence[NodeDevice]) -> str:
     )
 
 
+_INTEGER = re.compile(r"-?[0-9]{1,18}", re.ASCII)
+_INT_BOUND = 10**18
+"""No count, MiB amount, percentage, index or score comes near this; anything larger
+is refused rather than carried into the placement arithmetic."""
+
+
 def _int(value: object, what: str, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
-        raise AnnotationError(f"{key}: {what} must be an integer, got {value!r}")
-    return value
+    """An integer written as a JSON number or as ASCII decimal digits with at most one
+    leading minus. `str.isdigit()` is not the test: it accepts `²` and other digits
+    that `int()` refuses, which once escaped as a plain ValueError."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < _INT_BOUND:
+        return value
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        return int(value.strip())
+    raise AnnotationError(f"{key}: {what} must be an integer, got {_quote(str(value))}")
 
 
 def _bool(value: str, what: str, key: str) -> bool:
@@ -251,8 +261,8 @@ def decode_node_devices(value: str, key: str = NODE_REGISTER_NVIDIA) -> list[Nod
 def _decode_json(text: str, key: str) -> list[NodeDevice]:
     try:
         raw = json.loads(text)
-    except ValueError as e:
-        raise AnnotationError(f"{key}: not JSON ({e}): {_quote(text)}") from None
+    except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
+        raise AnnotationError(f"{key}: not JSON ({_quote(str(e))}): {_quote(text)}") from None
     if not isinstance(raw, list):
         raise AnnotationError(f"{key}: expected a JSON array, got {_quote(text)}")
     out = []
@@ -314,10 +324,12 @@ def decode_pair_scores(value: str) -> dict[str, dict[str, int]]:
     """`hami.io/node-nvidia-score`: `[{"uuid": "GPU-a", "score": {"GPU-b": 60}}]`
     (HAMi's DevicePairScore list) -> {uuid: {other uuid: score}}. Raises AnnotationError."""
     key = NODE_SCORE_NVIDIA
+    if len(value) > MAX_ANNOTATION_LEN:
+        raise AnnotationError(f"{key}: value too large")
     try:
         raw = json.loads(value)
-    except ValueError as e:
-        raise AnnotationError(f"{key}: not JSON ({e})") from None
+    except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
+        raise AnnotationError(f"{key}: not JSON ({_quote(str(e))})") from None
     if not isinstance(raw, list):
         raise AnnotationError(f"{key}: expected a JSON array")
     out: dict[str, dict[str, int]] = {}

@@ -6,9 +6,12 @@ restarted extender loses nothing; a decision made in /filter is *assumed* at onc
 next /filter must see it, long before the watch does) and stays authoritative until
 the watch shows the pod with that same annotation, or the pod goes away.
 
-Bad input never raises out of here: a node with a malformed register annotation is
-kept as "not registered: <why>" (reported in /filter), a pod with malformed
-annotations is ignored with a warning (once per resourceVersion).
+Bad input never raises out of here, and one bad object never affects another: a
+node with a malformed register annotation is kept as "not registered: <why>"
+(reported in /filter), a pod with malformed annotations is ignored with a warning
+(once per resourceVersion). Any object, whatever its shape, is handled on its own: an
+exception while reading one (a bug) is logged and that object alone is skipped, so a
+relist never stops half-way and drops the usage of every pod listed after it.
 """
 
 from __future__ import annotations
@@ -47,10 +50,18 @@ class PodEntry:
     held: Mapping[str, pl.HeldUsage]
 
 
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    return _mapping(obj.get("metadata"))
+
+
 def node_entry(obj: Mapping[str, Any], keys: ann.VendorKeys) -> NodeEntry:
-    meta = obj.get("metadata") or {}
+    meta = _meta(obj)
     name = str(meta.get("name", ""))
-    annotations = meta.get("annotations") or {}
+    annotations = _mapping(meta.get("annotations"))
     cordoned = ann.parse_cordon(annotations.get(ann.DEVICE_CORDON))
     if keys.register is None or keys.register not in annotations:
         return NodeEntry(name, error="node unregistered", cordoned=cordoned)
@@ -69,13 +80,13 @@ def node_entry(obj: Mapping[str, Any], keys: ann.VendorKeys) -> NodeEntry:
 
 def pod_entry(obj: Mapping[str, Any], keys: ann.VendorKeys) -> PodEntry | None:
     """The usage a pod holds, None when it holds none. Raises AnnotationError."""
-    meta = obj.get("metadata") or {}
-    annotations = meta.get("annotations") or {}
+    meta = _meta(obj)
+    annotations = _mapping(meta.get("annotations"))
     node = annotations.get(ann.VGPU_NODE)
     value = annotations.get(keys.allocated)
     if not node or value is None:
         return None
-    if (obj.get("status") or {}).get("phase") in TERMINAL_PHASES:
+    if _mapping(obj.get("status")).get("phase") in TERMINAL_PHASES:
         return None
     devices = ann.decode_pod_devices(str(value), keys.allocated)
     held = pl.collapse_usage(devices, init_container_count(obj))
@@ -126,16 +137,23 @@ class ClusterState:
                 self.upsert_node(o)
 
     def upsert_node(self, obj: Mapping[str, Any]) -> None:
-        entry = node_entry(obj, self.keys)
+        meta = _meta(obj)
+        try:
+            entry = node_entry(obj, self.keys)
+        except Exception as e:  # a bug: this node alone is unusable, the feed goes on
+            log.exception("node %s: cannot be read", meta.get("name"))
+            entry = NodeEntry(str(meta.get("name", "")), error=f"cannot be read: {e}")
+        if not entry.name:
+            return
         if entry.error and entry.error != "node unregistered":
-            self._warn_once(entry.name, str(obj["metadata"].get("resourceVersion")), entry.error)
+            self._warn_once(entry.name, str(meta.get("resourceVersion")), entry.error)
         with self.lock:
             self._nodes[entry.name] = entry
             self._usage.pop(entry.name, None)
 
     def delete_node(self, obj: Mapping[str, Any]) -> None:
         with self.lock:
-            name = str(obj["metadata"]["name"])
+            name = str(_meta(obj).get("name", ""))
             self._nodes.pop(name, None)
             self._usage.pop(name, None)
 
@@ -149,18 +167,21 @@ class ClusterState:
                 self.upsert_pod(o)
 
     def upsert_pod(self, obj: Mapping[str, Any]) -> None:
-        meta = obj.get("metadata") or {}
+        meta = _meta(obj)
         uid = str(meta.get("uid", ""))
+        ref = f"{meta.get('namespace')}/{meta.get('name')}"
         try:
             entry = pod_entry(obj, self.keys)
         except ann.AnnotationError as e:
-            ref = f"{meta.get('namespace')}/{meta.get('name')}"
             self._warn_once(ref, str(meta.get("resourceVersion")), f"ignoring pod: {e}")
+            entry = None
+        except Exception:  # a bug: this pod alone is ignored, the feed goes on
+            log.exception("pod %s: cannot be read; ignored", ref)
             entry = None
         with self.lock:
             if entry is None:
                 self._pods.pop(uid, None)
-                if (obj.get("status") or {}).get("phase") in TERMINAL_PHASES:
+                if _mapping(obj.get("status")).get("phase") in TERMINAL_PHASES:
                     self._assumed.pop(uid, None)
             else:
                 self._pods[uid] = entry
@@ -170,7 +191,7 @@ class ClusterState:
             self._refresh(uid)
 
     def delete_pod(self, obj: Mapping[str, Any]) -> None:
-        uid = str((obj.get("metadata") or {}).get("uid", ""))
+        uid = str(_meta(obj).get("uid", ""))
         with self.lock:
             self._pods.pop(uid, None)
             self._assumed.pop(uid, None)

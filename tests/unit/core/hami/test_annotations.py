@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -202,3 +204,97 @@ def test_pair_scores() -> None:
     ):
         with pytest.raises(AnnotationError):
             ann.decode_pair_scores(bad)
+
+
+# ---- hostile values: only AnnotationError, whatever a pod or node creator writes ----
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("GPU-leg-1-0,NVIDIA,²,0:;", id="superscript-two"),
+        pytest.param("GPU-leg-1-0,NVIDIA,--5,0:;", id="double-minus"),
+        pytest.param("GPU-leg-1-0,NVIDIA," + "9" * 5000 + ",0:;", id="5000-digits"),
+        pytest.param("GPU-leg-1-0,NVIDIA,١٢,0:;", id="arabic-indic-digits"),
+        pytest.param("GPU-leg-1-0,NVIDIA,1000,- 5:;", id="minus-space"),
+    ],
+)
+def test_hostile_pod_devices_raise_only_annotation_error(value: str) -> None:
+    with pytest.raises(AnnotationError, match="must be an integer"):
+        decode_pod_devices(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(
+            '[{"id":"GPU-a","count":"--5","devmem":1,"devcore":1,"type":"T"}]',
+            id="json-double-minus",
+        ),
+        pytest.param("GPU-a,--5,1000,100,NVIDIA,0,true:", id="colon-double-minus"),
+        pytest.param("GPU-a,²,1000,100,NVIDIA,0,true:", id="colon-superscript"),
+        pytest.param("[" * 100_000 + "]" * 100_000, id="100000-deep-json"),
+        pytest.param(
+            '[{"id":"GPU-a","count":1e400,"devmem":1,"devcore":1,"type":"T"}]', id="float-overflow"
+        ),
+        pytest.param(
+            '[{"id":"GPU-a","count":' + "9" * 30 + ',"devmem":1,"devcore":1,"type":"T"}]',
+            id="huge-int",
+        ),
+    ],
+)
+def test_hostile_register_values_raise_only_annotation_error(value: str) -> None:
+    with pytest.raises(AnnotationError):
+        decode_node_devices(value)
+
+
+def test_deep_pair_scores_raise_annotation_error() -> None:
+    with pytest.raises(AnnotationError, match="not JSON"):
+        ann.decode_pair_scores("[" * 100_000 + "]" * 100_000)
+
+
+_DECODERS = [
+    pytest.param(decode_node_devices, id="node-register"),
+    pytest.param(decode_pod_devices, id="pod-devices"),
+    pytest.param(ann.decode_pair_scores, id="pair-scores"),
+    pytest.param(decode_lock, id="node-lock"),
+]
+_JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@pytest.mark.parametrize("decode", _DECODERS)
+@given(text=st.text(max_size=200))
+def test_any_string_raises_only_annotation_error(
+    decode: Callable[[str], object], text: str
+) -> None:
+    """The codec's contract: a value parses or raises AnnotationError, never another
+    exception that would abort an informer relist and drop every later object."""
+    with contextlib.suppress(AnnotationError):
+        decode(text)
+
+
+@pytest.mark.parametrize("decode", _DECODERS)
+@given(doc=_JSONISH)
+def test_any_json_document_raises_only_annotation_error(
+    decode: Callable[[str], object], doc: object
+) -> None:
+    with contextlib.suppress(AnnotationError):
+        decode(json.dumps(doc))
+
+
+@given(
+    fields=st.lists(
+        st.text(alphabet=st.characters(codec="utf-8"), max_size=6), min_size=4, max_size=9
+    )
+)
+def test_any_colon_fields_raise_only_annotation_error(fields: list[str]) -> None:
+    for value in (",".join(fields) + ":", ",".join(fields) + ":;"):
+        for decode in (decode_node_devices, decode_pod_devices):
+            with contextlib.suppress(AnnotationError):
+                decode(value)

@@ -103,6 +103,57 @@ def test_malformed_pod_annotation_is_ignored_not_raised(caplog: pytest.LogCaptur
     assert "ignoring pod" in caplog.text
 
 
+_HOSTILE_PODS = [
+    pytest.param(pod("bad", "n1", "GPU-a,NVIDIA,²,0:;"), id="superscript-digit"),
+    pytest.param(pod("bad", "n1", "GPU-a,NVIDIA,--5,0:;"), id="double-minus"),
+    pytest.param(pod("bad", "n1", "GPU-a,NVIDIA," + "9" * 5000 + ",0:;"), id="5000-digits"),
+    pytest.param({"metadata": "not an object"}, id="metadata-not-object"),
+    pytest.param({"metadata": {"uid": "bad", "annotations": ["x"]}}, id="annotations-list"),
+    pytest.param(
+        pod("bad", "n1", "GPU-a,NVIDIA,1000,0:;") | {"status": "Running"}, id="status-string"
+    ),
+    pytest.param(
+        pod("bad", "n1", "GPU-a,NVIDIA,1000,0:;") | {"spec": {"initContainers": 3}},
+        id="init-containers-not-list",
+    ),
+]
+
+
+@pytest.mark.parametrize("bad", _HOSTILE_PODS)
+def test_one_bad_pod_never_drops_the_usage_of_others(bad: dict[str, Any]) -> None:
+    """A pod anyone can create in any namespace must not make the relist stop half-way:
+    the usage of every pod listed after it is still counted, so a full card stays
+    full (the double-booking the hostile-input review found)."""
+    s = ClusterState(NV)
+    s.replace_nodes([node("n1")])
+    s.replace_pods(
+        [
+            pod("before", "n1", "GPU-a,NVIDIA,8000,100:;"),
+            bad,
+            pod("after", "n1", "GPU-b,NVIDIA,8000,100:;"),
+        ]
+    )
+    assert {h.uid for h in s.holders()} >= {"before", "after"}
+    [n1], _ = s.node_states(["n1"])
+    assert all(d.usedmem >= 8000 for d in n1.devices)  # the bad pod may count, never erase
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(node("leg-0", "GPU-x,--5,1000,100,NVIDIA,0,true:"), id="count-double-minus"),
+        pytest.param(node("leg-0", "[" * 100_000 + "]" * 100_000), id="100000-deep-json"),
+        pytest.param({"metadata": {"name": "leg-0", "annotations": "x"}}, id="annotations-str"),
+        pytest.param({"metadata": None}, id="metadata-null"),
+    ],
+)
+def test_one_bad_node_never_unregisters_the_others(bad: dict[str, Any]) -> None:
+    s = ClusterState(NV)
+    s.replace_nodes([node("n0"), bad, node("n1")])
+    states, failed = s.node_states(["n0", "n1"])
+    assert [st.name for st in states] == ["n0", "n1"] and failed == {}
+
+
 def test_assumed_decision_wins_until_the_watch_catches_up() -> None:
     s = ClusterState(NV)
     s.replace_nodes([node("n1")])
