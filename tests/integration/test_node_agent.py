@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vgpu_dra.core.claims import ClaimRef
 
 from tests.cdi_schema import validate_cdi_spec
 from tests.integration import kube
 from tests.integration.agent import Agent, AgentDirs
 from tests.integration.test_slices import a100, inventory
+from vgpu_dra.core.claims import ClaimRef
 from vgpu_dra.dev.localcluster.cluster import LocalCluster
 from vgpu_dra.kube.rest import Rest
 
@@ -342,18 +342,56 @@ def test_two_plugin_processes_never_interleave(dra_cluster: LocalCluster, admin:
         new.stop()
 
 
+_STALE_TRAVERSAL = (
+    '{"version": 1, "bootID": "another-boot", "claims": {"../../etc": '
+    '{"state": "PrepareCompleted", "namespace": "n", "name": "c"}}}'
+)
+_MISTYPED = (
+    '{"version": 1, "bootID": "b", "claims": {"11111111-1111-1111-1111-111111111111": '
+    '{"state": "PrepareCompleted", "namespace": "n", "name": "c", "devices": '
+    '[{"poolName": "p", "deviceName": "d", "requestNames": 1, "cdiDeviceIDs": true}]}}}'
+)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param('{"claims": {"x": 5', id="truncated"),
+        pytest.param(_MISTYPED, id="mistyped-fields"),
+        pytest.param(_STALE_TRAVERSAL, id="stale-entry-keyed-dotdot"),
+        pytest.param("[" * 100_000 + "]" * 100_000, id="100000-deep"),
+        pytest.param(None, id="a-directory"),
+    ],
+)
 def test_unreadable_checkpoint_is_kept_aside_and_prepare_goes_on(
-    dra_cluster: LocalCluster, admin: Rest, tmp_path: Path, dirs: AgentDirs
+    dra_cluster: LocalCluster,
+    admin: Rest,
+    tmp_path: Path,
+    dirs: AgentDirs,
+    bad: str | None,
+    request: pytest.FixtureRequest,
 ) -> None:
-    inv = _setup(dra_cluster, admin, tmp_path, "kp-corrupt")
+    """Whatever is at checkpoint.json, the agent moves it aside and serves; the
+    temp file of a write that was SIGKILLed is removed."""
+    name = f"kp-corrupt-{request.node.callspec.id}"
+    inv = _setup(dra_cluster, admin, tmp_path, name)
     dirs.state.mkdir(parents=True)
-    (dirs.state / "checkpoint.json").write_text('{"claims": {"x": 5')
-    agent = Agent(dra_cluster, inv, "kp-corrupt", dirs)
+    if bad is None:
+        (dirs.state / "checkpoint.json").mkdir()
+    else:
+        (dirs.state / "checkpoint.json").write_text(bad)
+    leftover = dirs.state / ".checkpoint.json.killed.tmp"
+    leftover.write_text("half a checkpoint")
+    agent = Agent(dra_cluster, inv, name, dirs)
     try:
-        ref = _allocated(admin, "kp-corrupt", "c", "kp-corrupt", capacity={"memory": "1Gi"})
+        ref = _allocated(admin, name, "c", name, capacity={"memory": "1Gi"})
         assert agent.client.prepare([ref])[ref.uid].error is None
         [aside] = dirs.state.glob("checkpoint.json.corrupt-*")
-        assert aside.read_text() == '{"claims": {"x": 5'
+        if bad is None:
+            assert aside.is_dir()
+        else:
+            assert aside.read_text() == bad
+        assert not leftover.exists()
         assert agent.client.unprepare([ref]) == {ref.uid: None}
     finally:
         agent.stop()

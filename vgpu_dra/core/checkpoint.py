@@ -19,9 +19,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import PurePath as Path
 from typing import Any, Final
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from vgpu_dra.core.claims import PreparedDevice
+from vgpu_dra.core.names import InvalidNameError, validate_uid
 
 SCHEMA_VERSION: Final = 1
 STARTED: Final = "PrepareStarted"
@@ -29,7 +33,7 @@ COMPLETED: Final = "PrepareCompleted"
 
 
 class CheckpointError(ValueError):
-    """The checkpoint cannot be read at all (not JSON, required fields missing)."""
+    """The checkpoint cannot be used: not JSON, not the schema, or unsafe values."""
 
 
 @dataclass(frozen=True)
@@ -120,75 +124,95 @@ def encode(cp: Checkpoint) -> bytes:
     return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
 
 
-def _str(obj: Mapping[str, Any], key: str, where: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str):
-        raise CheckpointError(f"{where}: field {key!r} must be a string, got {value!r}")
-    return value
+# The on-disk schema, validated whole on load. Strict: a field of the wrong type is
+# refused, never coerced (`requestNames: 1` once escaped as a TypeError and wedged
+# every prepare). Tolerant: unknown fields (a newer version) are ignored.
+class _Model(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
 
-def _device(obj: Any, where: str) -> PreparedDevice:
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{where}: a device must be an object")
-    share = obj.get("shareID")
-    return PreparedDevice(
-        request_names=tuple(str(x) for x in obj.get("requestNames") or ()),
-        pool_name=_str(obj, "poolName", where),
-        device_name=_str(obj, "deviceName", where),
-        cdi_device_ids=tuple(str(x) for x in obj.get("cdiDeviceIDs") or ()),
-        share_id=share if isinstance(share, str) else None,
-    )
+class _DeviceDoc(_Model):
+    request_names: list[str] = Field(default_factory=list, alias="requestNames")
+    pool_name: str = Field(alias="poolName")
+    device_name: str = Field(alias="deviceName")
+    cdi_device_ids: list[str] = Field(default_factory=list, alias="cdiDeviceIDs")
+    share_id: str | None = Field(default=None, alias="shareID")
 
 
-def _entry(uid: str, obj: Any) -> ClaimEntry:
-    where = f"claim {uid}"
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{where}: entry must be an object")
-    state = _str(obj, "state", where)
-    if state not in (STARTED, COMPLETED):
-        # An unknown state from a newer version: treat as started, so the next
-        # prepare redoes it and an unprepare cleans up what it names.
-        state = STARTED
-    mem = obj.get("memoryByCard") or {}
-    if not isinstance(mem, dict):
-        raise CheckpointError(f"{where}: memoryByCard must be an object, got {mem!r}")
-    devices = obj.get("devices") or []
-    if not isinstance(devices, list):
-        raise CheckpointError(f"{where}: devices must be a list, got {devices!r}")
-    cdi = obj.get("cdiFile")
+class _EntryDoc(_Model):
+    state: str
+    namespace: str
+    name: str
+    # null = absent for the optional collections (tolerated, as a hand edit might write)
+    devices: list[_DeviceDoc] | None = None
+    cdi_file: str | None = Field(default=None, alias="cdiFile")
+    memory_by_card: dict[str, int] | None = Field(default=None, alias="memoryByCard")
+    card_uuids: list[str] | None = Field(default=None, alias="cardUUIDs")
+    consumers: list[str] | None = None
+
+
+class _Doc(_Model):
+    boot_id: str | None = Field(default=None, alias="bootID")
+    claims: dict[str, _EntryDoc]
+
+
+def _entry(uid: str, doc: _EntryDoc) -> ClaimEntry:
+    try:
+        validate_uid(uid)  # the plugin builds file paths from it (cleanup of stale entries)
+    except InvalidNameError as e:
+        raise CheckpointError(str(e)) from None
+    if doc.cdi_file is not None and (
+        doc.cdi_file in ("", ".", "..") or Path(doc.cdi_file).name != doc.cdi_file
+    ):
+        raise CheckpointError(f"claim {uid}: cdiFile {doc.cdi_file!r} is not a file name")
+    # An unknown state from a newer version: treat as started, so the next prepare
+    # redoes it and an unprepare cleans up what it names.
+    state = doc.state if doc.state in (STARTED, COMPLETED) else STARTED
     return ClaimEntry(
         state=state,
-        namespace=_str(obj, "namespace", where),
-        name=_str(obj, "name", where),
-        devices=tuple(_device(d, where) for d in devices),
-        cdi_file=cdi if isinstance(cdi, str) else None,
-        memory_by_card={str(k): int(v) for k, v in mem.items() if isinstance(v, int)},
-        card_uuids=_strings(obj.get("cardUUIDs")),
-        consumers=_strings(obj.get("consumers")),
+        namespace=doc.namespace,
+        name=doc.name,
+        devices=tuple(
+            PreparedDevice(
+                request_names=tuple(d.request_names),
+                pool_name=d.pool_name,
+                device_name=d.device_name,
+                cdi_device_ids=tuple(d.cdi_device_ids),
+                share_id=d.share_id,
+            )
+            for d in doc.devices or ()
+        ),
+        cdi_file=doc.cdi_file,
+        memory_by_card=dict(doc.memory_by_card or {}),
+        card_uuids=tuple(doc.card_uuids or ()),
+        consumers=tuple(doc.consumers or ()),
     )
-
-
-def _strings(value: Any) -> tuple[str, ...]:
-    """A list of strings; anything else (absent, from an older version) is empty."""
-    if not isinstance(value, list):
-        return ()
-    return tuple(x for x in value if isinstance(x, str))
 
 
 def decode(data: bytes, boot_id: str) -> Checkpoint:
     """Parse a checkpoint for a node whose current boot ID is `boot_id`.
 
     Unknown fields at any level are ignored. Entries of another boot are returned in
-    `stale` (the plugin removes their files). Raises CheckpointError when the document
-    is not a JSON object with a `claims` object, or an entry lacks a required field.
+    `stale` (the plugin removes their files). Raises CheckpointError, and nothing else,
+    for any other input: not JSON (or nested absurdly deep), not the schema (a field
+    missing or of the wrong type), a claim UID that is not a Kubernetes UID, a
+    `cdiFile` that is not a plain file name.
     """
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"not JSON: {e}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("claims"), dict):
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise CheckpointError(f"not JSON: {str(e)[:200]}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("claims"), dict):
         raise CheckpointError("not a checkpoint (no claims object)")
-    entries = {str(uid): _entry(str(uid), e) for uid, e in doc["claims"].items()}
-    if doc.get("bootID") != boot_id:
+    try:
+        doc = _Doc.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise CheckpointError(
+            f"not the checkpoint schema: {where}: {first['msg']} ({e.error_count()} error(s))"
+        ) from None
+    entries = {uid: _entry(uid, e) for uid, e in doc.claims.items()}
+    if doc.boot_id != boot_id:
         return Checkpoint(boot_id=boot_id, claims={}, stale=entries)
     return Checkpoint(boot_id=boot_id, claims=entries)

@@ -99,13 +99,18 @@ class VGpuDriver:
         return self._s.state_dir / CHECKPOINT_FILE
 
     def _load(self) -> ckpt.Checkpoint:
+        """Read the checkpoint. Called under the node-wide lock only, so no other
+        writer's temp file can be in flight: any `.checkpoint.json.*.tmp` left here is
+        from a process killed mid-write, and is removed."""
+        remove_stale_temps(self._s.state_dir, CHECKPOINT_FILE)
         try:
             data = self._ckpt_path.read_bytes()
+            cp = ckpt.decode(data, self._s.boot_id)
         except FileNotFoundError:
             return ckpt.empty(self._s.boot_id)
-        try:
-            cp = ckpt.decode(data, self._s.boot_id)
-        except ckpt.CheckpointError as e:
+        except (ckpt.CheckpointError, OSError) as e:
+            # OSError: not a file we can read (a directory, no permission). Anything
+            # but moving it aside would fail every prepare and unprepare forever.
             # Writes are atomic renames, so this is not a crash of ours: keep the file
             # for inspection and go on with an empty checkpoint. Claims prepared before
             # are re-prepared identically; unprepare finds their files by claim UID.

@@ -41,9 +41,19 @@ DEV_NO_SHARE = PreparedDevice(("a", "b"), "node-1", "gpu-1", ("k/c=x", "nvidia.c
 
 def _cp() -> Checkpoint:
     cp = empty(BOOT)
-    cp = started(cp, "u1", "ns", "one", (DEV,), "vgpu.hami.io-gpu_u1.json", {"GPU-0": 1 << 30})
-    cp = completed(cp, "u1", (DEV,))
-    return started(cp, "u2", "ns2", "two", (DEV_NO_SHARE,), "f2.json", {})
+    cp = started(
+        cp,
+        "11111111-1111-1111-1111-111111111111",
+        "ns",
+        "one",
+        (DEV,),
+        "vgpu.hami.io-gpu_11111111-1111-1111-1111-111111111111.json",
+        {"GPU-0": 1 << 30},
+    )
+    cp = completed(cp, "11111111-1111-1111-1111-111111111111", (DEV,))
+    return started(
+        cp, "22222222-2222-2222-2222-222222222222", "ns2", "two", (DEV_NO_SHARE,), "f2.json", {}
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -60,12 +70,16 @@ def test_empty() -> None:
 
 def test_started_completed_removed() -> None:
     cp0 = empty(BOOT)
-    cp1 = started(cp0, "u1", "ns", "c", (DEV,), "spec.json", {"GPU-0": 42})
-    assert cp1.claims["u1"] == ClaimEntry(STARTED, "ns", "c", (DEV,), "spec.json", {"GPU-0": 42})
+    cp1 = started(
+        cp0, "11111111-1111-1111-1111-111111111111", "ns", "c", (DEV,), "spec.json", {"GPU-0": 42}
+    )
+    assert cp1.claims["11111111-1111-1111-1111-111111111111"] == ClaimEntry(
+        STARTED, "ns", "c", (DEV,), "spec.json", {"GPU-0": 42}
+    )
     assert dict(cp0.claims) == {}  # values in, values out
 
-    cp2 = completed(cp1, "u1", (DEV, DEV_NO_SHARE))
-    e = cp2.claims["u1"]
+    cp2 = completed(cp1, "11111111-1111-1111-1111-111111111111", (DEV, DEV_NO_SHARE))
+    e = cp2.claims["11111111-1111-1111-1111-111111111111"]
     assert e.state == COMPLETED
     assert e.devices == (DEV, DEV_NO_SHARE)
     assert (e.namespace, e.name, e.cdi_file, dict(e.memory_by_card)) == (
@@ -74,27 +88,35 @@ def test_started_completed_removed() -> None:
         "spec.json",
         {"GPU-0": 42},
     )
-    assert cp1.claims["u1"].state == STARTED
+    assert cp1.claims["11111111-1111-1111-1111-111111111111"].state == STARTED
 
-    cp3 = removed(cp2, "u1")
-    assert "u1" not in cp3.claims
-    assert "u1" in cp2.claims
+    cp3 = removed(cp2, "11111111-1111-1111-1111-111111111111")
+    assert "11111111-1111-1111-1111-111111111111" not in cp3.claims
+    assert "11111111-1111-1111-1111-111111111111" in cp2.claims
 
 
 def test_started_again_replaces_entry() -> None:
-    cp = started(empty(BOOT), "u1", "ns", "c", (DEV,), "a.json", {"GPU-0": 1})
-    cp = completed(cp, "u1", (DEV,))
-    cp = started(cp, "u1", "ns", "c", (), "b.json", {"GPU-1": 2})
-    assert cp.claims["u1"].state == STARTED
-    assert cp.claims["u1"].cdi_file == "b.json"
-    assert dict(cp.claims["u1"].memory_by_card) == {"GPU-1": 2}
+    cp = started(
+        empty(BOOT),
+        "11111111-1111-1111-1111-111111111111",
+        "ns",
+        "c",
+        (DEV,),
+        "a.json",
+        {"GPU-0": 1},
+    )
+    cp = completed(cp, "11111111-1111-1111-1111-111111111111", (DEV,))
+    cp = started(cp, "11111111-1111-1111-1111-111111111111", "ns", "c", (), "b.json", {"GPU-1": 2})
+    assert cp.claims["11111111-1111-1111-1111-111111111111"].state == STARTED
+    assert cp.claims["11111111-1111-1111-1111-111111111111"].cdi_file == "b.json"
+    assert dict(cp.claims["11111111-1111-1111-1111-111111111111"].memory_by_card) == {"GPU-1": 2}
 
 
 def test_started_copies_memory_mapping() -> None:
     mem = {"GPU-0": 1}
-    cp = started(empty(BOOT), "u1", "ns", "c", (), "a.json", mem)
+    cp = started(empty(BOOT), "11111111-1111-1111-1111-111111111111", "ns", "c", (), "a.json", mem)
     mem["GPU-0"] = 999
-    assert cp.claims["u1"].memory_by_card["GPU-0"] == 1
+    assert cp.claims["11111111-1111-1111-1111-111111111111"].memory_by_card["GPU-0"] == 1
 
 
 def test_completed_without_started_raises_key_error() -> None:
@@ -110,10 +132,14 @@ def test_removed_absent_uid_is_noop() -> None:
 
 def test_other_claims_untouched_by_transitions() -> None:
     cp = _cp()
-    cp2 = completed(removed(cp, "u1"), "u2", (DEV_NO_SHARE,))
-    assert set(cp2.claims) == {"u2"}
-    assert cp2.claims["u2"].state == COMPLETED
-    assert cp.claims["u1"].state == COMPLETED
+    cp2 = completed(
+        removed(cp, "11111111-1111-1111-1111-111111111111"),
+        "22222222-2222-2222-2222-222222222222",
+        (DEV_NO_SHARE,),
+    )
+    assert set(cp2.claims) == {"22222222-2222-2222-2222-222222222222"}
+    assert cp2.claims["22222222-2222-2222-2222-222222222222"].state == COMPLETED
+    assert cp.claims["11111111-1111-1111-1111-111111111111"].state == COMPLETED
 
 
 # ---------------------------------------------------------------------------
@@ -131,7 +157,17 @@ def test_round_trip() -> None:
 def test_encode_is_stable() -> None:
     a = _cp()
     # Same claims inserted in the other order: same bytes (sorted keys).
-    b = Checkpoint(boot_id=BOOT, claims={"u2": a.claims["u2"], "u1": a.claims["u1"]})
+    b = Checkpoint(
+        boot_id=BOOT,
+        claims={
+            "22222222-2222-2222-2222-222222222222": a.claims[
+                "22222222-2222-2222-2222-222222222222"
+            ],
+            "11111111-1111-1111-1111-111111111111": a.claims[
+                "11111111-1111-1111-1111-111111111111"
+            ],
+        },
+    )
     assert encode(a) == encode(b)
     assert encode(a) == encode(_cp())
 
@@ -140,19 +176,22 @@ def test_encode_document() -> None:
     doc = json.loads(encode(_cp()))
     assert doc["version"] == ckpt.SCHEMA_VERSION
     assert doc["bootID"] == BOOT
-    assert doc["claims"]["u1"]["devices"][0] == {
+    assert doc["claims"]["11111111-1111-1111-1111-111111111111"]["devices"][0] == {
         "requestNames": ["gpu"],
         "poolName": "node-1",
         "deviceName": "gpu-0",
         "cdiDeviceIDs": ["vgpu.hami.io/gpu=u1-gpu-0-s1"],
         "shareID": "s1",
     }
-    assert "shareID" not in doc["claims"]["u2"]["devices"][0]
+    assert "shareID" not in doc["claims"]["22222222-2222-2222-2222-222222222222"]["devices"][0]
 
 
 def test_stale_entries_not_written() -> None:
     cp = decode(encode(_cp()), OTHER_BOOT)
-    assert set(cp.stale) == {"u1", "u2"}
+    assert set(cp.stale) == {
+        "11111111-1111-1111-1111-111111111111",
+        "22222222-2222-2222-2222-222222222222",
+    }
     doc = json.loads(encode(cp))
     assert doc["claims"] == {}
     assert doc["bootID"] == OTHER_BOOT
@@ -174,7 +213,10 @@ def test_missing_boot_id_is_another_boot() -> None:
     del doc["bootID"]
     cp = decode(json.dumps(doc).encode(), BOOT)
     assert dict(cp.claims) == {}
-    assert set(cp.stale) == {"u1", "u2"}
+    assert set(cp.stale) == {
+        "11111111-1111-1111-1111-111111111111",
+        "22222222-2222-2222-2222-222222222222",
+    }
 
 
 def test_newer_version_still_loads() -> None:
@@ -183,7 +225,7 @@ def test_newer_version_still_loads() -> None:
         "bootID": BOOT,
         "someNewTopLevel": {"x": [1, 2]},
         "claims": {
-            "u1": {
+            "11111111-1111-1111-1111-111111111111": {
                 "state": "PrepareCompleted",
                 "namespace": "ns",
                 "name": "c",
@@ -201,7 +243,7 @@ def test_newer_version_still_loads() -> None:
                     }
                 ],
             },
-            "u2": {
+            "22222222-2222-2222-2222-222222222222": {
                 "state": "PrepareHalfwayThroughSomethingNew",
                 "namespace": "ns",
                 "name": "d",
@@ -209,7 +251,7 @@ def test_newer_version_still_loads() -> None:
         },
     }
     cp = decode(json.dumps(doc).encode(), BOOT)
-    assert cp.claims["u1"] == ClaimEntry(
+    assert cp.claims["11111111-1111-1111-1111-111111111111"] == ClaimEntry(
         COMPLETED,
         "ns",
         "c",
@@ -218,18 +260,16 @@ def test_newer_version_still_loads() -> None:
         {"GPU-0": 1024},
     )
     # An unknown state from a newer version is treated as started.
-    assert cp.claims["u2"].state == STARTED
-    assert cp.claims["u2"].devices == ()
-    assert cp.claims["u2"].cdi_file is None
-    assert dict(cp.claims["u2"].memory_by_card) == {}
+    assert cp.claims["22222222-2222-2222-2222-222222222222"].state == STARTED
+    assert cp.claims["22222222-2222-2222-2222-222222222222"].devices == ()
+    assert cp.claims["22222222-2222-2222-2222-222222222222"].cdi_file is None
+    assert dict(cp.claims["22222222-2222-2222-2222-222222222222"].memory_by_card) == {}
 
 
 @pytest.mark.parametrize(
     ("field", "value", "attr", "expected"),
     [
         ("cdiFile", None, "cdi_file", None),
-        ("cdiFile", 5, "cdi_file", None),
-        ("memoryByCard", {"GPU-0": "12", "GPU-1": 7}, "memory_by_card", {"GPU-1": 7}),
         ("memoryByCard", None, "memory_by_card", {}),
         ("devices", None, "devices", ()),
         ("devices", [], "devices", ()),
@@ -237,20 +277,74 @@ def test_newer_version_still_loads() -> None:
 )
 def test_optional_fields_tolerated(field: str, value: Any, attr: str, expected: Any) -> None:
     entry = {"state": STARTED, "namespace": "ns", "name": "c", field: value}
-    cp = decode(json.dumps({"bootID": BOOT, "claims": {"u": entry}}).encode(), BOOT)
-    got = getattr(cp.claims["u"], attr)
+    cp = decode(
+        json.dumps(
+            {"bootID": BOOT, "claims": {"33333333-3333-3333-3333-333333333333": entry}}
+        ).encode(),
+        BOOT,
+    )
+    got = getattr(cp.claims["33333333-3333-3333-3333-333333333333"], attr)
     assert (dict(got) if isinstance(expected, dict) else got) == expected
 
 
-def test_device_share_id_of_wrong_type_ignored() -> None:
-    entry = {
-        "state": STARTED,
-        "namespace": "ns",
-        "name": "c",
-        "devices": [{"poolName": "p", "deviceName": "d", "shareID": 5}],
-    }
-    cp = decode(json.dumps({"bootID": BOOT, "claims": {"u": entry}}).encode(), BOOT)
-    assert cp.claims["u"].devices == (PreparedDevice((), "p", "d", (), None),)
+U = "33333333-3333-3333-3333-333333333333"
+
+
+def _with(entry_fields: dict[str, Any], uid: str = U) -> bytes:
+    entry = {"state": STARTED, "namespace": "ns", "name": "c", **entry_fields}
+    return json.dumps({"bootID": BOOT, "claims": {uid: entry}}).encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        pytest.param(
+            _with({"devices": [{"poolName": "p", "deviceName": "d", "requestNames": 1}]}),
+            "requestNames",
+            id="requestNames-int",
+        ),
+        pytest.param(
+            _with({"devices": [{"poolName": "p", "deviceName": "d", "cdiDeviceIDs": True}]}),
+            "cdiDeviceIDs",
+            id="cdiDeviceIDs-bool",
+        ),
+        pytest.param(
+            _with({"devices": [{"poolName": "p", "deviceName": "d", "shareID": 5}]}),
+            "shareID",
+            id="shareID-int",
+        ),
+        pytest.param(_with({"cdiFile": 5}), "cdiFile", id="cdiFile-int"),
+        pytest.param(_with({"cdiFile": "../../etc/passwd"}), "not a file name", id="cdiFile-path"),
+        pytest.param(_with({"cdiFile": ".."}), "not a file name", id="cdiFile-dotdot"),
+        pytest.param(_with({"memoryByCard": {"GPU-0": "12"}}), "memoryByCard", id="memory-str"),
+        pytest.param(_with({"consumers": [1]}), "consumers", id="consumers-int"),
+        pytest.param(_with({}, uid="../../etc"), "not a Kubernetes UID", id="uid-traversal"),
+        pytest.param(
+            json.dumps(
+                {
+                    "bootID": OTHER_BOOT,
+                    "claims": {"../../etc": {"state": STARTED, "namespace": "n", "name": "c"}},
+                }
+            ).encode(),
+            "not a Kubernetes UID",
+            id="stale-uid-traversal",
+        ),
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, "not JSON", id="100000-deep"),
+        pytest.param(b'{"claims": {}, "bootID": 5}', "bootID", id="bootID-int"),
+    ],
+)
+def test_unsafe_or_mistyped_checkpoint_is_refused(data: bytes, match: str) -> None:
+    """Whatever is on disk, decode answers a checkpoint or CheckpointError (which the
+    plugin answers by moving the file aside); anything else would wedge every prepare
+    and unprepare of the node."""
+    with pytest.raises(CheckpointError, match=match):
+        decode(data, BOOT)
+
+
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_any_bytes_decode_or_raise_checkpoint_error(data: bytes) -> None:
+    with contextlib.suppress(CheckpointError):
+        decode(data, BOOT)
 
 
 @pytest.mark.parametrize(
@@ -267,7 +361,9 @@ def test_device_share_id_of_wrong_type_ignored() -> None:
 )
 def test_wrong_typed_optional_field_is_checkpoint_error_or_ignored(field: str, value: Any) -> None:
     entry = {"state": STARTED, "namespace": "ns", "name": "c", field: value}
-    data = json.dumps({"bootID": BOOT, "claims": {"u": entry}}).encode()
+    data = json.dumps(
+        {"bootID": BOOT, "claims": {"33333333-3333-3333-3333-333333333333": entry}}
+    ).encode()
     with contextlib.suppress(CheckpointError):
         decode(data, BOOT)
 
@@ -307,11 +403,14 @@ def test_garbage_refused(data: bytes) -> None:
 
 def test_garbage_refused_even_for_another_boot() -> None:
     with pytest.raises(CheckpointError):
-        decode(b'{"bootID": "x", "claims": {"u1": {"state": "PrepareStarted"}}}', BOOT)
+        decode(
+            b'{"bootID": "x", "claims": {"u1": {"state": "PrepareStarted"}}}',
+            BOOT,
+        )
 
 
 def test_checkpoint_error_names_the_claim() -> None:
-    with pytest.raises(CheckpointError, match="claim u-broken"):
+    with pytest.raises(CheckpointError, match="u-broken"):
         decode(b'{"bootID": "b", "claims": {"u-broken": {"state": "PrepareStarted"}}}', "b")
 
 
@@ -334,12 +433,17 @@ _entry = st.builds(
     namespace=_text,
     name=_text,
     devices=st.lists(_device, max_size=3).map(tuple),
-    cdi_file=st.one_of(st.none(), _text),
+    cdi_file=st.one_of(
+        st.none(),
+        st.text(st.characters(exclude_characters="/\x00"), min_size=1, max_size=12).filter(
+            lambda f: f not in (".", "..")
+        ),
+    ),
     memory_by_card=st.dictionaries(_text, st.integers(0, 2**64), max_size=3),
 )
 
 
-@given(boot=_text, claims=st.dictionaries(_text, _entry, max_size=4))
+@given(boot=_text, claims=st.dictionaries(st.uuids().map(str), _entry, max_size=4))
 def test_round_trip_property(boot: str, claims: dict[str, ClaimEntry]) -> None:
     cp = Checkpoint(boot_id=boot, claims=claims)
     data = encode(cp)
