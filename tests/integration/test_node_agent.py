@@ -342,6 +342,31 @@ def test_two_plugin_processes_never_interleave(dra_cluster: LocalCluster, admin:
         new.stop()
 
 
+def test_claim_failing_after_started_stays_in_the_checkpoint(
+    dra_cluster: LocalCluster, admin: Rest, tmp_path: Path, dirs: AgentDirs
+) -> None:
+    """Two claims in one call; the first fails after its PrepareStarted was saved (its
+    claim dir cannot be created). The second claim's save must keep the first's entry,
+    so an unprepare (or a reboot's cleanup) still finds what it may have written."""
+    inv = _setup(dra_cluster, admin, tmp_path, "kp-multi")
+    agent = Agent(dra_cluster, inv, "kp-multi", dirs)
+    try:
+        bad = _allocated(admin, "kp-multi", "bad", "kp-multi", capacity={"memory": "1Gi"})
+        good = _allocated(admin, "kp-multi", "good", "kp-multi", capacity={"memory": "1Gi"})
+        dirs.claims.mkdir(parents=True, exist_ok=True)
+        (dirs.claims / bad.uid).write_text("in the way of the claim dir")
+        results = agent.client.prepare([bad, good])
+        assert results[bad.uid].error and results[good.uid].error is None
+        claims = json.loads((dirs.state / "checkpoint.json").read_text())["claims"]
+        assert claims[bad.uid]["state"] == "PrepareStarted"
+        assert claims[good.uid]["state"] == "PrepareCompleted"
+        (dirs.claims / bad.uid).unlink()
+        assert agent.client.unprepare([bad, good]) == {bad.uid: None, good.uid: None}
+        assert json.loads((dirs.state / "checkpoint.json").read_text())["claims"] == {}
+    finally:
+        agent.stop()
+
+
 _STALE_TRAVERSAL = (
     '{"version": 1, "bootID": "another-boot", "claims": {"../../etc": '
     '{"state": "PrepareCompleted", "namespace": "n", "name": "c"}}}'

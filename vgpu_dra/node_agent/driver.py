@@ -166,6 +166,10 @@ class VGpuDriver:
                     except (PlanError, ApiError, ValueError, OSError) as e:
                         log.warning("prepare %s failed: %s", ref, e)
                         results[ref.uid] = PrepareResult(error=f"claim {ref}: {e}")
+                        # It may have failed after its PrepareStarted was saved: carry
+                        # on from the saved checkpoint, or the next claim's save would
+                        # drop that entry and its files would escape every cleanup.
+                        cp = self._load()
         except Exception as e:  # lock timeout, unreadable checkpoint: every claim fails
             log.exception("prepare failed for all claims")
             for ref in claims:
