@@ -7,6 +7,7 @@ RBAC-limited identity (deploy/rbac/node-agent.yaml + deploy/legacy/rbac-node-age
 from __future__ import annotations
 
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from tests.integration.test_slices import a100, inventory
 from vgpu_dra.api.vgpu_config import default_config
 from vgpu_dra.controller.app import FileDiscovery
 from vgpu_dra.core import prepare
+from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.hami import annotations as ann
 from vgpu_dra.core.model import MIB
 from vgpu_dra.dev.localcluster.cluster import LocalCluster
@@ -179,15 +181,17 @@ def test_register_list_allocate_and_health(setup: Setup) -> None:
     card = s.plugin.board.card(u1)
     assert card is not None
     uid = s.admin.get(f"/api/v1/namespaces/{s.node}/pods/p1")["metadata"]["uid"]
-    host_dir = f"{s.settings.prepare.claims_dir}/legacy/{uid}_main"
+    paths = ClaimPaths.for_container(s.settings.prepare.claims_dir, uid, "main")
+    assert paths.dir == f"{s.settings.prepare.claims_dir}/legacy/{uid}_main"
     expected = prepare.container_edits(
-        [prepare.CardShare(card, 3000 * MIB, 30)], default_config(), s.settings.prepare, host_dir
+        [prepare.CardShare(card, 3000 * MIB, 30)], default_config(), s.settings.prepare, paths
     )
     assert env == dict(expected.env)
     assert {(m.container_path, m.host_path) for m in ctr.mounts} == {
         (m.container_path, m.host_path) for m in expected.mounts
     }
-    assert (Path(host_dir) / prepare.LIMITS_FILE_NAME).read_text() == expected.limits_file
+    assert Path(paths.limits).read_text() == expected.limits_file
+    assert stat.S_IMODE(Path(paths.limits).stat().st_mode) == 0o444  # as on the DRA path
     # bookkeeping: the container is served, the pod done, the lock released
     a = pod_annotations(s, "p1")
     assert a[NVIDIA.to_allocate] == ";" and a[ann.BIND_PHASE] == ann.PHASE_SUCCESS

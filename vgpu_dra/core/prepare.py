@@ -26,6 +26,13 @@ from typing import Any, Final
 from vgpu_dra.api.quantity import QuantityError, parse_quantity
 from vgpu_dra.api.vgpu_config import VGpuConfig
 from vgpu_dra.core import cdi
+from vgpu_dra.core.allocation import (
+    SHARED_CACHE_FILE,
+    AllocatedShare,
+    ClaimPaths,
+    device_name,
+    even_split,
+)
 from vgpu_dra.core.claims import ClaimRef, PreparedDevice
 from vgpu_dra.core.hook_abi import (
     ENV_MEMORY_LIMIT,
@@ -44,9 +51,6 @@ from vgpu_dra.core.vendor_env import VisibleCard, env_profile, exposure_env
 CONTAINER_PRELOAD: Final = "/etc/ld.so.preload"
 CONTAINER_VGPULOCK: Final = "/tmp/vgpulock"  # noqa: S108 (HAMi-core's lock dir)
 CONTAINER_CACHE_DIR: Final = "/var/lib/vgpu/cache"
-SHARED_CACHE_FILE: Final = "vgpu.cache"
-LIMITS_FILE_NAME: Final = "limits"
-CACHE_DIR_NAME: Final = "cache"
 # Containers run as arbitrary UIDs and must create the shared region; sticky like /tmp.
 SHARED_DIR_MODE: Final = 0o1777
 CLAIM_DIR_MODE: Final = 0o755
@@ -76,18 +80,6 @@ class PrepareSettings:
     @property
     def cdi_kind(self) -> str:
         return f"{self.cdi_vendor}/{self.cdi_class}"
-
-
-@dataclass(frozen=True)
-class AllocatedShare:
-    """One allocation result of this driver, matched to its discovered card."""
-
-    request: str  # as allocated, possibly "<request>/<subrequest>"
-    pool: str
-    device: str
-    share_id: str | None
-    consumed: Mapping[str, Any]  # consumedCapacity (quantity strings)
-    card: Card
 
 
 @dataclass(frozen=True)
@@ -127,11 +119,15 @@ class ClaimPlan:
     devices: tuple[PreparedDevice, ...]
     cdi_spec: dict[str, Any]
     cdi_file_name: str
-    claim_dir: str  # host path; removed on unprepare
+    paths: ClaimPaths  # host paths; the claim dir is removed on unprepare
     limits_file: str | None
     host_dirs: tuple[tuple[str, int], ...]
     memory_by_card: Mapping[str, int]  # card uuid -> bytes (replicas overcommit check)
     card_uuids: tuple[str, ...] = ()  # exposure order: limit index i is card_uuids[i]
+
+    @property
+    def claim_dir(self) -> str:
+        return self.paths.dir
 
 
 def _whole(value: Any, what: str, kind: str) -> int:
@@ -169,8 +165,7 @@ def _share_limits(
                     f"({card.product_name}) has: {usable_memory(card) // MIB} MiB"
                 )
         else:
-            slots = card.slots or settings.default_slots
-            memory = (usable_memory(card) // max(slots, 1)) // MIB * MIB
+            memory = even_split(usable_memory(card), card.slots or settings.default_slots)
         cores = config.cores
     else:
         if config.memory is not None:
@@ -215,11 +210,11 @@ def container_edits(
     shares: Sequence[CardShare],
     config: VGpuConfig,
     settings: PrepareSettings,
-    claim_dir: str,
+    paths: ClaimPaths,
 ) -> ContainerEdits:
     """Env, mounts and host dirs for containers that use `shares` (any order; merged
-    per card and exposed in physical order). `claim_dir` is the per-claim (or, for
-    the device plugin, per-container) host dir holding the limits file and the shared
+    per card and exposed in physical order). `paths` are the per-claim (or, for the
+    device plugin, per-container) host paths of the limits file and the shared
     accounting region. Raises PlanError for an empty list, mixed vendors or limits
     the hook cannot express."""
     cards = merge_by_card(shares)
@@ -237,7 +232,6 @@ def container_edits(
             env=env, mounts=(), limits_file=None, host_dirs=(), cards=cards, enforced=False
         )
     cores = [c.cores for c in cards if c.cores is not None]
-    cache_dir = f"{claim_dir}/{CACHE_DIR_NAME}"
     try:
         limits = HookLimits(
             memory_limits={i: c.memory_bytes for i, c in enumerate(cards)},
@@ -265,8 +259,8 @@ def container_edits(
     mounts = (
         cdi.Mount(settings.lib_path, settings.lib_path),
         cdi.Mount(settings.preload_path, CONTAINER_PRELOAD),
-        cdi.Mount(f"{claim_dir}/{LIMITS_FILE_NAME}", LIMITS_FILE_DEFAULT),
-        cdi.Mount(cache_dir, CONTAINER_CACHE_DIR, read_only=False),
+        cdi.Mount(paths.limits, LIMITS_FILE_DEFAULT),
+        cdi.Mount(paths.cache_dir, CONTAINER_CACHE_DIR, read_only=False),
         cdi.Mount(settings.vgpulock_dir, CONTAINER_VGPULOCK, read_only=False),
     )
     return ContainerEdits(
@@ -274,8 +268,8 @@ def container_edits(
         mounts=mounts,
         limits_file=render_limits_file(limits),
         host_dirs=(
-            (claim_dir, CLAIM_DIR_MODE),
-            (cache_dir, SHARED_DIR_MODE),
+            (paths.dir, CLAIM_DIR_MODE),
+            (paths.cache_dir, SHARED_DIR_MODE),
             (settings.vgpulock_dir, SHARED_DIR_MODE),
         ),
         cards=cards,
@@ -291,13 +285,14 @@ def plan_claim(
     settings: PrepareSettings,
 ) -> ClaimPlan:
     """The complete plan for one claim. Deterministic: the same inputs give the same
-    plan (a repeated prepare rewrites identical files). Raises PlanError or
-    cdi.CdiError (a ValueError) with a message naming the problem."""
+    plan (a repeated prepare rewrites identical files). Raises PlanError,
+    InvalidNameError (a claim UID not in RFC 4122 form) or cdi.CdiError (all
+    ValueErrors) with a message naming the problem."""
     if not shares:
         raise PlanError(f"the allocation has no device of driver {settings.driver_name}")
-    claim_dir = f"{settings.claims_dir}/{ref.uid}"
+    paths = ClaimPaths.for_claim(settings.claims_dir, ref.uid)
     card_shares = [_share_limits(s, config, mode, settings) for s in shares]
-    edits = container_edits(card_shares, config, settings, claim_dir)
+    edits = container_edits(card_shares, config, settings, paths)
     kind = settings.cdi_kind
     nvidia = edits.enforced and settings.nvidia_cdi_kind is not None
     devices: list[PreparedDevice] = []
@@ -331,7 +326,7 @@ def plan_claim(
         devices=tuple(devices),
         cdi_spec=spec,
         cdi_file_name=cdi.transient_spec_name(kind, ref.uid),
-        claim_dir=claim_dir,
+        paths=paths,
         limits_file=edits.limits_file,
         host_dirs=edits.host_dirs,
         memory_by_card={c.card.uuid: c.memory_bytes for c in edits.cards},
@@ -351,7 +346,8 @@ def check_replicas_capacity(
         return None
     others = ", ".join(f"{r} ({b // MIB} MiB)" for r, b in sorted(prepared.items(), key=str))
     return (
-        f"card gpu-{card.index} ({card.uuid}, {card.product_name}) has {capacity // MIB} MiB; "
+        f"card {device_name(card.index)} ({card.uuid}, {card.product_name}) "
+        f"has {capacity // MIB} MiB; "
         f"claim {ref} asks for {new_bytes // MIB} MiB on top of {used // MIB} MiB already "
         f"prepared for {others or 'no other claim'}: refusing to overcommit the card's memory "
         "(set VGpuConfig.memory lower, or use fewer replicas per card)"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vgpu_dra.api.quantity import format_binary
+from vgpu_dra.core.allocation import device_name
 from vgpu_dra.core.model import MIB, Card
 from vgpu_dra.core.vendors import UnknownVendorError, hami_type, vendor_profile
 from vgpu_dra.core.versions import to_semver
@@ -53,10 +54,6 @@ class SliceSettings:
     default_core_scaling: int = 1
     max_devices_per_slice: int = MAX_DEVICES_PER_SLICE
     max_devices_per_slice_advanced: int = MAX_DEVICES_PER_SLICE_ADVANCED
-
-
-def device_name(card: Card) -> str:
-    return f"gpu-{card.index}"
 
 
 def _slots(card: Card, s: SliceSettings) -> int:
@@ -156,7 +153,7 @@ def consumable_device(card: Card, s: SliceSettings) -> JSON:
     cores = _cores(card, s)
     slots = _slots(card, s)
     return {
-        "name": device_name(card),
+        "name": device_name(card.index),
         "allowMultipleAllocations": True,
         "attributes": attributes(card),
         "capacity": {
@@ -198,7 +195,7 @@ def replica_devices(card: Card, s: SliceSettings) -> list[JSON]:
     # one is a change to all) and YAML renders shared objects as &id001/*id001 anchors.
     return [
         {
-            "name": f"{device_name(card)}-{k}",
+            "name": device_name(card.index, k),
             "attributes": copy.deepcopy(attrs),
             "capacity": copy.deepcopy(capacity),
         }

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vgpu_dra.core.allocation import device_name
+
 # Environment variables a container's limits show up as (NVIDIA: libvgpu.so's
 # contract; other vendors: the informational VGPU_DEVICE_* set).
 _MEMORY_LIMIT = re.compile(r"^(CUDA_DEVICE_MEMORY_LIMIT|VGPU_DEVICE_MEMORY_LIMIT)_(\d+)$")
@@ -260,7 +262,7 @@ def render(s: Summary) -> str:
             [
                 (
                     a.node,
-                    f"gpu-{a.device_index}",
+                    device_name(int(a.device_index)) if a.device_index.isdigit() else "?",
                     a.device_type,
                     f"{a.memory_bytes // (1 << 20)}Mi",
                     str(a.cores),

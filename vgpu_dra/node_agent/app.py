@@ -14,8 +14,9 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, start_http_server
 
 from vgpu_dra.controller.app import FileDiscovery, InventoryFile
+from vgpu_dra.core.allocation import device_name
 from vgpu_dra.core.claims import ClaimRef, DeviceHealth
-from vgpu_dra.core.slices import Mode, SliceSettings, device_name
+from vgpu_dra.core.slices import Mode, SliceSettings
 from vgpu_dra.gpu.discovery import Discovery
 from vgpu_dra.kube.claims import get_claim
 from vgpu_dra.kube.rest import Rest
@@ -72,9 +73,9 @@ def device_health(
     current: dict[str, DeviceHealth] = {}
     for card in inv.cards:
         names = (
-            [device_name(card)]
+            [device_name(card.index)]
             if mode is Mode.CONSUMABLE
-            else [f"{device_name(card)}-{k}" for k in range(card.slots or slices.default_slots)]
+            else [device_name(card.index, k) for k in range(card.slots or slices.default_slots)]
         )
         for n in names:
             current[n] = DeviceHealth(

@@ -21,22 +21,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from vgpu_dra.api.vgpu_config import ConfigError, ConfigSource, merge_configs
+from vgpu_dra.api.vgpu_config import ConfigError, merge_configs
 from vgpu_dra.core import checkpoint as ckpt
+from vgpu_dra.core.allocation import ClaimPaths, claim_shares, config_sources
 from vgpu_dra.core.claims import ClaimRef, PrepareResult
 from vgpu_dra.core.model import Card
 from vgpu_dra.core.names import validate_namespace, validate_object_name, validate_uid
 from vgpu_dra.core.prepare import (
-    AllocatedShare,
-    ClaimPlan,
     PlanError,
     PrepareSettings,
     check_replicas_capacity,
@@ -44,13 +40,13 @@ from vgpu_dra.core.prepare import (
 )
 from vgpu_dra.core.slices import Mode
 from vgpu_dra.gpu.discovery import Discovery
+from vgpu_dra.host.claim_files import remove_claim_files, write_claim_files
 from vgpu_dra.host.files import FileLock, atomic_write, remove_stale_temps
 from vgpu_dra.kube.rest import JSON, ApiError
 from vgpu_dra.node_agent.metrics import PluginMetrics
 
 log = logging.getLogger("vgpu_dra.node_agent")
 
-_DEVICE = re.compile(r"^gpu-(\d+)(?:-(\d+))?$")
 CHECKPOINT_FILE = "checkpoint.json"
 LOCK_FILE = "plugin.lock"
 
@@ -76,11 +72,15 @@ class StepHook:
 NO_HOOK = StepHook()
 
 
+GetClaim = Callable[[str, str], JSON]
+"""GET a ResourceClaim by (namespace, name). Raises ApiError (404: `not_found`)."""
+
+
 class VGpuDriver:
     def __init__(
         self,
         settings: DriverSettings,
-        get_claim: Callable[[str, str], JSON],
+        get_claim: GetClaim,
         discovery: Discovery,
         step_hook: Callable[[str, ClaimRef], None] = NO_HOOK,
         metrics: PluginMetrics | None = None,
@@ -186,12 +186,14 @@ class VGpuDriver:
         if entry is not None and entry.state == ckpt.COMPLETED:
             return cp, PrepareResult(devices=entry.devices)
         claim = self._fetch(ref)
-        shares, mode = self._shares(ref, claim, cards)
+        driver = self._s.prepare.driver_name
+        allocated = claim_shares(claim, driver, self._s.node_name, cards)
+        mode = Mode.REPLICAS if allocated.replicas else Mode.CONSUMABLE
         try:
-            config = merge_configs(self._configs(claim))
+            config = merge_configs(config_sources(claim, driver))
         except ConfigError as e:
             raise PlanError(f"invalid opaque config: {e}") from None
-        plan = plan_claim(ref, shares, config, mode, self._s.prepare)
+        plan = plan_claim(ref, allocated.shares, config, mode, self._s.prepare)
         if mode is Mode.REPLICAS:
             self._check_overcommit(ref, plan.memory_by_card, cp, cards)
         cp = ckpt.started(
@@ -207,10 +209,9 @@ class VGpuDriver:
         )
         self._save(cp)
         self._hook("started", ref)
-        self._write_claim_dir(plan)
+        write_claim_files(plan.paths, plan.host_dirs, plan.limits_file)
         self._hook("claim-dir", ref)
-        spec_path = self._s.cdi_dir / plan.cdi_file_name
-        atomic_write(spec_path, _json(plan.cdi_spec), mode=0o644)
+        atomic_write(self._spec_path(plan.paths), _json(plan.cdi_spec), mode=0o644)
         self._hook("cdi", ref)
         cp = ckpt.completed(cp, ref.uid, plan.devices)
         self._save(cp)
@@ -218,13 +219,8 @@ class VGpuDriver:
         log.info("prepared %s: %s", ref, ", ".join(d.device_name for d in plan.devices))
         return cp, PrepareResult(devices=plan.devices)
 
-    def _write_claim_dir(self, plan: ClaimPlan) -> None:
-        for path, mode in plan.host_dirs:
-            d = Path(path)
-            d.mkdir(parents=True, exist_ok=True)
-            d.chmod(mode)  # mkdir's mode is masked by the umask
-        if plan.limits_file is not None:
-            atomic_write(Path(plan.claim_dir) / "limits", plan.limits_file.encode(), mode=0o444)
+    def _spec_path(self, paths: ClaimPaths) -> Path:
+        return Path(paths.cdi_spec(str(self._s.cdi_dir), self._s.prepare.cdi_kind))
 
     def _fetch(self, ref: ClaimRef) -> JSON:
         try:
@@ -242,69 +238,6 @@ class VGpuDriver:
         if not claim.get("status", {}).get("allocation"):
             raise PlanError("the claim is not allocated")
         return claim
-
-    def _shares(
-        self, ref: ClaimRef, claim: JSON, cards: Mapping[int, Card]
-    ) -> tuple[list[AllocatedShare], Mode]:
-        driver = self._s.prepare.driver_name
-        results = [
-            r
-            for r in claim["status"]["allocation"].get("devices", {}).get("results", [])
-            if r.get("driver") == driver
-        ]
-        if not results:
-            raise PlanError(f"the allocation has no device of driver {driver}")
-        shares: list[AllocatedShare] = []
-        replicas = False
-        for r in results:
-            if r.get("pool") != self._s.node_name:
-                raise PlanError(
-                    f"device {r.get('pool')}/{r.get('device')} is not on node {self._s.node_name}"
-                )
-            m = _DEVICE.match(str(r.get("device", "")))
-            if not m:
-                raise PlanError(f"device name {r.get('device')!r} is not one of ours (gpu-<index>)")
-            replicas = replicas or m.group(2) is not None
-            card = cards.get(int(m.group(1)))
-            if card is None:
-                raise PlanError(
-                    f"device {r['device']} refers to card {m.group(1)}, which discovery no "
-                    "longer reports on this node"
-                )
-            shares.append(
-                AllocatedShare(
-                    request=str(r.get("request", "")),
-                    pool=str(r["pool"]),
-                    device=str(r["device"]),
-                    share_id=r.get("shareID"),
-                    consumed=dict(r.get("consumedCapacity") or {}),
-                    card=card,
-                )
-            )
-        return shares, Mode.REPLICAS if replicas else Mode.CONSUMABLE
-
-    def _configs(self, claim: JSON) -> list[ConfigSource]:
-        """Our opaque parameters that apply to our requests: class config first,
-        then claim config (later wins), each in the order the API server keeps."""
-        driver = self._s.prepare.driver_name
-        ours = {
-            str(r.get("request", "")).split("/")[0]
-            for r in claim["status"]["allocation"]["devices"]["results"]
-            if r.get("driver") == driver
-        }
-        entries = claim["status"]["allocation"].get("devices", {}).get("config") or []
-        picked: list[ConfigSource] = []
-        for i, e in enumerate(entries):
-            opaque = e.get("opaque") or {}
-            if opaque.get("driver") != driver:
-                continue
-            reqs = {str(x).split("/")[0] for x in e.get("requests") or []}
-            if reqs and not reqs & ours:
-                continue
-            origin: Any = "class" if e.get("source") == "FromClass" else "claim"
-            picked.append(ConfigSource(origin, i, opaque.get("parameters") or {}))
-        # Class configs first, then claim configs; stable within each (later wins).
-        return sorted(picked, key=lambda src: src.origin != "class")
 
     def _check_overcommit(
         self,
@@ -353,16 +286,17 @@ class VGpuDriver:
 
     def _remove_files(self, uid: str, entry: ckpt.ClaimEntry | None) -> None:
         """Remove the CDI spec(s) and the claim dir of `uid`. Idempotent."""
-        validate_uid(uid)  # never build a path from an unchecked UID
-        cdi_files = set(self._s.cdi_dir.glob(f"*_{uid}.json"))
+        # for_claim refuses an unchecked UID: no path is built from it.
+        paths = ClaimPaths.for_claim(str(self._s.claims_host_dir), uid)
+        # Specs of this claim under another CDI kind (a changed --cdi-vendor) too.
+        cdi_files = {self._spec_path(paths), *self._s.cdi_dir.glob(f"*_{uid}.json")}
         if entry is not None and entry.cdi_file:
             cdi_files.add(self._s.cdi_dir / Path(entry.cdi_file).name)
         for f in cdi_files:
             with contextlib.suppress(FileNotFoundError):
                 f.unlink()
             remove_stale_temps(self._s.cdi_dir, f.name)
-        claim_dir = self._s.claims_host_dir / uid
-        shutil.rmtree(claim_dir, ignore_errors=True)
+        remove_claim_files(paths)
 
     def _unprepare_one(self, ref: ClaimRef, cp: ckpt.Checkpoint) -> ckpt.Checkpoint:
         validate_uid(ref.uid)

@@ -27,9 +27,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.checkpoint import COMPLETED, Checkpoint
 from vgpu_dra.core.hook_abi import RegionFormatError
-from vgpu_dra.core.prepare import CACHE_DIR_NAME, SHARED_CACHE_FILE
 from vgpu_dra.host.hook_region import read_usage
 
 log = logging.getLogger("vgpu_dra.node_agent")
@@ -115,13 +115,13 @@ class UsageCollector(Collector):
         for uid, entry in done.items():
             for uuid, nbytes in entry.memory_by_card.items():
                 per_card[uuid] = per_card.get(uuid, 0) + nbytes
-            region = self._claims_dir / uid / CACHE_DIR_NAME / SHARED_CACHE_FILE
-            if not entry.card_uuids or not region.exists():
-                continue  # no process has used the GPU yet
             try:
+                region = Path(ClaimPaths.for_claim(str(self._claims_dir), uid).region)
+                if not entry.card_uuids or not region.exists():
+                    continue  # no process has used the GPU yet
                 usage = read_usage(region)
-            except (OSError, RegionFormatError) as e:
-                log.warning("metrics: cannot read region %s: %s", region, e)
+            except (OSError, RegionFormatError, ValueError) as e:
+                log.warning("metrics: cannot read the region of claim %s: %s", uid, e)
                 self._errors += 1
                 continue
             pod = entry.consumers[0] if entry.consumers else entry.name

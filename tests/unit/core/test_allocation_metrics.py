@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from vgpu_dra.core.allocation_metrics import (
     CardAllocation,
     allocations,
@@ -54,6 +55,10 @@ def claim(*results: dict[str, Any], config: list[dict[str, Any]] | None = None) 
     if config is not None:
         devices["config"] = config
     return {"metadata": {"name": "c"}, "status": {"allocation": {"devices": devices}}}
+
+
+def vgpu(**fields: Any) -> dict[str, Any]:
+    return {"apiVersion": "vgpu.hami.io/v1alpha1", "kind": "VGpuConfig", **fields}
 
 
 def by_uuid(cards: tuple[CardAllocation, ...]) -> dict[str, CardAllocation]:
@@ -118,7 +123,7 @@ def test_replicas_count_devices_per_parent_card() -> None:
                     "requests": [],
                     "opaque": {
                         "driver": "vgpu.hami.io",
-                        "parameters": {"memory": "4Gi", "cores": 30},
+                        "parameters": vgpu(memory="4Gi", cores=30),
                     },
                 }
             ],
@@ -137,21 +142,59 @@ def test_config_precedence_and_request_filter() -> None:
         {
             "source": "FromClaim",
             "requests": ["other"],
-            "opaque": {"driver": "vgpu.hami.io", "parameters": {"memory": "1Gi"}},
+            "opaque": {"driver": "vgpu.hami.io", "parameters": vgpu(memory="1Gi")},
         },
         {
             "source": "FromClaim",
             "requests": ["gpu"],
-            "opaque": {"driver": "vgpu.hami.io", "parameters": {"memory": "2Gi"}},
+            "opaque": {"driver": "vgpu.hami.io", "parameters": vgpu(memory="2Gi")},
         },
         {
             "source": "FromClass",
-            "opaque": {"driver": "vgpu.hami.io", "parameters": {"memory": "3Gi", "cores": 5}},
+            "opaque": {"driver": "vgpu.hami.io", "parameters": vgpu(memory="3Gi", cores=5)},
         },
         {"source": "FromClaim", "opaque": {"driver": "other.io", "parameters": {"memory": "9Gi"}}},
     ]
     (a,) = allocations([claim(result("n1", "gpu-0-0"), config=cfg)])
     assert (a.config_memory_bytes, a.config_cores) == (2 * GI, 5)
+
+
+def config_for(request: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "source": "FromClaim",
+        "requests": [request],
+        "opaque": {"driver": "vgpu.hami.io", "parameters": vgpu(**fields)},
+    }
+
+
+@pytest.mark.parametrize(
+    ("config", "expected_b"),
+    [
+        # The node agent merges one config for the whole claim and plans every share
+        # with it: a config naming request "a" sets the memory of request "b" too.
+        pytest.param([config_for("a", memory="2Gi")], 2 * GI, id="claim-wide-like-prepare"),
+        pytest.param([config_for("nobody", memory="2Gi")], 6 * GI, id="no-request-of-ours"),
+        # A config the node agent refuses counts as none (even split), not as a guess.
+        pytest.param([config_for("a", memory="lots")], 6 * GI, id="invalid-is-none"),
+        pytest.param(
+            [{"opaque": {"driver": "vgpu.hami.io", "parameters": {"memory": "2Gi"}}}],
+            6 * GI,
+            id="no-apiversion-is-invalid",
+        ),
+    ],
+)
+def test_replicas_config_is_selected_claim_wide(
+    config: list[dict[str, Any]], expected_b: int
+) -> None:
+    claims = [
+        claim(
+            result("n1", "gpu-1-0", request="b"),
+            result("n1", "gpu-0-0", request="a"),
+            config=config,
+        )
+    ]
+    s = by_uuid(summarize(slices("n1", CARDS, Mode.REPLICAS), claims).cards)
+    assert s["GPU-b"].memory_bytes == expected_b  # 24Gi / 4 slots = 6Gi without config
 
 
 def test_other_drivers_unknown_devices_and_garbage() -> None:
@@ -173,6 +216,7 @@ def test_other_drivers_unknown_devices_and_garbage() -> None:
 
 
 def test_only_the_newest_generation_of_a_pool_counts() -> None:
+    """The generation rule itself is `core.published_slices`'s (tested there)."""
     old = slices("n1", [card(0, "GPU-old")], Mode.CONSUMABLE, generation=1)
     new = slices("n1", [card(0, "GPU-new")], Mode.CONSUMABLE, generation=2)
     inv = inventory([*old, *new])

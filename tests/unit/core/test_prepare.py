@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from tests.cdi_schema import validate_cdi_spec
 from vgpu_dra.api.vgpu_config import ConfigError, VGpuConfig, default_config, parse_config
 from vgpu_dra.core import cdi
+from vgpu_dra.core.allocation import AllocatedShare
 from vgpu_dra.core.claims import ClaimRef
 from vgpu_dra.core.hook_abi import (
     LIMITS_FILE_DEFAULT,
@@ -28,7 +29,6 @@ from vgpu_dra.core.hook_abi import (
 )
 from vgpu_dra.core.model import Card
 from vgpu_dra.core.prepare import (
-    AllocatedShare,
     ClaimPlan,
     PlanError,
     PrepareSettings,

@@ -5,8 +5,10 @@
 - GetPreferredAllocation: replicas of the cards the scheduler chose for the pending pod.
 - Allocate: the pending pod's next containers (`pending.PendingPods`); env and mounts
   come from `core.prepare.container_edits`, the same code as the DRA prepare path, with
-  a per-container host dir `<claims_dir>/legacy/<podUID>_<container>` holding the
-  limits file and the shared accounting region.
+  a per-container host dir `<claims_dir>/legacy/<podUID>_<container>`
+  (`core.allocation.ClaimPaths.for_container`) holding the limits file and the shared
+  accounting region, written by the DRA path's writer (`host.claim_files`): the
+  limits file is read-only (0444) on both paths.
 - PreStartContainer: nothing to do (not requested in the options).
 """
 
@@ -14,26 +16,24 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
 
 from vgpu_dra.api.vgpu_config import default_config
 from vgpu_dra.core import prepare
+from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.hami import annotations as ann
 from vgpu_dra.core.model import MIB, Card
-from vgpu_dra.host.files import atomic_write
+from vgpu_dra.host.claim_files import write_claim_files
 from vgpu_dra.kube.rest import JSON
 from vgpu_dra.legacy.deviceplugin import devices
 from vgpu_dra.legacy.deviceplugin.pending import AllocateError, PendingPods, PodAllocation
 from vgpu_dra.proto.deviceplugin.v1beta1 import api_pb2 as dp
 
 log = logging.getLogger("vgpu_dra.deviceplugin")
-
-LEGACY_DIR = "legacy"
 
 
 class DeviceBoard:
@@ -109,13 +109,10 @@ class DevicePluginServicer:
         board: DeviceBoard,
         pending: PendingPods,
         settings: prepare.PrepareSettings,
-        *,
-        make_dir: Callable[[Path, int], None] | None = None,
     ) -> None:
         self._board = board
         self._pending = pending
         self._settings = settings
-        self._make_dir = make_dir or _make_dir
 
     def GetDevicePluginOptions(  # noqa: N802 (gRPC method name)
         self, request: dp.Empty, context: Any
@@ -198,20 +195,17 @@ class DevicePluginServicer:
                         "scheduler is not on this node (stale inventory annotation?)"
                     )
                 card_shares.append(prepare.CardShare(card, d.usedmem * MIB, d.usedcores))
-            host_dir = f"{self._settings.claims_dir}/{LEGACY_DIR}/{alloc.uid}_{share.container}"
             try:
+                paths = ClaimPaths.for_container(
+                    self._settings.claims_dir, alloc.uid, share.container
+                )
                 edits = prepare.container_edits(
-                    card_shares, default_config(), self._settings, host_dir
+                    card_shares, default_config(), self._settings, paths
                 )
             except ValueError as e:
                 raise AllocateError(f"container {share.container}: {e}") from None
             try:
-                for path, mode in edits.host_dirs:
-                    self._make_dir(Path(path), mode)
-                if edits.limits_file is not None:
-                    atomic_write(
-                        Path(host_dir) / prepare.LIMITS_FILE_NAME, edits.limits_file.encode()
-                    )
+                write_claim_files(paths, edits.host_dirs, edits.limits_file)
             except OSError as e:
                 raise AllocateError(f"container {share.container}: host files: {e}") from None
             kind = self._settings.nvidia_cdi_kind
@@ -232,8 +226,3 @@ class DevicePluginServicer:
                 )
             )
         return out
-
-
-def _make_dir(path: Path, mode: int) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(mode)  # mkdir's mode is filtered by the umask

@@ -1,0 +1,112 @@
+"""vgpu_dra.core.published_slices: the one reader of our published slices (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from vgpu_dra.core.model import Card
+from vgpu_dra.core.published_slices import (
+    PublishedCard,
+    read_devices,
+    read_published,
+    whole_quantity,
+)
+from vgpu_dra.core.slices import Mode, SliceSettings, build_slices
+
+GI = 1 << 30
+
+
+def card(index: int, uuid: str, memory: int = 80 * GI, slots: int | None = None) -> Card:
+    return Card(
+        vendor="nvidia",
+        index=index,
+        uuid=uuid,
+        product_name="NVIDIA A100-SXM4-80GB",
+        memory_bytes=memory,
+        slots=slots,
+    )
+
+
+def slices(node: str, cards: list[Card], mode: Mode, generation: int = 1) -> list[dict[str, Any]]:
+    out = []
+    for spec in build_slices(node, cards, SliceSettings(mode=mode)):
+        spec["pool"]["generation"] = generation
+        out.append({"metadata": {"name": f"{node}-x"}, "spec": spec})
+    return out
+
+
+CARDS = [card(0, "GPU-a"), card(1, "GPU-b", memory=24 * GI, slots=4)]
+
+
+@pytest.mark.parametrize(
+    ("mode", "slots"), [(Mode.CONSUMABLE, {"GPU-a": 10, "GPU-b": 4}), (Mode.REPLICAS, None)]
+)
+def test_cards_read_back_what_slices_publish(mode: Mode, slots: dict[str, int] | None) -> None:
+    pub = read_published(slices("n1", CARDS, mode))
+    assert pub.cards[("n1", "GPU-b")] == PublishedCard(
+        node="n1",
+        pool="n1",
+        uuid="GPU-b",
+        index="1",
+        type="NVIDIA-NVIDIA A100-SXM4-80GB",
+        memory_bytes=24 * GI,
+        cores=100,
+        slots=4,  # consumable: the capacity; replicas: the replicas published
+    )
+    assert pub.cards[("n1", "GPU-a")].slots == 10
+    names = {d.name for d in pub.devices}
+    if mode is Mode.CONSUMABLE:
+        assert names == {"gpu-0", "gpu-1"} and not pub.replicas
+    else:
+        assert len(names) == 14 and pub.replicas == {("n1", n) for n in names}
+        assert pub.device_card[("n1", "gpu-1-3")] == ("n1", "GPU-b")
+        assert all(d.parent_uuid == d.card_uuid for d in pub.devices)
+
+
+def test_devices_carry_attributes_and_capacities() -> None:
+    (d0, _) = read_devices(slices("n1", CARDS, Mode.CONSUMABLE))
+    assert (d0.name, d0.vendor, d0.uuid, d0.index, d0.memory_bytes, d0.slots) == (
+        "gpu-0",
+        "nvidia",
+        "GPU-a",
+        "0",
+        80 * GI,
+        10,
+    )
+    assert not d0.replica
+
+
+def test_only_the_newest_generation_of_a_pool_counts() -> None:
+    old = slices("n1", [card(0, "GPU-old")], Mode.CONSUMABLE, generation=1)
+    new = slices("n1", [card(0, "GPU-new")], Mode.CONSUMABLE, generation=2)
+    other = slices("n2", [card(0, "GPU-n2")], Mode.CONSUMABLE, generation=1)
+    pub = read_published([*old, *new, *other])
+    assert sorted(pub.cards) == [("n1", "GPU-new"), ("n2", "GPU-n2")]
+    foreign = {"spec": {"driver": "x.io", "pool": {"name": "n1", "generation": 9}}}
+    assert list(read_published([*new, foreign]).cards) == [("n1", "GPU-new")]
+
+
+def test_garbage_is_skipped_not_guessed() -> None:
+    good = slices("n1", [card(0, "GPU-a")], Mode.CONSUMABLE)
+    spec = good[0]["spec"]
+    spec["devices"] += [
+        "junk",
+        {"name": 7},
+        {"name": "gpu-9", "attributes": {"uuid": "not-a-mapping"}, "capacity": {"memory": 1}},
+        {"name": "gpu-8", "capacity": {"memory": {"value": "lots"}}},
+    ]
+    devices = read_devices([*good, "junk", {"spec": None}])  # type: ignore[list-item]
+    assert [d.name for d in devices] == ["gpu-0", "gpu-9", "gpu-8"]
+    assert devices[1].uuid is None and devices[1].memory_bytes is None
+    assert devices[2].memory_bytes is None
+    assert list(read_published(good).cards) == [("n1", "GPU-a")]  # no uuid: no card
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("80Gi", 80 * GI), (5, 5), ("0", 0), ("-1", None), ("1.5", None), ("x", None), (True, None)],
+)
+def test_whole_quantity(value: object, expected: int | None) -> None:
+    assert whole_quantity(value) == expected

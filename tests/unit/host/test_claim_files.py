@@ -1,0 +1,57 @@
+"""vgpu_dra.host.claim_files: the one writer of a claim's host files."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from vgpu_dra.core.allocation import ClaimPaths
+from vgpu_dra.host.claim_files import LIMITS_FILE_MODE, remove_claim_files, write_claim_files
+
+UID = "4f1c2d3e-0000-4000-8000-000000000001"
+
+
+def mode(p: str | Path) -> int:
+    return stat.S_IMODE(Path(p).stat().st_mode)
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [
+        pytest.param(lambda root: ClaimPaths.for_claim(root, UID), id="claim"),
+        pytest.param(lambda root: ClaimPaths.for_container(root, "pod-1", "main"), id="container"),
+    ],
+)
+def test_dirs_get_their_modes_and_limits_are_read_only(tmp_path: Path, paths: object) -> None:
+    p: ClaimPaths = paths(str(tmp_path))  # type: ignore[operator]
+    dirs = [(p.dir, 0o755), (p.cache_dir, 0o1777), (str(tmp_path / "lock"), 0o1777)]
+    for _ in range(2):  # idempotent: a re-prepare replaces the read-only file
+        write_claim_files(p, dirs, "CUDA_DEVICE_MEMORY_LIMIT_0=1g\n")
+        assert Path(p.limits).read_text() == "CUDA_DEVICE_MEMORY_LIMIT_0=1g\n"
+        assert mode(p.limits) == LIMITS_FILE_MODE == 0o444
+        assert [mode(d) for d, _ in dirs] == [0o755, 0o1777, 0o1777]  # despite the umask
+    assert [f.name for f in Path(p.dir).iterdir() if f.name.endswith(".tmp")] == []
+
+
+def test_a_new_limits_text_replaces_the_old(tmp_path: Path) -> None:
+    p = ClaimPaths.for_claim(str(tmp_path), UID)
+    write_claim_files(p, [(p.dir, 0o755)], "old\n")
+    write_claim_files(p, [(p.dir, 0o755)], "new\n")
+    assert Path(p.limits).read_text() == "new\n" and mode(p.limits) == 0o444
+
+
+def test_no_limits_text_writes_no_file(tmp_path: Path) -> None:
+    p = ClaimPaths.for_claim(str(tmp_path), UID)
+    write_claim_files(p, [], None)
+    assert not Path(p.dir).exists()
+
+
+def test_remove_is_idempotent(tmp_path: Path) -> None:
+    p = ClaimPaths.for_claim(str(tmp_path), UID)
+    write_claim_files(p, [(p.dir, 0o755), (p.cache_dir, 0o1777)], "x\n")
+    Path(p.region).write_bytes(b"r")
+    remove_claim_files(p)
+    assert not Path(p.dir).exists()
+    remove_claim_files(p)  # nothing left: still success

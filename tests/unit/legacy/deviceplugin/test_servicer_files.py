@@ -1,0 +1,86 @@
+"""The device plugin's Allocate writes its per-container host files with the DRA
+path's writer: same dir modes, and a read-only (0444) limits file."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import pytest
+
+from vgpu_dra.core import prepare
+from vgpu_dra.core.allocation import ClaimPaths
+from vgpu_dra.core.hami import annotations as ann
+from vgpu_dra.core.model import MIB, Card
+from vgpu_dra.legacy.deviceplugin.pending import (
+    ContainerShare,
+    PendingPods,
+    PodAllocation,
+)
+from vgpu_dra.legacy.deviceplugin.servicer import DeviceBoard, DevicePluginServicer
+from vgpu_dra.proto.deviceplugin.v1beta1 import api_pb2 as dp
+
+T = TypeVar("T")
+POD_UID = "0b5c2d3e-0000-4000-8000-0000000000aa"
+CARD = Card("nvidia", 0, "GPU-0000-aaaa", "NVIDIA A100-SXM4-80GB", 80 * 1024 * MIB)
+
+
+class OnePod:
+    """Stands in for PendingPods (an API-server adapter): always the same pod."""
+
+    def __init__(self, container: str) -> None:
+        share = ContainerShare(0, container, (ann.ContainerDevice(CARD.uuid, "NVIDIA", 3000, 30),))
+        self.alloc = PodAllocation("ns", "p", POD_UID, (share,), done=True)
+
+    def allocate_with(
+        self, device_counts: Sequence[int], prepare: Callable[[Any, PodAllocation], T]
+    ) -> tuple[PodAllocation, T]:
+        return self.alloc, prepare({"metadata": {"uid": POD_UID}}, self.alloc)
+
+
+class AbortedError(Exception):
+    """What grpc's context.abort raises, for the test."""
+
+
+class Context:
+    def abort(self, code: object, details: str) -> None:
+        raise AbortedError(details)
+
+
+def servicer(tmp_path: Path, container: str = "main") -> DevicePluginServicer:
+    board = DeviceBoard()
+    board.set((CARD,), 10)
+    settings = prepare.PrepareSettings(
+        claims_dir=str(tmp_path / "claims"), vgpulock_dir=str(tmp_path / "lock")
+    )
+    return DevicePluginServicer(board, cast(PendingPods, OnePod(container)), settings)
+
+
+def allocate(s: DevicePluginServicer) -> dp.AllocateResponse:
+    req = dp.AllocateRequest(
+        container_requests=[dp.ContainerAllocateRequest(devices_ids=[f"{CARD.uuid}-0"])]
+    )
+    return s.Allocate(req, Context())
+
+
+def test_limits_file_is_read_only_like_the_dra_path(tmp_path: Path) -> None:
+    s = servicer(tmp_path)
+    for _ in range(2):  # a repeated Allocate (kubelet retry) rewrites the read-only file
+        (resp,) = allocate(s).container_responses
+        paths = ClaimPaths.for_container(str(tmp_path / "claims"), POD_UID, "main")
+        limits = Path(paths.limits)
+        assert "CUDA_DEVICE_MEMORY_LIMIT_0=3000m" in limits.read_text()
+        assert stat.S_IMODE(limits.stat().st_mode) == 0o444
+        assert stat.S_IMODE(Path(paths.dir).stat().st_mode) == prepare.CLAIM_DIR_MODE
+        assert stat.S_IMODE(Path(paths.cache_dir).stat().st_mode) == prepare.SHARED_DIR_MODE
+        mounts = {m.container_path: m.host_path for m in resp.mounts}
+        assert mounts["/etc/vgpu/limits"] == paths.limits
+
+
+@pytest.mark.parametrize("container", ["..", "a/b"])
+def test_a_container_name_is_never_a_path(tmp_path: Path, container: str) -> None:
+    with pytest.raises(AbortedError, match="cannot be a path component"):
+        allocate(servicer(tmp_path, container))
+    assert not (tmp_path / "claims").exists()

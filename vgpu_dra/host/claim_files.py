@@ -1,0 +1,46 @@
+"""The one writer of a claim's (or legacy container's) host files, for both the DRA
+prepare path (`node_agent.driver`) and the legacy device plugin.
+
+What is written is decided in core (`core.prepare` gives the dirs with their modes
+and the limits text; `core.allocation.ClaimPaths` gives the paths); this module only
+carries it out, the same way for both callers.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Final
+
+from vgpu_dra.core.allocation import ClaimPaths
+from vgpu_dra.host.files import atomic_write
+
+# Read-only for everyone, the owner included: a container (or a bug of ours) must not
+# change its own limits; a re-prepare replaces the file by rename, which the mode does
+# not prevent (renaming needs write access to the directory, not the file).
+LIMITS_FILE_MODE: Final = 0o444
+
+
+def write_claim_files(
+    paths: ClaimPaths, host_dirs: Iterable[tuple[str, int]], limits_text: str | None
+) -> None:
+    """Create every dir of `host_dirs` with its mode, then write `limits_text` (when
+    not None) to `paths.limits`, mode 0444, atomically.
+
+    Idempotent: a repeat with the same values leaves the same files (modes are set
+    again even on dirs that exist, as mkdir's mode is masked by the umask and a dir
+    may predate us). Raises OSError; a failure can leave some dirs created, never a
+    partial limits file."""
+    for path, mode in host_dirs:
+        d = Path(path)
+        d.mkdir(parents=True, exist_ok=True)
+        d.chmod(mode)
+    if limits_text is not None:
+        atomic_write(Path(paths.limits), limits_text.encode(), mode=LIMITS_FILE_MODE)
+
+
+def remove_claim_files(paths: ClaimPaths) -> None:
+    """Remove the claim dir with everything in it. Idempotent (a missing dir is
+    success); errors on individual files are ignored, as the next unprepare retries."""
+    shutil.rmtree(paths.dir, ignore_errors=True)
