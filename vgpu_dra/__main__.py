@@ -551,7 +551,7 @@ def _legacy_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _legacy(ns: argparse.Namespace) -> int:
     if ns.cmd == "extender":
-        from vgpu_dra.core.hami.placement_requests import RequestDefaults
+        from vgpu_dra.core.hami.requests import RequestDefaults
         from vgpu_dra.legacy.extender.app import ExtenderSettings, run
         from vgpu_dra.legacy.extender.extender import PlacementSettings
 

@@ -33,12 +33,8 @@ from vgpu_dra.core.hami.annotations import (
     NodeDevice,
     PodDevices,
 )
-from vgpu_dra.core.hami.placement_requests import (
-    MEM_PERCENT_UNSET,
-    ContainerRequest,
-    PodPolicy,
-    Weights,
-)
+from vgpu_dra.core.hami.policy import PodPolicy, Weights
+from vgpu_dra.core.hami.requests import MEM_PERCENT_UNSET, ContainerRequest
 
 # Reasons, as HAMi spells them (failure messages are "<n>/<cards> <Reason>").
 CARD_NOT_HEALTH: Final = "CardNotHealth"

@@ -14,12 +14,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from vgpu_dra.core.hami.filters import CardFilter
 from vgpu_dra.core.hami.requests import AskError, strip_names
 from vgpu_dra.webhook.decision import Allowed, Decision, TranslateSettings
 from vgpu_dra.webhook.facts import ClusterFacts
 from vgpu_dra.webhook.jsonpatch import pointer
 from vgpu_dra.webhook.podspec import ContainerAsks, DenyError
-from vgpu_dra.webhook.selectors import card_filter
 from vgpu_dra.webhook.templates import claim_template, resolve_mode, warnings
 
 JSON = dict[str, Any]
@@ -27,7 +27,7 @@ TRANSLATED_ANNOTATION = "vgpu.hami.io/translated"
 
 
 def translate_dra(
-    annotations: Mapping[str, Any],
+    filters: Mapping[str, CardFilter],
     spec: Mapping[str, Any],
     namespace: str,
     asks: list[ContainerAsks],
@@ -47,7 +47,6 @@ def translate_dra(
         for rc in entries
     ):
         return Allowed(reason="already carries vGPU claims")
-    str_annotations = {k: v for k, v in annotations.items() if isinstance(k, str)}
 
     templates: dict[str, JSON] = {}
     notes: list[str] = []
@@ -60,10 +59,8 @@ def translate_dra(
     for c, container_asks, names in order:
         claim_refs: list[JSON] = []
         for ask in container_asks:
-            vendor = next(v for v in s.vendors if v.vendor == ask.vendor)
-            f = card_filter(str_annotations, vendor)
             try:
-                tpl = claim_template(ask, f, facts, namespace, s.templates)
+                tpl = claim_template(ask, filters[ask.vendor], facts, namespace, s.templates)
             except AskError as e:
                 raise DenyError(f"{c.where}: {e}") from None
             mode = resolve_mode(ask.vendor, facts, s.templates)

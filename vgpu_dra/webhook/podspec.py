@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vgpu_dra.core.hami.requests import Ask
+from vgpu_dra.core.hami.requests import INIT, Ask, AskError, container_where, containers_of
 
 JSON = dict[str, Any]
 
@@ -28,14 +28,8 @@ class Container:
     body: Mapping[str, Any]
 
     @property
-    def name(self) -> str:
-        n = self.body.get("name")
-        return n if isinstance(n, str) else f"#{self.index}"
-
-    @property
     def where(self) -> str:
-        init = "init " if self.kind == "initContainers" else ""
-        return f"{init}container {self.name!r}"
+        return container_where(self.kind, self.index, self.body)
 
     @property
     def path(self) -> str:
@@ -50,7 +44,7 @@ class Container:
 
     @property
     def sidecar(self) -> bool:
-        return self.kind == "initContainers" and self.body.get("restartPolicy") == "Always"
+        return self.kind == INIT and self.body.get("restartPolicy") == "Always"
 
     @property
     def privileged(self) -> bool:
@@ -67,16 +61,11 @@ def mapping(value: object, what: str) -> Mapping[str, Any]:
 
 
 def containers(spec: Mapping[str, Any]) -> list[Container]:
-    out: list[Container] = []
-    for kind in ("containers", "initContainers"):
-        raw = spec.get(kind) or []
-        if not isinstance(raw, list):
-            raise DenyError(f"spec.{kind} must be a list")
-        for i, c in enumerate(raw):
-            if not isinstance(c, Mapping):
-                raise DenyError(f"spec.{kind}[{i}] must be an object")
-            out.append(Container(kind, i, c))
-    return out
+    """App containers, then init containers (the order messages are reported in)."""
+    try:
+        return [Container(kind, i, c) for kind, i, c in containers_of(spec)]
+    except AskError as e:
+        raise DenyError(str(e)) from None
 
 
 def has_legacy(containers: Sequence[Container], names: frozenset[str]) -> bool:

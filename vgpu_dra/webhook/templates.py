@@ -25,17 +25,13 @@ from typing import Any
 
 from vgpu_dra.api.quantity import format_binary
 from vgpu_dra.api.vgpu_config import API_VERSION, KIND, CorePolicyName, parse_config
+from vgpu_dra.core.hami.filters import CardFilter
 from vgpu_dra.core.hami.requests import Ask, AskError
 from vgpu_dra.core.model import MIB
 from vgpu_dra.core.slices import DRIVER_NAME
 from vgpu_dra.core.vendors import device_class_name
 from vgpu_dra.webhook.facts import CardModel, ClusterFacts
-from vgpu_dra.webhook.selectors import (
-    CardFilter,
-    capacity_equals,
-    cel_expressions,
-    type_equals,
-)
+from vgpu_dra.webhook.selectors import capacity_equals, cel_expressions, type_equals
 
 JSON = dict[str, Any]
 REQUEST = "gpu"

@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from vgpu_dra.core.hami.requests import AskError, parse_ask, vendor_of
+from vgpu_dra.core.hami.filters import CardFilter, CardFilterError, card_filter
+from vgpu_dra.core.hami.requests import AskError, container_asks
 from vgpu_dra.webhook.decision import Allowed, Decision, Denied, Mode, TranslateSettings
 from vgpu_dra.webhook.dra import TRANSLATED_ANNOTATION, translate_dra
 from vgpu_dra.webhook.facts import ClusterFacts
 from vgpu_dra.webhook.legacy import other_scheduler, translate_legacy
 from vgpu_dra.webhook.podspec import ContainerAsks, DenyError, containers, has_legacy, mapping
-from vgpu_dra.webhook.selectors import SelectorError
 
 __all__ = [
     "TRANSLATED_ANNOTATION",
@@ -53,7 +53,7 @@ def translate(
         return _translate(pod, namespace, s, facts)
     except DenyError as d:
         return Denied(d.message, d.code)
-    except (AskError, SelectorError) as e:
+    except (AskError, CardFilterError) as e:
         return Denied(str(e), 400)
 
 
@@ -77,13 +77,10 @@ def _translate(
         return Allowed(reason="already translated")
     asks: list[ContainerAsks] = []
     for c in pod_containers:
-        vendors = vendor_of(c.resources, s.vendors)
-        if not vendors:
-            continue
-        table = [v for v in s.vendors if v.vendor in vendors]
-        found = [parse_ask(c.resources, v, s.asks, c.where) for v in table]
-        names = frozenset(n for v in table for n in v.names())
-        asks.append((c, [a for a in found if a is not None], names))
+        present, found = container_asks(c.resources, s.vendors, s.asks, c.where)
+        if present:
+            names = frozenset(n for v in present for n in v.names())
+            asks.append((c, list(found), names))
     if not any(a for _, a, _ in asks):
         return Allowed(reason="no vGPU resources")
     if s.mode is Mode.LEGACY and other_scheduler(spec, s):
@@ -103,6 +100,13 @@ def _translate(
             "place vGPU requests; use a nodeSelector (kubernetes.io/hostname) instead",
             403,
         )
+    # Parsed in both modes: in legacy mode the extender parses the same annotations
+    # with the same parser, so a pod it would refuse is refused here, at once.
+    str_annotations = {k: v for k, v in annotations.items() if isinstance(k, str)}
+    filters: dict[str, CardFilter] = {}
+    for v in s.vendors:
+        if any(a.vendor == v.vendor for _, found, _ in asks for a in found):
+            filters[v.vendor] = card_filter(str_annotations, v)
     if s.mode is Mode.LEGACY:
         return translate_legacy(spec, pod_containers, asks, s)
-    return translate_dra(annotations, spec, namespace, asks, s, facts, meta)
+    return translate_dra(filters, spec, namespace, asks, s, facts, meta)

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from vgpu_dra.core import placement as pl
 from vgpu_dra.core.hami.annotations import ContainerDevice, NodeDevice
-from vgpu_dra.core.hami.placement_requests import ContainerRequest, PodPolicy, Weights
+from vgpu_dra.core.hami.policy import PodPolicy, Weights
+from vgpu_dra.core.hami.requests import ContainerRequest
 from vgpu_dra.core.placement import DeviceUsage, NodeState
 
 A100 = "NVIDIA-NVIDIA A100-SXM4-80GB"

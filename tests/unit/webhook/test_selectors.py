@@ -13,10 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vgpu_dra.core.hami.filters import CardFilter, card_filter
 from vgpu_dra.core.hami.requests import NVIDIA
 from vgpu_dra.core.slices import DRIVER_NAME
 from vgpu_dra.dev import cel
-from vgpu_dra.webhook.selectors import CardFilter, card_filter, cel_expressions
+from vgpu_dra.webhook.selectors import cel_expressions
 
 INJECTIONS = [
     '") || true || ("',

@@ -1,5 +1,11 @@
 """HAMi's legacy container resources (`nvidia.com/gpumem` & co.), parsed (pure).
 
+The one parser of a container's HAMi request, used by the admission webhook
+(`parse_ask` per vendor, `container_asks` per container) and by the legacy
+scheduler extender (`pod_requests`: the same asks as HAMi's per-container
+`ContainerRequest`s). Both therefore accept and refuse the same pods with the same
+messages.
+
 A container asks for vGPUs with extended resources in `resources.limits` (HAMi reads
 `requests` as a fallback). This module knows each vendor's resource and annotation
 names (reference/hami-compat.md §1.1-1.2, §2.2), applies HAMi's defaults and turns
@@ -15,16 +21,17 @@ a memory of 0 means "unset", as in HAMi.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, Final
 
 from vgpu_dra.api.quantity import QuantityError, parse_quantity
 
 MAX_COUNT = 16
-"""Devices per container. HAMi has no hard limit; a claim holds at most 32 results
-and no node we know of has more than 16 cards, so anything above is a typo."""
+"""Devices per container, on both paths. HAMi has no hard limit; a claim holds at
+most 32 results and no node we know of has more than 16 cards, so anything above is
+a typo."""
 MAX_MEMORY_MIB = 16 * 1024 * 1024
 """16 TiB per device: a `gpumem: 3Gi` (3221225472 MiB) typo is refused, not rounded."""
 FULL_CORES = 100
@@ -131,6 +138,20 @@ class AskSettings:
     default_cores: int = 0
     memory_factor: int = 1
     max_count: int = MAX_COUNT
+
+
+def RequestDefaults(  # noqa: N802 -- the CLI's spelling; it should build AskSettings
+    *, gpu_num: int = 1, memory_mib: int = 0, cores: int = 0, memory_factor: int = 1
+) -> AskSettings:
+    """HAMi's `defaultGPUNum`, `defaultMemory`, `defaultCores`, `memoryFactor` as the
+    webhook's AskSettings. Kept only for `vgpu_dra.__main__` (the extender's flags);
+    remove once it builds AskSettings itself."""
+    return AskSettings(
+        default_count=gpu_num,
+        default_memory_mib=memory_mib,
+        default_cores=cores,
+        memory_factor=memory_factor,
+    )
 
 
 @dataclass(frozen=True)
@@ -325,3 +346,123 @@ def strip_names(resources: Mapping[str, Any], names: frozenset[str]) -> dict[str
             else:
                 out.pop(key)
     return out
+
+
+# ---- containers of a pod ----------------------------------------------------------
+
+INIT: Final = "initContainers"
+APP: Final = "containers"
+
+
+def container_where(kind: str, index: int, body: Mapping[str, Any]) -> str:
+    """How messages name a container: `container 'train'`, `init container 'setup'`
+    (`'#<index>'` when it has no name)."""
+    name = body.get("name")
+    label = name if isinstance(name, str) else f"#{index}"
+    return f"{'init ' if kind == INIT else ''}container {label!r}"
+
+
+def containers_of(spec: Mapping[str, Any]) -> list[tuple[str, int, Mapping[str, Any]]]:
+    """`(kind, index, container)` for every app container, then every init container.
+
+    Raises AskError naming the field when a list or an entry has the wrong type.
+    """
+    out: list[tuple[str, int, Mapping[str, Any]]] = []
+    for kind in (APP, INIT):
+        raw = spec.get(kind) or []
+        if not isinstance(raw, list):
+            raise AskError(f"spec.{kind} must be a list")
+        for i, c in enumerate(raw):
+            if not isinstance(c, Mapping):
+                raise AskError(f"spec.{kind}[{i}] must be an object")
+            out.append((kind, i, c))
+    return out
+
+
+def container_asks(
+    resources: object, vendors: Sequence[VendorResources], s: AskSettings, where: str
+) -> tuple[tuple[VendorResources, ...], tuple[Ask, ...]]:
+    """The vendors whose legacy names `resources` carries (table order) and their asks
+    (a vendor asking for 0 devices has none). Raises AskError."""
+    if resources is None:
+        resources = {}
+    if not isinstance(resources, Mapping):
+        raise AskError(f"{where}: resources must be an object")
+    names = set(vendor_of(resources, tuple(vendors)))
+    present = tuple(v for v in vendors if v.vendor in names)
+    found = (parse_ask(resources, v, s, where) for v in present)
+    return present, tuple(a for a in found if a is not None)
+
+
+def init_container_count(pod: Mapping[str, Any]) -> int:
+    spec = pod.get("spec")
+    items = spec.get(INIT) if isinstance(spec, Mapping) else None
+    return len(items) if isinstance(items, list) else 0
+
+
+# ---- HAMi's ContainerDeviceRequest (what the extender places) --------------------
+
+MEM_PERCENT_UNSET: Final = 101  # HAMi's sentinel for "no gpumem-percentage"
+
+
+@dataclass(frozen=True)
+class ContainerRequest:
+    """One container's request as HAMi's scheduler sees it: `nums` distinct cards of
+    `type`, each with `memreq` MiB (or `mem_percentage` % of the card when memreq is
+    0) and `coresreq` %."""
+
+    nums: int
+    type: str = "NVIDIA"
+    memreq: int = 0
+    mem_percentage: int = MEM_PERCENT_UNSET
+    coresreq: int = 0
+
+    def memory_on(self, totalmem: int) -> int:
+        """MiB this request takes on a card with `totalmem` MiB (HAMi's Fit step 9)."""
+        if self.memreq > 0:
+            return self.memreq
+        if self.mem_percentage != MEM_PERCENT_UNSET:
+            return totalmem * self.mem_percentage // 100
+        return 0
+
+
+def container_request(ask: Ask, device_type: str = "NVIDIA") -> ContainerRequest:
+    """`ask` as HAMi's `GenerateResourceRequests` encodes it: no memory amount and no
+    percentage = 100 % of the card."""
+    if ask.memory_mib is not None:
+        percentage = MEM_PERCENT_UNSET
+    elif ask.memory_percent is not None:
+        percentage = ask.memory_percent
+    else:
+        percentage = 100
+    return ContainerRequest(
+        nums=ask.count,
+        type=device_type,
+        memreq=ask.memory_mib or 0,
+        mem_percentage=percentage,
+        coresreq=ask.cores,
+    )
+
+
+def pod_requests(
+    pod: Mapping[str, Any],
+    v: VendorResources = NVIDIA,
+    s: AskSettings = AskSettings(),
+    device_type: str = "NVIDIA",
+) -> tuple[ContainerRequest | None, ...]:
+    """Vendor `v`'s request per container, init containers first (HAMi's pod device
+    order), None for a container that asks `v` for nothing, so indexes are kept.
+
+    Containers are parsed in the webhook's order (app containers, then init
+    containers), so both report the same first error. Raises AskError.
+    """
+    spec = pod.get("spec")
+    if spec is None:
+        spec = {}
+    if not isinstance(spec, Mapping):
+        raise AskError(f"spec must be an object, got {type(spec).__name__}")
+    by_kind: dict[str, list[ContainerRequest | None]] = {APP: [], INIT: []}
+    for kind, i, c in containers_of(spec):
+        _, asks = container_asks(c.get("resources"), (v,), s, container_where(kind, i, c))
+        by_kind[kind].append(container_request(asks[0], device_type) if asks else None)
+    return (*by_kind[INIT], *by_kind[APP])

@@ -22,7 +22,16 @@ from typing import Any
 
 from vgpu_dra.core import placement as pl
 from vgpu_dra.core.hami import annotations as ann
-from vgpu_dra.core.hami import placement_requests as preq
+from vgpu_dra.core.hami.filters import CardFilterError
+from vgpu_dra.core.hami.policy import PolicyError, pod_policy
+from vgpu_dra.core.hami.requests import (
+    NVIDIA,
+    AskError,
+    AskSettings,
+    VendorResources,
+    init_container_count,
+    pod_requests,
+)
 from vgpu_dra.kube.nodelock import LockContentionError, NodeLocker
 from vgpu_dra.kube.rest import JSON, ApiError, Rest
 from vgpu_dra.legacy.extender.events import EventRecorder
@@ -37,8 +46,10 @@ MERGE = "application/merge-patch+json"
 class PlacementSettings:
     node_policy: str = pl.DEFAULT_NODE_POLICY
     gpu_policy: str = pl.DEFAULT_GPU_POLICY
-    names: preq.ResourceNames = field(default_factory=preq.ResourceNames)
-    defaults: preq.RequestDefaults = field(default_factory=preq.RequestDefaults)
+    vendor: VendorResources = NVIDIA
+    """The resource and card-filter names read (the webhook's table entry)."""
+    defaults: AskSettings = field(default_factory=AskSettings)
+    """HAMi's defaults, the same settings the webhook parses with."""
     bind_lock_wait_s: float = 20.0  # keep below the scheduler's extender httpTimeout
     sync_wait_s: float = 10.0
 
@@ -95,15 +106,18 @@ class Extender:
             names = [n["metadata"]["name"] for n in nodes.get("items") or []]
         if not isinstance(names, list):
             return {"error": "extender args carry neither nodenames nor nodes"}
+        # The webhook's parser and messages; policy annotations only matter (and are
+        # only checked) for a pod that asks for vGPUs, as in HAMi's Filter.
         try:
-            requests = preq.pod_requests(pod, self._settings.names, self._settings.defaults)
-            policy = preq.pod_policy((pod.get("metadata") or {}).get("annotations"))
-        except preq.RequestError as e:
+            requests = pod_requests(pod, self._settings.vendor, self._settings.defaults)
+            if not any(requests):
+                return {"nodenames": names}
+            annotations = (pod.get("metadata") or {}).get("annotations")
+            policy = pod_policy(annotations, self._settings.vendor)
+        except (AskError, CardFilterError, PolicyError) as e:
             msg = f"invalid vGPU request: {e}"
             self._event(pod, "Warning", "FilteringFailed", msg)
             return {"nodenames": [], "failedAndUnresolvableNodes": dict.fromkeys(names, msg)}
-        if not any(requests):
-            return {"nodenames": names}
         if not self._wait_synced():
             return {"error": "extender cache not synced yet"}
         uid = str(pod["metadata"].get("uid", ""))
@@ -114,7 +128,7 @@ class Extender:
                 states,
                 requests,
                 policy,
-                init_count=preq.init_container_count(pod),
+                init_count=init_container_count(pod),
                 default_node_policy=self._settings.node_policy,
                 default_gpu_policy=self._settings.gpu_policy,
             )
@@ -125,7 +139,7 @@ class Extender:
                 log.info("filter pod=%s: no node fits: %s", _ref(pod), msg)
                 return {"nodenames": [], "failedNodes": failed}
             value = ann.encode_pod_devices(decision.devices)
-            held = pl.collapse_usage(decision.devices, preq.init_container_count(pod))
+            held = pl.collapse_usage(decision.devices, init_container_count(pod))
             meta = pod["metadata"]
             entry = PodEntry(uid, meta["namespace"], meta["name"], decision.node, value, held)
             self._state.assume(entry)

@@ -24,7 +24,7 @@ from typing import Any
 
 from vgpu_dra.core import placement as pl
 from vgpu_dra.core.hami import annotations as ann
-from vgpu_dra.core.hami.placement_requests import init_container_count
+from vgpu_dra.core.hami.requests import init_container_count
 
 log = logging.getLogger("vgpu_dra.extender.state")
 

@@ -8,12 +8,6 @@ import pytest
 
 from vgpu_dra.core import placement as pl
 from vgpu_dra.core.hami import annotations as ann
-from vgpu_dra.core.hami.placement_requests import (
-    ContainerRequest,
-    RequestError,
-    pod_policy,
-    pod_requests,
-)
 from vgpu_dra.legacy.extender.extender import _summary
 from vgpu_dra.legacy.extender.state import ClusterState, PodEntry, node_entry, pod_entry
 
@@ -184,78 +178,6 @@ def test_restart_rebuilds_from_annotations_only() -> None:
     s.replace_pods(pods)
     [st], _ = s.node_states(["n1"])
     assert (st.devices[0].used, st.devices[0].usedmem, st.devices[0].usedcores) == (3, 3000, 15)
-
-
-def test_request_parsing_and_errors() -> None:
-    spec = {
-        "spec": {
-            "initContainers": [{"name": "i"}],
-            "containers": [
-                {
-                    "name": "a",
-                    "resources": {"limits": {"nvidia.com/gpu": "2", "nvidia.com/gpumem": "3000"}},
-                },
-                {"name": "b", "resources": {"limits": {"nvidia.com/gpumem-percentage": "150"}}},
-                {
-                    "name": "c",
-                    "resources": {
-                        "requests": {"nvidia.com/gpu": "1", "nvidia.com/gpucores": "250"}
-                    },
-                },
-            ],
-        }
-    }
-    assert pod_requests(spec) == (
-        None,
-        ContainerRequest(nums=2, memreq=3000),
-        ContainerRequest(nums=1, mem_percentage=100),  # clamped; count defaulted
-        ContainerRequest(nums=1, mem_percentage=100, coresreq=100),  # whole card by default
-    )
-    for limits in (
-        {"nvidia.com/gpumem": "1.5"},
-        {"nvidia.com/gpumem": "99999999999"},
-        {"nvidia.com/gpu": "x"},
-    ):
-        with pytest.raises(RequestError):
-            pod_requests({"spec": {"containers": [{"name": "x", "resources": {"limits": limits}}]}})
-    with pytest.raises(RequestError):
-        pod_requests({"spec": {"containers": "nope"}})
-    with pytest.raises(RequestError):
-        pod_requests({})
-
-
-@pytest.mark.parametrize(
-    "annotations",
-    [
-        {ann.NODE_POLICY: "random"},
-        {ann.GPU_POLICY: "binpack,fastest"},
-        {ann.NUMA_BIND: "maybe"},
-        {ann.SCORING_WEIGHTS: "slot=1,core=1"},
-        {ann.SCORING_WEIGHTS: "slot=0,core=0,memory=0"},
-        {ann.SCORING_WEIGHTS: "slot=1,core=-1,memory=1"},
-        {ann.SCORING_WEIGHTS: "slot=a,core=1,memory=1"},
-    ],
-)
-def test_bad_policy_annotations(annotations: dict[str, str]) -> None:
-    with pytest.raises(RequestError):
-        pod_policy(annotations)
-
-
-def test_policy_annotations() -> None:
-    p = pod_policy(
-        {
-            ann.NODE_POLICY: "spread",
-            ann.GPU_POLICY: "binpack,numa",
-            ann.USE_GPUTYPE: "A100, H100",
-            ann.NOUSE_GPUUUID: "GPU-x",
-            ann.NUMA_BIND: "true",
-            ann.SCORING_WEIGHTS: "slot=0,core=2,memory=1",
-        }
-    )
-    assert p.node_policy == "spread" and p.gpu_policy == ("binpack", "numa")
-    assert p.use_types == ("A100", "H100") and p.nouse_uuids == {"GPU-x"}
-    assert p.numa_bind and (p.weights.slot, p.weights.core, p.weights.memory) == (0, 2, 1)
-    assert pl.primary_policy(p.gpu_policy) == "binpack"
 
 
 def test_failure_summary_like_hami() -> None:
