@@ -368,3 +368,69 @@ def test_score_is_monotonic_in_usage(used: int, mem: int, cores: int, r: Contain
     a = card(0, count=10, mem=10**6, used=used, usedmem=mem, usedcores=cores)
     b = card(0, count=10, mem=10**6, used=used + 1, usedmem=mem + 1, usedcores=cores + 1)
     assert pl.device_score(b, r) > pl.device_score(a, r)
+
+
+# ---- property: choose_node stops early, and decides exactly as fitting every node ----
+
+_node_cards = st.lists(
+    st.tuples(
+        st.integers(1000, 16000),  # memory
+        st.integers(1, 4),  # slots
+        st.integers(0, 4),  # slots used
+        st.floats(0, 1),  # share of memory used
+        st.sampled_from([A100, T4]),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+def _exhaustive(
+    nodes: list[NodeState], requests: list[ContainerRequest | None], pol: PodPolicy
+) -> tuple[str | None, object, dict[str, str]]:
+    """The reference: fit the pod on every node, then pick by the node policy."""
+    fits = [pl.fit_pod(n, requests, pol) for n in nodes]
+    ok = [f for f in fits if f.ok]
+    failed = {f.node: f.reason for f in fits if not f.ok}
+    if not ok:
+        return None, None, failed
+    if (pol.node_policy or pl.DEFAULT_NODE_POLICY) == "spread":
+        best = min(ok, key=lambda f: (f.score, f.node))
+    else:
+        best = min(ok, key=lambda f: (-f.score, f.node))
+    return best.node, best.devices, failed
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(_node_cards, min_size=1, max_size=8),
+    st.lists(_request, min_size=1, max_size=2),
+    st.sampled_from(["binpack", "spread"]),
+    st.sampled_from(["binpack", "spread", "mutex"]),
+)
+def test_choose_node_decides_as_fitting_every_node(
+    nodes: list[list[tuple[int, int, int, float, str]]],
+    requests: list[ContainerRequest],
+    node_policy: str,
+    gpu_policy: str,
+) -> None:
+    states = []
+    for n, cards in enumerate(nodes):
+        devices = tuple(
+            DeviceUsage(
+                NodeDevice(f"GPU-{n}-{i}", i, slots, mem, 100, typ),
+                min(used, slots),
+                int(mem * share),
+                0,
+            )
+            for i, (mem, slots, used, share, typ) in enumerate(cards)
+        )
+        states.append(NodeState(f"node-{n % 3}-{n}", devices))
+    pol = PodPolicy(gpu_policy=(gpu_policy,), node_policy=node_policy)
+    got = pl.choose_node(states, list(requests), pol)
+    node, devices, failed = _exhaustive(states, list(requests), pol)
+    assert (got.node, got.devices) == (node, devices)
+    if node is None:
+        assert got.failed == failed  # nothing fits: every node's reason is reported
+    else:
+        assert set(got.failed) <= set(failed)

@@ -110,11 +110,12 @@ class ClusterState:
         self._pods: dict[str, PodEntry] = {}
         self._assumed: dict[str, PodEntry] = {}
         self._warned: set[tuple[str, str]] = set()
-        # index of effective entries (assumed over watched) per node, and the usage
-        # computed from it; a change to a pod or node invalidates that node's entry
+        # index of effective entries (assumed over watched) per node, and the node's
+        # state computed from it (usage, and the node score once asked); a change to a
+        # pod or node invalidates that node's entry, so /filter re-derives nothing else
         self._effective: dict[str, PodEntry] = {}
         self._by_node: dict[str, set[str]] = {}
-        self._usage: dict[str, tuple[pl.DeviceUsage, ...]] = {}
+        self._usage: dict[str, pl.NodeState] = {}
 
     def _refresh(self, uid: str) -> None:
         """Re-derive pod `uid`'s effective entry after _pods/_assumed changed."""
@@ -235,6 +236,10 @@ class ClusterState:
             states: list[pl.NodeState] = []
             failed: dict[str, str] = {}
             for name in names:
+                state = self._usage.get(name)
+                if state is not None:  # the common case: nothing changed on the node
+                    states.append(state)
+                    continue
                 entry = self._nodes.get(name)
                 if entry is None:
                     failed[name] = "node unregistered"
@@ -242,15 +247,14 @@ class ClusterState:
                 if entry.error:
                     failed[name] = entry.error
                     continue
-                usage = self._usage.get(name)
-                if usage is None:
-                    held = [self._effective[u].held for u in self._by_node.get(name, ())]
-                    usage = self._usage[name] = pl.node_usage(entry.devices, held)
-                states.append(
-                    pl.NodeState(
-                        name, usage, cordoned=entry.cordoned, pair_scores=entry.pair_scores
-                    )
+                held = [self._effective[u].held for u in self._by_node.get(name, ())]
+                state = self._usage[name] = pl.NodeState(
+                    name,
+                    pl.node_usage(entry.devices, held),
+                    cordoned=entry.cordoned,
+                    pair_scores=entry.pair_scores,
                 )
+                states.append(state)
             return states, failed
 
     def _warn_once(self, ref: str, version: str, msg: str) -> None:
