@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from vgpu_dra.core.slices import Mode
 
-from vgpu_dra.controller.app import FileDiscovery, InventoryFile
+from vgpu_dra.core.slices import Mode
 from vgpu_dra.dev.localcluster.build import BuildSettings, ensure_built
 from vgpu_dra.dev.localcluster.cluster import DEFAULT_VERSION, ClusterSettings, LocalCluster
 from vgpu_dra.gpu.discovery import Discovery
+from vgpu_dra.gpu.simulated import InventoryFile, SimulatedDiscovery
 from vgpu_dra.publisher.reconciler import ControllerSettings, SliceController
 
 
@@ -67,7 +67,7 @@ def scenario(
     write_inventory(inv, nodes, cards)
     rest = c.rest()
     shared = InventoryFile(inv)
-    discoveries: dict[str, Discovery] = {n: FileDiscovery(shared, n) for n in nodes}
+    discoveries: dict[str, Discovery] = {n: SimulatedDiscovery(shared, n) for n in nodes}
     ctl = SliceController(rest, discoveries, ControllerSettings(mode=mode))
     rows = []
     rows.append(("first publication", *measure(ctl, rest.counter)))

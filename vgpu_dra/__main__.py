@@ -59,13 +59,13 @@ def _translate_args(p: argparse.ArgumentParser) -> None:
         "--default-gpu-num", type=int, default=int(_env("VGPU_DRA_DEFAULT_GPU_NUM", "1"))
     )
     p.add_argument(
-        "--default-memory", type=int, default=int(_env("VGPU_DRA_DEFAULT_MEMORY", "0")),
+        "--default-memory",
+        type=int,
+        default=int(_env("VGPU_DRA_DEFAULT_MEMORY", "0")),
         help="MiB when a container sets no memory; 0 = the whole card",
     )
     p.add_argument("--default-cores", type=int, default=int(_env("VGPU_DRA_DEFAULT_CORES", "0")))
-    p.add_argument(
-        "--memory-factor", type=int, default=int(_env("VGPU_DRA_MEMORY_FACTOR", "1"))
-    )
+    p.add_argument("--memory-factor", type=int, default=int(_env("VGPU_DRA_MEMORY_FACTOR", "1")))
     p.add_argument(
         "--core-limit-policy",
         choices=["default", "force", "disable"],
@@ -431,7 +431,8 @@ def _kubelet_plugin(ns: argparse.Namespace) -> int:
 
     from vgpu_dra.core.claims import ClaimRef
     from vgpu_dra.core.prepare import PrepareSettings
-    from vgpu_dra.node_agent.app import NodeAgentSettings, detect_nvidia_cdi_kind, run
+    from vgpu_dra.gpu.nvidia_cdi import detect_nvidia_cdi_kind
+    from vgpu_dra.node_agent.app import NodeAgentSettings, run
     from vgpu_dra.node_agent.driver import DriverSettings, StepHook
     from vgpu_dra.node_agent.server import SocketSettings
     from vgpu_dra.publisher.reconciler import ControllerSettings
@@ -581,22 +582,15 @@ def _legacy(ns: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from vgpu_dra.controller.app import FileDiscovery, InventoryFile
     from vgpu_dra.core.prepare import PrepareSettings
-    from vgpu_dra.gpu.discovery import Discovery
+    from vgpu_dra.gpu.backend import open_discoveries
+    from vgpu_dra.gpu.nvidia_cdi import DEFAULT_CDI_DIRS, detect_nvidia_cdi_kind
     from vgpu_dra.kube.rest import Rest
     from vgpu_dra.legacy.deviceplugin.plugin import DevicePlugin, DevicePluginSettings
-    from vgpu_dra.node_agent.app import detect_nvidia_cdi_kind
 
     if not ns.node:
         raise ValueError("--node or $NODE_NAME is required")
-    discovery: Discovery
-    if ns.nvml:
-        from vgpu_dra.gpu.nvml import NvmlDiscovery
-
-        discovery = NvmlDiscovery(ns.node)
-    else:
-        discovery = FileDiscovery(InventoryFile(ns.inventory), ns.node)
+    [discovery] = open_discoveries((ns.node,), inventory=ns.inventory, use_nvml=ns.nvml).values()
     plugin = DevicePlugin(
         DevicePluginSettings(
             node_name=ns.node,
@@ -609,7 +603,7 @@ def _legacy(ns: argparse.Namespace) -> int:
                 lib_path=ns.lib_path,
                 preload_path=ns.preload_path,
                 claims_dir=str(ns.claims_dir),
-                nvidia_cdi_kind=detect_nvidia_cdi_kind((Path("/etc/cdi"), Path("/var/run/cdi"))),
+                nvidia_cdi_kind=detect_nvidia_cdi_kind(DEFAULT_CDI_DIRS),
                 default_slots=ns.slots,
             ),
         ),
@@ -622,6 +616,7 @@ def _legacy(ns: argparse.Namespace) -> int:
     done.wait()
     plugin.stop()
     return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

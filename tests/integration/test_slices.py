@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 import yaml
-from vgpu_dra.core.slices import Mode
 
 from tests.integration import kube
 from tests.integration.conftest import CONTROLLER_IDENTITY
-from vgpu_dra.controller.app import FileDiscovery
+from vgpu_dra.core.slices import Mode
 from vgpu_dra.dev.localcluster.cluster import LocalCluster
+from vgpu_dra.gpu.simulated import SimulatedDiscovery
 from vgpu_dra.kube.rest import Rest
 from vgpu_dra.publisher.reconciler import ControllerSettings, SliceController
 
@@ -57,7 +57,7 @@ def controller(c: LocalCluster, inv: Path, nodes: list[str], **kw: Any) -> Slice
         c.create_node(n)
     rest = c.rest(CONTROLLER_IDENTITY)
     settings = ControllerSettings(watch_timeout_s=2, resync_s=3600, **kw)
-    return SliceController(rest, {n: FileDiscovery(inv, n) for n in nodes}, settings)
+    return SliceController(rest, {n: SimulatedDiscovery(inv, n) for n in nodes}, settings)
 
 
 class Running:
@@ -312,7 +312,7 @@ def test_bad_inventory_publishes_nothing(
     if name.islower():
         dra_cluster.create_node(name)
     rest = dra_cluster.rest(CONTROLLER_IDENTITY)
-    ctl = SliceController(rest, {name: FileDiscovery(inv, name)}, ControllerSettings())
+    ctl = SliceController(rest, {name: SimulatedDiscovery(inv, name)}, ControllerSettings())
     [res] = ctl.reconcile_all()
     assert res.writes == 0
     assert res.error is not None and expect in res.error, res.error

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from vgpu_dra.controller.app import FileDiscovery, InventoryFile
 from vgpu_dra.core.claims import ClaimRef, DeviceHealth
 from vgpu_dra.core.slices import Mode, SliceSettings, device_name
+from vgpu_dra.gpu.backend import open_discoveries
 from vgpu_dra.gpu.discovery import Discovery
 from vgpu_dra.kube.claims import get_claim
 from vgpu_dra.kube.rest import Rest
@@ -40,18 +40,6 @@ class NodeAgentSettings:
     controller: ControllerSettings
     health_interval_s: float = 10.0
     metrics_port: int = 0
-
-
-def make_discovery(s: NodeAgentSettings) -> Discovery:
-    if s.use_nvml:
-        from vgpu_dra.gpu.nvml import NvmlDiscovery
-
-        return NvmlDiscovery(s.node_name)
-    if s.inventory is None:
-        raise ValueError("either --inventory FILE (simulated) or --nvml is required")
-    discovery = FileDiscovery(InventoryFile(s.inventory), s.node_name)
-    discovery.discover()  # fail fast, naming the file, for a bad inventory or unknown node
-    return discovery
 
 
 def device_health(
@@ -92,20 +80,6 @@ def device_health(
     return sorted(current.values(), key=lambda d: d.device_name)
 
 
-def detect_nvidia_cdi_kind(dirs: tuple[Path, ...]) -> str | None:
-    """`nvidia.com/gpu` when the NVIDIA container toolkit has written a CDI spec for
-    the GPUs on this host (then devices are exposed by CDI id), else None."""
-    for d in dirs:
-        for f in sorted(d.glob("*.json")) + sorted(d.glob("*.yaml")):
-            try:
-                text = f.read_text(errors="replace")
-            except OSError:
-                continue
-            if "nvidia.com/gpu" in text and not f.name.startswith("vgpu.hami.io"):
-                return "nvidia.com/gpu"
-    return None
-
-
 def run(
     s: NodeAgentSettings,
     stop: threading.Event | None = None,
@@ -120,7 +94,9 @@ def run(
     if s.metrics_port:
         start_http_server(s.metrics_port, addr="0.0.0.0", registry=registry)  # noqa: S104
     rest = Rest.from_kubeconfig(s.kubeconfig)
-    discovery = make_discovery(s)
+    [discovery] = open_discoveries(
+        (s.node_name,), inventory=s.inventory, use_nvml=s.use_nvml
+    ).values()
     ctl = SliceController(rest, {s.node_name: discovery}, s.controller, metrics)
     mode = ctl.resolve_mode()
     driver = VGpuDriver(
