@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vgpu_dra.core.slices import DRIVER_NAME, Mode, SliceSettings
+from vgpu_dra.core.slices import DRIVER_NAME, CapacityMode, SliceSettings
 from vgpu_dra.dev.localcluster.cluster import DEFAULT_VERSION
 
 if TYPE_CHECKING:
@@ -38,7 +38,9 @@ def _slice_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--core-scaling", type=int, default=int(_env("VGPU_DRA_CORE_SCALING", "1")))
 
 
-def _slice_settings(ns: argparse.Namespace, mode: Mode = Mode.CONSUMABLE) -> SliceSettings:
+def _slice_settings(
+    ns: argparse.Namespace, mode: CapacityMode = CapacityMode.CONSUMABLE
+) -> SliceSettings:
     return SliceSettings(
         driver_name=ns.driver_name,
         mode=mode,
@@ -81,12 +83,11 @@ def _translate_args(p: argparse.ArgumentParser) -> None:
 
 def _translate_settings(ns: argparse.Namespace) -> TranslateSettings:
     from vgpu_dra.core.hami.requests import AskSettings
-    from vgpu_dra.webhook.templates import CapacityMode, TemplateSettings
-    from vgpu_dra.webhook.translate import Mode as AdmissionMode
-    from vgpu_dra.webhook.translate import TranslateSettings
+    from vgpu_dra.webhook.templates import TemplateSettings
+    from vgpu_dra.webhook.translate import TranslateSettings, WebhookMode
 
     return TranslateSettings(
-        mode=AdmissionMode("dra" if ns.mode == "auto" else ns.mode),
+        mode=WebhookMode("dra" if ns.mode == "auto" else ns.mode),
         asks=AskSettings(
             default_count=ns.default_gpu_num,
             default_memory_mib=ns.default_memory,
@@ -95,7 +96,7 @@ def _translate_settings(ns: argparse.Namespace) -> TranslateSettings:
         ),
         templates=TemplateSettings(
             driver_name=ns.driver_name,
-            capacity_mode=CapacityMode(ns.capacity_mode),
+            capacity_mode=None if ns.capacity_mode == "auto" else CapacityMode(ns.capacity_mode),
             core_limit_policy=ns.core_limit_policy,
         ),
         scheduler_name=ns.scheduler_name,
@@ -141,7 +142,9 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--inventory", type=Path, required=True)
     r.add_argument("--node", required=True)
-    r.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.CONSUMABLE.value)
+    r.add_argument(
+        "--mode", choices=[m.value for m in CapacityMode], default=CapacityMode.CONSUMABLE.value
+    )
     r.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     _slice_args(r)
 
@@ -173,7 +176,9 @@ def parser() -> argparse.ArgumentParser:
         "every inventory node with --inventory)",
     )
     c.add_argument(
-        "--mode", choices=["auto", *[m.value for m in Mode]], default=_env("VGPU_DRA_MODE", "auto")
+        "--mode",
+        choices=["auto", *[m.value for m in CapacityMode]],
+        default=_env("VGPU_DRA_MODE", "auto"),
     )
     c.add_argument("--resync-seconds", type=float, default=60.0)
     c.add_argument("--metrics-port", type=int, default=int(_env("VGPU_DRA_METRICS_PORT", "0")))
@@ -237,7 +242,9 @@ def parser() -> argparse.ArgumentParser:
         help="unique per plugin process (the pod UID): rolling updates need distinct sockets",
     )
     k.add_argument(
-        "--mode", choices=["auto", *[m.value for m in Mode]], default=_env("VGPU_DRA_MODE", "auto")
+        "--mode",
+        choices=["auto", *[m.value for m in CapacityMode]],
+        default=_env("VGPU_DRA_MODE", "auto"),
     )
     k.add_argument(
         "--health-interval-seconds",
@@ -329,7 +336,7 @@ def _dispatch(ns: argparse.Namespace) -> int:
     if ns.cmd == "render-slices":
         from vgpu_dra.render import dump, render_slices
 
-        objs = render_slices(ns.inventory, ns.node, Mode(ns.mode), _slice_settings(ns))
+        objs = render_slices(ns.inventory, ns.node, CapacityMode(ns.mode), _slice_settings(ns))
         sys.stdout.write(dump(objs, ns.output))
         return 0
     if ns.cmd == "render-deviceclasses":
@@ -361,7 +368,7 @@ def _dispatch(ns: argparse.Namespace) -> int:
             AppSettings(
                 controller=ControllerSettings(
                     slices=_slice_settings(ns),
-                    mode=None if ns.mode == "auto" else Mode(ns.mode),
+                    mode=None if ns.mode == "auto" else CapacityMode(ns.mode),
                     resync_s=ns.resync_seconds,
                 ),
                 kubeconfig=ns.kubeconfig,
@@ -477,7 +484,8 @@ def _kubelet_plugin(ns: argparse.Namespace) -> int:
                 prepare=prepare,
             ),
             controller=ControllerSettings(
-                slices=_slice_settings(ns), mode=None if ns.mode == "auto" else Mode(ns.mode)
+                slices=_slice_settings(ns),
+                mode=None if ns.mode == "auto" else CapacityMode(ns.mode),
             ),
             health_interval_s=ns.health_interval_seconds,
             metrics_port=ns.metrics_port,

@@ -11,13 +11,15 @@ import yaml
 
 from vgpu_dra.core.names import validate_node_name
 from vgpu_dra.core.publish import plan_pool
-from vgpu_dra.core.slices import Mode, SliceSettings, build_slices
+from vgpu_dra.core.slices import CapacityMode, SliceSettings, build_slices
 from vgpu_dra.gpu.simulated import SimulatedDiscovery
 
 JSON = dict[str, Any]
 
 
-def render_slices(inventory: Path, node: str, mode: Mode, settings: SliceSettings) -> list[JSON]:
+def render_slices(
+    inventory: Path, node: str, mode: CapacityMode, settings: SliceSettings
+) -> list[JSON]:
     """Full ResourceSlice objects for `node` as a first publication would create them.
 
     Raises InventoryError / InvalidNameError / SliceBuildError / UnknownVendorError

@@ -14,7 +14,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, start_http_server
 
 from vgpu_dra.core.claims import ClaimRef, DeviceHealth
-from vgpu_dra.core.slices import Mode, SliceSettings, device_name
+from vgpu_dra.core.slices import CapacityMode, SliceSettings, device_name
 from vgpu_dra.gpu.backend import open_discoveries
 from vgpu_dra.gpu.discovery import Discovery
 from vgpu_dra.kube.claims import get_claim
@@ -45,7 +45,7 @@ class NodeAgentSettings:
 def device_health(
     discovery: Discovery,
     slices: SliceSettings,
-    mode: Mode,
+    mode: CapacityMode,
     seen: dict[str, DeviceHealth],
     now: int,
 ) -> list[DeviceHealth]:
@@ -61,7 +61,7 @@ def device_health(
     for card in inv.cards:
         names = (
             [device_name(card)]
-            if mode is Mode.CONSUMABLE
+            if mode is CapacityMode.CONSUMABLE
             else [f"{device_name(card)}-{k}" for k in range(card.slots or slices.default_slots)]
         )
         for n in names:

@@ -42,7 +42,7 @@ from vgpu_dra.core.prepare import (
     check_replicas_capacity,
     plan_claim,
 )
-from vgpu_dra.core.slices import Mode
+from vgpu_dra.core.slices import CapacityMode
 from vgpu_dra.gpu.discovery import Discovery
 from vgpu_dra.host.files import FileLock, atomic_write, remove_stale_temps
 from vgpu_dra.kube.rest import JSON, ApiError
@@ -183,7 +183,7 @@ class VGpuDriver:
         except ConfigError as e:
             raise PlanError(f"invalid opaque config: {e}") from None
         plan = plan_claim(ref, shares, config, mode, self._s.prepare)
-        if mode is Mode.REPLICAS:
+        if mode is CapacityMode.REPLICAS:
             self._check_overcommit(ref, plan.memory_by_card, cp, cards)
         cp = ckpt.started(
             cp,
@@ -236,7 +236,7 @@ class VGpuDriver:
 
     def _shares(
         self, ref: ClaimRef, claim: JSON, cards: Mapping[int, Card]
-    ) -> tuple[list[AllocatedShare], Mode]:
+    ) -> tuple[list[AllocatedShare], CapacityMode]:
         driver = self._s.prepare.driver_name
         results = [
             r
@@ -272,7 +272,7 @@ class VGpuDriver:
                     card=card,
                 )
             )
-        return shares, Mode.REPLICAS if replicas else Mode.CONSUMABLE
+        return shares, CapacityMode.REPLICAS if replicas else CapacityMode.CONSUMABLE
 
     def _configs(self, claim: JSON) -> list[ConfigSource]:
         """Our opaque parameters that apply to our requests: class config first,

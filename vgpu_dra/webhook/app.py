@@ -26,7 +26,7 @@ from vgpu_dra.webhook.kube import SliceFacts, TemplateStore, dra_available
 from vgpu_dra.webhook.metrics import AdmissionMetrics
 from vgpu_dra.webhook.server import ServerSettings, serve
 from vgpu_dra.webhook.service import Admitter, StaticFacts
-from vgpu_dra.webhook.translate import Allowed, Mode, TranslateSettings, translate
+from vgpu_dra.webhook.translate import Allowed, TranslateSettings, WebhookMode, translate
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def build_admitter(settings: WebhookSettings, rest: Rest) -> Admitter:
         log.info(
             "resource.k8s.io/v1 %s: %s mode", "served" if mode == "dra" else "not served", mode
         )
-    ts = replace(settings.translate, mode=Mode(mode))
+    ts = replace(settings.translate, mode=WebhookMode(mode))
     facts = SliceFacts(
         rest,
         ts.templates.driver_name,

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from vgpu_dra.core.hami.requests import AskError, parse_ask, vendor_of
-from vgpu_dra.webhook.decision import Allowed, Decision, Denied, Mode, TranslateSettings
+from vgpu_dra.webhook.decision import Allowed, Decision, Denied, TranslateSettings, WebhookMode
 from vgpu_dra.webhook.dra import TRANSLATED_ANNOTATION, translate_dra
 from vgpu_dra.webhook.facts import ClusterFacts
 from vgpu_dra.webhook.legacy import other_scheduler, translate_legacy
@@ -27,8 +27,8 @@ __all__ = [
     "Allowed",
     "Decision",
     "Denied",
-    "Mode",
     "TranslateSettings",
+    "WebhookMode",
     "has_vgpu_resources",
     "translate",
 ]
@@ -86,7 +86,7 @@ def _translate(
         asks.append((c, [a for a in found if a is not None], names))
     if not any(a for _, a, _ in asks):
         return Allowed(reason="no vGPU resources")
-    if s.mode is Mode.LEGACY and other_scheduler(spec, s):
+    if s.mode is WebhookMode.LEGACY and other_scheduler(spec, s):
         return Allowed(reason=f"schedulerName {spec.get('schedulerName')!r} is set by the user")
     for c in pod_containers:
         if c.privileged:
@@ -103,6 +103,6 @@ def _translate(
             "place vGPU requests; use a nodeSelector (kubernetes.io/hostname) instead",
             403,
         )
-    if s.mode is Mode.LEGACY:
+    if s.mode is WebhookMode.LEGACY:
         return translate_legacy(spec, pod_containers, asks, s)
     return translate_dra(annotations, spec, namespace, asks, s, facts, meta)
