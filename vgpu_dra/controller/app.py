@@ -1,8 +1,11 @@
-"""Composition root of the slice controller: build collaborators, run the loop."""
+"""Composition root of `vgpu-dra controller`: its flags (`add_arguments`), their
+translation into `AppSettings` (`main`), then build collaborators and run the loop."""
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass
@@ -12,7 +15,10 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from vgpu_dra.controller.allocation_collector import AllocationCollector
 from vgpu_dra.gpu.backend import open_discoveries
+from vgpu_dra.gpu.flags import add_discovery_arguments
+from vgpu_dra.kube.flags import add_kubeconfig_argument
 from vgpu_dra.kube.rest import Rest
+from vgpu_dra.publisher import flags as slice_flags
 from vgpu_dra.publisher.metrics import ControllerMetrics
 from vgpu_dra.publisher.reconciler import ControllerSettings, SliceController
 
@@ -53,3 +59,49 @@ def run(s: AppSettings) -> int:
     log.info("slice controller starting for %d node(s)", len(discoveries))
     ctl.run(stop)
     return 0
+
+
+def add_arguments(p: argparse.ArgumentParser, cmd: str = "controller") -> None:
+    add_kubeconfig_argument(p)
+    add_discovery_arguments(p).add_argument(
+        "--allocation-metrics-only",
+        action="store_true",
+        help="publish nothing (node agents do); serve the cluster-wide per-card allocation "
+        "metrics on --metrics-port",
+    )
+    p.add_argument(
+        "--node",
+        action="append",
+        default=[],
+        help="node(s) to publish for (default: $NODE_NAME with --nvml, "
+        "every inventory node with --inventory)",
+    )
+    slice_flags.add_mode_argument(p)
+    p.add_argument("--resync-seconds", type=float, default=60.0)
+    p.add_argument(
+        "--metrics-port", type=int, default=int(os.environ.get("VGPU_DRA_METRICS_PORT", "0"))
+    )
+    slice_flags.add_slice_arguments(p)
+
+
+def main(ns: argparse.Namespace) -> int:
+    nodes = tuple(ns.node) or (
+        (os.environ["NODE_NAME"],) if ns.nvml and "NODE_NAME" in os.environ else ()
+    )
+    if ns.nvml and not nodes:
+        raise ValueError("--nvml needs --node or $NODE_NAME")
+    return run(
+        AppSettings(
+            controller=ControllerSettings(
+                slices=slice_flags.slice_settings(ns),
+                mode=slice_flags.mode(ns),
+                resync_s=ns.resync_seconds,
+            ),
+            kubeconfig=ns.kubeconfig,
+            inventory=ns.inventory,
+            nodes=nodes,
+            use_nvml=ns.nvml,
+            metrics_port=ns.metrics_port,
+            metrics_only=ns.allocation_metrics_only,
+        )
+    )
