@@ -25,10 +25,11 @@ from vgpu_dra.kube.nodelock import LockSettings, NodeLocker
 from vgpu_dra.kube.rest import Rest
 from vgpu_dra.legacy.extender.events import EventRecorder
 from vgpu_dra.legacy.extender.extender import Extender, PlacementSettings
-from vgpu_dra.legacy.extender.http import ExtenderServer
+from vgpu_dra.legacy.extender.http import MAX_BODY, ExtenderServer
 from vgpu_dra.legacy.extender.informer import Informer
 from vgpu_dra.legacy.extender.metrics import ExtenderMetrics
 from vgpu_dra.legacy.extender.state import ClusterState
+from vgpu_dra.serving.https import ServerSettings
 
 log = logging.getLogger("vgpu_dra.extender.app")
 
@@ -86,27 +87,31 @@ class ExtenderApp:
         self.registry = CollectorRegistry()
         self.metrics = ExtenderMetrics(self.registry)  # served at GET /metrics
         self.server = ExtenderServer(
-            (settings.bind_address, settings.port), self.extender, self.metrics
+            ServerSettings(
+                host=settings.bind_address,
+                port=settings.port,
+                cert_file=settings.cert_file,
+                key_file=settings.key_file,
+                max_body_bytes=MAX_BODY,
+            ),
+            self.extender,
+            self.metrics,
         )
-        if settings.cert_file and settings.key_file:
-            self.server.use_tls(settings.cert_file, settings.key_file)
 
     @property
     def url(self) -> str:
-        scheme = "https" if self.settings.cert_file else "http"
-        return f"{scheme}://{self.settings.bind_address}:{self.server.port}"
+        return f"{self.server.scheme}://{self.settings.bind_address}:{self.server.port}"
 
     def start(self) -> ExtenderApp:
         for i in self._informers:
             i.start(self.stop_event)
-        self.server.serve_in_thread()
+        self.server.start()
         log.info("extender serving on %s", self.url)
         return self
 
     def stop(self) -> None:
         self.stop_event.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
         if self.events is not None:
             self.events.close()
 
