@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vgpu_dra.core.claims import ClaimRef
 
 from tests.cdi_schema import validate_cdi_spec
 from tests.integration import kube
 from tests.integration.agent import Agent, AgentDirs
 from tests.integration.test_slices import a100, inventory
+from vgpu_dra.core.claims import ClaimRef
 from vgpu_dra.dev.localcluster.cluster import LocalCluster
 from vgpu_dra.kube.rest import Rest
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import yaml
-from vgpu_dra.core.deviceclasses import device_classes
-from vgpu_dra.core.slices import DRIVER_NAME
 
 from vgpu_dra.__main__ import main
+from vgpu_dra.core.deviceclasses import device_classes
+from vgpu_dra.core.slices import DRIVER_NAME
 
 JSON = dict[str, Any]
 REPO = Path(__file__).resolve().parents[2]
