@@ -36,6 +36,7 @@ from vgpu_dra.kube.rest import JSON, Rest
 from vgpu_dra.legacy.extender.extender import Extender, PlacementSettings
 from vgpu_dra.legacy.extender.http import ExtenderServer
 from vgpu_dra.legacy.extender.state import ClusterState
+from vgpu_dra.serving.https import ServerSettings
 
 NV = ann.vendor_keys("nvidia")
 
@@ -133,8 +134,7 @@ def filter_latency(n_nodes: int, calls: int, seed: int = 1) -> dict[str, Stats]:
         assert result.get("nodenames"), result
     out["decision (in-process)"] = _stats(times)
 
-    server = ExtenderServer(("127.0.0.1", 0), ext)
-    server.serve_in_thread()
+    server = ExtenderServer(ServerSettings(host="127.0.0.1", port=0), ext).start()
     try:
         out["HTTP keep-alive, GPU pod"] = _http(server.port, bodies, keep_alive=True)
         out["HTTP keep-alive, pod without GPU"] = _http(
@@ -142,8 +142,7 @@ def filter_latency(n_nodes: int, calls: int, seed: int = 1) -> dict[str, Stats]:
         )
         out["HTTP new connection per call, GPU pod"] = _http(server.port, bodies, keep_alive=False)
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
     return out
 
 

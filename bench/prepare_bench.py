@@ -20,12 +20,11 @@ import time
 from functools import partial
 from pathlib import Path
 
-from vgpu_dra.core.claims import ClaimRef
-
 from tests.integration import kube
 from tests.integration.agent import Agent, AgentDirs
 from tests.integration.conftest import NODE_AGENT_IDENTITY, NODE_AGENT_USER, REPO
 from tests.integration.test_slices import a100, inventory
+from vgpu_dra.core.claims import ClaimRef
 from vgpu_dra.dev.localcluster.build import BuildSettings, ensure_built
 from vgpu_dra.dev.localcluster.cluster import DEFAULT_VERSION, ClusterSettings, LocalCluster
 

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from vgpu_dra.core.slices import Mode
 
-from vgpu_dra.controller.app import FileDiscovery, InventoryFile
+from vgpu_dra.core.slices import CapacityMode
 from vgpu_dra.dev.localcluster.build import BuildSettings, ensure_built
 from vgpu_dra.dev.localcluster.cluster import DEFAULT_VERSION, ClusterSettings, LocalCluster
 from vgpu_dra.gpu.discovery import Discovery
+from vgpu_dra.gpu.simulated import InventoryFile, SimulatedDiscovery
 from vgpu_dra.publisher.reconciler import ControllerSettings, SliceController
 
 
@@ -58,7 +58,7 @@ def measure(ctl: SliceController, rest_counter: Any) -> tuple[float, int, int]:
 
 
 def scenario(
-    c: LocalCluster, tmp: Path, prefix: str, n_nodes: int, cards: int, mode: Mode
+    c: LocalCluster, tmp: Path, prefix: str, n_nodes: int, cards: int, mode: CapacityMode
 ) -> list[tuple[str, float, int, int]]:
     nodes = [f"{prefix}-{i:03d}" for i in range(n_nodes)]
     for n in nodes:
@@ -67,7 +67,7 @@ def scenario(
     write_inventory(inv, nodes, cards)
     rest = c.rest()
     shared = InventoryFile(inv)
-    discoveries: dict[str, Discovery] = {n: FileDiscovery(shared, n) for n in nodes}
+    discoveries: dict[str, Discovery] = {n: SimulatedDiscovery(shared, n) for n in nodes}
     ctl = SliceController(rest, discoveries, ControllerSettings(mode=mode))
     rows = []
     rows.append(("first publication", *measure(ctl, rest.counter)))
@@ -88,7 +88,7 @@ def main() -> int:
     bin_dir = ensure_built(BuildSettings(version=DEFAULT_VERSION, cache_root=cache))
     print(f"{'scenario':<44} {'pass':<26} {'seconds':>8} {'writes':>6} {'errors':>6}")
     with tempfile.TemporaryDirectory() as t, LocalCluster(ClusterSettings(bin_dir=bin_dir)) as c:
-        for mode in (Mode.CONSUMABLE, Mode.REPLICAS):
+        for mode in (CapacityMode.CONSUMABLE, CapacityMode.REPLICAS):
             for n_nodes, label in ((1, "1 node"), (ns.nodes, f"{ns.nodes} nodes")):
                 name = f"{label} x {ns.cards} cards, {mode.value}"
                 prefix = f"b{mode.value[0]}{n_nodes}"

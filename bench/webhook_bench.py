@@ -36,7 +36,6 @@ from typing import Any
 
 from vgpu_dra.core.model import Card
 from vgpu_dra.core.slices import SliceSettings, build_slices
-
 from vgpu_dra.dev.localcluster.certs import make_pki
 from vgpu_dra.webhook.facts import facts_from_slices
 from vgpu_dra.webhook.review import ReviewError, parse_review
@@ -156,7 +155,7 @@ def asgi_app(adm: Admitter) -> Callable[[Scope, Receive, Send], Awaitable[None]]
 
 def serve(server: str, port: int, cert: Path, key: Path) -> None:
     if server == "aiohttp":
-        from vgpu_dra.webhook.server import ServerSettings
+        from vgpu_dra.serving.https import ServerSettings
         from vgpu_dra.webhook.server import serve as serve_aiohttp
 
         async def main() -> None:

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-from vgpu_dra.core.slices import Mode
 
 from tests.integration import kube
 from tests.integration.conftest import CONTROLLER_IDENTITY
 from tests.integration.test_slices import a100, controller, inventory
 from vgpu_dra.api.quantity import parse_quantity
 from vgpu_dra.controller.allocation_collector import AllocationCollector
+from vgpu_dra.core.slices import CapacityMode
 from vgpu_dra.dev.localcluster.cluster import LocalCluster
 from vgpu_dra.kube.rest import JSON, Rest
 
@@ -116,7 +116,7 @@ def test_replicas_count_allocated_replicas_per_parent_card(
 ) -> None:
     node = "am-b"
     inv = inventory(tmp_path / "inv.yaml", {node: [a100(uuid="GPU-am-r", slots=4)]})
-    ctl = controller(dra_cluster, inv, [node], mode=Mode.REPLICAS)
+    ctl = controller(dra_cluster, inv, [node], mode=CapacityMode.REPLICAS)
     assert ctl.reconcile_all()[0].devices == 4
     admin = dra_cluster.rest()
     config = {"apiVersion": "vgpu.hami.io/v1alpha1", "kind": "VGpuConfig", "memory": "4Gi"}

@@ -22,12 +22,12 @@ from tests.integration import kube
 from tests.integration.conftest import NODE_AGENT_IDENTITY, REPO
 from tests.integration.test_slices import a100, inventory
 from vgpu_dra.api.vgpu_config import default_config
-from vgpu_dra.controller.app import FileDiscovery
 from vgpu_dra.core import prepare
 from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.hami import annotations as ann
 from vgpu_dra.core.model import MIB
 from vgpu_dra.dev.localcluster.cluster import LocalCluster
+from vgpu_dra.gpu.simulated import SimulatedDiscovery
 from vgpu_dra.kube.nodelock import NodeLocker
 from vgpu_dra.kube.nodes import create_fake_node
 from vgpu_dra.kube.rest import JSON, Rest
@@ -59,7 +59,7 @@ def setup(dra_cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator
     kube.namespace(admin, node)
     root = Path(tempfile.mkdtemp(prefix="dp-", dir="/tmp"))  # short: unix socket paths
     inv = inventory(root / "inv.yaml", {node: [a100(count=2)]})
-    discovery = FileDiscovery(inv, node)
+    discovery = SimulatedDiscovery(inv, node)
     uuids = [c.uuid for c in discovery.discover().cards]
     settings = DevicePluginSettings(
         node_name=node,

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 import yaml
-from vgpu_dra.core.slices import Mode
 
 from tests.integration import kube
 from tests.integration.conftest import CONTROLLER_IDENTITY
-from vgpu_dra.controller.app import FileDiscovery
+from vgpu_dra.core.slices import CapacityMode
 from vgpu_dra.dev.localcluster.cluster import LocalCluster
+from vgpu_dra.gpu.simulated import SimulatedDiscovery
 from vgpu_dra.kube.rest import Rest
 from vgpu_dra.publisher.reconciler import ControllerSettings, SliceController
 
@@ -57,7 +57,7 @@ def controller(c: LocalCluster, inv: Path, nodes: list[str], **kw: Any) -> Slice
         c.create_node(n)
     rest = c.rest(CONTROLLER_IDENTITY)
     settings = ControllerSettings(watch_timeout_s=2, resync_s=3600, **kw)
-    return SliceController(rest, {n: FileDiscovery(inv, n) for n in nodes}, settings)
+    return SliceController(rest, {n: SimulatedDiscovery(inv, n) for n in nodes}, settings)
 
 
 class Running:
@@ -91,7 +91,7 @@ def test_three_30gi_claims_on_an_80gi_card(
 ) -> None:
     ctl = controller(dra_cluster, inventory(tmp_path / "inv.yaml", {"cap-a": [a100()]}), ["cap-a"])
     assert ctl.reconcile_all()[0].error is None
-    assert ctl.mode is Mode.CONSUMABLE
+    assert ctl.mode is CapacityMode.CONSUMABLE
     kube.namespace(admin, "cap-a")
     names = ["share-1", "share-2", "share-3"]
     for n in names:
@@ -162,7 +162,7 @@ def test_gate_off_publishes_replicas_and_claims_allocate_them(
     admin = c.rest()
     ctl = controller(c, inventory(tmp_path / "inv.yaml", {"rep-a": [a100(slots=3)]}), ["rep-a"])
     res = ctl.reconcile_all()
-    assert ctl.mode is Mode.REPLICAS
+    assert ctl.mode is CapacityMode.REPLICAS
     assert res[0].devices == 3
     [slice_] = kube.pool_slices(admin, "rep-a")
     assert [d["name"] for d in slice_["spec"]["devices"]] == ["gpu-0-0", "gpu-0-1", "gpu-0-2"]
@@ -279,14 +279,14 @@ def test_pool_split_above_128_devices(
 ) -> None:
     # 14 cards x 10 replicas = 140 devices: two slices, one generation, count 2.
     inv = inventory(tmp_path / "inv.yaml", {"split-a": [a100(count=14)]})
-    res = controller(dra_cluster, inv, ["split-a"], mode=Mode.REPLICAS).reconcile_all()[0]
+    res = controller(dra_cluster, inv, ["split-a"], mode=CapacityMode.REPLICAS).reconcile_all()[0]
     assert (res.writes, res.devices) == (2, 140)
     slices = kube.pool_slices(admin, "split-a")
     assert sorted(len(s["spec"]["devices"]) for s in slices) == [12, 128]
     assert {s["spec"]["pool"]["resourceSliceCount"] for s in slices} == {2}
     # Shrinking to one slice deletes the surplus one and rewrites the other.
     inventory(inv, {"split-a": [a100(count=2)]})
-    res = controller(dra_cluster, inv, ["split-a"], mode=Mode.REPLICAS).reconcile_all()[0]
+    res = controller(dra_cluster, inv, ["split-a"], mode=CapacityMode.REPLICAS).reconcile_all()[0]
     assert (res.writes, res.generation) == (2, 2)
     [s] = kube.pool_slices(admin, "split-a")
     assert s["spec"]["pool"] == {"name": "split-a", "generation": 2, "resourceSliceCount": 1}
@@ -312,7 +312,7 @@ def test_bad_inventory_publishes_nothing(
     if name.islower():
         dra_cluster.create_node(name)
     rest = dra_cluster.rest(CONTROLLER_IDENTITY)
-    ctl = SliceController(rest, {name: FileDiscovery(inv, name)}, ControllerSettings())
+    ctl = SliceController(rest, {name: SimulatedDiscovery(inv, name)}, ControllerSettings())
     [res] = ctl.reconcile_all()
     assert res.writes == 0
     assert res.error is not None and expect in res.error, res.error

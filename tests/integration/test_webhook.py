@@ -32,8 +32,9 @@ from tests.integration.test_slices import a100, controller, inventory
 from vgpu_dra.dev.localcluster.certs import make_pki
 from vgpu_dra.dev.localcluster.cluster import LocalCluster, free_port
 from vgpu_dra.kube.rest import JSON, ApiError, Rest
+from vgpu_dra.serving.https import ServerSettings
 from vgpu_dra.webhook.app import WebhookSettings, build_admitter
-from vgpu_dra.webhook.server import ServerSettings, serve
+from vgpu_dra.webhook.server import serve
 from vgpu_dra.webhook.service import Admitter
 
 pytestmark = pytest.mark.integration

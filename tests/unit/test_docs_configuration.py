@@ -24,10 +24,13 @@ import vgpu_dra.__main__ as cli
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "configuration.md"
-SOURCE = Path(cli.__file__).read_text()
+PACKAGE = Path(cli.__file__).parent
+# Every subcommand's module owns its flags; the shared fragments live below them. All
+# of the package is read, so an environment variable read anywhere must be documented.
+SOURCE = "\n".join(f.read_text() for f in sorted(PACKAGE.rglob("*.py")) if "proto" not in f.parts)
 GLOBAL = "Global flags"
 
-# Every environment variable the CLI module reads (flag twins and the others).
+# Every environment variable the package reads (flag twins and the others).
 ENV_NAMES = sorted(
     set(re.findall(r'_env\(\s*"([A-Z0-9_]+)"', SOURCE))
     | set(re.findall(r'os\.environ(?:\.get\(|\[)\s*"([A-Z0-9_]+)"', SOURCE))

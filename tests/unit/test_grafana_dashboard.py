@@ -11,9 +11,9 @@ from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
-from vgpu_dra.core.checkpoint import Checkpoint
 
 from vgpu_dra.controller.allocation_collector import AllocationCollector
+from vgpu_dra.core.checkpoint import Checkpoint
 from vgpu_dra.kube.rest import Rest
 from vgpu_dra.legacy.extender.metrics import ExtenderMetrics
 from vgpu_dra.node_agent.metrics import PluginMetrics, UsageCollector

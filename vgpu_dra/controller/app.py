@@ -1,9 +1,11 @@
-"""Composition root of the slice controller: build collaborators, run the loop."""
+"""Composition root of `vgpu-dra controller`: its flags (`add_arguments`), their
+translation into `AppSettings` (`main`), then build collaborators and run the loop."""
 
 from __future__ import annotations
 
-import hashlib
+import argparse
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass
@@ -11,70 +13,16 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from vgpu_dra.api.inventory import SimulatedInventory
 from vgpu_dra.controller.allocation_collector import AllocationCollector
-from vgpu_dra.core.inventory import InventoryError, Issue, build_inventories
-from vgpu_dra.core.model import NodeInventory
-from vgpu_dra.gpu.discovery import Discovery
-from vgpu_dra.gpu.simulated import SimulatedDiscovery, load_inventory, parse_inventory
+from vgpu_dra.gpu.backend import open_discoveries
+from vgpu_dra.gpu.flags import add_discovery_arguments
+from vgpu_dra.kube.flags import add_kubeconfig_argument
 from vgpu_dra.kube.rest import Rest
+from vgpu_dra.publisher import flags as slice_flags
 from vgpu_dra.publisher.metrics import ControllerMetrics
 from vgpu_dra.publisher.reconciler import ControllerSettings, SliceController
 
 log = logging.getLogger("vgpu_dra.controller")
-
-
-class InventoryFile:
-    """A simulated inventory file, parsed once per content and shared by the
-    FileDiscovery of every node in it (a cluster-wide controller serving 200 nodes
-    must not parse the whole file 200 times). Re-read on every call, re-parsed only
-    when the bytes changed, so an edited inventory is picked up at the next resync.
-    Not thread-safe; the controller loop is single-threaded."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._digest = b""
-        self._nodes: dict[str, NodeInventory] = {}
-
-    def node(self, name: str) -> NodeInventory:
-        """Raises InventoryError (a ValueError naming the file and field) for an
-        unreadable or invalid file or a node it does not define."""
-        try:
-            raw = self.path.read_bytes()
-        except OSError as e:
-            raise InventoryError(
-                [Issue("(file)", f"cannot read: {e}")], source=str(self.path)
-            ) from None
-        digest = hashlib.sha256(raw).digest()
-        if digest != self._digest:
-            spec = parse_inventory(raw.decode("utf-8", errors="replace"), source=str(self.path))
-            try:
-                self._nodes = build_inventories(spec)
-            except InventoryError as e:
-                raise e.with_source(str(self.path)) from None
-            self._digest = digest
-        if name not in self._nodes:
-            known = ", ".join(sorted(self._nodes))
-            raise InventoryError(
-                [Issue("nodes", f"no node named {name!r}; known nodes: {known}")],
-                source=str(self.path),
-            )
-        return self._nodes[name]
-
-
-class FileDiscovery:
-    """Simulated discovery of one node from an InventoryFile (or a path).
-
-    A file that became invalid raises InventoryError (a ValueError naming the file
-    and field): that is bad configuration, not a device problem, and the controller
-    then leaves the published pool untouched instead of publishing it empty."""
-
-    def __init__(self, source: InventoryFile | Path, node_name: str) -> None:
-        self._file = source if isinstance(source, InventoryFile) else InventoryFile(source)
-        self._node = node_name
-
-    def discover(self) -> NodeInventory:
-        return self._file.node(self._node)
 
 
 @dataclass(frozen=True)
@@ -88,22 +36,6 @@ class AppSettings:
     # Publish nothing; only serve the cluster-wide allocation metrics (the node agents
     # publish the slices). Needs a metrics port.
     metrics_only: bool = False
-
-
-def discoveries(s: AppSettings) -> dict[str, Discovery]:
-    """Raises InventoryError (ValueError) for an unusable inventory or unknown node."""
-    if s.use_nvml:
-        from vgpu_dra.gpu.nvml import NvmlDiscovery
-
-        return {n: NvmlDiscovery(n) for n in s.nodes}
-    if s.inventory is None:
-        raise ValueError("either --inventory FILE (simulated) or --nvml is required")
-    spec: SimulatedInventory = load_inventory(s.inventory)
-    names = s.nodes or tuple(n.name for n in spec.nodes)
-    for n in names:  # fail fast at start, naming the file, for unknown nodes
-        SimulatedDiscovery(spec, n, source=str(s.inventory))
-    shared = InventoryFile(s.inventory)
-    return {n: FileDiscovery(shared, n) for n in names}
 
 
 def run(s: AppSettings) -> int:
@@ -122,7 +54,54 @@ def run(s: AppSettings) -> int:
         log.info("serving allocation metrics on :%d, publishing nothing", s.metrics_port)
         stop.wait()
         return 0
-    ctl = SliceController(rest, discoveries(s), s.controller, metrics)
-    log.info("slice controller starting for %d node(s)", len(discoveries(s)))
+    discoveries = open_discoveries(s.nodes, inventory=s.inventory, use_nvml=s.use_nvml)
+    ctl = SliceController(rest, discoveries, s.controller, metrics)
+    log.info("slice controller starting for %d node(s)", len(discoveries))
     ctl.run(stop)
     return 0
+
+
+def add_arguments(p: argparse.ArgumentParser, cmd: str = "controller") -> None:
+    add_kubeconfig_argument(p)
+    add_discovery_arguments(p).add_argument(
+        "--allocation-metrics-only",
+        action="store_true",
+        help="publish nothing (node agents do); serve the cluster-wide per-card allocation "
+        "metrics on --metrics-port",
+    )
+    p.add_argument(
+        "--node",
+        action="append",
+        default=[],
+        help="node(s) to publish for (default: $NODE_NAME with --nvml, "
+        "every inventory node with --inventory)",
+    )
+    slice_flags.add_mode_argument(p)
+    p.add_argument("--resync-seconds", type=float, default=60.0)
+    p.add_argument(
+        "--metrics-port", type=int, default=int(os.environ.get("VGPU_DRA_METRICS_PORT", "0"))
+    )
+    slice_flags.add_slice_arguments(p)
+
+
+def main(ns: argparse.Namespace) -> int:
+    nodes = tuple(ns.node) or (
+        (os.environ["NODE_NAME"],) if ns.nvml and "NODE_NAME" in os.environ else ()
+    )
+    if ns.nvml and not nodes:
+        raise ValueError("--nvml needs --node or $NODE_NAME")
+    return run(
+        AppSettings(
+            controller=ControllerSettings(
+                slices=slice_flags.slice_settings(ns),
+                mode=slice_flags.mode(ns),
+                resync_s=ns.resync_seconds,
+            ),
+            kubeconfig=ns.kubeconfig,
+            inventory=ns.inventory,
+            nodes=nodes,
+            use_nvml=ns.nvml,
+            metrics_port=ns.metrics_port,
+            metrics_only=ns.allocation_metrics_only,
+        )
+    )

@@ -45,7 +45,7 @@ from vgpu_dra.core.hook_abi import (
     to_env,
 )
 from vgpu_dra.core.model import MIB, Card
-from vgpu_dra.core.slices import DRIVER_NAME, Mode, usable_memory
+from vgpu_dra.core.slices import DRIVER_NAME, CapacityMode, usable_memory
 from vgpu_dra.core.vendor_env import VisibleCard, env_profile, exposure_env
 
 CONTAINER_PRELOAD: Final = "/etc/ld.so.preload"
@@ -150,11 +150,11 @@ def _percent(value: Any, what: str) -> int:
 
 
 def _share_limits(
-    share: AllocatedShare, config: VGpuConfig, mode: Mode, settings: PrepareSettings
+    share: AllocatedShare, config: VGpuConfig, mode: CapacityMode, settings: PrepareSettings
 ) -> CardShare:
     card = share.card
     where = f"device {share.pool}/{share.device}"
-    if mode is Mode.REPLICAS:
+    if mode is CapacityMode.REPLICAS:
         if config.memory is not None:
             memory = _bytes(config.memory, "VGpuConfig.memory")
             if memory < MIB:
@@ -281,7 +281,7 @@ def plan_claim(
     ref: ClaimRef,
     shares: Sequence[AllocatedShare],
     config: VGpuConfig,
-    mode: Mode,
+    mode: CapacityMode,
     settings: PrepareSettings,
 ) -> ClaimPlan:
     """The complete plan for one claim. Deterministic: the same inputs give the same

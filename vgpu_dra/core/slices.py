@@ -37,7 +37,7 @@ PCIE_ROOT_ATTR = "resource.kubernetes.io/pcieRoot"
 JSON = dict[str, Any]
 
 
-class Mode(enum.StrEnum):
+class CapacityMode(enum.StrEnum):
     CONSUMABLE = "consumable"
     REPLICAS = "replicas"
 
@@ -49,7 +49,7 @@ class SliceBuildError(ValueError):
 @dataclass(frozen=True)
 class SliceSettings:
     driver_name: str = DRIVER_NAME
-    mode: Mode = Mode.CONSUMABLE
+    mode: CapacityMode = CapacityMode.CONSUMABLE
     default_slots: int = 10
     default_core_scaling: int = 1
     max_devices_per_slice: int = MAX_DEVICES_PER_SLICE
@@ -217,7 +217,7 @@ def build_devices(cards: Sequence[Card], s: SliceSettings) -> list[JSON]:
         _check(card, s)
         if not card.healthy:
             continue
-        if s.mode is Mode.CONSUMABLE:
+        if s.mode is CapacityMode.CONSUMABLE:
             devices.append(consumable_device(card, s))
         else:
             devices.extend(replica_devices(card, s))

@@ -8,6 +8,7 @@ and the field path inside it.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pydantic
@@ -18,36 +19,91 @@ from vgpu_dra.core import inventory
 from vgpu_dra.core.inventory import InventoryError, Issue
 from vgpu_dra.core.model import NodeInventory
 
-__all__ = ["InventoryError", "SimulatedDiscovery", "load_inventory", "parse_inventory"]
+__all__ = [
+    "InventoryError",
+    "InventoryFile",
+    "SimulatedDiscovery",
+    "load_inventory",
+    "parse_inventory",
+]
+
+
+class InventoryFile:
+    """A simulated inventory file, parsed once per content and shared by the
+    SimulatedDiscovery of every node in it (a cluster-wide controller serving 200 nodes
+    must not parse the whole file 200 times). Re-read on every call, re-parsed only
+    when the bytes changed, so an edited inventory is picked up at the next resync.
+    Not thread-safe; the controller loop is single-threaded."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._digest = b""
+        self._nodes: dict[str, NodeInventory] = {}
+        self.parses = 0  # how many times the content was parsed (observability, tests)
+
+    def _current(self) -> dict[str, NodeInventory]:
+        try:
+            raw = self.path.read_bytes()
+        except OSError as e:
+            raise InventoryError(
+                [Issue("(file)", f"cannot read: {e}")], source=str(self.path)
+            ) from None
+        digest = hashlib.sha256(raw).digest()
+        if digest != self._digest:
+            spec = parse_inventory(raw.decode("utf-8", errors="replace"), source=str(self.path))
+            try:
+                self._nodes = inventory.build_inventories(spec)
+            except InventoryError as e:
+                raise e.with_source(str(self.path)) from None
+            self._digest = digest
+            self.parses += 1
+        return self._nodes
+
+    def node_names(self) -> tuple[str, ...]:
+        """Every node the file defines, in file order. Raises like `node`."""
+        return tuple(self._current())
+
+    def node(self, name: str) -> NodeInventory:
+        """Raises InventoryError (a ValueError naming the file and field) for an
+        unreadable or invalid file or a node it does not define."""
+        nodes = self._current()
+        if name not in nodes:
+            known = ", ".join(sorted(nodes))
+            raise InventoryError(
+                [Issue("nodes", f"no node named {name!r}; known nodes: {known}")],
+                source=str(self.path),
+            )
+        return nodes[name]
 
 
 class SimulatedDiscovery:
-    """Serves one node of a simulated inventory. Implements `Discovery`.
+    """Simulated discovery of one node from an InventoryFile (or a path). Implements
+    `Discovery`.
 
-    The inventory is checked completely at construction: an invalid inventory or a
-    node it does not define raises InventoryError here (the message lists the known
-    nodes), so `discover()` itself never raises. `discover()` is idempotent and
-    returns the same NodeInventory every time.
+    Each `discover()` re-reads the file (see InventoryFile), so an edited inventory
+    is served at the next call. A file that became invalid, or that no longer defines
+    the node, raises InventoryError (a ValueError naming the file and field): that is
+    bad configuration, not a device problem, and the controller then leaves the
+    published pool untouched instead of publishing it empty. Construction does not
+    read the file; `from_file` does, to fail fast.
     """
 
-    def __init__(
-        self, spec: SimulatedInventory, node_name: str, *, source: str | None = None
-    ) -> None:
-        try:
-            self._inventory = inventory.node_inventory(spec, node_name)
-        except InventoryError as exc:
-            raise (exc.with_source(source) if source else exc) from None
+    def __init__(self, source: InventoryFile | str | Path, node_name: str) -> None:
+        self._file = source if isinstance(source, InventoryFile) else InventoryFile(source)
+        self._node = node_name
 
     @classmethod
     def from_file(cls, path: str | Path, node_name: str) -> SimulatedDiscovery:
-        """Load `path` (see `load_inventory`) and serve `node_name` from it.
+        """Serve `node_name` of the inventory at `path`, checked now.
 
         Raises InventoryError naming the file for any problem, including an unknown node.
         """
-        return cls(load_inventory(path), node_name, source=str(path))
+        discovery = cls(path, node_name)
+        discovery.discover()
+        return discovery
 
     def discover(self) -> NodeInventory:
-        return self._inventory
+        return self._file.node(self._node)
 
 
 def load_inventory(path: str | Path) -> SimulatedInventory:
@@ -80,8 +136,13 @@ def parse_inventory(text: str, *, source: str = "<inventory>") -> SimulatedInven
         ) from exc
     if not isinstance(data, dict):
         raise InventoryError(
-            [Issue("(file)", f"expected a mapping with apiVersion, kind and nodes, "
-                   f"got {type(data).__name__}")],
+            [
+                Issue(
+                    "(file)",
+                    f"expected a mapping with apiVersion, kind and nodes, "
+                    f"got {type(data).__name__}",
+                )
+            ],
             source=source,
         )
     try:
@@ -114,7 +175,7 @@ def _path(loc: tuple[int | str, ...]) -> str:
 
 
 def _context(loc: tuple[int | str, ...], data: object) -> str:
-    """"node 'x'" / "node 'x', card 'M'" when the raw data lets us name them."""
+    """ "node 'x'" / "node 'x', card 'M'" when the raw data lets us name them."""
     if len(loc) < 2 or loc[0] != "nodes" or not isinstance(loc[1], int):
         return ""
     nodes = data.get("nodes") if isinstance(data, dict) else None
@@ -132,7 +193,7 @@ def _context(loc: tuple[int | str, ...], data: object) -> str:
 
 
 def _one_line(exc: yaml.YAMLError) -> str:
-    """"line 3, column 5: mapping values are not allowed here" (1-based, as editors count)."""
+    """ "line 3, column 5: mapping values are not allowed here" (1-based, as editors count)."""
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         mark = exc.problem_mark
         problem = exc.problem or "syntax error"

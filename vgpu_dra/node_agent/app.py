@@ -1,10 +1,13 @@
 """Composition root of the node agent (`vgpu-dra kubelet-plugin`): discovery, the
 slice controller for this node, the kubelet plugin's gRPC services and the device
-health feed, in one process with a clean shutdown."""
+health feed, in one process with a clean shutdown. Owns the subcommand's flags
+(`add_arguments`) and their translation into `NodeAgentSettings` (`main`)."""
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -13,17 +16,22 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from vgpu_dra.controller.app import FileDiscovery, InventoryFile
 from vgpu_dra.core.allocation import device_name
 from vgpu_dra.core.claims import ClaimRef, DeviceHealth
-from vgpu_dra.core.slices import Mode, SliceSettings
+from vgpu_dra.core.prepare import PrepareSettings
+from vgpu_dra.core.slices import CapacityMode, SliceSettings
+from vgpu_dra.gpu.backend import open_discoveries
 from vgpu_dra.gpu.discovery import Discovery
+from vgpu_dra.gpu.flags import add_discovery_arguments, add_node_argument, node_name
+from vgpu_dra.gpu.nvidia_cdi import detect_nvidia_cdi_kind
 from vgpu_dra.kube.claims import get_claim
+from vgpu_dra.kube.flags import add_kubeconfig_argument
 from vgpu_dra.kube.rest import Rest
 from vgpu_dra.node_agent.driver import NO_HOOK, DriverSettings, VGpuDriver
 from vgpu_dra.node_agent.health import HealthBoard
 from vgpu_dra.node_agent.metrics import PluginMetrics, UsageCollector
 from vgpu_dra.node_agent.server import PluginServer, SocketSettings
+from vgpu_dra.publisher import flags as slice_flags
 from vgpu_dra.publisher.metrics import ControllerMetrics
 from vgpu_dra.publisher.reconciler import ControllerSettings, SliceController
 
@@ -43,22 +51,10 @@ class NodeAgentSettings:
     metrics_port: int = 0
 
 
-def make_discovery(s: NodeAgentSettings) -> Discovery:
-    if s.use_nvml:
-        from vgpu_dra.gpu.nvml import NvmlDiscovery
-
-        return NvmlDiscovery(s.node_name)
-    if s.inventory is None:
-        raise ValueError("either --inventory FILE (simulated) or --nvml is required")
-    discovery = FileDiscovery(InventoryFile(s.inventory), s.node_name)
-    discovery.discover()  # fail fast, naming the file, for a bad inventory or unknown node
-    return discovery
-
-
 def device_health(
     discovery: Discovery,
     slices: SliceSettings,
-    mode: Mode,
+    mode: CapacityMode,
     seen: dict[str, DeviceHealth],
     now: int,
 ) -> list[DeviceHealth]:
@@ -74,7 +70,7 @@ def device_health(
     for card in inv.cards:
         names = (
             [device_name(card.index)]
-            if mode is Mode.CONSUMABLE
+            if mode is CapacityMode.CONSUMABLE
             else [device_name(card.index, k) for k in range(card.slots or slices.default_slots)]
         )
         for n in names:
@@ -93,20 +89,6 @@ def device_health(
     return sorted(current.values(), key=lambda d: d.device_name)
 
 
-def detect_nvidia_cdi_kind(dirs: tuple[Path, ...]) -> str | None:
-    """`nvidia.com/gpu` when the NVIDIA container toolkit has written a CDI spec for
-    the GPUs on this host (then devices are exposed by CDI id), else None."""
-    for d in dirs:
-        for f in sorted(d.glob("*.json")) + sorted(d.glob("*.yaml")):
-            try:
-                text = f.read_text(errors="replace")
-            except OSError:
-                continue
-            if "nvidia.com/gpu" in text and not f.name.startswith("vgpu.hami.io"):
-                return "nvidia.com/gpu"
-    return None
-
-
 def run(
     s: NodeAgentSettings,
     stop: threading.Event | None = None,
@@ -121,7 +103,9 @@ def run(
     if s.metrics_port:
         start_http_server(s.metrics_port, addr="0.0.0.0", registry=registry)  # noqa: S104
     rest = Rest.from_kubeconfig(s.kubeconfig)
-    discovery = make_discovery(s)
+    [discovery] = open_discoveries(
+        (s.node_name,), inventory=s.inventory, use_nvml=s.use_nvml
+    ).values()
     ctl = SliceController(rest, {s.node_name: discovery}, s.controller, metrics)
     mode = ctl.resolve_mode()
     driver = VGpuDriver(
@@ -159,3 +143,113 @@ def run(
         loop.join(timeout=1.0)
         log.info("node agent for %s stopped", s.node_name)
     return 0
+
+
+def add_arguments(p: argparse.ArgumentParser, cmd: str = "kubelet-plugin") -> None:
+    add_kubeconfig_argument(p)
+    add_discovery_arguments(p)
+    add_node_argument(p)
+    p.add_argument(
+        "--registry-dir",
+        type=Path,
+        default=Path(os.environ.get("VGPU_DRA_REGISTRY_DIR", "/var/lib/kubelet/plugins_registry")),
+    )
+    p.add_argument(
+        "--plugins-dir",
+        type=Path,
+        default=Path(os.environ.get("VGPU_DRA_PLUGINS_DIR", "/var/lib/kubelet/plugins")),
+    )
+    p.add_argument(
+        "--cdi-dir", type=Path, default=Path(os.environ.get("VGPU_DRA_CDI_DIR", "/var/run/cdi"))
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("VGPU_DRA_STATE_DIR", "/var/lib/kubelet/plugins/vgpu.hami.io")),
+        help="checkpoint and node-wide lock (must survive plugin restarts)",
+    )
+    p.add_argument(
+        "--claims-dir",
+        type=Path,
+        default=Path(os.environ.get("VGPU_DRA_CLAIMS_DIR", "/var/lib/vgpu-dra/claims")),
+        help="per-claim host dirs (limits file, shared accounting region)",
+    )
+    p.add_argument(
+        "--lib-path",
+        default=os.environ.get("VGPU_DRA_LIB_PATH", "/usr/local/vgpu/libvgpu.so"),
+        help="libvgpu.so on the host (mounted at the same path in containers)",
+    )
+    p.add_argument(
+        "--preload-path",
+        default=os.environ.get("VGPU_DRA_PRELOAD_PATH", "/usr/local/vgpu/ld.so.preload"),
+        help="host file mounted as the container's /etc/ld.so.preload",
+    )
+    p.add_argument(
+        "--boot-id-file",
+        type=Path,
+        default=Path(os.environ.get("VGPU_DRA_BOOT_ID_FILE", "/proc/sys/kernel/random/boot_id")),
+    )
+    p.add_argument(
+        "--instance-id",
+        default=os.environ.get("POD_UID", ""),
+        help="unique per plugin process (the pod UID): rolling updates need distinct sockets",
+    )
+    slice_flags.add_mode_argument(p)
+    p.add_argument(
+        "--health-interval-seconds",
+        type=float,
+        default=float(os.environ.get("VGPU_DRA_HEALTH_INTERVAL", "10")),
+    )
+    p.add_argument(
+        "--metrics-port", type=int, default=int(os.environ.get("VGPU_DRA_METRICS_PORT", "0"))
+    )
+    slice_flags.add_slice_arguments(p)
+
+
+def main(ns: argparse.Namespace) -> int:
+    node = node_name(ns)
+    boot_id = ns.boot_id_file.read_text().strip()
+    prepare = PrepareSettings(
+        driver_name=ns.driver_name,
+        lib_path=ns.lib_path,
+        preload_path=ns.preload_path,
+        claims_dir=str(ns.claims_dir),
+        nvidia_cdi_kind=detect_nvidia_cdi_kind((Path("/etc/cdi"), ns.cdi_dir)),
+    )
+    hook: Callable[[str, ClaimRef], None] = NO_HOOK
+    crash_at = os.environ.get("VGPU_DRA_TEST_CRASH_AT")  # test hook: die at a prepare step
+    if crash_at:
+
+        def die(step: str, claim: ClaimRef) -> None:
+            if step == crash_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        hook = die
+    return run(
+        NodeAgentSettings(
+            node_name=node,
+            kubeconfig=ns.kubeconfig,
+            inventory=ns.inventory,
+            use_nvml=ns.nvml,
+            sockets=SocketSettings(
+                driver_name=ns.driver_name,
+                registry_dir=ns.registry_dir.absolute(),
+                plugins_dir=ns.plugins_dir.absolute(),
+                instance_id=ns.instance_id,
+            ),
+            driver=DriverSettings(
+                node_name=node,
+                state_dir=ns.state_dir,
+                cdi_dir=ns.cdi_dir,
+                claims_host_dir=ns.claims_dir,
+                boot_id=boot_id,
+                prepare=prepare,
+            ),
+            controller=ControllerSettings(
+                slices=slice_flags.slice_settings(ns), mode=slice_flags.mode(ns)
+            ),
+            health_interval_s=ns.health_interval_seconds,
+            metrics_port=ns.metrics_port,
+        ),
+        step_hook=hook,
+    )

@@ -38,7 +38,7 @@ from vgpu_dra.core.prepare import (
     check_replicas_capacity,
     plan_claim,
 )
-from vgpu_dra.core.slices import Mode
+from vgpu_dra.core.slices import CapacityMode
 from vgpu_dra.gpu.discovery import Discovery
 from vgpu_dra.host.claim_files import remove_claim_files, write_claim_files
 from vgpu_dra.host.files import FileLock, atomic_write, remove_stale_temps
@@ -188,13 +188,13 @@ class VGpuDriver:
         claim = self._fetch(ref)
         driver = self._s.prepare.driver_name
         allocated = claim_shares(claim, driver, self._s.node_name, cards)
-        mode = Mode.REPLICAS if allocated.replicas else Mode.CONSUMABLE
+        mode = CapacityMode.REPLICAS if allocated.replicas else CapacityMode.CONSUMABLE
         try:
             config = merge_configs(config_sources(claim, driver))
         except ConfigError as e:
             raise PlanError(f"invalid opaque config: {e}") from None
         plan = plan_claim(ref, allocated.shares, config, mode, self._s.prepare)
-        if mode is Mode.REPLICAS:
+        if mode is CapacityMode.REPLICAS:
             self._check_overcommit(ref, plan.memory_by_card, cp, cards)
         cp = ckpt.started(
             cp,

@@ -7,26 +7,11 @@
 With `instance_id` (the pod UID, kubelet >= 1.33 rolling updates) the names become
 `<driver>-<id>-reg.sock` and `dra-<id>.sock`, so two plugin pods can overlap.
 
-Socket files. A socket appears on its final path only once it has its final mode: grpc
-binds (in `add_insecure_port`) inside a fresh private directory (`.XXXXXXXX/`, mode 0700,
-next to the final path), the socket is chmod-ed to `socket_mode` (0o660), then renamed onto
-the final path. No umask change is needed (umask is process-wide and would race with other
-threads creating files), and there is no window in which another local user can connect.
-The kubelet's plugin watcher ignores names starting with "." so it never sees the
-temporary socket. A socket file left at the final path by an earlier run is replaced;
-anything else there (a regular file, a directory) is refused with `SocketPathError`.
-
-Paths must fit `sockaddr_un.sun_path`: at most 107 bytes plus the NUL, for the final path
-and the temporary one (13 bytes longer than the directory); `SocketSettings` checks both.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import stat
-import tempfile
 import threading
 from concurrent import futures
 from dataclasses import dataclass
@@ -38,6 +23,12 @@ from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2 as grpc_health_pb2
 from grpc_health.v1 import health_pb2_grpc as grpc_health_pb2_grpc
 
+from vgpu_dra.host.sockets import (
+    BoundSocket,
+    bind_unix_socket,
+    check_socket_path,
+    remove_if_ours,
+)
 from vgpu_dra.node_agent.health import HealthBoard, HealthServicer
 from vgpu_dra.node_agent.registration import RegistrationServicer
 from vgpu_dra.node_agent.servicer import DRAPluginV1, DRAPluginV1beta1, Driver
@@ -48,20 +39,9 @@ from vgpu_dra.proto.pluginregistration.v1 import api_pb2_grpc as reg_v1_grpc
 
 log = logging.getLogger("vgpu_dra.node_agent.server")
 
-# sizeof(sockaddr_un.sun_path) on Linux is 108; grpc requires a NUL-terminated path.
-MAX_SOCKET_PATH_BYTES = 107
-# ".XXXXXXXX" (mkdtemp, prefix ".") + "/" + ".s": what a temporary bind path adds to its dir.
-_TMP_SUFFIX_BYTES = 1 + 9 + 1 + 2
-_TMP_SOCKET_NAME = ".s"
-
 # grpc.health.v1 service names reported SERVING while the servers run: "" (the whole
 # server) and "liveness" (the name the reference drivers' DaemonSets probe).
 HEALTH_SERVICES: tuple[str, ...] = ("", "liveness")
-
-
-class SocketPathError(Exception):
-    """A socket path that cannot be used: too long for sun_path, occupied by something that
-    is not a socket, or not bindable."""
 
 
 @dataclass(frozen=True)
@@ -109,84 +89,6 @@ class SocketSettings:
         return self.plugin_dir / f"dra{suffix}.sock"
 
 
-def check_socket_path(path: Path) -> None:
-    """Raise `SocketPathError` unless `path` and its temporary bind path fit sun_path."""
-    n = len(os.fsencode(path))
-    if n > MAX_SOCKET_PATH_BYTES:
-        raise SocketPathError(
-            f"socket path {str(path)!r} is {n} bytes; unix socket paths are limited to "
-            f"{MAX_SOCKET_PATH_BYTES} bytes (sun_path is 108 with the NUL): use a shorter "
-            "directory or driver name"
-        )
-    tmp = len(os.fsencode(path.parent)) + _TMP_SUFFIX_BYTES
-    if tmp > MAX_SOCKET_PATH_BYTES:
-        raise SocketPathError(
-            f"directory {str(path.parent)!r} is too long: sockets are first bound at "
-            f"<dir>/.XXXXXXXX/.s ({tmp} bytes), over the {MAX_SOCKET_PATH_BYTES}-byte "
-            "unix socket path limit"
-        )
-
-
-@dataclass(frozen=True)
-class _Bound:
-    path: Path
-    dev: int
-    ino: int
-
-
-def bind_unix_socket(server: grpc.Server, path: Path, mode: int) -> _Bound:
-    """Bind `server` to the unix socket `path` with permissions `mode` (see module doc).
-
-    Creates missing parent directories (0o750). Replaces a socket file at `path`; raises
-    `SocketPathError` if something else is there, if the path is too long, or if grpc cannot
-    bind. Leaves no temporary files behind, whether it succeeds or not.
-    """
-    check_socket_path(path)
-    path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-    _check_replaceable(path)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=".", dir=path.parent))
-    tmp = tmp_dir / _TMP_SOCKET_NAME
-    try:
-        try:
-            server.add_insecure_port(f"unix:{tmp}")
-        except RuntimeError as e:
-            raise SocketPathError(f"cannot bind a unix socket in {str(path.parent)!r}: {e}") from e
-        tmp.chmod(mode)
-        _check_replaceable(path)
-        if path.exists():
-            log.info("replacing stale socket %s", path)
-        tmp.replace(path)
-        st = path.stat()
-        return _Bound(path=path, dev=st.st_dev, ino=st.st_ino)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        tmp_dir.rmdir()
-
-
-def _check_replaceable(path: Path) -> None:
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise SocketPathError(
-            f"{str(path)!r} exists and is not a unix socket; refusing to replace it"
-        )
-
-
-def _remove_if_ours(bound: _Bound) -> None:
-    """Unlink the socket file unless it was replaced meanwhile (e.g. by a newer instance)."""
-    try:
-        st = bound.path.lstat()
-    except FileNotFoundError:
-        return
-    if (st.st_dev, st.st_ino) == (bound.dev, bound.ino):
-        bound.path.unlink(missing_ok=True)
-    else:
-        log.info("not removing %s: it belongs to another server now", bound.path)
-
-
 class PluginServer:
     """Runs the DRA server and the registration server (see module doc).
 
@@ -214,8 +116,8 @@ class PluginServer:
         self._stopped = False
         self._dra_server: grpc.Server | None = None
         self._reg_server: grpc.Server | None = None
-        self._dra_bound: _Bound | None = None
-        self._reg_bound: _Bound | None = None
+        self._dra_bound: BoundSocket | None = None
+        self._reg_bound: BoundSocket | None = None
 
     def start(self) -> None:
         """Create directories and sockets and start serving.
@@ -304,10 +206,10 @@ class PluginServer:
         )
 
     @staticmethod
-    def _remove(bound: _Bound | None) -> None:
+    def _remove(bound: BoundSocket | None) -> None:
         if bound is None:
             return
         try:
-            _remove_if_ours(bound)
+            remove_if_ours(bound)
         except OSError as e:
             log.error("cannot remove socket %s: %s", bound.path, e)

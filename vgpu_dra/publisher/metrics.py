@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from vgpu_dra.core.slices import Mode
+from vgpu_dra.core.slices import CapacityMode
 
 
 class ControllerMetrics:
@@ -31,6 +31,6 @@ class ControllerMetrics:
             registry=registry,
         )
 
-    def set_mode(self, mode: Mode) -> None:
-        for m in Mode:
+    def set_mode(self, mode: CapacityMode) -> None:
+        for m in CapacityMode:
             self.mode.labels(mode=m.value).set(1 if m is mode else 0)

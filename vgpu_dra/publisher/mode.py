@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from vgpu_dra.core.slices import Mode
+from vgpu_dra.core.slices import CapacityMode
 from vgpu_dra.kube.rest import JSON, Rest
 from vgpu_dra.publisher.apply import SLICES
 
@@ -44,16 +44,16 @@ def probe_slice(driver_name: str) -> JSON:
     }
 
 
-def mode_from_response(obj: JSON) -> Mode:
+def mode_from_response(obj: JSON) -> CapacityMode:
     """CONSUMABLE when the dry-run answer kept both consumable-capacity fields (pure)."""
     devices = obj.get("spec", {}).get("devices") or [{}]
     dev = devices[0]
     kept_flag = dev.get("allowMultipleAllocations") is True
     kept_policy = "requestPolicy" in (dev.get("capacity", {}).get("memory") or {})
-    return Mode.CONSUMABLE if kept_flag and kept_policy else Mode.REPLICAS
+    return CapacityMode.CONSUMABLE if kept_flag and kept_policy else CapacityMode.REPLICAS
 
 
-def detect_mode(rest: Rest, driver_name: str) -> Mode:
+def detect_mode(rest: Rest, driver_name: str) -> CapacityMode:
     """Raises ApiError if the dry run itself is refused (e.g. missing RBAC)."""
     answer = rest.request("POST", SLICES, probe_slice(driver_name), query=[("dryRun", "All")])
     mode = mode_from_response(answer)

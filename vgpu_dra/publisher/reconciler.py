@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from vgpu_dra.core.names import validate_node_name
 from vgpu_dra.core.publish import ObservedSlice, plan_pool, same_spec
-from vgpu_dra.core.slices import JSON, Mode, SliceSettings, build_slices
+from vgpu_dra.core.slices import JSON, CapacityMode, SliceSettings, build_slices
 from vgpu_dra.gpu.discovery import Discovery
 from vgpu_dra.kube.nodes import get_node
 from vgpu_dra.kube.rest import ApiError, Rest
@@ -31,7 +31,7 @@ log = logging.getLogger("vgpu_dra.controller")
 @dataclass(frozen=True)
 class ControllerSettings:
     slices: SliceSettings = field(default_factory=SliceSettings)
-    mode: Mode | None = None  # None: detect by server-side dry run
+    mode: CapacityMode | None = None  # None: detect by server-side dry run
     watch_timeout_s: int = 30
     resync_s: float = 60.0
     max_conflict_retries: int = 3
@@ -66,10 +66,10 @@ class SliceController:
         self._publisher = SlicePublisher(rest, settings.slices.driver_name)
         self._desired: dict[str, list[JSON]] = {}
         self._generation: dict[str, int] = {}
-        self.mode: Mode | None = settings.mode
+        self.mode: CapacityMode | None = settings.mode
 
     # ---- one-shot ---------------------------------------------------------------------
-    def resolve_mode(self) -> Mode:
+    def resolve_mode(self) -> CapacityMode:
         if self.mode is None:
             self.mode = detect_mode(self._rest, self._settings.slices.driver_name)
         else:

@@ -1,16 +1,20 @@
-"""`vgpu-dra webhook` and `vgpu-dra translate-pod`: wiring only.
+"""`vgpu-dra webhook` and `vgpu-dra translate-pod`: flags and wiring only.
 
-`vgpu_dra.__main__` parses argv/env into `WebhookSettings` / `OfflineSettings`;
-this module builds the adapters and runs. The translation itself is pure
+`add_arguments` declares the flags (the translation settings are shared by both
+commands), `main` parses them into `WebhookSettings` / `OfflineSettings`; this
+module then builds the adapters and runs. The translation itself is pure
 (`translate.py`), so the offline dry run and the server answer identically.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,14 +23,20 @@ from typing import Any, Literal, TextIO
 import yaml
 from prometheus_client import CollectorRegistry
 
+from vgpu_dra.core.hami.requests import AskSettings
+from vgpu_dra.core.slices import CapacityMode
+from vgpu_dra.kube.flags import add_kubeconfig_argument
 from vgpu_dra.kube.rest import Rest
+from vgpu_dra.publisher.flags import add_driver_name_argument
+from vgpu_dra.serving.https import ServerSettings
 from vgpu_dra.webhook import jsonpatch
 from vgpu_dra.webhook.facts import ClusterFacts, facts_from_slices
 from vgpu_dra.webhook.kube import SliceFacts, TemplateStore, dra_available
 from vgpu_dra.webhook.metrics import AdmissionMetrics
-from vgpu_dra.webhook.server import ServerSettings, serve
+from vgpu_dra.webhook.server import serve
 from vgpu_dra.webhook.service import Admitter, StaticFacts
-from vgpu_dra.webhook.translate import Allowed, Mode, TranslateSettings, translate
+from vgpu_dra.webhook.templates import TemplateSettings
+from vgpu_dra.webhook.translate import Allowed, TranslateSettings, WebhookMode, translate
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +58,7 @@ def build_admitter(settings: WebhookSettings, rest: Rest) -> Admitter:
         log.info(
             "resource.k8s.io/v1 %s: %s mode", "served" if mode == "dra" else "not served", mode
         )
-    ts = replace(settings.translate, mode=Mode(mode))
+    ts = replace(settings.translate, mode=WebhookMode(mode))
     facts = SliceFacts(
         rest,
         ts.templates.driver_name,
@@ -122,3 +132,130 @@ def translate_pod(
     else:
         out.write(yaml.safe_dump_all(objs, sort_keys=False))
     return 0
+
+
+def _add_translate_arguments(p: argparse.ArgumentParser) -> None:
+    """The translation settings (HAMi's scheduler device config names), shared by
+    `webhook` and `translate-pod` so the dry run answers as the server does."""
+    add_driver_name_argument(p)
+    p.add_argument(
+        "--scheduler-name",
+        default=os.environ.get("VGPU_DRA_SCHEDULER_NAME", "vgpu-dra-scheduler"),
+        help="legacy mode: the scheduler that vGPU pods are sent to",
+    )
+    p.add_argument(
+        "--default-gpu-num", type=int, default=int(os.environ.get("VGPU_DRA_DEFAULT_GPU_NUM", "1"))
+    )
+    p.add_argument(
+        "--default-memory",
+        type=int,
+        default=int(os.environ.get("VGPU_DRA_DEFAULT_MEMORY", "0")),
+        help="MiB when a container sets no memory; 0 = the whole card",
+    )
+    p.add_argument(
+        "--default-cores", type=int, default=int(os.environ.get("VGPU_DRA_DEFAULT_CORES", "0"))
+    )
+    p.add_argument(
+        "--memory-factor", type=int, default=int(os.environ.get("VGPU_DRA_MEMORY_FACTOR", "1"))
+    )
+    p.add_argument(
+        "--core-limit-policy",
+        choices=["default", "force", "disable"],
+        default=os.environ.get("VGPU_DRA_CORE_LIMIT_POLICY", "default"),
+    )
+    p.add_argument(
+        "--capacity-mode",
+        choices=["auto", *[m.value for m in CapacityMode]],
+        default=os.environ.get("VGPU_DRA_CAPACITY_MODE", "auto"),
+        help="auto: as the published ResourceSlices show",
+    )
+
+
+def _translate_settings(ns: argparse.Namespace) -> TranslateSettings:
+    return TranslateSettings(
+        mode=WebhookMode("dra" if ns.mode == "auto" else ns.mode),
+        asks=AskSettings(
+            default_count=ns.default_gpu_num,
+            default_memory_mib=ns.default_memory,
+            default_cores=ns.default_cores,
+            memory_factor=ns.memory_factor,
+        ),
+        templates=TemplateSettings(
+            driver_name=ns.driver_name,
+            capacity_mode=None if ns.capacity_mode == "auto" else CapacityMode(ns.capacity_mode),
+            core_limit_policy=ns.core_limit_policy,
+        ),
+        scheduler_name=ns.scheduler_name,
+    )
+
+
+def add_arguments(p: argparse.ArgumentParser, cmd: str) -> None:
+    if cmd == "translate-pod":
+        p.add_argument("-f", "--file", type=Path, required=True, help="Pod YAML/JSON")
+        p.add_argument(
+            "--slices", type=Path, default=None, help="ResourceSlices YAML (a List or documents)"
+        )
+        p.add_argument("-n", "--namespace", default="default")
+        p.add_argument("--mode", choices=["dra", "legacy"], default="dra")
+        p.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+        _add_translate_arguments(p)
+        return
+    add_kubeconfig_argument(p)
+    p.add_argument("--host", default=os.environ.get("VGPU_DRA_WEBHOOK_HOST", "0.0.0.0"))  # noqa: S104
+    p.add_argument("--port", type=int, default=int(os.environ.get("VGPU_DRA_WEBHOOK_PORT", "8443")))
+    p.add_argument(
+        "--tls-cert-file",
+        type=Path,
+        default=Path(os.environ.get("VGPU_DRA_TLS_CERT_FILE", "/etc/vgpu-dra/tls/tls.crt")),
+    )
+    p.add_argument(
+        "--tls-key-file",
+        type=Path,
+        default=Path(os.environ.get("VGPU_DRA_TLS_KEY_FILE", "/etc/vgpu-dra/tls/tls.key")),
+    )
+    p.add_argument(
+        "--tls-reload-seconds",
+        type=float,
+        default=float(os.environ.get("VGPU_DRA_TLS_RELOAD", "10")),
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=int(os.environ.get("VGPU_DRA_WEBHOOK_MAX_BODY", str(6 * 1024 * 1024))),
+    )
+    p.add_argument(
+        "--mode",
+        choices=["auto", "dra", "legacy"],
+        default=os.environ.get("VGPU_DRA_WEBHOOK_MODE", "auto"),
+        help="auto: DRA when the API server serves resource.k8s.io/v1",
+    )
+    _add_translate_arguments(p)
+
+
+def main(ns: argparse.Namespace) -> int:
+    if ns.cmd == "translate-pod":
+        return translate_pod(
+            OfflineSettings(
+                pod_file=ns.file,
+                slices_file=ns.slices,
+                namespace=ns.namespace,
+                translate=_translate_settings(ns),
+                output=ns.output,
+            ),
+            sys.stdout,
+        )
+    return run(
+        WebhookSettings(
+            server=ServerSettings(
+                host=ns.host,
+                port=ns.port,
+                cert_file=ns.tls_cert_file,
+                key_file=ns.tls_key_file,
+                max_body_bytes=ns.max_body_bytes,
+                reload_interval_s=ns.tls_reload_seconds,
+            ),
+            translate=_translate_settings(ns),
+            mode=ns.mode,
+            kubeconfig=ns.kubeconfig,
+        )
+    )

@@ -13,14 +13,14 @@ from vgpu_dra.webhook.templates import TemplateSettings
 JSON = dict[str, Any]
 
 
-class Mode(enum.StrEnum):
+class WebhookMode(enum.StrEnum):
     DRA = "dra"
     LEGACY = "legacy"
 
 
 @dataclass(frozen=True)
 class TranslateSettings:
-    mode: Mode = Mode.DRA
+    mode: WebhookMode = WebhookMode.DRA
     vendors: tuple[VendorResources, ...] = DEFAULT_VENDORS
     asks: AskSettings = field(default_factory=AskSettings)
     templates: TemplateSettings = field(default_factory=TemplateSettings)

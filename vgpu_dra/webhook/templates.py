@@ -17,7 +17,6 @@ amounts travel in `VGpuConfig` (the API server would drop capacity requests).
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
 from dataclasses import dataclass, replace
@@ -28,7 +27,7 @@ from vgpu_dra.api.vgpu_config import API_VERSION, KIND, CorePolicyName, parse_co
 from vgpu_dra.core.hami.filters import CardFilter
 from vgpu_dra.core.hami.requests import Ask, AskError
 from vgpu_dra.core.model import MIB
-from vgpu_dra.core.slices import DRIVER_NAME
+from vgpu_dra.core.slices import DRIVER_NAME, CapacityMode
 from vgpu_dra.core.vendors import device_class_name
 from vgpu_dra.webhook.facts import CardModel, ClusterFacts
 from vgpu_dra.webhook.selectors import capacity_equals, cel_expressions, type_equals
@@ -39,18 +38,12 @@ MAX_SUBREQUESTS = 8  # resource.k8s.io FirstAvailableDeviceRequestMaxSize
 MANAGED_BY = {"app.kubernetes.io/managed-by": "vgpu-dra-webhook"}
 
 
-class CapacityMode(enum.StrEnum):
-    AUTO = "auto"
-    """As the cluster's slices show (replicas devices carry `parentUUID`)."""
-    CONSUMABLE = "consumable"
-    REPLICAS = "replicas"
-
-
 @dataclass(frozen=True)
 class TemplateSettings:
     driver_name: str = DRIVER_NAME
     name_prefix: str = "vgpu"
-    capacity_mode: CapacityMode = CapacityMode.AUTO
+    capacity_mode: CapacityMode | None = None
+    """None (`auto`): as the cluster's slices show (replicas devices carry `parentUUID`)."""
     core_limit_policy: CorePolicyName = "default"
 
 
@@ -159,7 +152,7 @@ def _config(ask: Ask, v: _Variant | None, s: TemplateSettings) -> JSON | None:
 
 
 def resolve_mode(vendor: str, facts: ClusterFacts, s: TemplateSettings) -> CapacityMode:
-    if s.capacity_mode is not CapacityMode.AUTO:
+    if s.capacity_mode is not None:
         return s.capacity_mode
     return CapacityMode.REPLICAS if facts.replicas(vendor) else CapacityMode.CONSUMABLE
 

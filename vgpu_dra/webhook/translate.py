@@ -16,7 +16,7 @@ from typing import Any
 
 from vgpu_dra.core.hami.filters import CardFilter, CardFilterError, card_filter
 from vgpu_dra.core.hami.requests import AskError, container_asks
-from vgpu_dra.webhook.decision import Allowed, Decision, Denied, Mode, TranslateSettings
+from vgpu_dra.webhook.decision import Allowed, Decision, Denied, TranslateSettings, WebhookMode
 from vgpu_dra.webhook.dra import TRANSLATED_ANNOTATION, translate_dra
 from vgpu_dra.webhook.facts import ClusterFacts
 from vgpu_dra.webhook.legacy import other_scheduler, translate_legacy
@@ -27,8 +27,8 @@ __all__ = [
     "Allowed",
     "Decision",
     "Denied",
-    "Mode",
     "TranslateSettings",
+    "WebhookMode",
     "has_vgpu_resources",
     "translate",
 ]
@@ -83,7 +83,7 @@ def _translate(
             asks.append((c, list(found), names))
     if not any(a for _, a, _ in asks):
         return Allowed(reason="no vGPU resources")
-    if s.mode is Mode.LEGACY and other_scheduler(spec, s):
+    if s.mode is WebhookMode.LEGACY and other_scheduler(spec, s):
         return Allowed(reason=f"schedulerName {spec.get('schedulerName')!r} is set by the user")
     for c in pod_containers:
         if c.privileged:
@@ -107,6 +107,6 @@ def _translate(
     for v in s.vendors:
         if any(a.vendor == v.vendor for _, found, _ in asks for a in found):
             filters[v.vendor] = card_filter(str_annotations, v)
-    if s.mode is Mode.LEGACY:
+    if s.mode is WebhookMode.LEGACY:
         return translate_legacy(spec, pod_containers, asks, s)
     return translate_dra(filters, spec, namespace, asks, s, facts, meta)

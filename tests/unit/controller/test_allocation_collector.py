@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, generate_latest
-from vgpu_dra.core.model import Card
-from vgpu_dra.core.slices import Mode, SliceSettings, build_slices
 
 from vgpu_dra.controller.allocation_collector import CLAIMS, SLICES, AllocationCollector
+from vgpu_dra.core.model import Card
+from vgpu_dra.core.slices import CapacityMode, SliceSettings, build_slices
 from vgpu_dra.kube.rest import ApiError, Rest
 
 GI = 1024**3
@@ -17,7 +17,7 @@ GI = 1024**3
 
 def _slice() -> dict[str, Any]:
     c = Card(vendor="nvidia", index=0, uuid="GPU-a", product_name="A100", memory_bytes=80 * GI)
-    (spec,) = build_slices("n1", [c], SliceSettings(mode=Mode.CONSUMABLE))
+    (spec,) = build_slices("n1", [c], SliceSettings(mode=CapacityMode.CONSUMABLE))
     spec["pool"]["generation"] = 1
     return {"spec": spec}
 

@@ -15,7 +15,7 @@ from vgpu_dra.core.allocation_metrics import (
     summarize,
 )
 from vgpu_dra.core.model import Card
-from vgpu_dra.core.slices import Mode, SliceSettings, build_slices
+from vgpu_dra.core.slices import CapacityMode, SliceSettings, build_slices
 
 GI = 1024**3
 MI = 1024**2
@@ -32,7 +32,9 @@ def card(index: int, uuid: str, memory: int = 80 * GI, slots: int | None = None)
     )
 
 
-def slices(node: str, cards: list[Card], mode: Mode, generation: int = 1) -> list[dict[str, Any]]:
+def slices(
+    node: str, cards: list[Card], mode: CapacityMode, generation: int = 1
+) -> list[dict[str, Any]]:
     out = []
     for spec in build_slices(node, cards, SliceSettings(mode=mode)):
         spec["pool"]["generation"] = generation
@@ -100,7 +102,7 @@ CARDS = [card(0, "GPU-a"), card(1, "GPU-b", memory=24 * GI, slots=4)]
 def test_consumable(
     claims: list[dict[str, Any]], expected: dict[str, tuple[int, int, int, int]]
 ) -> None:
-    s = summarize(slices("n1", CARDS, Mode.CONSUMABLE), claims)
+    s = summarize(slices("n1", CARDS, CapacityMode.CONSUMABLE), claims)
     got = {u: (c.memory_bytes, c.cores, c.slots, c.shares) for u, c in by_uuid(s.cards).items()}
     assert got == expected
     assert s.unmatched == 0
@@ -112,7 +114,7 @@ def test_consumable(
 
 
 def test_replicas_count_devices_per_parent_card() -> None:
-    inv = slices("n1", CARDS, Mode.REPLICAS)
+    inv = slices("n1", CARDS, CapacityMode.REPLICAS)
     claims = [
         claim(result("n1", "gpu-0-0"), result("n1", "gpu-1-3", request="b")),
         claim(
@@ -193,7 +195,7 @@ def test_replicas_config_is_selected_claim_wide(
             config=config,
         )
     ]
-    s = by_uuid(summarize(slices("n1", CARDS, Mode.REPLICAS), claims).cards)
+    s = by_uuid(summarize(slices("n1", CARDS, CapacityMode.REPLICAS), claims).cards)
     assert s["GPU-b"].memory_bytes == expected_b  # 24Gi / 4 slots = 6Gi without config
 
 
@@ -208,7 +210,7 @@ def test_other_drivers_unknown_devices_and_garbage() -> None:
         {"metadata": {"name": "pending"}},
         {"status": {"allocation": None}},
     ]
-    s = summarize(slices("n1", CARDS, Mode.CONSUMABLE), claims)
+    s = summarize(slices("n1", CARDS, CapacityMode.CONSUMABLE), claims)
     assert s.unmatched == 2
     a = by_uuid(s.cards)["GPU-a"]
     # A value the claim does not state as a whole quantity is the exclusive default.
@@ -217,8 +219,8 @@ def test_other_drivers_unknown_devices_and_garbage() -> None:
 
 def test_only_the_newest_generation_of_a_pool_counts() -> None:
     """The generation rule itself is `core.published_slices`'s (tested there)."""
-    old = slices("n1", [card(0, "GPU-old")], Mode.CONSUMABLE, generation=1)
-    new = slices("n1", [card(0, "GPU-new")], Mode.CONSUMABLE, generation=2)
+    old = slices("n1", [card(0, "GPU-old")], CapacityMode.CONSUMABLE, generation=1)
+    new = slices("n1", [card(0, "GPU-new")], CapacityMode.CONSUMABLE, generation=2)
     inv = inventory([*old, *new])
     assert [k[1] for k in inv.cards] == ["GPU-new"]
     foreign = {"spec": {"driver": "x.io", "pool": {"name": "n1", "generation": 9}}}
@@ -243,7 +245,7 @@ def test_consumable_sums_equal_what_the_claims_say(data: list[tuple[int, int, in
         claim(result("n1", f"gpu-{c}", {"memory": f"{m}Mi", "cores": str(k), "slots": str(s)}))
         for c, m, k, s in data
     ]
-    summary = summarize(slices("n1", cards, Mode.CONSUMABLE), claims)
+    summary = summarize(slices("n1", cards, CapacityMode.CONSUMABLE), claims)
     matched = [d for d in data if d[0] < 2]
     assert sum(c.memory_bytes for c in summary.cards) == sum(m * MI for _, m, _, _ in matched)
     assert sum(c.cores for c in summary.cards) == sum(k for _, _, k, _ in matched)
@@ -259,7 +261,7 @@ def test_consumable_sums_equal_what_the_claims_say(data: list[tuple[int, int, in
 def test_replicas_slots_are_allocated_replica_counts(picks: list[tuple[int, int]]) -> None:
     cards = [card(0, "GPU-0", slots=6), card(1, "GPU-1", memory=24 * GI, slots=3)]
     claims = [claim(result("n1", f"gpu-{c}-{k}")) for c, k in picks]
-    summary = summarize(slices("n1", cards, Mode.REPLICAS), claims)
+    summary = summarize(slices("n1", cards, CapacityMode.REPLICAS), claims)
     got = by_uuid(summary.cards)
     valid = [(c, k) for c, k in picks if k < (6 if c == 0 else 3)]
     assert summary.unmatched == len(picks) - len(valid)

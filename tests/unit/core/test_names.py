@@ -7,6 +7,7 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from vgpu_dra.core.names import DNS_SUBDOMAIN_MAX_LENGTH, InvalidNameError, validate_node_name
 
 # Independent oracle: the API server's IsDNS1123Subdomain.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from vgpu_dra.core.pci import (
     is_pcie_root,
     normalize_bus_id,

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vgpu_dra.core import placement as pl
-from vgpu_dra.core.hami.annotations import ContainerDevice, NodeDevice
+from vgpu_dra.core.hami.annotations import ContainerDevice, NodeDevice, PodDevices
 from vgpu_dra.core.hami.policy import PodPolicy, Weights
 from vgpu_dra.core.hami.requests import ContainerRequest
 from vgpu_dra.core.placement import DeviceUsage, NodeState
@@ -387,7 +387,7 @@ _node_cards = st.lists(
 
 def _exhaustive(
     nodes: list[NodeState], requests: list[ContainerRequest | None], pol: PodPolicy
-) -> tuple[str | None, object, dict[str, str]]:
+) -> tuple[str | None, PodDevices | None, dict[str, str]]:
     """The reference: fit the pod on every node, then pick by the node policy."""
     fits = [pl.fit_pod(n, requests, pol) for n in nodes]
     ok = [f for f in fits if f.ok]
@@ -427,9 +427,9 @@ def test_choose_node_decides_as_fitting_every_node(
         )
         states.append(NodeState(f"node-{n % 3}-{n}", devices))
     pol = PodPolicy(gpu_policy=(gpu_policy,), node_policy=node_policy)
-    got = pl.choose_node(states, list(requests), pol)
-    node, devices, failed = _exhaustive(states, list(requests), pol)
-    assert (got.node, got.devices) == (node, devices)
+    got = pl.choose_node(states, [*requests], pol)
+    node, chosen, failed = _exhaustive(states, [*requests], pol)
+    assert (got.node, got.devices) == (node, chosen)
     if node is None:
         assert got.failed == failed  # nothing fits: every node's reason is reported
     else:

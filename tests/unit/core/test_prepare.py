@@ -35,7 +35,7 @@ from vgpu_dra.core.prepare import (
     check_replicas_capacity,
     plan_claim,
 )
-from vgpu_dra.core.slices import Mode
+from vgpu_dra.core.slices import CapacityMode
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -123,7 +123,7 @@ def mounts(plan: ClaimPlan) -> list[dict[str, Any]]:
 def plan(
     shares: list[AllocatedShare],
     cfg: VGpuConfig | None = None,
-    mode: Mode = Mode.CONSUMABLE,
+    mode: CapacityMode = CapacityMode.CONSUMABLE,
     settings_: PrepareSettings = SETTINGS,
     ref: ClaimRef = REF,
 ) -> ClaimPlan:
@@ -324,7 +324,7 @@ def test_card_without_cores_is_not_limited_by_another_cards_cores() -> None:
 def test_more_cards_than_the_hook_supports_refused() -> None:
     shares = [share(card(i), memory="1Gi") for i in range(17)]
     with pytest.raises(PlanError, match="limits cannot be expressed"):
-        plan_claim(REF, shares, default_config(), Mode.CONSUMABLE, SETTINGS)
+        plan_claim(REF, shares, default_config(), CapacityMode.CONSUMABLE, SETTINGS)
 
 
 def test_sixteen_cards_fit() -> None:
@@ -371,7 +371,7 @@ def test_request_names_strip_subrequest(request_name: str, expected: str) -> Non
 
 def test_replicas_memory_from_config() -> None:
     c = card(0, slots=4)
-    p = plan([share(c, device="gpu-0-2")], config(memory="3000Mi", cores=25), Mode.REPLICAS)
+    p = plan([share(c, device="gpu-0-2")], config(memory="3000Mi", cores=25), CapacityMode.REPLICAS)
     env = container_env(p)
     assert env["CUDA_DEVICE_MEMORY_LIMIT_0"] == "3000m"
     assert env["CUDA_DEVICE_SM_LIMIT_0"] == "25"
@@ -380,7 +380,7 @@ def test_replicas_memory_from_config() -> None:
 
 
 def test_replicas_memory_in_bytes() -> None:
-    p = plan([share(card(0), device="gpu-0-0")], config(memory=GIB), Mode.REPLICAS)
+    p = plan([share(card(0), device="gpu-0-0")], config(memory=GIB), CapacityMode.REPLICAS)
     assert container_env(p)["CUDA_DEVICE_MEMORY_LIMIT_0"] == "1024m"
 
 
@@ -399,19 +399,19 @@ def test_replicas_default_memory_even_split(
 ) -> None:
     c = card(0, memory_mib=memory_mib, slots=card_slots)
     s = PrepareSettings(default_slots=default_slots)
-    p = plan([share(c, device="gpu-0-0")], default_config(), Mode.REPLICAS, s)
+    p = plan([share(c, device="gpu-0-0")], default_config(), CapacityMode.REPLICAS, s)
     assert container_env(p)["CUDA_DEVICE_MEMORY_LIMIT_0"] == f"{expected_mib}m"
     assert p.memory_by_card == {c.uuid: expected_mib * MIB}
 
 
 def test_replicas_without_cores_has_no_sm_variables() -> None:
-    p = plan([share(card(0), device="gpu-0-0")], config(memory="1Gi"), Mode.REPLICAS)
+    p = plan([share(card(0), device="gpu-0-0")], config(memory="1Gi"), CapacityMode.REPLICAS)
     assert not [k for k in container_env(p) if k.startswith("CUDA_DEVICE_SM_LIMIT")]
 
 
 def test_replicas_ignore_consumed_capacity() -> None:
     s = share(card(0), device="gpu-0-0", memory="5Gi", cores="50")
-    p = plan([s], config(memory="1Gi"), Mode.REPLICAS)
+    p = plan([s], config(memory="1Gi"), CapacityMode.REPLICAS)
     env = container_env(p)
     assert env["CUDA_DEVICE_MEMORY_LIMIT_0"] == "1024m"
     assert "CUDA_DEVICE_SM_LIMIT_0" not in env
@@ -422,7 +422,11 @@ def test_replicas_memory_above_card_refused(memory: str | int) -> None:
     c = card(0, memory_mib=81920)
     with pytest.raises(PlanError, match="more than card") as e:
         plan_claim(
-            REF, [share(c, device="gpu-0-0")], config(memory=memory), Mode.REPLICAS, SETTINGS
+            REF,
+            [share(c, device="gpu-0-0")],
+            config(memory=memory),
+            CapacityMode.REPLICAS,
+            SETTINGS,
         )
     assert c.uuid in str(e.value)
     assert "81920 MiB" in str(e.value)
@@ -430,7 +434,7 @@ def test_replicas_memory_above_card_refused(memory: str | int) -> None:
 
 def test_replicas_memory_equal_to_card_accepted() -> None:
     c = card(0, memory_mib=81920)
-    p = plan([share(c, device="gpu-0-0")], config(memory="80Gi"), Mode.REPLICAS)
+    p = plan([share(c, device="gpu-0-0")], config(memory="80Gi"), CapacityMode.REPLICAS)
     assert container_env(p)["CUDA_DEVICE_MEMORY_LIMIT_0"] == "81920m"
 
 
@@ -439,14 +443,22 @@ def test_replicas_fractional_memory_refused(memory: str) -> None:
     # Refused when the config is read; the planner refuses it too if built otherwise.
     with pytest.raises((PlanError, ConfigError), match="memory"):
         plan_claim(
-            REF, [share(card(0), device="gpu-0-0")], config(memory=memory), Mode.REPLICAS, SETTINGS
+            REF,
+            [share(card(0), device="gpu-0-0")],
+            config(memory=memory),
+            CapacityMode.REPLICAS,
+            SETTINGS,
         )
 
 
 def test_replicas_zero_memory_is_not_unlimited() -> None:
     try:
         p = plan_claim(
-            REF, [share(card(0), device="gpu-0-0")], config(memory="0"), Mode.REPLICAS, SETTINGS
+            REF,
+            [share(card(0), device="gpu-0-0")],
+            config(memory="0"),
+            CapacityMode.REPLICAS,
+            SETTINGS,
         )
     except (PlanError, ConfigError):  # refused by the config check or the planner
         return
@@ -603,14 +615,14 @@ def test_bad_device_name_raises_cdi_error() -> None:
             REF,
             [share(card(0), device="gpu 0", memory="1Gi")],
             default_config(),
-            Mode.CONSUMABLE,
+            CapacityMode.CONSUMABLE,
             SETTINGS,
         )
 
 
 def test_empty_allocation_refused() -> None:
     with pytest.raises(PlanError, match=r"no device of driver vgpu\.hami\.io"):
-        plan_claim(REF, [], default_config(), Mode.CONSUMABLE, SETTINGS)
+        plan_claim(REF, [], default_config(), CapacityMode.CONSUMABLE, SETTINGS)
 
 
 # ---------------------------------------------------------------------------
@@ -642,7 +654,7 @@ def test_mixed_vendors_refused() -> None:
             REF,
             [share(card(0), memory="1Gi"), share(card(1, vendor="hygon"), memory="1Gi")],
             default_config(),
-            Mode.CONSUMABLE,
+            CapacityMode.CONSUMABLE,
             SETTINGS,
         )
     assert "hygon" in str(e.value)
@@ -762,7 +774,7 @@ def test_replicas_round_trips_through_hook(memory_mib: int, cores: int | None, s
     if cores is not None:
         fields["cores"] = cores
     c = card(0, slots=slots)
-    p = plan([share(c, device="gpu-0-0")], config(**fields), Mode.REPLICAS)
+    p = plan([share(c, device="gpu-0-0")], config(**fields), CapacityMode.REPLICAS)
     lim = limits(p)
     assert lim.memory_limits == {0: memory_mib * MIB}
     assert lim.sm_limits == ({} if cores is None else {0: cores})

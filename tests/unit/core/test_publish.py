@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from vgpu_dra.core.model import Card
 from vgpu_dra.core.publish import ObservedSlice, PoolPlan, plan_pool, same_spec
-from vgpu_dra.core.slices import Mode, SliceSettings, build_slices
+from vgpu_dra.core.slices import CapacityMode, SliceSettings, build_slices
 
 JSON = dict[str, Any]
 NODE = "node-a"
@@ -283,7 +284,7 @@ POOLS = st.builds(
     ),
     st.integers(min_value=0, max_value=140),  # up to two slices in consumable mode
     st.sampled_from([40 * GI, 80 * GI]),
-    st.sampled_from(list(Mode)),
+    st.sampled_from(list(CapacityMode)),
     st.integers(min_value=1, max_value=3),  # replicas: up to four slices
 )
 

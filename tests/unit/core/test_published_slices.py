@@ -13,7 +13,7 @@ from vgpu_dra.core.published_slices import (
     read_published,
     whole_quantity,
 )
-from vgpu_dra.core.slices import Mode, SliceSettings, build_slices
+from vgpu_dra.core.slices import CapacityMode, SliceSettings, build_slices
 
 GI = 1 << 30
 
@@ -29,7 +29,9 @@ def card(index: int, uuid: str, memory: int = 80 * GI, slots: int | None = None)
     )
 
 
-def slices(node: str, cards: list[Card], mode: Mode, generation: int = 1) -> list[dict[str, Any]]:
+def slices(
+    node: str, cards: list[Card], mode: CapacityMode, generation: int = 1
+) -> list[dict[str, Any]]:
     out = []
     for spec in build_slices(node, cards, SliceSettings(mode=mode)):
         spec["pool"]["generation"] = generation
@@ -41,9 +43,12 @@ CARDS = [card(0, "GPU-a"), card(1, "GPU-b", memory=24 * GI, slots=4)]
 
 
 @pytest.mark.parametrize(
-    ("mode", "slots"), [(Mode.CONSUMABLE, {"GPU-a": 10, "GPU-b": 4}), (Mode.REPLICAS, None)]
+    ("mode", "slots"),
+    [(CapacityMode.CONSUMABLE, {"GPU-a": 10, "GPU-b": 4}), (CapacityMode.REPLICAS, None)],
 )
-def test_cards_read_back_what_slices_publish(mode: Mode, slots: dict[str, int] | None) -> None:
+def test_cards_read_back_what_slices_publish(
+    mode: CapacityMode, slots: dict[str, int] | None
+) -> None:
     pub = read_published(slices("n1", CARDS, mode))
     assert pub.cards[("n1", "GPU-b")] == PublishedCard(
         node="n1",
@@ -57,7 +62,7 @@ def test_cards_read_back_what_slices_publish(mode: Mode, slots: dict[str, int] |
     )
     assert pub.cards[("n1", "GPU-a")].slots == 10
     names = {d.name for d in pub.devices}
-    if mode is Mode.CONSUMABLE:
+    if mode is CapacityMode.CONSUMABLE:
         assert names == {"gpu-0", "gpu-1"} and not pub.replicas
     else:
         assert len(names) == 14 and pub.replicas == {("n1", n) for n in names}
@@ -66,7 +71,7 @@ def test_cards_read_back_what_slices_publish(mode: Mode, slots: dict[str, int] |
 
 
 def test_devices_carry_attributes_and_capacities() -> None:
-    (d0, _) = read_devices(slices("n1", CARDS, Mode.CONSUMABLE))
+    (d0, _) = read_devices(slices("n1", CARDS, CapacityMode.CONSUMABLE))
     assert (d0.name, d0.vendor, d0.uuid, d0.index, d0.memory_bytes, d0.slots) == (
         "gpu-0",
         "nvidia",
@@ -79,9 +84,9 @@ def test_devices_carry_attributes_and_capacities() -> None:
 
 
 def test_only_the_newest_generation_of_a_pool_counts() -> None:
-    old = slices("n1", [card(0, "GPU-old")], Mode.CONSUMABLE, generation=1)
-    new = slices("n1", [card(0, "GPU-new")], Mode.CONSUMABLE, generation=2)
-    other = slices("n2", [card(0, "GPU-n2")], Mode.CONSUMABLE, generation=1)
+    old = slices("n1", [card(0, "GPU-old")], CapacityMode.CONSUMABLE, generation=1)
+    new = slices("n1", [card(0, "GPU-new")], CapacityMode.CONSUMABLE, generation=2)
+    other = slices("n2", [card(0, "GPU-n2")], CapacityMode.CONSUMABLE, generation=1)
     pub = read_published([*old, *new, *other])
     assert sorted(pub.cards) == [("n1", "GPU-new"), ("n2", "GPU-n2")]
     foreign = {"spec": {"driver": "x.io", "pool": {"name": "n1", "generation": 9}}}
@@ -89,7 +94,7 @@ def test_only_the_newest_generation_of_a_pool_counts() -> None:
 
 
 def test_garbage_is_skipped_not_guessed() -> None:
-    good = slices("n1", [card(0, "GPU-a")], Mode.CONSUMABLE)
+    good = slices("n1", [card(0, "GPU-a")], CapacityMode.CONSUMABLE)
     spec = good[0]["spec"]
     spec["devices"] += [
         "junk",

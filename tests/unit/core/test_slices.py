@@ -13,12 +13,14 @@ import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
+
+from vgpu_dra.api.quantity import parse_quantity
 from vgpu_dra.core.model import MIB, Card
 from vgpu_dra.core.slices import (
     DRIVER_NAME,
     PCI_BUS_ID_ATTR,
     PCIE_ROOT_ATTR,
-    Mode,
+    CapacityMode,
     SliceBuildError,
     SliceSettings,
     build_devices,
@@ -27,12 +29,10 @@ from vgpu_dra.core.slices import (
 )
 from vgpu_dra.core.vendors import UnknownVendorError
 
-from vgpu_dra.api.quantity import parse_quantity
-
 JSON = dict[str, Any]
 GI = 2**30
 CONSUMABLE = SliceSettings()
-REPLICAS = SliceSettings(mode=Mode.REPLICAS)
+REPLICAS = SliceSettings(mode=CapacityMode.REPLICAS)
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 
@@ -313,18 +313,18 @@ def test_slice_spec() -> None:
 @pytest.mark.parametrize(
     ("cards", "slots", "mode", "sizes"),
     [
-        (1, 10, Mode.CONSUMABLE, [1]),
-        (128, 10, Mode.CONSUMABLE, [128]),
-        (129, 10, Mode.CONSUMABLE, [128, 1]),
-        (256, 10, Mode.CONSUMABLE, [128, 128]),
-        (300, 10, Mode.CONSUMABLE, [128, 128, 44]),
-        (12, 10, Mode.REPLICAS, [120]),
-        (13, 10, Mode.REPLICAS, [128, 2]),
-        (16, 8, Mode.REPLICAS, [128]),
-        (26, 10, Mode.REPLICAS, [128, 128, 4]),
+        (1, 10, CapacityMode.CONSUMABLE, [1]),
+        (128, 10, CapacityMode.CONSUMABLE, [128]),
+        (129, 10, CapacityMode.CONSUMABLE, [128, 1]),
+        (256, 10, CapacityMode.CONSUMABLE, [128, 128]),
+        (300, 10, CapacityMode.CONSUMABLE, [128, 128, 44]),
+        (12, 10, CapacityMode.REPLICAS, [120]),
+        (13, 10, CapacityMode.REPLICAS, [128, 2]),
+        (16, 8, CapacityMode.REPLICAS, [128]),
+        (26, 10, CapacityMode.REPLICAS, [128, 128, 4]),
     ],
 )
-def test_split_at_128(cards: int, slots: int, mode: Mode, sizes: list[int]) -> None:
+def test_split_at_128(cards: int, slots: int, mode: CapacityMode, sizes: list[int]) -> None:
     specs = build_slices(
         "node-a", [card(i) for i in range(cards)], SliceSettings(mode=mode, default_slots=slots)
     )

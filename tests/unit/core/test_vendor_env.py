@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from vgpu_dra.core.hook_abi import parse_percent, parse_size
 from vgpu_dra.core.vendor_env import (
     CUDA_DEVICE_ORDER,

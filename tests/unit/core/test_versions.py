@@ -7,6 +7,7 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from vgpu_dra.core.versions import compute_capability, cuda_version_from_int, to_semver
 
 # semver.org's recommended regular expression (strict 2.0.0).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,12 @@ import pytest
 from vgpu_dra.core.inventory import InventoryError, build_inventories, simulated_uuid
 from vgpu_dra.dev import data
 from vgpu_dra.gpu.discovery import Discovery
-from vgpu_dra.gpu.simulated import SimulatedDiscovery, load_inventory, parse_inventory
+from vgpu_dra.gpu.simulated import (
+    InventoryFile,
+    SimulatedDiscovery,
+    load_inventory,
+    parse_inventory,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 HEADER = "apiVersion: vgpu.hami.io/v1alpha1\nkind: SimulatedInventory\n"
@@ -35,51 +41,72 @@ GOOD = one_node("""\
 
 BAD = [
     pytest.param(
-        "nodes: [\n  - name: a\n", "(file)", "malformed YAML: line 4, column 3",
+        "nodes: [\n  - name: a\n",
+        "(file)",
+        "malformed YAML: line 4, column 3",
         id="malformed-yaml",
     ),
     pytest.param("nodes: {}\n", "nodes", "valid tuple", id="nodes-not-a-list"),
     pytest.param(
         one_node("- {vendor: nvidea, model: X, memory: 1Gi}\n"),
-        "nodes[0].cards[0].vendor", "unknown vendor 'nvidea'; known vendors: amd",
+        "nodes[0].cards[0].vendor",
+        "unknown vendor 'nvidea'; known vendors: amd",
         id="unknown-vendor",
     ),
     pytest.param(
         one_node("- {vendor: nvidia, model: X, memory: 0}\n"),
-        "nodes[0].cards[0].memory", "zero memory", id="zero-memory-int",
+        "nodes[0].cards[0].memory",
+        "zero memory",
+        id="zero-memory-int",
     ),
     pytest.param(
         one_node("- {vendor: nvidia, model: X, memory: 0Gi}\n"),
-        "nodes[0].cards[0].memory", "zero memory", id="zero-memory-quantity",
+        "nodes[0].cards[0].memory",
+        "zero memory",
+        id="zero-memory-quantity",
     ),
     pytest.param(
         one_node("- {vendor: nvidia, model: X, memory: 512Ki}\n"),
-        "nodes[0].cards[0].memory", "at least 1Mi", id="memory-below-step",
+        "nodes[0].cards[0].memory",
+        "at least 1Mi",
+        id="memory-below-step",
     ),
     pytest.param(
         one_node("- {vendor: nvidia, model: X, memory: -1Gi}\n"),
-        "nodes[0].cards[0].memory", "at least 1Mi", id="negative-memory",
+        "nodes[0].cards[0].memory",
+        "at least 1Mi",
+        id="negative-memory",
     ),
     pytest.param(
         one_node("- {vendor: nvidia, model: X, memory: 80GB}\n"),
-        "nodes[0].cards[0].memory", "not a quantity: '80GB'", id="memory-not-a-quantity",
+        "nodes[0].cards[0].memory",
+        "not a quantity: '80GB'",
+        id="memory-not-a-quantity",
     ),
     pytest.param(
         one_node("- {vendor: nvidia, model: X, memory: 1.5}\n"),
-        "nodes[0].cards[0].memory", "got float 1.5", id="memory-yaml-float",
+        "nodes[0].cards[0].memory",
+        "got float 1.5",
+        id="memory-yaml-float",
     ),
     pytest.param(
         one_node("- {vendor: nvidia, model: X, memory: '1.5'}\n"),
-        "nodes[0].cards[0].memory", "whole number of bytes", id="memory-fractional-bytes",
+        "nodes[0].cards[0].memory",
+        "whole number of bytes",
+        id="memory-fractional-bytes",
     ),
     pytest.param(
         one_node("- {vendor: nvidia, model: X, memory: 1Gi}\n", name="GPU_Node"),
-        "nodes[0].name", "node name 'GPU_Node' contains", id="node-name-not-dns",
+        "nodes[0].name",
+        "node name 'GPU_Node' contains",
+        id="node-name-not-dns",
     ),
     pytest.param(
         one_node("- {vendor: nvidia, model: X, memory: 1Gi}\n", name="'a'")
         + "- name: a\n  cards: []\n",
-        "nodes[1].name", "already defined at nodes[0]", id="duplicate-node",
+        "nodes[1].name",
+        "already defined at nodes[0]",
+        id="duplicate-node",
     ),
     pytest.param(
         one_node("""\
@@ -95,7 +122,8 @@ BAD = [
             - {vendor: nvidia, model: X, memory: 1Gi, index: 3, count: 2}
             - {vendor: nvidia, model: Y, memory: 1Gi, index: 4}
             """),
-        "nodes[0].cards[1].index", "index 4 is already used by nodes[0].cards[0] copy 1",
+        "nodes[0].cards[1].index",
+        "index 4 is already used by nodes[0].cards[0] copy 1",
         id="duplicate-index-from-count",
     ),
     pytest.param(
@@ -103,12 +131,15 @@ BAD = [
             - {vendor: nvidia, model: X, memory: 1Gi, uuid: GPU-1}
             - {vendor: nvidia, model: Y, memory: 1Gi, uuid: GPU-1}
             """),
-        "nodes[0].cards[1].uuid", "uuid GPU-1 is already used", id="duplicate-uuid",
+        "nodes[0].cards[1].uuid",
+        "uuid GPU-1 is already used",
+        id="duplicate-uuid",
     ),
     pytest.param(
         one_node("- {vendor: nvidia, model: X, memory: 1Gi, uuid: GPU-1}\n")
         + "- name: b\n  cards: [{vendor: nvidia, model: Y, memory: 1Gi, uuid: GPU-1}]\n",
-        "nodes[1].cards[0].uuid", "already used by nodes[0].cards[0]",
+        "nodes[1].cards[0].uuid",
+        "already used by nodes[0].cards[0]",
         id="duplicate-uuid-across-nodes",
     ),
     pytest.param(
@@ -116,7 +147,8 @@ BAD = [
             - {vendor: nvidia, model: X, memory: 1Gi, pciBusID: "0000:3b:00.0"}
             - {vendor: nvidia, model: Y, memory: 1Gi, pciBusID: "00000000:3B:00.0"}
             """),
-        "nodes[0].cards[1].pciBusID", "PCI bus id 0000:3b:00.0 is already used",
+        "nodes[0].cards[1].pciBusID",
+        "PCI bus id 0000:3b:00.0 is already used",
         id="duplicate-pci-bus-id",
     ),
     pytest.param(
@@ -124,50 +156,65 @@ BAD = [
             - {vendor: nvidia, model: X, memory: 1Gi, pciBusID: "0000:02:00.0"}
             - {vendor: nvidia, model: Y, memory: 1Gi}
             """),
-        "nodes[0].cards[1].pciBusID", "(derived by default; set pciBusID explicitly)",
+        "nodes[0].cards[1].pciBusID",
+        "(derived by default; set pciBusID explicitly)",
         id="derived-pci-bus-id-collides",
     ),
     pytest.param(
-        one_node("- {vendor: nvidia, model: X, memory: 1Gi, driverVersion: '1.2.3.4'}\n")
-        .replace("  cards:", "  driverVersion: latest\n  cards:"),
-        "nodes[0].driverVersion", "(node 'gpu-node-1'): 'latest' is not a version",
+        one_node("- {vendor: nvidia, model: X, memory: 1Gi, driverVersion: '1.2.3.4'}\n").replace(
+            "  cards:", "  driverVersion: latest\n  cards:"
+        ),
+        "nodes[0].driverVersion",
+        "(node 'gpu-node-1'): 'latest' is not a version",
         id="bad-node-driver-version",
     ),
     pytest.param(
         one_node("- {vendor: nvidia, model: X, memory: 1Gi, count: 2, uuid: GPU-1}\n"),
-        "nodes[0].cards[0].uuid", "only allowed on an entry with count 1", id="uuid-with-count",
+        "nodes[0].cards[0].uuid",
+        "only allowed on an entry with count 1",
+        id="uuid-with-count",
     ),
     pytest.param(
         one_node("- {vendor: nvidia, model: X, memory: 1Gi, pciBusID: 3b-00}\n"),
-        "nodes[0].cards[0].pciBusID", "not a PCI address", id="bad-pci-bus-id",
+        "nodes[0].cards[0].pciBusID",
+        "not a PCI address",
+        id="bad-pci-bus-id",
     ),
     pytest.param(
         one_node("- {vendor: nvidia, model: X, memory: 1Gi, pcieRoot: root0}\n"),
-        "nodes[0].cards[0].pcieRoot", "not a root complex name", id="bad-pcie-root",
+        "nodes[0].cards[0].pcieRoot",
+        "not a root complex name",
+        id="bad-pcie-root",
     ),
     pytest.param(
         one_node("- {vendor: nvidia, model: X, memory: 1Gi, driverVersion: latest}\n"),
-        "nodes[0].cards[0].driverVersion", "'latest' is not a version", id="bad-driver-version",
+        "nodes[0].cards[0].driverVersion",
+        "'latest' is not a version",
+        id="bad-driver-version",
     ),
     pytest.param(
         one_node("- {vendor: nvidia, model: X, memory: 1Gi, cudaVersion: 12.4}\n"),
-        "nodes[0].cards[0].cudaVersion", "quoted string", id="unquoted-cuda-version",
+        "nodes[0].cards[0].cudaVersion",
+        "quoted string",
+        id="unquoted-cuda-version",
     ),
     pytest.param(
         one_node("- {vendor: nvidia, model: X, memory: 1Gi, computeCapability: 'sm_80'}\n"),
-        "nodes[0].cards[0].computeCapability", "not \"major.minor\"", id="bad-compute-capability",
+        "nodes[0].cards[0].computeCapability",
+        'not "major.minor"',
+        id="bad-compute-capability",
     ),
     pytest.param(
         one_node("- {vendor: nvidia, model: X, memory: 1Gi, colour: green}\n"),
-        "nodes[0].cards[0].colour", "Extra inputs are not permitted", id="unknown-field",
+        "nodes[0].cards[0].colour",
+        "Extra inputs are not permitted",
+        id="unknown-field",
     ),
 ]
 
 
 @pytest.mark.parametrize(("body", "field", "reason"), BAD)
-def test_bad_input_names_file_and_field(
-    tmp_path: Path, body: str, field: str, reason: str
-) -> None:
+def test_bad_input_names_file_and_field(tmp_path: Path, body: str, field: str, reason: str) -> None:
     path = write(tmp_path, body)
     with pytest.raises(InventoryError) as err:
         load_inventory(path)
@@ -192,10 +239,16 @@ def test_structural_issues_name_the_node_and_card(tmp_path: Path) -> None:
 
 
 def test_all_issues_are_reported_together(tmp_path: Path) -> None:
-    path = write(tmp_path, one_node("""\
+    path = write(
+        tmp_path,
+        one_node(
+            """\
         - {vendor: nvidea, model: X, memory: 1Gi}
         - {vendor: nvidia, model: Y, memory: 0}
-        """, name="Bad_Name"))
+        """,
+            name="Bad_Name",
+        ),
+    )
     with pytest.raises(InventoryError) as err:
         load_inventory(path)
     fields = {i.field for i in err.value.issues}
@@ -236,7 +289,8 @@ def test_count_replicates_with_consecutive_indexes_and_derived_identities(tmp_pa
     inv = SimulatedDiscovery.from_file(write(tmp_path, GOOD), "gpu-node-1").discover()
     assert [c.index for c in inv.cards] == [0, 1]
     assert [c.uuid for c in inv.cards] == [
-        simulated_uuid("nvidia", "gpu-node-1", 0), simulated_uuid("nvidia", "gpu-node-1", 1),
+        simulated_uuid("nvidia", "gpu-node-1", 0),
+        simulated_uuid("nvidia", "gpu-node-1", 1),
     ]
     assert inv.cards[0].uuid.startswith("GPU-") and inv.cards[0].uuid != inv.cards[1].uuid
     assert [c.pci_bus_id for c in inv.cards] == ["0000:01:00.0", "0000:02:00.0"]
@@ -252,7 +306,9 @@ def test_uuids_are_deterministic_and_vendor_prefixed() -> None:
 
 
 def test_explicit_fields_defaults_and_ordering(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         defaults: {slots: 10, cores: 100}
         nodes:
         - name: n1
@@ -271,17 +327,23 @@ def test_explicit_fields_defaults_and_ordering(tmp_path: Path) -> None:
             driverVersion: "560.35.03"
             computeCapability: "9.0"
           - {vendor: amd, model: MI300X, memory: 206158430208}
-        """)
-    cards = SimulatedDiscovery(load_inventory(path), "n1").discover().cards
+        """,
+    )
+    cards = SimulatedDiscovery.from_file(path, "n1").discover().cards
     assert [c.index for c in cards] == [1, 5]  # sorted; the amd card is at position 1
     amd, h200 = cards
     assert (h200.vendor, h200.uuid, h200.pci_bus_id, h200.pcie_root) == (
-        "nvidia", "GPU-aaaa", "0000:9b:00.0", "pci0000:97",
+        "nvidia",
+        "GPU-aaaa",
+        "0000:9b:00.0",
+        "pci0000:97",
     )
     assert h200.memory_bytes == 143771 * 2**20 and h200.healthy is False
     assert (h200.slots, h200.cores) == (4, 100)
     assert (h200.driver_version, h200.cuda_driver_version, h200.compute_capability) == (
-        "560.35.3", "12.2.0", "9.0",
+        "560.35.3",
+        "12.2.0",
+        "9.0",
     )
     assert (amd.vendor, amd.memory_bytes, amd.uuid.startswith("amd-")) == ("amd", 192 * 2**30, True)
     assert (amd.driver_version, amd.slots) == ("535.104.0", 10)
@@ -303,11 +365,42 @@ def test_discover_is_idempotent_and_a_discovery(tmp_path: Path) -> None:
     assert backend.discover() == backend.discover()
 
 
-def test_model_built_in_code_is_checked_at_construction() -> None:
-    spec = parse_inventory(HEADER + GOOD)
-    bad = spec.model_copy(update={"nodes": (spec.nodes[0].model_copy(update={"name": "X"}),)})
-    with pytest.raises(InventoryError, match=r"^invalid inventory: nodes\[0\]\.name"):
-        SimulatedDiscovery(bad, "X")
+def test_inventory_file_parses_once_per_content(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + "- name: gpu-node-2\n  cards: []\n")
+    shared = InventoryFile(path)
+    nodes = [SimulatedDiscovery(shared, n) for n in ("gpu-node-1", "gpu-node-2")]
+    for _ in range(3):
+        assert [len(d.discover().cards) for d in nodes] == [2, 0]
+    assert shared.parses == 1  # six calls, one parse
+    path.write_text(path.read_text().replace("count: 2", "count: 3"), encoding="utf-8")
+    assert [len(d.discover().cards) for d in nodes] == [3, 0]  # edited: picked up
+    assert shared.parses == 2
+    assert shared.node_names() == ("gpu-node-1", "gpu-node-2")
+
+
+@pytest.mark.parametrize(
+    ("edit", "error"),
+    [
+        pytest.param(
+            lambda p: p.write_text("nodes: [", encoding="utf-8"), "malformed YAML", id="broken"
+        ),
+        pytest.param(lambda p: p.unlink(), "cannot read", id="removed"),
+        pytest.param(
+            lambda p: p.write_text(HEADER + GOOD.replace("gpu-node-1", "other"), encoding="utf-8"),
+            "no node named 'gpu-node-1'",
+            id="node-gone",
+        ),
+    ],
+)
+def test_discover_raises_naming_the_file_once_it_became_unusable(
+    tmp_path: Path, edit: Callable[[Path], object], error: str
+) -> None:
+    path = write(tmp_path, GOOD)
+    backend = SimulatedDiscovery(path, "gpu-node-1")  # lazy: reads nothing yet
+    assert len(backend.discover().cards) == 2
+    edit(path)
+    with pytest.raises(InventoryError, match=rf"^{path}: .*{error}"):
+        backend.discover()
 
 
 # --- shipped inventories ---------------------------------------------------------------

@@ -16,7 +16,7 @@ from vgpu_dra.core import checkpoint as ckpt
 from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.claims import ClaimRef
 from vgpu_dra.core.prepare import PrepareSettings
-from vgpu_dra.gpu.simulated import SimulatedDiscovery, parse_inventory
+from vgpu_dra.gpu.simulated import SimulatedDiscovery
 from vgpu_dra.kube.rest import JSON, ApiError
 from vgpu_dra.node_agent.driver import CHECKPOINT_FILE, DriverSettings, VGpuDriver
 
@@ -86,7 +86,9 @@ class Node:
     settings: DriverSettings
 
     def driver(self, api: FakeApi) -> VGpuDriver:
-        discovery = SimulatedDiscovery(parse_inventory(INVENTORY), NODE)
+        inventory = self.root / "inventory.yaml"
+        inventory.write_text(INVENTORY)
+        discovery = SimulatedDiscovery.from_file(inventory, NODE)
         return VGpuDriver(self.settings, api, discovery)
 
     def paths(self, ref: ClaimRef) -> ClaimPaths:

@@ -6,7 +6,6 @@ import threading
 import time
 
 from vgpu_dra.core.claims import DeviceHealth
-
 from vgpu_dra.node_agent.health import HealthBoard, Snapshot
 
 G0 = DeviceHealth("node-1", "gpu-0", "Healthy", 100)

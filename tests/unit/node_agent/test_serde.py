@@ -6,8 +6,8 @@ import dataclasses
 from collections.abc import Callable, Mapping
 
 import pytest
-from vgpu_dra.core.claims import ClaimRef, DeviceHealth, PreparedDevice, PrepareResult
 
+from vgpu_dra.core.claims import ClaimRef, DeviceHealth, PreparedDevice, PrepareResult
 from vgpu_dra.node_agent import serde
 from vgpu_dra.proto.dra.v1 import api_pb2 as dra_v1
 from vgpu_dra.proto.dra.v1beta1 import api_pb2 as dra_v1beta1

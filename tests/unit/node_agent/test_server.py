@@ -14,12 +14,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from vgpu_dra.core.claims import ClaimRef, DeviceHealth, PreparedDevice, PrepareResult
 
 from tests.kubelet_client import KubeletClient, Version
+from vgpu_dra.core.claims import ClaimRef, DeviceHealth, PreparedDevice, PrepareResult
+from vgpu_dra.host.sockets import SocketPathError
 from vgpu_dra.node_agent.health import HealthBoard
 from vgpu_dra.node_agent.registration import RegistrationServicer
-from vgpu_dra.node_agent.server import PluginServer, SocketPathError, SocketSettings
+from vgpu_dra.node_agent.server import PluginServer, SocketSettings
 from vgpu_dra.node_agent.servicer import OMITTED_ERROR
 
 DRIVER = "vgpu.hami.io"

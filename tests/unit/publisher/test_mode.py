@@ -6,8 +6,8 @@ import copy
 from typing import Any
 
 import pytest
-from vgpu_dra.core.slices import DRIVER_NAME, Mode
 
+from vgpu_dra.core.slices import DRIVER_NAME, CapacityMode
 from vgpu_dra.publisher.mode import mode_from_response, probe_slice
 
 JSON = dict[str, Any]
@@ -37,23 +37,23 @@ def without_policy() -> JSON:
 @pytest.mark.parametrize(
     ("response", "mode"),
     [
-        (answer(), Mode.CONSUMABLE),
-        (PROBE, Mode.CONSUMABLE),
-        (answer(allowMultipleAllocations=None), Mode.REPLICAS),
-        (without_policy(), Mode.REPLICAS),
-        (answer(allowMultipleAllocations=False), Mode.REPLICAS),
-        (answer(allowMultipleAllocations="true"), Mode.REPLICAS),  # only a real true counts
-        (answer(capacity={}), Mode.REPLICAS),
-        (answer(capacity={"memory": {"value": "1Gi"}}), Mode.REPLICAS),
-        (answer(allowMultipleAllocations=None, capacity={}), Mode.REPLICAS),
-        ({"spec": {"devices": []}}, Mode.REPLICAS),
-        ({"spec": {"devices": None}}, Mode.REPLICAS),
-        ({"spec": {}}, Mode.REPLICAS),
-        ({}, Mode.REPLICAS),
-        ({"kind": "Status", "status": "Failure"}, Mode.REPLICAS),
+        (answer(), CapacityMode.CONSUMABLE),
+        (PROBE, CapacityMode.CONSUMABLE),
+        (answer(allowMultipleAllocations=None), CapacityMode.REPLICAS),
+        (without_policy(), CapacityMode.REPLICAS),
+        (answer(allowMultipleAllocations=False), CapacityMode.REPLICAS),
+        (answer(allowMultipleAllocations="true"), CapacityMode.REPLICAS),  # only a real true counts
+        (answer(capacity={}), CapacityMode.REPLICAS),
+        (answer(capacity={"memory": {"value": "1Gi"}}), CapacityMode.REPLICAS),
+        (answer(allowMultipleAllocations=None, capacity={}), CapacityMode.REPLICAS),
+        ({"spec": {"devices": []}}, CapacityMode.REPLICAS),
+        ({"spec": {"devices": None}}, CapacityMode.REPLICAS),
+        ({"spec": {}}, CapacityMode.REPLICAS),
+        ({}, CapacityMode.REPLICAS),
+        ({"kind": "Status", "status": "Failure"}, CapacityMode.REPLICAS),
     ],
 )
-def test_mode_from_response(response: JSON, mode: Mode) -> None:
+def test_mode_from_response(response: JSON, mode: CapacityMode) -> None:
     assert mode_from_response(response) is mode
 
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from vgpu_dra.core.model import Card, NodeInventory
-from vgpu_dra.core.slices import Mode, SliceSettings, build_slices
 
+from vgpu_dra.core.model import Card, NodeInventory
+from vgpu_dra.core.slices import CapacityMode, SliceSettings, build_slices
 from vgpu_dra.kube.rest import Rest
 from vgpu_dra.publisher.reconciler import ControllerSettings, SliceController
 
@@ -63,7 +63,7 @@ def controller(remember: bool = True) -> SliceController:
     ctl = SliceController(
         NoRest(),
         {NODE: NoDiscovery(), "node-b": NoDiscovery()},
-        ControllerSettings(mode=Mode.CONSUMABLE),
+        ControllerSettings(mode=CapacityMode.CONSUMABLE),
     )
     if remember:  # what a successful reconcile of NODE at generation GEN leaves behind
         ctl._desired[NODE] = DESIRED

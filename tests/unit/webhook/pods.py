@@ -6,8 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from vgpu_dra.core.model import Card
-from vgpu_dra.core.slices import Mode, SliceSettings, build_slices
-
+from vgpu_dra.core.slices import CapacityMode, SliceSettings, build_slices
 from vgpu_dra.webhook import jsonpatch
 from vgpu_dra.webhook.facts import ClusterFacts, facts_from_slices
 from vgpu_dra.webhook.translate import Allowed, Decision, Denied
@@ -57,7 +56,7 @@ A100 = "NVIDIA A100-SXM4-80GB"
 V100 = "Tesla V100-SXM2-32GB"
 
 
-def facts(*cards: Card, mode: Mode = Mode.CONSUMABLE) -> ClusterFacts:
+def facts(*cards: Card, mode: CapacityMode = CapacityMode.CONSUMABLE) -> ClusterFacts:
     return facts_from_slices(
         [{"spec": s} for s in build_slices("node-a", list(cards), SliceSettings(mode=mode))]
     )
@@ -65,7 +64,7 @@ def facts(*cards: Card, mode: Mode = Mode.CONSUMABLE) -> ClusterFacts:
 
 CARDS = (card(0, A100, 80), card(1, A100, 80), card(2, V100, 32))
 FACTS = facts(*CARDS)
-REPLICA_FACTS = facts(*CARDS, mode=Mode.REPLICAS)
+REPLICA_FACTS = facts(*CARDS, mode=CapacityMode.REPLICAS)
 
 
 def _sub(req: Mapping[str, Any]) -> JSON:

@@ -16,7 +16,7 @@ from tests.unit.webhook.pods import FACTS, card, ctr, facts, pod
 from vgpu_dra.webhook.facts import CardModel, ClusterFacts
 from vgpu_dra.webhook.server import make_app
 from vgpu_dra.webhook.service import Admitter, StaticFacts
-from vgpu_dra.webhook.translate import Denied, Mode, TranslateSettings, translate
+from vgpu_dra.webhook.translate import Denied, TranslateSettings, WebhookMode, translate
 
 GPU, MEM, PCT, CORES, PRIO = (
     "nvidia.com/gpu",
@@ -161,13 +161,13 @@ CORPUS = [
         "legacy: env not a list",
         pod(ctr("c", {GPU: "1", PRIO: "0"}, env={"A": "b"})),
         "env must be a list",
-        settings=TranslateSettings(mode=Mode.LEGACY),
+        settings=TranslateSettings(mode=WebhookMode.LEGACY),
     ),
     Bad(
         "legacy: nodeName preset",
         pod(ctr("c", {GPU: "1"}), nodeName="n1"),
         "spec.nodeName is preset",
-        settings=TranslateSettings(mode=Mode.LEGACY),
+        settings=TranslateSettings(mode=WebhookMode.LEGACY),
     ),
 ]
 

@@ -22,7 +22,7 @@ from vgpu_dra.api.vgpu_config import parse_config
 from vgpu_dra.dev import cel
 from vgpu_dra.webhook import jsonpatch
 from vgpu_dra.webhook.templates import TemplateSettings, template_name
-from vgpu_dra.webhook.translate import Allowed, Denied, Mode, TranslateSettings, translate
+from vgpu_dra.webhook.translate import Allowed, Denied, TranslateSettings, WebhookMode, translate
 
 S = TranslateSettings()
 NAMES = [*sorted(S.legacy_names), "cpu", "memory", "example.com/foo"]
@@ -172,8 +172,8 @@ def check_pod(before: dict[str, Any], after: dict[str, Any], templates: set[str]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(pods, st.sampled_from([Mode.DRA, Mode.LEGACY]))
-def test_never_an_invalid_patch(p: dict[str, Any], mode: Mode) -> None:
+@given(pods, st.sampled_from([WebhookMode.DRA, WebhookMode.LEGACY]))
+def test_never_an_invalid_patch(p: dict[str, Any], mode: WebhookMode) -> None:
     s = TranslateSettings(mode=mode)
     decision = translate(p, "team-a", s, FACTS)
     if isinstance(decision, Denied):
@@ -183,7 +183,7 @@ def test_never_an_invalid_patch(p: dict[str, Any], mode: Mode) -> None:
     after = jsonpatch.apply(p, decision.patch)  # raises on an invalid patch
     for t in decision.templates:
         check_template(t)
-    if mode is Mode.DRA:
+    if mode is WebhookMode.DRA:
         check_pod(p, after, {t["metadata"]["name"] for t in decision.templates})
     again = translate(after, "team-a", s, FACTS)  # idempotent on reinvocation
     assert isinstance(again, Allowed)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any, cast
 
 import pytest
-from vgpu_dra.core.slices import SliceSettings, build_slices
 
 from tests.unit.webhook.pods import A100, card
+from vgpu_dra.core.slices import SliceSettings, build_slices
 from vgpu_dra.kube.rest import ApiError, Rest
 from vgpu_dra.webhook.kube import SliceFacts, TemplateError, TemplateStore
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from vgpu_dra.core.slices import SliceSettings, build_slices
 
 from tests.unit.webhook.pods import A100, V100, card, ctr, pod
 from vgpu_dra.__main__ import main
+from vgpu_dra.core.slices import SliceSettings, build_slices
 
 
 def _write(tmp_path: Path) -> tuple[Path, Path]:

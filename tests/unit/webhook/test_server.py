@@ -24,9 +24,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.unit.webhook.pods import FACTS, ctr, pod
 from vgpu_dra.dev.localcluster.certs import make_pki
+from vgpu_dra.serving.https import CertReloader, ServerSettings
 from vgpu_dra.webhook.kube import TemplateError
 from vgpu_dra.webhook.review import parse_review
-from vgpu_dra.webhook.server import CertReloader, ServerSettings, make_app, serve
+from vgpu_dra.webhook.server import make_app, serve
 from vgpu_dra.webhook.service import Admitter, StaticFacts
 from vgpu_dra.webhook.translate import TranslateSettings
 

@@ -19,10 +19,11 @@ import pytest
 
 from tests.unit.webhook.pods import FACTS, REPLICA_FACTS, ctr, pod, summarize
 from vgpu_dra.core.hami.requests import AskSettings
+from vgpu_dra.core.slices import CapacityMode
 from vgpu_dra.webhook import jsonpatch
 from vgpu_dra.webhook.facts import ClusterFacts
-from vgpu_dra.webhook.templates import CapacityMode, TemplateSettings
-from vgpu_dra.webhook.translate import Allowed, Mode, TranslateSettings, translate
+from vgpu_dra.webhook.templates import TemplateSettings
+from vgpu_dra.webhook.translate import Allowed, TranslateSettings, WebhookMode, translate
 
 GOLDEN = Path(__file__).parent / "golden" / "table.json"
 
@@ -34,7 +35,7 @@ GPU, MEM, PCT, CORES, PRIO = (
     "nvidia.com/priority",
 )
 DRA = TranslateSettings()
-LEGACY = TranslateSettings(mode=Mode.LEGACY)
+LEGACY = TranslateSettings(mode=WebhookMode.LEGACY)
 EXCLUSIVE = {"class": "nvidia", "count": 1, "cores": "100", "slots": "10"}
 A100_T = "NVIDIA-NVIDIA A100-SXM4-80GB"
 

@@ -140,20 +140,6 @@ class AskSettings:
     max_count: int = MAX_COUNT
 
 
-def RequestDefaults(  # noqa: N802 -- the CLI's spelling; it should build AskSettings
-    *, gpu_num: int = 1, memory_mib: int = 0, cores: int = 0, memory_factor: int = 1
-) -> AskSettings:
-    """HAMi's `defaultGPUNum`, `defaultMemory`, `defaultCores`, `memoryFactor` as the
-    webhook's AskSettings. Kept only for `vgpu_dra.__main__` (the extender's flags);
-    remove once it builds AskSettings itself."""
-    return AskSettings(
-        default_count=gpu_num,
-        default_memory_mib=memory_mib,
-        default_cores=cores,
-        memory_factor=memory_factor,
-    )
-
-
 @dataclass(frozen=True)
 class Ask:
     """What one container asks of one vendor, validated and with HAMi's defaults applied.

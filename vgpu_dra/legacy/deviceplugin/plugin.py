@@ -21,12 +21,12 @@ import grpc
 from vgpu_dra.core.hami import annotations as ann
 from vgpu_dra.core.prepare import PrepareSettings
 from vgpu_dra.gpu.discovery import Discovery
+from vgpu_dra.host.sockets import bind_unix_socket
 from vgpu_dra.kube.nodelock import LockSettings, NodeLocker
 from vgpu_dra.kube.rest import Rest
 from vgpu_dra.legacy.deviceplugin.inventory import LegacyInventory, LegacyInventorySettings
 from vgpu_dra.legacy.deviceplugin.pending import PendingPods
 from vgpu_dra.legacy.deviceplugin.servicer import DeviceBoard, DevicePluginServicer
-from vgpu_dra.node_agent.server import bind_unix_socket
 from vgpu_dra.proto.deviceplugin.v1beta1 import api_pb2 as dp
 from vgpu_dra.proto.deviceplugin.v1beta1 import api_pb2_grpc as dp_grpc
 

@@ -1,4 +1,5 @@
-"""Composition root of `vgpu-dra extender`: build the collaborators, serve until stopped.
+"""Composition root of `vgpu-dra extender`: its flags (`add_arguments`, `main`), then
+build the collaborators and serve until stopped.
 
 `start(settings)` returns a running `ExtenderApp` (tests run it in-process);
 `run(settings)` blocks until SIGTERM/SIGINT.
@@ -6,7 +7,9 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -16,14 +19,17 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from vgpu_dra.core.hami import annotations as ann
+from vgpu_dra.core.hami.requests import AskSettings
+from vgpu_dra.kube.flags import add_kubeconfig_argument
 from vgpu_dra.kube.nodelock import LockSettings, NodeLocker
 from vgpu_dra.kube.rest import Rest
 from vgpu_dra.legacy.extender.events import EventRecorder
 from vgpu_dra.legacy.extender.extender import Extender, PlacementSettings
-from vgpu_dra.legacy.extender.http import ExtenderServer
+from vgpu_dra.legacy.extender.http import MAX_BODY, ExtenderServer
 from vgpu_dra.legacy.extender.informer import Informer
 from vgpu_dra.legacy.extender.metrics import ExtenderMetrics
 from vgpu_dra.legacy.extender.state import ClusterState
+from vgpu_dra.serving.https import ServerSettings
 
 log = logging.getLogger("vgpu_dra.extender.app")
 
@@ -81,27 +87,31 @@ class ExtenderApp:
         self.registry = CollectorRegistry()
         self.metrics = ExtenderMetrics(self.registry)  # served at GET /metrics
         self.server = ExtenderServer(
-            (settings.bind_address, settings.port), self.extender, self.metrics
+            ServerSettings(
+                host=settings.bind_address,
+                port=settings.port,
+                cert_file=settings.cert_file,
+                key_file=settings.key_file,
+                max_body_bytes=MAX_BODY,
+            ),
+            self.extender,
+            self.metrics,
         )
-        if settings.cert_file and settings.key_file:
-            self.server.use_tls(settings.cert_file, settings.key_file)
 
     @property
     def url(self) -> str:
-        scheme = "https" if self.settings.cert_file else "http"
-        return f"{scheme}://{self.settings.bind_address}:{self.server.port}"
+        return f"{self.server.scheme}://{self.settings.bind_address}:{self.server.port}"
 
     def start(self) -> ExtenderApp:
         for i in self._informers:
             i.start(self.stop_event)
-        self.server.serve_in_thread()
+        self.server.start()
         log.info("extender serving on %s", self.url)
         return self
 
     def stop(self) -> None:
         self.stop_event.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
         if self.events is not None:
             self.events.close()
 
@@ -118,3 +128,72 @@ def run(settings: ExtenderSettings) -> int:
     done.wait()
     app.stop()
     return 0
+
+
+def add_arguments(p: argparse.ArgumentParser, cmd: str = "extender") -> None:
+    add_kubeconfig_argument(p, documented=False)
+    p.add_argument("--bind-address", default=os.environ.get("VGPU_DRA_EXTENDER_BIND", "0.0.0.0"))  # noqa: S104
+    p.add_argument(
+        "--port", type=int, default=int(os.environ.get("VGPU_DRA_EXTENDER_PORT", "8888"))
+    )
+    p.add_argument("--cert-file", type=Path, default=os.environ.get("VGPU_DRA_TLS_CERT") or None)
+    p.add_argument("--key-file", type=Path, default=os.environ.get("VGPU_DRA_TLS_KEY") or None)
+    p.add_argument(
+        "--node-scheduler-policy",
+        choices=["binpack", "spread"],
+        default=os.environ.get("VGPU_DRA_NODE_POLICY", "binpack"),
+    )
+    p.add_argument(
+        "--gpu-scheduler-policy",
+        choices=["binpack", "spread", "topology-aware", "mutex"],
+        default=os.environ.get("VGPU_DRA_GPU_POLICY", "spread"),
+    )
+    p.add_argument(
+        "--node-lock-timeout",
+        type=float,
+        default=float(os.environ.get("VGPU_DRA_NODE_LOCK_TIMEOUT", "300")),
+    )
+    p.add_argument(
+        "--bind-lock-wait",
+        type=float,
+        default=float(os.environ.get("VGPU_DRA_BIND_LOCK_WAIT", "20")),
+        help="seconds /bind waits for another pod's node lock (keep below httpTimeout)",
+    )
+    p.add_argument(
+        "--default-gpu-num", type=int, default=int(os.environ.get("VGPU_DRA_DEFAULT_GPU_NUM", "1"))
+    )
+    p.add_argument(
+        "--default-memory", type=int, default=int(os.environ.get("VGPU_DRA_DEFAULT_MEMORY", "0"))
+    )
+    p.add_argument(
+        "--default-cores", type=int, default=int(os.environ.get("VGPU_DRA_DEFAULT_CORES", "0"))
+    )
+    p.add_argument(
+        "--memory-factor", type=int, default=int(os.environ.get("VGPU_DRA_MEMORY_FACTOR", "1"))
+    )
+
+
+def main(ns: argparse.Namespace) -> int:
+    if bool(ns.cert_file) != bool(ns.key_file):
+        raise ValueError("--cert-file and --key-file go together")
+    return run(
+        ExtenderSettings(
+            kubeconfig=ns.kubeconfig,
+            bind_address=ns.bind_address,
+            port=ns.port,
+            cert_file=ns.cert_file,
+            key_file=ns.key_file,
+            lock_expiry_s=ns.node_lock_timeout,
+            placement=PlacementSettings(
+                node_policy=ns.node_scheduler_policy,
+                gpu_policy=ns.gpu_scheduler_policy,
+                defaults=AskSettings(
+                    default_count=ns.default_gpu_num,
+                    default_memory_mib=ns.default_memory,
+                    default_cores=ns.default_cores,
+                    memory_factor=ns.memory_factor,
+                ),
+                bind_lock_wait_s=ns.bind_lock_wait,
+            ),
+        )
+    )

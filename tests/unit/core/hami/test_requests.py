@@ -22,7 +22,6 @@ from vgpu_dra.core.hami.requests import (
     AskError,
     AskSettings,
     ContainerRequest,
-    RequestDefaults,
     container_where,
     init_container_count,
     pod_requests,
@@ -31,7 +30,7 @@ from vgpu_dra.kube.nodelock import NodeLocker
 from vgpu_dra.kube.rest import Rest
 from vgpu_dra.legacy.extender.extender import Extender, PlacementSettings
 from vgpu_dra.legacy.extender.state import ClusterState
-from vgpu_dra.webhook.translate import Allowed, Denied, Mode, TranslateSettings, translate
+from vgpu_dra.webhook.translate import Allowed, Denied, TranslateSettings, WebhookMode, translate
 
 JSON = dict[str, Any]
 GPU, MEM, PCT, CORES, PRIO = (
@@ -214,7 +213,7 @@ CASES = [
 ]
 
 
-def webhook(p: JSON, mode: Mode) -> str | None:
+def webhook(p: JSON, mode: WebhookMode) -> str | None:
     d = translate(p, "ns", TranslateSettings(mode=mode), FACTS)
     if isinstance(d, Denied):
         return d.message
@@ -250,8 +249,8 @@ def extender(p: JSON) -> str | None:
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_webhook_and_extender_agree(case: Case) -> None:
     dra, legacy, ext = (
-        webhook(case.pod, Mode.DRA),
-        webhook(case.pod, Mode.LEGACY),
+        webhook(case.pod, WebhookMode.DRA),
+        webhook(case.pod, WebhookMode.LEGACY),
         extender(case.pod),
     )
     assert dra == legacy == ext
@@ -273,12 +272,6 @@ def test_requests_use_the_configured_defaults() -> None:
     strict = AskSettings(default_count=0)
     with pytest.raises(AskError, match=r"set nvidia\.com/gpu to the number of devices"):
         pod_requests(one({MEM: "100"}), NVIDIA, strict)
-
-
-def test_cli_defaults_are_ask_settings() -> None:
-    assert RequestDefaults(gpu_num=2, memory_mib=100, cores=5, memory_factor=3) == AskSettings(
-        default_count=2, default_memory_mib=100, default_cores=5, memory_factor=3
-    )
 
 
 @pytest.mark.parametrize(

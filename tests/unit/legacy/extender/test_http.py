@@ -12,7 +12,9 @@ import json
 import os
 import socket
 import ssl
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,6 +27,7 @@ from vgpu_dra.kube.rest import Rest
 from vgpu_dra.legacy.extender.extender import Extender, PlacementSettings
 from vgpu_dra.legacy.extender.http import ExtenderServer
 from vgpu_dra.legacy.extender.state import ClusterState
+from vgpu_dra.serving.https import ServerSettings
 
 
 class _NoApi:
@@ -44,15 +47,15 @@ def server(tmp_path: Path) -> Iterator[tuple[ExtenderServer, ssl.SSLContext]]:
         None,
         PlacementSettings(),
     )
-    srv = ExtenderServer(("127.0.0.1", 0), ext)
-    srv.use_tls(pki.serving_cert, pki.serving_key)
-    srv.serve_in_thread()
+    settings = ServerSettings(
+        host="127.0.0.1", port=0, cert_file=pki.serving_cert, key_file=pki.serving_key
+    )
+    srv = ExtenderServer(settings, ext).start()
     ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
     try:
         yield srv, ctx
     finally:
-        srv.shutdown()
-        srv.server_close()
+        srv.stop()
 
 
 def call(
@@ -166,3 +169,78 @@ def test_keep_alive_responses_are_not_held_by_nagle(
             assert json.loads(rest) == {"nodenames": ["a", "b"]}
         with _server_socket_of(conn) as accepted:
             assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def _served_ca(srv: ExtenderServer, ca: Path) -> bool:
+    """Whether a new connection's certificate verifies against `ca`."""
+    ctx = ssl.create_default_context(cafile=str(ca))
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", srv.port), timeout=10) as raw,
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1"),
+        ):
+            return True
+    except ssl.SSLCertVerificationError:
+        return False
+
+
+def test_certificate_is_reloaded_when_its_files_change(tmp_path: Path) -> None:
+    """cert-manager renews the Secret in place: new connections get the new pair
+    without a restart, as the webhook's do."""
+    old, new = make_pki(tmp_path / "old"), make_pki(tmp_path / "new")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert.write_bytes(old.serving_cert.read_bytes())
+    key.write_bytes(old.serving_key.read_bytes())
+    settings = ServerSettings(host="127.0.0.1", port=0, cert_file=cert, key_file=key)
+    srv = ExtenderServer(settings, cast(Extender, None)).start()
+    try:
+        assert srv.tls is not None
+        assert _served_ca(srv, old.ca_cert) and not _served_ca(srv, new.ca_cert)
+        for src, dst in ((new.serving_cert, cert), (new.serving_key, key)):
+            tmp = dst.with_suffix(".new")  # swapped in, as the kubelet does
+            tmp.write_bytes(src.read_bytes())
+            tmp.replace(dst)
+        assert srv.tls.check()  # what the reload loop runs every reload_interval_s
+        assert _served_ca(srv, new.ca_cert) and not _served_ca(srv, old.ca_cert)
+    finally:
+        srv.stop()
+
+
+class _SlowBind:
+    """An extender whose bind blocks until released (as one waiting for a node lock)."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def bind(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.entered.set()
+        assert self.release.wait(10)
+        return {"error": ""}
+
+    filter = prioritize = bind
+
+
+def test_a_blocking_verb_does_not_block_the_server(tmp_path: Path) -> None:
+    ext = _SlowBind()
+    srv = ExtenderServer(ServerSettings(host="127.0.0.1", port=0), cast(Extender, ext)).start()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(_plain_call, srv, "POST", "/bind", b"{}")
+            assert ext.entered.wait(10)
+            assert _plain_call(srv, "GET", "/healthz") == (200, {"status": "ok"})
+            ext.release.set()
+            assert pending.result(10) == (200, {"error": ""})
+    finally:
+        ext.release.set()
+        srv.stop()
+
+
+def _plain_call(srv: ExtenderServer, method: str, path: str, body: bytes | None = None) -> Any:
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    try:
+        conn.request(method, path, body=body)
+        r = conn.getresponse()
+        return r.status, json.loads(r.read())
+    finally:
+        conn.close()

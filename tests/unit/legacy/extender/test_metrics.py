@@ -17,6 +17,7 @@ from vgpu_dra.legacy.extender.extender import Extender, PlacementSettings
 from vgpu_dra.legacy.extender.http import ExtenderServer
 from vgpu_dra.legacy.extender.metrics import RESULTS, ExtenderMetrics, outcome
 from vgpu_dra.legacy.extender.state import ClusterState
+from vgpu_dra.serving.https import ServerSettings
 
 
 @pytest.mark.parametrize(
@@ -51,6 +52,9 @@ def test_every_series_exists_from_the_start() -> None:
             assert reg.get_sample_value("vgpu_dra_extender_decisions_total", labels) == 0
 
 
+PLAIN = ServerSettings(host="127.0.0.1", port=0)  # plain HTTP on a free port
+
+
 class _NoApi:
     def request(self, *a: Any, **kw: Any) -> Any:
         raise AssertionError("no API call expected")
@@ -68,13 +72,11 @@ def server() -> Iterator[tuple[ExtenderServer, CollectorRegistry]]:
         PlacementSettings(),
     )
     reg = CollectorRegistry()
-    srv = ExtenderServer(("127.0.0.1", 0), ext, ExtenderMetrics(reg))
-    srv.serve_in_thread()
+    srv = ExtenderServer(PLAIN, ext, ExtenderMetrics(reg)).start()
     try:
         yield srv, reg
     finally:
-        srv.shutdown()
-        srv.server_close()
+        srv.stop()
 
 
 def _call(srv: ExtenderServer, method: str, path: str, body: bytes | None = None) -> bytes:
@@ -111,13 +113,11 @@ def test_calls_are_counted_and_served(server: tuple[ExtenderServer, CollectorReg
 
 def test_without_metrics_there_is_no_metrics_route() -> None:
     ext = cast(Extender, None)
-    srv = ExtenderServer(("127.0.0.1", 0), ext)
-    srv.serve_in_thread()
+    srv = ExtenderServer(PLAIN, ext).start()
     try:
         conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
         conn.request("GET", "/metrics")
         assert conn.getresponse().status == 404
         conn.close()
     finally:
-        srv.shutdown()
-        srv.server_close()
+        srv.stop()

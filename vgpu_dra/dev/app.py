@@ -1,0 +1,77 @@
+"""The dev-only subcommands: `vgpu-dra demo`, `build-control-plane` and `build-helm`,
+with their flags (`add_arguments`) and wiring (`main`). Never imported by runtime
+code; the CLI loads this module only when one of these commands runs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from vgpu_dra.dev.localcluster.cluster import DEFAULT_VERSION
+
+
+def cache_root() -> Path:
+    """Where built binaries are cached: $VGPU_DRA_CACHE, else $XDG_CACHE_HOME/vgpu-dra
+    (XDG's default ~/.cache)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(os.environ.get("VGPU_DRA_CACHE", str(Path(base) / "vgpu-dra")))
+
+
+def _add_version_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--k8s-version", default=os.environ.get("VGPU_DRA_K8S_VERSION", DEFAULT_VERSION))
+
+
+def add_arguments(p: argparse.ArgumentParser, cmd: str) -> None:
+    if cmd == "build-helm":
+        return
+    _add_version_argument(p)
+    if cmd == "build-control-plane":
+        return
+    p.add_argument(
+        "--inventory",
+        type=Path,
+        default=None,
+        help="simulated inventory (default: the embedded 2-node demo cluster)",
+    )
+    p.add_argument(
+        "--examples",
+        type=Path,
+        default=None,
+        help="example workloads to apply (default: deploy/examples of this checkout)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds each wait of the demo may take"
+    )
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep everything running until Ctrl-C and print the kubeconfig",
+    )
+
+
+def main(ns: argparse.Namespace) -> int:
+    if ns.cmd == "build-control-plane":
+        from vgpu_dra.dev.localcluster.build import BuildSettings, ensure_built
+
+        print(ensure_built(BuildSettings(version=ns.k8s_version, cache_root=cache_root())))
+        return 0
+    if ns.cmd == "build-helm":
+        from vgpu_dra.dev.localcluster.helm import ensure_helm
+
+        print(ensure_helm(cache_root()))
+        return 0
+    from vgpu_dra.dev.demo import DemoSettings, run_demo
+
+    return run_demo(
+        DemoSettings(
+            version=ns.k8s_version,
+            cache_root=cache_root(),
+            inventory=ns.inventory,
+            examples=ns.examples,
+            keep=ns.keep,
+            timeout_s=ns.timeout,
+        ),
+        sys.stdout,
+    )

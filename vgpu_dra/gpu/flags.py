@@ -1,0 +1,28 @@
+"""The discovery flags (--inventory | --nvml) of every process that finds cards."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def add_discovery_arguments(p: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
+    """A required group of --inventory FILE | --nvml (read by `backend.open_discoveries`);
+    returned so a process can add a choice of its own to it."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--inventory", type=Path, help="simulated inventory YAML")
+    src.add_argument("--nvml", action="store_true", help="discover NVIDIA cards through NVML")
+    return src
+
+
+def add_node_argument(p: argparse.ArgumentParser) -> None:
+    """--node, default $NODE_NAME: the node a per-node process serves."""
+    p.add_argument("--node", default=os.environ.get("NODE_NAME", ""), help="default: $NODE_NAME")
+
+
+def node_name(ns: argparse.Namespace) -> str:
+    """The --node flag; ValueError when neither it nor $NODE_NAME is set."""
+    if not ns.node:
+        raise ValueError("--node or $NODE_NAME is required")
+    return str(ns.node)

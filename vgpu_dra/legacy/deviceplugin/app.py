@@ -1,0 +1,90 @@
+"""Composition root of `vgpu-dra device-plugin` (legacy path: the kubelet device plugin
+plus this node's HAMi inventory annotation): its flags (`add_arguments`), their
+translation into `DevicePluginSettings` (`main`), and the run until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+from pathlib import Path
+
+from vgpu_dra.core.prepare import PrepareSettings
+from vgpu_dra.gpu.backend import open_discoveries
+from vgpu_dra.gpu.flags import add_discovery_arguments, add_node_argument, node_name
+from vgpu_dra.gpu.nvidia_cdi import DEFAULT_CDI_DIRS, detect_nvidia_cdi_kind
+from vgpu_dra.kube.flags import add_kubeconfig_argument
+from vgpu_dra.kube.rest import Rest
+from vgpu_dra.legacy.deviceplugin.plugin import DevicePlugin, DevicePluginSettings
+
+
+def add_arguments(p: argparse.ArgumentParser, cmd: str = "device-plugin") -> None:
+    add_kubeconfig_argument(p, documented=False)
+    add_discovery_arguments(p)
+    add_node_argument(p)
+    p.add_argument(
+        "--device-plugin-dir",
+        type=Path,
+        default=Path(
+            os.environ.get("VGPU_DRA_DEVICE_PLUGIN_DIR", "/var/lib/kubelet/device-plugins")
+        ),
+    )
+    p.add_argument("--slots", type=int, default=int(os.environ.get("VGPU_DRA_SLOTS", "10")))
+    p.add_argument(
+        "--core-scaling", type=int, default=int(os.environ.get("VGPU_DRA_CORE_SCALING", "1"))
+    )
+    p.add_argument(
+        "--memory-scaling",
+        type=float,
+        default=float(os.environ.get("VGPU_DRA_MEMORY_SCALING", "1")),
+    )
+    p.add_argument(
+        "--claims-dir",
+        type=Path,
+        default=Path(os.environ.get("VGPU_DRA_CLAIMS_DIR", "/var/lib/vgpu-dra/claims")),
+    )
+    p.add_argument(
+        "--lib-path", default=os.environ.get("VGPU_DRA_LIB_PATH", "/usr/local/vgpu/libvgpu.so")
+    )
+    p.add_argument(
+        "--preload-path",
+        default=os.environ.get("VGPU_DRA_PRELOAD_PATH", "/usr/local/vgpu/ld.so.preload"),
+    )
+    p.add_argument(
+        "--node-lock-timeout",
+        type=float,
+        default=float(os.environ.get("VGPU_DRA_NODE_LOCK_TIMEOUT", "300")),
+    )
+
+
+def settings(ns: argparse.Namespace) -> DevicePluginSettings:
+    return DevicePluginSettings(
+        node_name=node_name(ns),
+        plugin_dir=ns.device_plugin_dir.absolute(),
+        default_slots=ns.slots,
+        core_scaling=ns.core_scaling,
+        memory_scaling=ns.memory_scaling,
+        lock_expiry_s=ns.node_lock_timeout,
+        prepare=PrepareSettings(
+            lib_path=ns.lib_path,
+            preload_path=ns.preload_path,
+            claims_dir=str(ns.claims_dir),
+            nvidia_cdi_kind=detect_nvidia_cdi_kind(DEFAULT_CDI_DIRS),
+            default_slots=ns.slots,
+        ),
+    )
+
+
+def main(ns: argparse.Namespace) -> int:
+    s = settings(ns)
+    [discovery] = open_discoveries(
+        (s.node_name,), inventory=ns.inventory, use_nvml=ns.nvml
+    ).values()
+    plugin = DevicePlugin(s, Rest.from_kubeconfig(ns.kubeconfig), discovery).start()
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    plugin.stop()
+    return 0
