@@ -260,14 +260,14 @@ class HookLimits:
                     raise HookAbiError(f"{name}: device {dev} outside 0..{MAX_DEVICES - 1}")
                 if not 0 <= value <= top:
                     raise HookAbiError(f"{name}[{dev}] = {value} outside 0..{top}")
-        for name, value, lo, hi in (
+        for key, optional, lo, hi in (
             ("memory_limit_all", self.memory_limit_all, 0, _U64_MAX),
             ("sm_limit_all", self.sm_limit_all, 0, 100),
             ("priority", self.priority, _I32_MIN, _I32_MAX),
             ("log_level", self.log_level, _I32_MIN, _I32_MAX),
         ):
-            if value is not None and not lo <= value <= hi:
-                raise HookAbiError(f"{name} = {value} outside {lo}..{hi}")
+            if optional is not None and not lo <= optional <= hi:
+                raise HookAbiError(f"{key} = {optional} outside {lo}..{hi}")
         if self.shared_cache is not None:
             _check_path(self.shared_cache)
 
