@@ -3,7 +3,11 @@ vgpu_dra.core.hook_abi (so the kubelet plugin and the library agree)."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from tests.hook.conftest import Hook
 from vgpu_dra.core import hook_abi
@@ -70,26 +74,101 @@ def test_shell_without_the_container_env_stays_limited(hook: Hook) -> None:
     assert region.exists()
 
 
-def test_malformed_lines_are_skipped_like_the_python_parser_does(hook: Hook) -> None:
+def test_mixed_file_reads_like_the_python_parser(hook: Hook) -> None:
+    """Comments, blanks, unknown keys: skipped; duplicates: the stricter; an invalid
+    value: its device fails closed (the full matrix is tests/hook/limits_cases.py)."""
     text = (
         f"{hook_abi.ENV_SHARED_CACHE}={hook.region}\n"
         "# comment\n"
         "\n"
         "   CUDA_DEVICE_MEMORY_LIMIT_0=3m   \n"
         "NOT_A_KEY=1\n"
-        "garbage line\n"
         "CUDA_DEVICE_MEMORY_LIMIT_1=12q\n"
-        "CUDA_DEVICE_MEMORY_LIMIT_0=1m\n"  # later line wins
+        "CUDA_DEVICE_MEMORY_LIMIT_0=1m\n"
         "CUDA_DEVICE_SM_LIMIT=250\n"  # clamped to 100 = no limit
     )
     path = _write(hook.tmp, text)
     r = hook.run(["hookinfo"], {"VGPU_LIMITS_FILE": str(path), "LIBCUDA_LOG_LEVEL": "0"})
     parsed = hook_abi.parse_limits_file(text)
-    assert int(r.op(0)["mem0"]) == parsed.limits.effective_memory_limit(0) == MiB
-    assert int(r.op(0)["mem1"]) == parsed.limits.effective_memory_limit(1) == 0
-    assert int(r.op(0)["sm0"]) == parsed.limits.effective_sm_limit(0) == 0
-    assert len(parsed.warnings) == 3
+    assert int(r.op(0)["mem0"]) == parsed.effective_memory_limit(0) == MiB
+    assert int(r.op(0)["memfc"]) == 0b10
+    assert parsed.effective_memory_limit(1) is None
+    assert int(r.op(0)["sm0"]) == parsed.effective_sm_limit(0) == 0
+    assert len(parsed.warnings) == 1
+    assert len(parsed.errors) == 1
     assert parsed.limits.shared_cache == str(hook.region)
+
+
+def _loop(tmp: Path) -> Path:
+    (tmp / "loop").symlink_to(tmp / "loop")
+    return tmp / "loop"
+
+
+def _fifo(tmp: Path) -> Path:
+    os.mkfifo(tmp / "fifo")  # opened non-blocking: must not hang the process
+    return tmp / "fifo"
+
+
+def _dir(tmp: Path) -> Path:
+    (tmp / "limits.d").mkdir()
+    return tmp / "limits.d"
+
+
+def _unreadable(tmp: Path) -> Path:
+    path = _write(tmp, "CUDA_DEVICE_MEMORY_LIMIT=1m\n")
+    path.chmod(0)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        _dir,
+        _loop,
+        _fifo,
+        pytest.param(
+            _unreadable,
+            marks=pytest.mark.skipif(os.geteuid() == 0, reason="root reads a mode-000 file"),
+        ),
+    ],
+    ids=["directory", "symlink-loop", "fifo", "mode-000"],
+)
+def test_limits_file_that_cannot_be_read_fails_closed(
+    hook: Hook, make: Callable[[Path], Path]
+) -> None:
+    """A path that exists but is not a readable regular file is not "absent": the env
+    (here unlimited) is not consulted, every device fails closed, and the process
+    accounts locally rather than in the default region."""
+    path = make(hook.tmp)
+    r = hook.run(
+        ["init", "hookinfo", f"alloc:dlsym:mem:{MiB}", "info:dlsym"],
+        {"VGPU_LIMITS_FILE": str(path), "LIBCUDA_LOG_LEVEL": "0"},
+    )
+    info = r.op(1)
+    assert info["source"] == str(hook_abi.SOURCE_FILE)
+    assert int(info["memfc"]) == int(info["smfc"]) == (1 << hook_abi.MAX_DEVICES) - 1
+    assert int(info["sm0"]) == hook_abi.SM_LIMIT_FAIL_CLOSED
+    assert info["shared"] == "0"
+    assert r.rc(2) == OOM
+    assert (r.op(3)["total"], r.op(3)["free"]) == ("0", "0")
+    assert "failing closed" in r.stderr
+
+
+def test_fail_closed_is_logged_once_at_error_level(hook: Hook) -> None:
+    """One ERROR line names the key and value at load; refusals add nothing per call."""
+    r = hook.run(
+        ["init", *[f"alloc:dlsym:mem:{MiB}"] * 5],
+        {"CUDA_DEVICE_MEMORY_LIMIT": "010x", "LIBCUDA_LOG_LEVEL": "0"},
+    )
+    assert [r.rc(i) for i in range(1, 6)] == [OOM] * 5
+    lines = [line for line in r.stderr.splitlines() if "fails closed" in line]
+    assert len(lines) == 1, r.stderr
+    assert 'CUDA_DEVICE_MEMORY_LIMIT="010x"' in lines[0]
+
+
+def test_octal_looking_value_is_decimal(hook: Hook) -> None:
+    r = hook.run(["init", f"alloc:dlsym:mem:{9 * MiB}"], {"CUDA_DEVICE_MEMORY_LIMIT": "010m"})
+    assert r.rc(1) == 0  # 10 MiB, not 8
 
 
 def test_missing_limits_file_falls_back_to_env(hook: Hook) -> None:

@@ -9,7 +9,12 @@ when the two diverge. Three parts, as in the header:
    instead of ours);
 2. the limits file: line-oriented ``KEY=VALUE`` with the same names, mounted read-only
    into the container; when present it is the whole truth for the limit keys, so
-   shells started without the container env (``su -``, ssh, cron) stay limited;
+   shells started without the container env (``su -``, ssh, cron) stay limited.
+   Limits fail CLOSED (vgpu_hook.h part 2): an invalid memory limit makes the devices
+   it covers refuse every allocation, an invalid SM limit throttles them to
+   `SM_LIMIT_FAIL_CLOSED`, a file the library cannot trust does both on every device;
+   `ParsedLimits` reports exactly that (tests/hook/limits_cases.py pins the C and
+   Python parsers to the same answers);
 3. the shared region: one mmap'd file per container, per-process slots and per-device
    totals, decoded here from bytes (reading the file is `vgpu_dra.host.hook_region`).
 
@@ -20,8 +25,8 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Final
 
@@ -62,6 +67,9 @@ LIMITS_FILE_DEFAULT: Final = "/etc/vgpu/limits"
 LIMITS_VERSION_KEY: Final = "VGPU_LIMITS_VERSION"
 LIMITS_VERSION: Final = 1
 LIMITS_MAX_LINE: Final = 512
+LIMITS_MAX_KEYS: Final = 64
+SM_LIMIT_FAIL_CLOSED: Final = 1
+PATH_MAX: Final = 256
 
 # ---------------------------------------------------------------------------
 # 3. Shared region
@@ -153,9 +161,10 @@ def slot_lock_offset(index: int) -> int:
 # Sizes and limit values
 # ---------------------------------------------------------------------------
 
-_SIZE_RE = re.compile(r"^(0[xX][0-9a-fA-F]+|[0-9]+)([kKmMgG]?)$")
+_SIZE_RE = re.compile(r"([0-9]+)([kKmMgG]?)")
 _SHIFT = {"": 0, "k": 10, "K": 10, "m": 20, "M": 20, "g": 30, "G": 30}
 _U64_MAX = 2**64 - 1
+_I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
 MiB: Final = 1 << 20
 
 
@@ -164,14 +173,15 @@ class HookAbiError(ValueError):
 
 
 def parse_size(text: str) -> int:
-    """Parse a memory limit value as the library does: decimal or 0x hex, optional
-    k/m/g suffix (binary units), no sign, no blanks. Raises HookAbiError."""
-    m = _SIZE_RE.match(text)
+    """Parse a memory limit value as the library does: ASCII decimal digits (base 10
+    only, so ``010m`` is 10 MiB; no hex, sign or blanks), optional k/m/g suffix
+    (binary units), result within 64 bits. Raises HookAbiError."""
+    m = _SIZE_RE.fullmatch(text)
     if m is None:
         raise HookAbiError(f"invalid size {text!r}")
-    digits = m.group(1)
-    value = int(digits, 16) if digits[:2].lower() == "0x" else int(digits, 10)
-    result = value << _SHIFT[m.group(2)]
+    digits = m.group(1).lstrip("0") or "0"
+    # 2**64 has 20 digits: longer cannot fit (and int() refuses huge strings)
+    result = int(digits, 10) << _SHIFT[m.group(2)] if len(digits) <= 20 else _U64_MAX + 1
     if result > _U64_MAX:
         raise HookAbiError(f"size {text!r} overflows 64 bits")
     return result
@@ -186,10 +196,38 @@ def format_size(nbytes: int) -> str:
 
 
 def parse_percent(text: str) -> int:
-    """Parse an SM limit as the library does: decimal, clamped to 100. Raises."""
-    if not text.isdigit() or not text.isascii():
+    """Parse an SM limit as the library does: ASCII decimal digits of any length,
+    clamped to 100. Raises HookAbiError (empty, sign, blanks, anything else)."""
+    if re.fullmatch(r"[0-9]+", text) is None:
         raise HookAbiError(f"invalid percentage {text!r}")
-    return min(int(text), 100)
+    digits = text.lstrip("0") or "0"
+    return 100 if len(digits) > 3 else min(int(digits), 100)
+
+
+def _parse_int(text: str) -> int:
+    """A strict 32-bit decimal integer (optional '-'), as the library reads
+    CUDA_TASK_PRIORITY and LIBCUDA_LOG_LEVEL. Raises HookAbiError."""
+    m = re.fullmatch(r"(-?)0*([0-9]+)", text)
+    if m is None or len(m.group(2)) > 10:
+        raise HookAbiError(f"not an integer: {text!r}")
+    value = int(m.group(1) + m.group(2))
+    if not _I32_MIN <= value <= _I32_MAX:
+        raise HookAbiError(f"integer {text!r} outside 32 bits")
+    return value
+
+
+def _check_path(path: str) -> None:
+    """A region path the limits file carries unchanged (no trim, no truncation)."""
+    if (
+        not path
+        or any(c in path for c in "\n\r\0")
+        or path != path.strip(" \t")
+        or len(path.encode("utf-8", "surrogateescape")) >= PATH_MAX
+    ):
+        raise HookAbiError(
+            f"shared_cache must be a non-empty single-line path without outer blanks, "
+            f"under {PATH_MAX} bytes: {path!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -198,7 +236,9 @@ class HookLimits:
 
     `memory_limits` and `sm_limits` are per CUDA ordinal (0..MAX_DEVICES-1);
     `memory_limit_all` / `sm_limit_all` apply to devices without their own value.
-    None means "not set" (the library's default applies).
+    None means "not set" (the library's default applies). Construction validates
+    every value, so what `to_env` / `render_limits_file` emit is always accepted by
+    the library as written (never failing closed, never trimmed or truncated).
     """
 
     memory_limits: Mapping[int, int] = field(default_factory=dict)
@@ -220,8 +260,16 @@ class HookLimits:
                     raise HookAbiError(f"{name}: device {dev} outside 0..{MAX_DEVICES - 1}")
                 if not 0 <= value <= top:
                     raise HookAbiError(f"{name}[{dev}] = {value} outside 0..{top}")
-        if self.shared_cache is not None and ("\n" in self.shared_cache or not self.shared_cache):
-            raise HookAbiError("shared_cache must be a non-empty single-line path")
+        for key, optional, lo, hi in (
+            ("memory_limit_all", self.memory_limit_all, 0, _U64_MAX),
+            ("sm_limit_all", self.sm_limit_all, 0, 100),
+            ("priority", self.priority, _I32_MIN, _I32_MAX),
+            ("log_level", self.log_level, _I32_MIN, _I32_MAX),
+        ):
+            if optional is not None and not lo <= optional <= hi:
+                raise HookAbiError(f"{key} = {optional} outside {lo}..{hi}")
+        if self.shared_cache is not None:
+            _check_path(self.shared_cache)
 
     def effective_memory_limit(self, dev: int) -> int:
         """Bytes the library enforces on `dev` (0 = unlimited)."""
@@ -256,19 +304,19 @@ def to_env(limits: HookLimits) -> dict[str, str]:
 
 
 def render_limits_file(limits: HookLimits) -> str:
-    """The limits file for `limits`: a version line, then one KEY=VALUE per line."""
+    """The limits file for `limits`: a version line, then one KEY=VALUE per line.
+    `parse_limits_file` of the result gives back `limits` with no error."""
     lines = [
         "# vgpu limits: read by libvgpu.so; wins over the environment",
         f"{LIMITS_VERSION_KEY}={LIMITS_VERSION}",
     ]
     lines += [f"{k}={v}" for k, v in to_env(limits).items()]
-    body = "\n".join(lines) + "\n"
-    if any(len(line) > LIMITS_MAX_LINE for line in lines):
-        raise HookAbiError(f"a limits file line exceeds {LIMITS_MAX_LINE} characters")
-    return body
+    if any(len(line.encode()) > LIMITS_MAX_LINE for line in lines):
+        raise HookAbiError(f"a limits file line exceeds {LIMITS_MAX_LINE} bytes")
+    return "\n".join(lines) + "\n"
 
 
-_INDEXED = re.compile(rf"^({ENV_MEMORY_LIMIT}|{ENV_SM_LIMIT})_([0-9]{{1,2}})$")
+_INDEXED = re.compile(rf"({ENV_MEMORY_LIMIT}|{ENV_SM_LIMIT})_([0-9]{{1,2}})")
 _PLAIN_KEYS = frozenset(
     {
         ENV_MEMORY_LIMIT,
@@ -280,22 +328,52 @@ _PLAIN_KEYS = frozenset(
         LIMITS_VERSION_KEY,
     }
 )
+_ALL_DEVICES: Final = frozenset(range(MAX_DEVICES))
 
 
 def is_known_key(key: str) -> bool:
     """True for the names the library accepts in the limits file."""
     if key in _PLAIN_KEYS:
         return True
-    m = _INDEXED.match(key)
+    m = _INDEXED.fullmatch(key)
     return m is not None and int(m.group(2)) < MAX_DEVICES
 
 
 @dataclass(frozen=True)
 class ParsedLimits:
-    """`parse_limits_file`'s result: the limits and the lines the library would skip."""
+    """What the library makes of an env or a limits file.
+
+    `limits` holds the values that parsed (each duplicate resolved to the stricter);
+    `limits.shared_cache` is None when every device fails closed because of the file
+    or of the region path itself (the library then accounts process-locally).
+    `memory_fail_closed` are the devices where the library refuses every allocation
+    and reports 0 bytes total / free; `sm_fail_closed` the devices it throttles to
+    `SM_LIMIT_FAIL_CLOSED` percent; both override `limits`. `errors` says why (the
+    library logs each at ERROR level), `warnings` lists what it skips harmlessly.
+    """
 
     limits: HookLimits
-    warnings: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+    memory_fail_closed: frozenset[int] = frozenset()
+    sm_fail_closed: frozenset[int] = frozenset()
+
+    @property
+    def fails_closed(self) -> bool:
+        """True when some limit fails closed on some device."""
+        return bool(self.memory_fail_closed or self.sm_fail_closed)
+
+    def effective_memory_limit(self, dev: int) -> int | None:
+        """Bytes the library enforces on `dev`: 0 = unlimited, None = fails closed."""
+        if dev in self.memory_fail_closed:
+            return None
+        return self.limits.effective_memory_limit(dev)
+
+    def effective_sm_limit(self, dev: int) -> int:
+        """Percent the library enforces on `dev` (0 = unlimited)."""
+        if dev in self.sm_fail_closed:
+            return SM_LIMIT_FAIL_CLOSED
+        return self.limits.effective_sm_limit(dev)
 
 
 def _policy(text: str) -> CorePolicy:
@@ -303,85 +381,181 @@ def _policy(text: str) -> CorePolicy:
     return CorePolicy(low) if low in (CorePolicy.FORCE, CorePolicy.DISABLE) else CorePolicy.DEFAULT
 
 
+# duplicates of the policy key resolve to the strictest
+_POLICY_RANK: Final = {CorePolicy.DISABLE: 0, CorePolicy.DEFAULT: 1, CorePolicy.FORCE: 2}
+
+
+def _classify_line(raw: str) -> tuple[str | None, str | None, str]:
+    """Classify one line (without '\\n') the way the library does. Returns
+    (error, warning, KEY=VALUE text or "" when the line holds none)."""
+    data = raw.encode("utf-8", "surrogateescape")
+    # the library keeps the first LIMITS_MAX_LINE bytes and decides on those
+    # whether the line is a comment; the rest of a longer line is discarded
+    if data[:LIMITS_MAX_LINE].lstrip(b" \t").startswith(b"#"):
+        return None, None, ""
+    if len(data) > LIMITS_MAX_LINE:
+        return f"line longer than {LIMITS_MAX_LINE} bytes", None, ""
+    if "\0" in raw:
+        return "NUL byte", None, ""
+    line = raw.lstrip(" \t").rstrip(" \t\r")
+    if not line:
+        return None, None, ""
+    key, sep, _ = line.partition("=")
+    if not sep or not key or " " in key or "\t" in key:
+        return "not KEY=VALUE", None, ""
+    if not is_known_key(key):
+        return None, f"unknown key {key}", ""
+    return None, None, line
+
+
 def parse_limits_file(text: str) -> ParsedLimits:
-    """Parse a limits file with the library's rules: blank and '#' lines skipped,
-    KEY=VALUE with no blanks around '=', unknown keys and malformed values skipped
-    (reported in `warnings`), later lines win. Never raises on content."""
-    values: dict[str, str] = {}
+    """Parse a limits file with the library's rules (vgpu_hook.h part 2). Blank and
+    '#' lines are skipped, unknown keys skipped with a warning. The whole file fails
+    closed (every device, memory and SM) on a line that is not KEY=VALUE (blanks in
+    the key included), over LIMITS_MAX_LINE bytes outside a comment, a NUL byte
+    outside a comment, or more than LIMITS_MAX_KEYS limit lines; reading stops at the
+    first such line, as in the library. Never raises on content."""
+    values: dict[str, list[str]] = {}
     warnings: list[str] = []
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip(" \t\r")
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        if not sep or not key:
-            warnings.append(f"line {lineno}: not KEY=VALUE")
-            continue
-        if not is_known_key(key):
-            warnings.append(f"line {lineno}: unknown key {key}")
-            continue
-        if key == LIMITS_VERSION_KEY:
-            if value != str(LIMITS_VERSION):
-                warnings.append(f"line {lineno}: version {value}, expected {LIMITS_VERSION}")
-            continue
-        values[key] = value
-    return ParsedLimits(_limits_from(values, warnings), tuple(warnings))
+    errors: list[str] = []
+    count = 0
+    file_error = False
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the final newline ends the last line, it does not start one
+    for lineno, raw in enumerate(lines, start=1):
+        error, warning, line = _classify_line(raw)
+        if error is None and line:
+            key, _, value = line.partition("=")
+            if key == LIMITS_VERSION_KEY:
+                if value != str(LIMITS_VERSION):
+                    warning = f"version {value}, expected {LIMITS_VERSION}"
+            elif count >= LIMITS_MAX_KEYS:
+                error = f"more than {LIMITS_MAX_KEYS} keys"
+            else:
+                count += 1
+                values.setdefault(key, []).append(value)
+        if warning is not None:
+            warnings.append(f"line {lineno}: {warning}")
+        if error is not None:
+            errors.append(f"line {lineno}: {error}: everything fails closed")
+            file_error = True
+            break
+    parsed = _limits_from(values, warnings, errors)
+    if not file_error:
+        return parsed
+    # the library then keeps process-local accounting: no region path
+    return ParsedLimits(
+        replace(parsed.limits, shared_cache=None),
+        parsed.warnings,
+        parsed.errors,
+        _ALL_DEVICES,
+        _ALL_DEVICES,
+    )
+
+
+def parse_env_limits(env: Mapping[str, str]) -> ParsedLimits:
+    """What the library reads from an environment (no limits file). Never raises."""
+    return _limits_from({k: [v] for k, v in env.items() if is_known_key(k)}, [], [])
 
 
 def parse_env(env: Mapping[str, str]) -> HookLimits:
-    """The limits the library reads from an environment (no limits file)."""
-    return _limits_from({k: v for k, v in env.items() if is_known_key(k)}, [])
+    """The limits the library reads from an environment (no limits file). Raises
+    HookAbiError when the library would fail closed on it (see `parse_env_limits`)."""
+    parsed = parse_env_limits(env)
+    if parsed.errors:
+        raise HookAbiError("the library fails closed: " + "; ".join(parsed.errors))
+    return parsed.limits
 
 
-def _limits_from(values: Mapping[str, str], warnings: list[str]) -> HookLimits:
-    def size(key: str) -> int | None:
-        if key not in values:
-            return None
-        try:
-            return parse_size(values[key])
-        except HookAbiError as e:
-            warnings.append(f"{key}: {e}")
-            return None
+def _stricter(a: int, b: int, none_from: int) -> int:
+    """The stricter of two limits, where 0 and values >= `none_from` mean "none"
+    (so they are the loosest)."""
+    if not 0 < a < none_from:
+        return b
+    if not 0 < b < none_from:
+        return a
+    return min(a, b)
 
-    def pct(key: str) -> int | None:
-        if key not in values:
-            return None
-        try:
-            return parse_percent(values[key])
-        except HookAbiError as e:
-            warnings.append(f"{key}: {e}")
-            return None
 
+def _limits_from(
+    values: Mapping[str, Sequence[str]], warnings: list[str], errors: list[str]
+) -> ParsedLimits:
+    """Resolve every occurrence of every key: limit keys to the stricter value (any
+    invalid occurrence fails closed on the devices the key covers), the policy to
+    the strictest, other keys to the last occurrence."""
+
+    def limit(
+        key: str, parse: Callable[[str], int], what: str, none_from: int
+    ) -> int | Exception | None:
+        best: int | None = None
+        bad: Exception | None = None
+        for text in values.get(key, ()):
+            try:
+                v = parse(text)
+            except HookAbiError as e:
+                errors.append(f"{key}: {e}: {what} fails closed")
+                bad = e
+                continue
+            best = v if best is None else _stricter(best, v, none_from)
+        return bad if bad is not None else best
+
+    mem_fc: set[int] = set()
+    sm_fc: set[int] = set()
+    mem_all = limit(ENV_MEMORY_LIMIT, parse_size, "memory", _U64_MAX + 1)
+    sm_all = limit(ENV_SM_LIMIT, parse_percent, "compute", 100)
     mem: dict[int, int] = {}
     sm: dict[int, int] = {}
     for dev in range(MAX_DEVICES):
-        if (v := size(f"{ENV_MEMORY_LIMIT}_{dev}")) is not None:
+        v = limit(f"{ENV_MEMORY_LIMIT}_{dev}", parse_size, "memory", _U64_MAX + 1)
+        if isinstance(v, int):
             mem[dev] = v
-        if (p := pct(f"{ENV_SM_LIMIT}_{dev}")) is not None:
+        if isinstance(v, Exception) or isinstance(mem_all, Exception):
+            mem_fc.add(dev)
+        p = limit(f"{ENV_SM_LIMIT}_{dev}", parse_percent, "compute", 100)
+        if isinstance(p, int):
             sm[dev] = p
+        if isinstance(p, Exception) or isinstance(sm_all, Exception):
+            sm_fc.add(dev)
+
+    def last(key: str) -> str | None:
+        found = values.get(key)
+        return found[-1] if found else None
 
     def integer(key: str) -> int | None:
-        text = values.get(key)
+        text = last(key)
         if text is None:
             return None
         try:
-            return int(text)
-        except ValueError:
-            warnings.append(f"{key}: not an integer: {text!r}")
+            return _parse_int(text)
+        except HookAbiError as e:
+            warnings.append(f"{key}: {e}")
             return None
 
-    cache = values.get(ENV_SHARED_CACHE) or None
-    policy = values.get(ENV_CORE_POLICY)
-    return HookLimits(
+    cache = last(ENV_SHARED_CACHE) or None
+    if cache is not None and len(cache.encode("utf-8", "surrogateescape")) >= PATH_MAX:
+        # the library would truncate it: another region, accounting split
+        errors.append(f"{ENV_SHARED_CACHE} is not under {PATH_MAX} bytes: everything fails closed")
+        cache = None
+        mem_fc = sm_fc = set(_ALL_DEVICES)
+    elif cache is not None:
+        try:
+            _check_path(cache)
+        except HookAbiError as e:  # the library uses it as is; HookLimits cannot hold it
+            warnings.append(f"{ENV_SHARED_CACHE}: {e}")
+            cache = None
+    policies = [_policy(t) for t in values.get(ENV_CORE_POLICY, ())]
+    limits = HookLimits(
         memory_limits=mem,
-        memory_limit_all=size(ENV_MEMORY_LIMIT),
+        memory_limit_all=mem_all if isinstance(mem_all, int) else None,
         sm_limits=sm,
-        sm_limit_all=pct(ENV_SM_LIMIT),
+        sm_limit_all=sm_all if isinstance(sm_all, int) else None,
         shared_cache=cache,
         priority=integer(ENV_TASK_PRIORITY),
-        core_policy=_policy(policy) if policy is not None else None,
+        core_policy=max(policies, key=_POLICY_RANK.__getitem__) if policies else None,
         log_level=integer(ENV_LOG_LEVEL),
     )
+    return ParsedLimits(limits, tuple(warnings), tuple(errors), frozenset(mem_fc), frozenset(sm_fc))
 
 
 # ---------------------------------------------------------------------------

@@ -29,13 +29,16 @@ extern "C" {
 /* ------------------------------------------------------------------ */
 
 /* Per-device memory limit: CUDA_DEVICE_MEMORY_LIMIT_<i>, i = CUDA ordinal
- * 0..VGPU_MAX_DEVICES-1. Value: unsigned integer (decimal, or 0x hex) with an
- * optional suffix k/K (KiB), m/M (MiB), g/G (GiB); no suffix = bytes.
+ * 0..VGPU_MAX_DEVICES-1. Value: ASCII decimal digits (base 10 only: "010m" is
+ * 10 MiB, no hex, no sign, no blanks) with an optional suffix k/K (KiB),
+ * m/M (MiB), g/G (GiB); no suffix = bytes; the product must fit 64 bits.
  * 0 or unset = no limit. The un-indexed name applies to every device that
- * has no indexed value. */
+ * has no indexed value. A value that is set but invalid (empty included)
+ * FAILS CLOSED, see part 2. */
 #define VGPU_ENV_MEMORY_LIMIT "CUDA_DEVICE_MEMORY_LIMIT"
-/* Per-device SM (compute) limit in percent, same indexing. 0, unset or
- * >= 100 = no compute limit. */
+/* Per-device SM (compute) limit in percent, same indexing. Value: ASCII
+ * decimal digits, clamped to 100. 0, unset or >= 100 = no compute limit. A
+ * value that is set but invalid fails closed to VGPU_SM_LIMIT_FAIL_CLOSED. */
 #define VGPU_ENV_SM_LIMIT "CUDA_DEVICE_SM_LIMIT"
 /* Path of the shared region file. */
 #define VGPU_ENV_SHARED_CACHE "CUDA_DEVICE_MEMORY_SHARED_CACHE"
@@ -67,18 +70,51 @@ extern "C" {
  *   - blank lines and lines starting with '#' are ignored;
  *   - every other line is KEY=VALUE with no spaces around '=', KEY one of the
  *     environment names of part 1 (indexed or not) or VGPU_LIMITS_VERSION;
- *   - leading and trailing blanks of a line are ignored; unknown keys are
- *     ignored with a warning; a later line for the same key wins.
- * When the file exists and can be read, it is the whole truth for the limit
- * keys: the process environment is NOT consulted for CUDA_DEVICE_MEMORY_LIMIT*,
+ *   - leading and trailing blanks (space, tab; and a trailing CR) of a line
+ *     are ignored; unknown keys are ignored with a warning (forward
+ *     compatibility); a line is at most VGPU_LIMITS_MAX_LINE bytes, '\n'
+ *     excluded.
+ * When the file exists, it is the whole truth for the limit keys: the process
+ * environment is NOT consulted for CUDA_DEVICE_MEMORY_LIMIT*,
  * CUDA_DEVICE_SM_LIMIT*, CUDA_DEVICE_MEMORY_SHARED_CACHE, CUDA_TASK_PRIORITY,
  * GPU_CORE_UTILIZATION_POLICY (a shell started by su -, ssh or cron stays
- * limited). LIBCUDA_LOG_LEVEL falls back to the environment when absent.
+ * limited). LIBCUDA_LOG_LEVEL falls back to the environment when absent. The
+ * file is "absent" only when the path does not exist (ENOENT / ENOTDIR).
+ *
+ * Failing closed. A limit that was set can only be made stricter:
+ *   - duplicates of a key resolve to the stricter value (memory and SM: the
+ *     smallest non-zero, 0 / >= 100% being "none"; policy: force, then
+ *     default, then disable); other keys: the later line wins;
+ *   - an invalid CUDA_DEVICE_MEMORY_LIMIT[_i] value, in the env or the file
+ *     (on any of its lines), makes memory fail closed on the devices the key
+ *     covers (the un-indexed key: every device): every allocation there is
+ *     refused with CUDA_ERROR_OUT_OF_MEMORY and the device reports 0 bytes
+ *     total and free (CUDA and NVML);
+ *   - an invalid CUDA_DEVICE_SM_LIMIT[_i] value throttles the devices it
+ *     covers to VGPU_SM_LIMIT_FAIL_CLOSED percent (the strictest limit);
+ *   - the whole file fails closed (memory refused and SM at the strictest on
+ *     every device) when it exists but cannot be opened or read, is not a
+ *     regular file, has a KEY=VALUE line longer than VGPU_LIMITS_MAX_LINE
+ *     bytes (an over-long comment is just a comment: the rest of an over-long
+ *     line is discarded, never read as a new line), a line that is not
+ *     KEY=VALUE, a NUL byte outside a comment, more than VGPU_LIMITS_MAX_KEYS
+ *     limit lines (known keys except VGPU_LIMITS_VERSION, duplicates
+ *     counted), or a CUDA_DEVICE_MEMORY_SHARED_CACHE of VGPU_PATH_MAX bytes or
+ *     more;
+ *   - the reason is logged once, at ERROR level, when the configuration loads.
+ * Invalid CUDA_TASK_PRIORITY / LIBCUDA_LOG_LEVEL values (not an optional '-'
+ * and decimal digits fitting 32 bits) fall back to the default with a
+ * warning; an unknown policy is the default policy.
  */
 #define VGPU_LIMITS_FILE_DEFAULT "/etc/vgpu/limits"
 #define VGPU_LIMITS_VERSION_KEY "VGPU_LIMITS_VERSION"
 #define VGPU_LIMITS_VERSION 1
 #define VGPU_LIMITS_MAX_LINE 512
+#define VGPU_LIMITS_MAX_KEYS 64
+/* Limit applied to a device whose SM limit fails closed, in percent. */
+#define VGPU_SM_LIMIT_FAIL_CLOSED 1
+/* Size of a path buffer (region path), NUL included. */
+#define VGPU_PATH_MAX 256
 
 /* ------------------------------------------------------------------ */
 /* 3. Shared region                                                    */
@@ -168,11 +204,14 @@ struct vgpu_hook_info {
     uint64_t throttled_launches;
     uint64_t throttled_ns;
     uint64_t samples;
-    char region_path[256];
+    char region_path[VGPU_PATH_MAX];
+    uint32_t mem_fail_closed; /* bit d: device d refuses every allocation */
+    uint32_t sm_fail_closed;  /* bit d: device d is at VGPU_SM_LIMIT_FAIL_CLOSED */
 };
 
 /* Fills *out with the effective configuration of this process (after the
- * limits file, the environment and the region's stricter limits are merged).
+ * limits file, the environment and the region's stricter limits are merged;
+ * mem_limit is the merged byte limit, which a mem_fail_closed bit overrides).
  * Returns 0. */
 int vgpu_hook_info(struct vgpu_hook_info *out);
 

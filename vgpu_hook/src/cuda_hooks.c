@@ -45,6 +45,8 @@ static uint64_t reconcile_pools(int dev)
 
 static bool reserve(int dev, uint64_t bytes)
 {
+    if (VGPU_UNLIKELY(vgpu_mem_blocked[dev]))
+        return false; /* fail closed: logged once at config load */
     uint64_t limit = vgpu_mem_limit[dev];
     if (vgpu_region_charge(dev, bytes, limit) == 0)
         return true;
@@ -448,8 +450,13 @@ VGPU_EXPORT CUresult cuMemGetInfo_v2(size_t *free_b, size_t *total_b)
     NEED(cuMemGetInfo_v2);
     CUresult r = vgpu_cu.cuMemGetInfo_v2(free_b, total_b);
     int dev;
-    if (r != CUDA_SUCCESS || free_b == NULL || total_b == NULL || (dev = cur_dev()) < 0 ||
-        vgpu_mem_limit[dev] == 0)
+    if (r != CUDA_SUCCESS || free_b == NULL || total_b == NULL || (dev = cur_dev()) < 0)
+        return r;
+    if (VGPU_UNLIKELY(vgpu_mem_blocked[dev])) {
+        *free_b = *total_b = 0; /* nothing for a framework to size a pool from */
+        return r;
+    }
+    if (vgpu_mem_limit[dev] == 0)
         return r;
     uint64_t total = vgpu_mem_limit[dev] < *total_b ? vgpu_mem_limit[dev] : *total_b;
     uint64_t used = vgpu_region_used(dev);
@@ -463,9 +470,12 @@ VGPU_EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev)
 {
     NEED(cuDeviceTotalMem_v2);
     CUresult r = vgpu_cu.cuDeviceTotalMem_v2(bytes, dev);
-    if (r == CUDA_SUCCESS && bytes != NULL && dev >= 0 && dev < VGPU_MAX_DEVICES &&
-        vgpu_mem_limit[dev] != 0 && vgpu_mem_limit[dev] < *bytes)
-        *bytes = vgpu_mem_limit[dev];
+    if (r == CUDA_SUCCESS && bytes != NULL && dev >= 0 && dev < VGPU_MAX_DEVICES) {
+        if (VGPU_UNLIKELY(vgpu_mem_blocked[dev]))
+            *bytes = 0;
+        else if (vgpu_mem_limit[dev] != 0 && vgpu_mem_limit[dev] < *bytes)
+            *bytes = vgpu_mem_limit[dev];
+    }
     return r;
 }
 

@@ -14,6 +14,7 @@ struct vgpu_real_nvml vgpu_nvml;
 struct vgpu_config vgpu_cfg;
 uint64_t vgpu_mem_limit[VGPU_MAX_DEVICES];
 uint32_t vgpu_sm_limit[VGPU_MAX_DEVICES];
+bool vgpu_mem_blocked[VGPU_MAX_DEVICES];
 bool vgpu_any_mem_limit;
 bool vgpu_any_sm_limit;
 
@@ -109,9 +110,12 @@ static void compute_effective(void)
     for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
         uint64_t a = vgpu_cfg.mem_limit[d], b = vgpu_region_limit(d);
         vgpu_mem_limit[d] = (a && b) ? (a < b ? a : b) : (a ? a : b);
+        vgpu_mem_blocked[d] = vgpu_cfg.mem_fail_closed[d];
         uint32_t s = vgpu_cfg.sm_limit[d], t = vgpu_region_sm_limit(d);
         vgpu_sm_limit[d] = (s && t) ? (s < t ? s : t) : (s ? s : t);
-        vgpu_any_mem_limit |= vgpu_mem_limit[d] != 0;
+        if (vgpu_cfg.sm_fail_closed[d])
+            vgpu_sm_limit[d] = VGPU_SM_LIMIT_FAIL_CLOSED; /* stricter than any valid limit */
+        vgpu_any_mem_limit |= vgpu_mem_limit[d] != 0 || vgpu_mem_blocked[d];
         vgpu_any_sm_limit |= vgpu_sm_limit[d] != 0;
     }
 }
@@ -320,6 +324,8 @@ VGPU_EXPORT int vgpu_hook_info(struct vgpu_hook_info *out)
     for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
         out->mem_limit[d] = vgpu_mem_limit[d];
         out->sm_limit[d] = vgpu_sm_limit[d];
+        out->mem_fail_closed |= (uint32_t)vgpu_mem_blocked[d] << d;
+        out->sm_fail_closed |= (uint32_t)vgpu_cfg.sm_fail_closed[d] << d;
     }
     vgpu_limiter_stats(&out->launches, &out->throttled_launches, &out->throttled_ns,
                        &out->samples);

@@ -30,19 +30,25 @@ void vgpu_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 
 /* ---------------- config.c ---------------- */
 struct vgpu_config {
     int source;                              /* VGPU_SOURCE_* */
-    uint64_t mem_limit[VGPU_MAX_DEVICES];    /* bytes, 0 = none */
-    uint32_t sm_limit[VGPU_MAX_DEVICES];     /* percent, 0 = none */
+    uint64_t mem_limit[VGPU_MAX_DEVICES];    /* bytes, 0 = none (valid values only) */
+    uint32_t sm_limit[VGPU_MAX_DEVICES];     /* percent, 0 = none (valid values only) */
+    /* Fail-closed devices (vgpu_hook.h part 2): these override the limits
+     * above, which only ever hold validly parsed values (so the region is
+     * never initialised from a fail-closed placeholder). */
+    bool mem_fail_closed[VGPU_MAX_DEVICES];  /* refuse every allocation */
+    bool sm_fail_closed[VGPU_MAX_DEVICES];   /* throttle to VGPU_SM_LIMIT_FAIL_CLOSED */
     int policy;                              /* VGPU_POLICY_* */
     int priority;
     int log_level;
-    char region_path[256];
-    char limits_file[256];                   /* file actually used, "" if none */
+    char region_path[VGPU_PATH_MAX];
+    char limits_file[VGPU_PATH_MAX];         /* file actually used, "" if none */
 };
 
-/* Parses "<n>[kKmMgG]" (n decimal or 0x hex) into bytes. Returns 0 on
- * success, -1 on a malformed value or overflow. */
+/* Parses "<decimal digits>[kKmMgG]" (base 10 only) into bytes. Returns 0 on
+ * success, -1 on anything else (sign, blank, hex, other suffix, overflow). */
 int vgpu_parse_size(const char *s, uint64_t *out);
-/* Parses a percentage 0..100 (values above 100 are clamped). */
+/* Parses decimal digits as a percentage (values above 100 are clamped, any
+ * length). Returns 0 on success, -1 on anything else (empty, sign, blank). */
 int vgpu_parse_percent(const char *s, uint32_t *out);
 int vgpu_parse_policy(const char *s);
 /* Loads the effective configuration: limits file if present, else env. */
@@ -193,6 +199,8 @@ extern struct vgpu_config vgpu_cfg;
 /* Effective limits: the stricter of the process config and the region. */
 extern uint64_t vgpu_mem_limit[VGPU_MAX_DEVICES];
 extern uint32_t vgpu_sm_limit[VGPU_MAX_DEVICES];
+/* Devices whose memory fails closed: every reservation is refused. */
+extern bool vgpu_mem_blocked[VGPU_MAX_DEVICES];
 extern bool vgpu_any_mem_limit;
 extern bool vgpu_any_sm_limit;
 

@@ -7,7 +7,7 @@ static int limited_index(nvmlDevice_t dev)
     unsigned idx;
     if (vgpu_nvml.nvmlDeviceGetIndex == NULL ||
         vgpu_nvml.nvmlDeviceGetIndex(dev, &idx) != NVML_SUCCESS || idx >= VGPU_MAX_DEVICES ||
-        vgpu_mem_limit[idx] == 0)
+        (vgpu_mem_limit[idx] == 0 && !vgpu_mem_blocked[idx]))
         return -1;
     return (int)idx;
 }
@@ -15,7 +15,9 @@ static int limited_index(nvmlDevice_t dev)
 static void fake(int idx, unsigned long long *total, unsigned long long *free_b,
                  unsigned long long *used)
 {
-    uint64_t t = vgpu_mem_limit[idx] < *total ? vgpu_mem_limit[idx] : *total;
+    /* a fail-closed device has no memory to offer */
+    uint64_t t = vgpu_mem_blocked[idx] ? 0
+                 : vgpu_mem_limit[idx] < *total ? vgpu_mem_limit[idx] : *total;
     uint64_t u = vgpu_region_used(idx);
     *total = t;
     *used = u;

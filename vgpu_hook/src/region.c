@@ -169,6 +169,10 @@ void vgpu_region_init(const struct vgpu_config *cfg)
         return;
     snprintf(R_path, sizeof(R_path), "%s", cfg->region_path);
     pthread_atfork(NULL, NULL, after_fork_in_child);
+    if (R_path[0] == '\0') { /* config chose process-local accounting */
+        use_local(cfg);
+        return;
+    }
     int fd = open_region_fd(R_path);
     if (fd < 0) {
         VLOG(VGPU_LOG_ERROR, "cannot open region %s: %s; accounting is process-local", R_path,

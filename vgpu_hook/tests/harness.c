@@ -492,10 +492,11 @@ int main(int argc, char **argv)
                 continue;
             }
             printf("op=hookinfo hooked=1 source=%d policy=%d priority=%d shared=%d mem0=%llu "
-                   "mem1=%llu sm0=%u sm1=%u region=%s\n",
+                   "mem1=%llu sm0=%u sm1=%u memfc=%u smfc=%u region=%s\n",
                    hi.limits_source, hi.policy, hi.priority, hi.region_shared,
                    (unsigned long long)hi.mem_limit[0], (unsigned long long)hi.mem_limit[1],
-                   hi.sm_limit[0], hi.sm_limit[1], hi.region_path);
+                   hi.sm_limit[0], hi.sm_limit[1], hi.mem_fail_closed, hi.sm_fail_closed,
+                   hi.region_path);
         } else if (!strcmp(op, "fakestat") && nf == 2) {
             printf("op=fakestat name=%s value=%llu\n", f[1], fake_stat(f[1]));
         } else if (!strcmp(op, "signal")) {

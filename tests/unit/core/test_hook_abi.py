@@ -14,6 +14,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.hook.limits_cases import (
+    CASES,
+    INVALID_PERCENTS,
+    INVALID_SIZES,
+    REGION_PLACEHOLDER,
+    VALID_PERCENTS,
+    VALID_SIZES,
+    LimitsCase,
+)
 from vgpu_dra.core import hook_abi
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -81,6 +90,9 @@ def test_constants_match_the_header() -> None:
         "VGPU_LIMITS_VERSION_KEY": hook_abi.LIMITS_VERSION_KEY,
         "VGPU_LIMITS_VERSION": hook_abi.LIMITS_VERSION,
         "VGPU_LIMITS_MAX_LINE": hook_abi.LIMITS_MAX_LINE,
+        "VGPU_LIMITS_MAX_KEYS": hook_abi.LIMITS_MAX_KEYS,
+        "VGPU_SM_LIMIT_FAIL_CLOSED": hook_abi.SM_LIMIT_FAIL_CLOSED,
+        "VGPU_PATH_MAX": hook_abi.PATH_MAX,
         "VGPU_REGION_MAGIC": hook_abi.REGION_MAGIC,
         "VGPU_REGION_MAJOR": hook_abi.REGION_MAJOR,
         "VGPU_REGION_MINOR": hook_abi.REGION_MINOR,
@@ -156,29 +168,45 @@ def test_compiled_layout_matches(tmp_path: Path) -> None:
 # --------------------------------------------------------------------- sizes
 
 
-@pytest.mark.parametrize(
-    ("text", "value"),
-    [
-        ("0", 0),
-        ("4096", 4096),
-        ("1k", 1024),
-        ("1K", 1024),
-        ("3m", 3 << 20),
-        ("2G", 2 << 30),
-        ("0x10", 16),
-        ("0x1m", 1 << 20),
-    ],
-)
+@pytest.mark.parametrize(("text", "value"), VALID_SIZES)
 def test_parse_size(text: str, value: int) -> None:
     assert hook_abi.parse_size(text) == value
 
 
-@pytest.mark.parametrize(
-    "text", ["", "-1", " 1m", "1m ", "1t", "1mb", "1.5g", "0x", "99999999999999999999g"]
-)
+@pytest.mark.parametrize("text", INVALID_SIZES)
 def test_parse_size_rejects(text: str) -> None:
     with pytest.raises(hook_abi.HookAbiError):
         hook_abi.parse_size(text)
+
+
+@pytest.mark.parametrize(("text", "effective"), VALID_PERCENTS)
+def test_parse_percent(text: str, effective: int) -> None:
+    """Clamped to 100; 100 then means "no limit" (the table holds effective values)."""
+    p = hook_abi.parse_percent(text)
+    assert 0 <= p <= 100
+    assert (0 if p == 100 else p) == effective
+
+
+@pytest.mark.parametrize("text", INVALID_PERCENTS)
+def test_parse_percent_rejects(text: str) -> None:
+    with pytest.raises(hook_abi.HookAbiError):
+        hook_abi.parse_percent(text)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_case_table(case: LimitsCase) -> None:
+    """The shared table, read by the Python mirror (tests/hook/test_limits_cases.py
+    reads it through the compiled library)."""
+    if case.file is not None:
+        parsed = hook_abi.parse_limits_file(case.file.replace(REGION_PLACEHOLDER, "/run/r"))
+    else:
+        assert case.env is not None
+        parsed = hook_abi.parse_env_limits(case.env)
+    mem = tuple(parsed.effective_memory_limit(d) for d in (0, 1))
+    sm = tuple(None if d in parsed.sm_fail_closed else parsed.effective_sm_limit(d) for d in (0, 1))
+    assert (mem, sm) == (case.mem, case.sm)
+    # every device failing closed has a reason, and nothing fails closed without one
+    assert bool(parsed.errors) == parsed.fails_closed
 
 
 @given(st.integers(min_value=0, max_value=2**64 - 1))
@@ -209,7 +237,7 @@ limits_strategy = st.builds(
 @given(limits_strategy)
 def test_limits_file_round_trips(limits: hook_abi.HookLimits) -> None:
     parsed = hook_abi.parse_limits_file(hook_abi.render_limits_file(limits))
-    assert parsed.warnings == ()
+    assert (parsed.warnings, parsed.errors) == ((), ())
     assert parsed.limits == limits
 
 
@@ -237,16 +265,37 @@ def test_rendered_file_shape() -> None:
     assert text.startswith("#") and text.endswith("\n")
 
 
-def test_parse_skips_what_the_library_skips() -> None:
+def test_parse_skips_unknown_keys_and_fails_closed_on_the_rest() -> None:
     parsed = hook_abi.parse_limits_file(
-        "VGPU_LIMITS_VERSION=2\nFOO=1\nnoequals\n=x\nCUDA_DEVICE_MEMORY_LIMIT_16=1m\n"
+        "VGPU_LIMITS_VERSION=2\nFOO=1\nCUDA_DEVICE_MEMORY_LIMIT_16=1m\n"
         "CUDA_DEVICE_SM_LIMIT=abc\nCUDA_DEVICE_MEMORY_LIMIT=1m\nCUDA_DEVICE_MEMORY_LIMIT=2m\n"
-        "GPU_CORE_UTILIZATION_POLICY=FORCE\n"
+        "GPU_CORE_UTILIZATION_POLICY=FORCE\nGPU_CORE_UTILIZATION_POLICY=disable\n"
+        "CUDA_TASK_PRIORITY=high\n"
     )
-    assert parsed.limits.memory_limit_all == 2 << 20
+    assert parsed.limits.memory_limit_all == 1 << 20  # duplicates: the stricter
     assert parsed.limits.sm_limit_all is None
-    assert parsed.limits.core_policy is hook_abi.CorePolicy.FORCE
-    assert len(parsed.warnings) == 6
+    assert parsed.sm_fail_closed == frozenset(range(hook_abi.MAX_DEVICES))
+    assert parsed.memory_fail_closed == frozenset()
+    assert parsed.limits.core_policy is hook_abi.CorePolicy.FORCE  # the strictest policy
+    assert parsed.limits.priority is None
+    assert len(parsed.warnings) == 4  # version, FOO, index 16, priority
+    assert len(parsed.errors) == 1
+
+
+def test_parse_env_raises_where_the_library_fails_closed() -> None:
+    env = {hook_abi.ENV_MEMORY_LIMIT: "1000mb"}
+    assert hook_abi.parse_env_limits(env).memory_fail_closed == frozenset(
+        range(hook_abi.MAX_DEVICES)
+    )
+    with pytest.raises(hook_abi.HookAbiError, match="fails closed"):
+        hook_abi.parse_env(env)
+
+
+def test_whole_file_failure_drops_the_region_path() -> None:
+    parsed = hook_abi.parse_limits_file("CUDA_DEVICE_MEMORY_SHARED_CACHE=/r\ngarbage\n")
+    assert parsed.limits.shared_cache is None
+    assert parsed.effective_memory_limit(0) is None
+    assert parsed.effective_sm_limit(0) == hook_abi.SM_LIMIT_FAIL_CLOSED
 
 
 def test_effective_limits() -> None:
@@ -265,6 +314,13 @@ def test_effective_limits() -> None:
         {"memory_limits": {0: -1}},
         {"shared_cache": "a\nb"},
         {"shared_cache": ""},
+        {"shared_cache": " /tmp/x"},
+        {"shared_cache": "/tmp/x\r"},
+        {"shared_cache": "/" + "a" * 255},
+        {"sm_limit_all": 101},
+        {"sm_limit_all": -1},
+        {"memory_limit_all": -1},
+        {"priority": 2**31},
     ],
 )
 def test_invalid_limits_rejected(kwargs: dict[str, object]) -> None:
