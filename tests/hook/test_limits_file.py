@@ -114,24 +114,16 @@ def _dir(tmp: Path) -> Path:
     return tmp / "limits.d"
 
 
-def _unreadable(tmp: Path) -> Path:
-    path = _write(tmp, "CUDA_DEVICE_MEMORY_LIMIT=1m\n")
-    path.chmod(0)
-    return path
-
-
 @pytest.mark.parametrize(
     "make",
     [
         _dir,
         _loop,
         _fifo,
-        pytest.param(
-            _unreadable,
-            marks=pytest.mark.skipif(os.geteuid() == 0, reason="root reads a mode-000 file"),
-        ),
     ],
-    ids=["directory", "symlink-loop", "fifo", "mode-000"],
+    # (A mode-000 file is the same case for the library, but these tests run as root,
+    # which reads it anyway: the three paths above fail open() or read() for root too.)
+    ids=["directory", "symlink-loop", "fifo"],
 )
 def test_limits_file_that_cannot_be_read_fails_closed(
     hook: Hook, make: Callable[[Path], Path]
