@@ -30,12 +30,12 @@ from vgpu_dra.kube.rest import Rest
 from vgpu_dra.publisher.flags import add_driver_name_argument
 from vgpu_dra.serving.https import ServerSettings
 from vgpu_dra.webhook import jsonpatch
+from vgpu_dra.webhook.decision import TemplateSettings
 from vgpu_dra.webhook.facts import ClusterFacts, facts_from_slices
 from vgpu_dra.webhook.kube import SliceFacts, TemplateStore, dra_available
 from vgpu_dra.webhook.metrics import AdmissionMetrics
 from vgpu_dra.webhook.server import serve
 from vgpu_dra.webhook.service import Admitter, StaticFacts
-from vgpu_dra.webhook.templates import TemplateSettings
 from vgpu_dra.webhook.translate import Allowed, TranslateSettings, WebhookMode, translate
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,9 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
+from vgpu_dra.api.vgpu_config import CorePolicyName
 from vgpu_dra.core.hami.requests import DEFAULT_VENDORS, AskSettings, VendorResources
-from vgpu_dra.webhook.templates import TemplateSettings
+from vgpu_dra.core.slices import DRIVER_NAME, CapacityMode
 
 JSON = dict[str, Any]
 
@@ -16,6 +17,15 @@ JSON = dict[str, Any]
 class WebhookMode(enum.StrEnum):
     DRA = "dra"
     LEGACY = "legacy"
+
+
+@dataclass(frozen=True)
+class TemplateSettings:
+    driver_name: str = DRIVER_NAME
+    name_prefix: str = "vgpu"
+    capacity_mode: CapacityMode | None = None
+    """None (`auto`): as the cluster's slices show (replicas devices carry `parentUUID`)."""
+    core_limit_policy: CorePolicyName = "default"
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from vgpu_dra.api.quantity import format_binary
-from vgpu_dra.api.vgpu_config import API_VERSION, KIND, CorePolicyName, parse_config
+from vgpu_dra.api.vgpu_config import API_VERSION, KIND, parse_config
 from vgpu_dra.core.hami.filters import CardFilter
 from vgpu_dra.core.hami.requests import Ask, AskError
 from vgpu_dra.core.model import MIB
-from vgpu_dra.core.slices import DRIVER_NAME, CapacityMode
+from vgpu_dra.core.slices import CapacityMode
 from vgpu_dra.core.vendors import device_class_name
+from vgpu_dra.webhook.decision import TemplateSettings
 from vgpu_dra.webhook.facts import CardModel, ClusterFacts
 from vgpu_dra.webhook.selectors import capacity_equals, cel_expressions, type_equals
 
@@ -36,15 +37,6 @@ JSON = dict[str, Any]
 REQUEST = "gpu"
 MAX_SUBREQUESTS = 8  # resource.k8s.io FirstAvailableDeviceRequestMaxSize
 MANAGED_BY = {"app.kubernetes.io/managed-by": "vgpu-dra-webhook"}
-
-
-@dataclass(frozen=True)
-class TemplateSettings:
-    driver_name: str = DRIVER_NAME
-    name_prefix: str = "vgpu"
-    capacity_mode: CapacityMode | None = None
-    """None (`auto`): as the cluster's slices show (replicas devices carry `parentUUID`)."""
-    core_limit_policy: CorePolicyName = "default"
 
 
 @dataclass(frozen=True)

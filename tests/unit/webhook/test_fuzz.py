@@ -21,7 +21,8 @@ from vgpu_dra.api.quantity import parse_quantity
 from vgpu_dra.api.vgpu_config import parse_config
 from vgpu_dra.dev import cel
 from vgpu_dra.webhook import jsonpatch
-from vgpu_dra.webhook.templates import TemplateSettings, template_name
+from vgpu_dra.webhook.decision import TemplateSettings
+from vgpu_dra.webhook.templates import template_name
 from vgpu_dra.webhook.translate import Allowed, Denied, TranslateSettings, WebhookMode, translate
 
 S = TranslateSettings()

@@ -21,8 +21,8 @@ from tests.unit.webhook.pods import FACTS, REPLICA_FACTS, ctr, pod, summarize
 from vgpu_dra.core.hami.requests import AskSettings
 from vgpu_dra.core.slices import CapacityMode
 from vgpu_dra.webhook import jsonpatch
+from vgpu_dra.webhook.decision import TemplateSettings
 from vgpu_dra.webhook.facts import ClusterFacts
-from vgpu_dra.webhook.templates import TemplateSettings
 from vgpu_dra.webhook.translate import Allowed, TranslateSettings, WebhookMode, translate
 
 GOLDEN = Path(__file__).parent / "golden" / "table.json"

@@ -217,6 +217,65 @@ def vendor_of(resources: Mapping[str, Any], table: tuple[VendorResources, ...]) 
     return [v.vendor for v in table if any(n in present for n in v.names())]
 
 
+def _memory_mib(raw: object, v: VendorResources, s: AskSettings, where: str) -> int | None:
+    """`<vendor>/gpumem` in MiB (after the memory factor); None for 0 (unset)."""
+    assert v.memory is not None
+    units = _integer(raw, v.memory, where, "MiB" if v.memory_unit_mib == 1 else "units")
+    memory_mib = units * v.memory_unit_mib * s.memory_factor or None
+    if memory_mib is not None and memory_mib > MAX_MEMORY_MIB:
+        raise AskError(
+            f"{where}: {v.memory} is {raw!r}, i.e. {memory_mib} MiB per device, more "
+            f"than any card has (limit {MAX_MEMORY_MIB} MiB); the value is in "
+            f"{'MiB' if v.memory_unit_mib == 1 else f'units of {v.memory_unit_mib} MiB'}, "
+            "not bytes: write 3000 for 3000 MiB"
+        )
+    return memory_mib
+
+
+def _memory_percent(raw: object, v: VendorResources, where: str) -> int:
+    assert v.memory_percentage is not None
+    pct = _integer(raw, v.memory_percentage, where, "percent")
+    if pct > 100:
+        raise AskError(
+            f"{where}: {v.memory_percentage} is {raw!r}; a percentage of the card's "
+            "memory must be between 0 and 100"
+        )
+    return pct
+
+
+def _cores(raw: object, v: VendorResources, where: str) -> int:
+    """`<vendor>/gpucores` as percent of a card, rounded up from the vendor's units."""
+    assert v.cores is not None
+    units = _integer(raw, v.cores, where, "percent")
+    if units > v.cores_per_card:
+        raise AskError(
+            f"{where}: {v.cores} is {raw!r}; at most {v.cores_per_card} "
+            f"({'percent of a card' if v.cores_per_card == 100 else 'units per card'}), "
+            f"and {v.cores_per_card} means the whole card"
+        )
+    return -((-units * 100) // v.cores_per_card)
+
+
+def _priority(raw: object, v: VendorResources, where: str) -> int:
+    assert v.priority is not None
+    priority = _integer(raw, v.priority, where, "levels")
+    if priority > 1:
+        raise AskError(f"{where}: {v.priority} is {raw!r}; HAMi priorities are 0 (high) or 1 (low)")
+    return priority
+
+
+def _count(raw: object | None, v: VendorResources, s: AskSettings, where: str) -> int:
+    """The device count, HAMi's default when unset. Raises AskError."""
+    if raw is None:
+        if s.default_count == 0:
+            raise AskError(
+                f"{where}: {v.vendor} resources are set without {v.count}; "
+                f"set {v.count} to the number of devices"
+            )
+        return s.default_count
+    return _integer(raw, v.count, where, "devices")
+
+
 def parse_ask(
     resources: Mapping[str, Any], v: VendorResources, s: AskSettings, where: str
 ) -> Ask | None:
@@ -231,52 +290,19 @@ def parse_ask(
     cores_raw = raw.get(v.cores) if v.cores else None
     prio_raw = raw.get(v.priority) if v.priority else None
 
-    memory_mib: int | None = None
-    if mem_raw is not None:
-        units = _integer(mem_raw, v.memory, where, "MiB" if v.memory_unit_mib == 1 else "units")
-        memory_mib = units * v.memory_unit_mib * s.memory_factor or None
-        if memory_mib is not None and memory_mib > MAX_MEMORY_MIB:
-            raise AskError(
-                f"{where}: {v.memory} is {mem_raw!r}, i.e. {memory_mib} MiB per device, more "
-                f"than any card has (limit {MAX_MEMORY_MIB} MiB); the value is in "
-                f"{'MiB' if v.memory_unit_mib == 1 else f'units of {v.memory_unit_mib} MiB'}, "
-                "not bytes: write 3000 for 3000 MiB"
-            )
-
+    memory_mib = _memory_mib(mem_raw, v, s, where) if mem_raw is not None else None
     memory_percent: int | None = None
     if pct_raw is not None:
-        pct = _integer(pct_raw, v.memory_percentage, where, "percent")
-        if pct > 100:
-            raise AskError(
-                f"{where}: {v.memory_percentage} is {pct_raw!r}; a percentage of the card's "
-                "memory must be between 0 and 100"
-            )
+        pct = _memory_percent(pct_raw, v, where)
         if memory_mib is None and pct > 0:
             memory_percent = pct
     if memory_mib is None and memory_percent is None and s.default_memory_mib > 0:
         memory_mib = s.default_memory_mib
     if memory_percent == 100:
         memory_percent = None  # the whole card: no memory request at all
-
     cores_set = cores_raw is not None
-    cores = s.default_cores
-    if cores_raw is not None:
-        units = _integer(cores_raw, v.cores, where, "percent")
-        if units > v.cores_per_card:
-            raise AskError(
-                f"{where}: {v.cores} is {cores_raw!r}; at most {v.cores_per_card} "
-                f"({'percent of a card' if v.cores_per_card == 100 else 'units per card'}), "
-                f"and {v.cores_per_card} means the whole card"
-            )
-        cores = -((-units * 100) // v.cores_per_card)
-
-    priority: int | None = None
-    if prio_raw is not None:
-        priority = _integer(prio_raw, v.priority, where, "levels")
-        if priority > 1:
-            raise AskError(
-                f"{where}: {v.priority} is {prio_raw!r}; HAMi priorities are 0 (high) or 1 (low)"
-            )
+    cores = _cores(cores_raw, v, where) if cores_raw is not None else s.default_cores
+    priority = _priority(prio_raw, v, where) if prio_raw is not None else None
 
     if count_raw is None and mem_raw is None and pct_raw is None and not cores_set:
         if priority is None:
@@ -285,22 +311,14 @@ def parse_ask(
             f"{where}: {v.priority} is set without any {v.vendor} device request; "
             f"add {v.count} (and memory/cores) or remove {v.priority}"
         )
-    if count_raw is not None:
-        count = _integer(count_raw, v.count, where, "devices")
-        if count == 0:
-            if memory_mib or memory_percent or cores_set or priority is not None:
-                raise AskError(
-                    f"{where}: {v.count} is 0 but other {v.vendor} resources are set; "
-                    f"remove them or ask for at least one device"
-                )
-            return None
-    else:
-        if s.default_count == 0:
+    count = _count(count_raw, v, s, where)
+    if count == 0:
+        if memory_mib or memory_percent or cores_set or priority is not None:
             raise AskError(
-                f"{where}: {v.vendor} resources are set without {v.count}; "
-                f"set {v.count} to the number of devices"
+                f"{where}: {v.count} is 0 but other {v.vendor} resources are set; "
+                f"remove them or ask for at least one device"
             )
-        count = s.default_count
+        return None
     if count > s.max_count:
         raise AskError(
             f"{where}: {v.count} is {count_raw!r}; at most {s.max_count} devices per container "
