@@ -179,6 +179,8 @@ CARD = "{vendor: nvidia, model: A100, memory: 80Gi}"
 BAD: dict[str, tuple[str | None, str, list[str]]] = {
     # name: (inventory text or None for the demo file, --node, words in the message)
     "malformed YAML": ("nodes: [\n  - {name: a", "a", ["malformed YAML", "inv.yaml"]),
+    "5000-deep": ("[" * 5000 + "]" * 5000, "a", ["nested deeper than 100", "inv.yaml"]),
+    "alias": ("nodes: &n []\nx: *n\n", "a", ["aliases", "inv.yaml"]),
     "not a mapping": ("- 1\n- 2\n", "a", ["expected a mapping", "inv.yaml"]),
     "wrong kind": (
         "apiVersion: vgpu.hami.io/v1alpha1\nkind: Nope\nnodes: []\n",

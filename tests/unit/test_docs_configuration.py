@@ -34,6 +34,7 @@ GLOBAL = "Global flags"
 ENV_NAMES = sorted(
     set(re.findall(r'_env\(\s*"([A-Z0-9_]+)"', SOURCE))
     | set(re.findall(r'os\.environ(?:\.get\(|\[)\s*"([A-Z0-9_]+)"', SOURCE))
+    | set(re.findall(r'\benv="([A-Z0-9_]+)"', SOURCE))  # cli.options twins
 )
 SENTINEL = "7"  # parses as str, int, float and Path, so every default can move
 

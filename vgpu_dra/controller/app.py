@@ -13,6 +13,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from vgpu_dra.cli.options import float_option, int_option
 from vgpu_dra.controller.allocation_collector import AllocationCollector
 from vgpu_dra.gpu.backend import open_discoveries
 from vgpu_dra.gpu.flags import add_discovery_arguments
@@ -77,10 +78,8 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str = "controller") -> None:
         "every inventory node with --inventory)",
     )
     slice_flags.add_mode_argument(p)
-    p.add_argument("--resync-seconds", type=float, default=60.0)
-    p.add_argument(
-        "--metrics-port", type=int, default=int(os.environ.get("VGPU_DRA_METRICS_PORT", "0"))
-    )
+    float_option(p, "--resync-seconds", env=None, default=60.0, lo=1, hi=86400)
+    int_option(p, "--metrics-port", env="VGPU_DRA_METRICS_PORT", default=0, lo=0, hi=65535)
     slice_flags.add_slice_arguments(p)
 
 

@@ -12,12 +12,13 @@ import hashlib
 from pathlib import Path
 
 import pydantic
-import yaml
 
+from vgpu_dra.api import documents
 from vgpu_dra.api.inventory import SimulatedInventory
 from vgpu_dra.core import inventory
 from vgpu_dra.core.inventory import InventoryError, Issue
 from vgpu_dra.core.model import NodeInventory
+from vgpu_dra.host.files import read_user_file
 
 __all__ = [
     "InventoryError",
@@ -43,11 +44,10 @@ class InventoryFile:
 
     def _current(self) -> dict[str, NodeInventory]:
         try:
-            raw = self.path.read_bytes()
-        except OSError as e:
-            raise InventoryError(
-                [Issue("(file)", f"cannot read: {e}")], source=str(self.path)
-            ) from None
+            raw = read_user_file(self.path)
+        except ValueError as e:
+            problem = str(e).removeprefix(f"{self.path}: ")
+            raise InventoryError([Issue("(file)", problem)], source=str(self.path)) from None
         digest = hashlib.sha256(raw).digest()
         if digest != self._digest:
             spec = parse_inventory(raw.decode("utf-8", errors="replace"), source=str(self.path))
@@ -129,11 +129,10 @@ def parse_inventory(text: str, *, source: str = "<inventory>") -> SimulatedInven
     Raises InventoryError like `load_inventory`. Pure apart from YAML parsing.
     """
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InventoryError(
-            [Issue("(file)", f"malformed YAML: {_one_line(exc)}")], source=source
-        ) from exc
+        data = documents.load_one(text, source)
+    except documents.DocumentError as exc:
+        problem = str(exc).removeprefix(f"{source}: ")
+        raise InventoryError([Issue("(file)", problem)], source=source) from None
     if not isinstance(data, dict):
         raise InventoryError(
             [
@@ -190,13 +189,3 @@ def _context(loc: tuple[int | str, ...], data: object) -> str:
             if isinstance(model, str):
                 parts.append(f"card {model!r}")
     return ", ".join(parts)
-
-
-def _one_line(exc: yaml.YAMLError) -> str:
-    """ "line 3, column 5: mapping values are not allowed here" (1-based, as editors count)."""
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        mark = exc.problem_mark
-        problem = exc.problem or "syntax error"
-        context = f" ({exc.context})" if exc.context else ""
-        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}{context}"
-    return " ".join(str(exc).split())

@@ -1,5 +1,5 @@
-"""File primitives for state that must survive crashes: atomic writes and a
-node-wide advisory lock."""
+"""File primitives: atomic writes and a node-wide advisory lock for state that must
+survive crashes, and bounded reads of files a user names."""
 
 from __future__ import annotations
 
@@ -35,6 +35,27 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+MAX_USER_FILE = 8 * 1024 * 1024
+"""A pod, a slice list or an inventory is kilobytes; 8 MiB is the most we read."""
+
+
+def read_user_file(path: Path, max_bytes: int = MAX_USER_FILE) -> bytes:
+    """The content of a file a user named (a flag), reading at most `max_bytes`.
+
+    Raises ValueError with one line naming the file: it cannot be opened or read (missing,
+    a directory, no permission) or it is larger than `max_bytes` (also `/dev/zero`,
+    which is never read to the end).
+    """
+    try:
+        with path.open("rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read: {e.strerror or e}") from None
+    if len(data) > max_bytes:
+        raise ValueError(f"{path}: larger than {max_bytes // (1024 * 1024)} MiB, not read")
+    return data
 
 
 def remove_stale_temps(directory: Path, stem: str) -> None:

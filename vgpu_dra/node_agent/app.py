@@ -16,6 +16,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from vgpu_dra.cli.options import float_option, int_option
 from vgpu_dra.core.allocation import device_name
 from vgpu_dra.core.claims import ClaimRef, DeviceHealth
 from vgpu_dra.core.prepare import PrepareSettings
@@ -195,14 +196,10 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str = "kubelet-plugin") -> No
         help="unique per plugin process (the pod UID): rolling updates need distinct sockets",
     )
     slice_flags.add_mode_argument(p)
-    p.add_argument(
-        "--health-interval-seconds",
-        type=float,
-        default=float(os.environ.get("VGPU_DRA_HEALTH_INTERVAL", "10")),
+    float_option(
+        p, "--health-interval-seconds", env="VGPU_DRA_HEALTH_INTERVAL", default=10, lo=0.1, hi=3600
     )
-    p.add_argument(
-        "--metrics-port", type=int, default=int(os.environ.get("VGPU_DRA_METRICS_PORT", "0"))
-    )
+    int_option(p, "--metrics-port", env="VGPU_DRA_METRICS_PORT", default=0, lo=0, hi=65535)
     slice_flags.add_slice_arguments(p)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from vgpu_dra.cli.options import int_option
 from vgpu_dra.core.slices import DRIVER_NAME, CapacityMode, SliceSettings
 
 
@@ -16,15 +17,16 @@ def add_driver_name_argument(p: argparse.ArgumentParser) -> None:
 def add_slice_arguments(p: argparse.ArgumentParser) -> None:
     """--driver-name, --slots, --core-scaling (read back by `slice_settings`)."""
     add_driver_name_argument(p)
-    p.add_argument(
+    int_option(
+        p,
         "--slots",
-        type=int,
-        default=int(os.environ.get("VGPU_DRA_SLOTS", "10")),
+        env="VGPU_DRA_SLOTS",
+        default=10,
+        lo=1,
+        hi=1000,
         help="default shares per card (HAMi deviceSplitCount)",
     )
-    p.add_argument(
-        "--core-scaling", type=int, default=int(os.environ.get("VGPU_DRA_CORE_SCALING", "1"))
-    )
+    int_option(p, "--core-scaling", env="VGPU_DRA_CORE_SCALING", default=1, lo=1, hi=100)
 
 
 def slice_settings(

@@ -23,8 +23,11 @@ from typing import Any, Literal, TextIO
 import yaml
 from prometheus_client import CollectorRegistry
 
-from vgpu_dra.core.hami.requests import AskSettings
+from vgpu_dra.api import documents
+from vgpu_dra.cli import hami as hami_flags
+from vgpu_dra.cli.options import float_option, int_option
 from vgpu_dra.core.slices import CapacityMode
+from vgpu_dra.host.files import read_user_file
 from vgpu_dra.kube.flags import add_kubeconfig_argument
 from vgpu_dra.kube.rest import Rest
 from vgpu_dra.publisher.flags import add_driver_name_argument
@@ -98,12 +101,18 @@ class OfflineSettings:
 
 
 def _documents(path: Path) -> list[Any]:
-    text = path.read_text()
+    """The objects in a YAML/JSON file (a `*List` contributes its items). Raises
+    ValueError naming the file for anything unusable, with bounded memory."""
+    source = str(path)
     docs: list[Any] = []
-    for d in yaml.safe_load_all(text):
-        if isinstance(d, dict) and d.get("kind", "").endswith("List"):
-            docs.extend(d.get("items") or [])
-        elif d is not None:
+    for d in documents.load_all(documents.decode_text(read_user_file(path), source), source):
+        kind = d.get("kind") if isinstance(d, dict) else None
+        if isinstance(kind, str) and kind.endswith("List"):
+            items = d.get("items") or []
+            if not isinstance(items, list):
+                raise ValueError(f"{source}: {kind}.items must be a list")
+            docs.extend(items)
+        else:
             docs.append(d)
     return docs
 
@@ -116,6 +125,8 @@ def translate_pod(
     if len(pods) != 1 or not isinstance(pods[0], dict):
         raise ValueError(f"{s.pod_file}: expected exactly one Pod, found {len(pods)} documents")
     pod = pods[0]
+    if pod.get("kind", "Pod") != "Pod":
+        raise ValueError(f"{s.pod_file}: expected a Pod, found kind {pod.get('kind')!r}")
     facts = (
         facts_from_slices(read(s.slices_file), s.translate.templates.driver_name)
         if s.slices_file is not None
@@ -143,21 +154,7 @@ def _add_translate_arguments(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("VGPU_DRA_SCHEDULER_NAME", "vgpu-dra-scheduler"),
         help="legacy mode: the scheduler that vGPU pods are sent to",
     )
-    p.add_argument(
-        "--default-gpu-num", type=int, default=int(os.environ.get("VGPU_DRA_DEFAULT_GPU_NUM", "1"))
-    )
-    p.add_argument(
-        "--default-memory",
-        type=int,
-        default=int(os.environ.get("VGPU_DRA_DEFAULT_MEMORY", "0")),
-        help="MiB when a container sets no memory; 0 = the whole card",
-    )
-    p.add_argument(
-        "--default-cores", type=int, default=int(os.environ.get("VGPU_DRA_DEFAULT_CORES", "0"))
-    )
-    p.add_argument(
-        "--memory-factor", type=int, default=int(os.environ.get("VGPU_DRA_MEMORY_FACTOR", "1"))
-    )
+    hami_flags.add_default_arguments(p)
     p.add_argument(
         "--core-limit-policy",
         choices=["default", "force", "disable"],
@@ -174,12 +171,7 @@ def _add_translate_arguments(p: argparse.ArgumentParser) -> None:
 def _translate_settings(ns: argparse.Namespace) -> TranslateSettings:
     return TranslateSettings(
         mode=WebhookMode("dra" if ns.mode == "auto" else ns.mode),
-        asks=AskSettings(
-            default_count=ns.default_gpu_num,
-            default_memory_mib=ns.default_memory,
-            default_cores=ns.default_cores,
-            memory_factor=ns.memory_factor,
-        ),
+        asks=hami_flags.ask_settings(ns),
         templates=TemplateSettings(
             driver_name=ns.driver_name,
             capacity_mode=None if ns.capacity_mode == "auto" else CapacityMode(ns.capacity_mode),
@@ -202,7 +194,7 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str) -> None:
         return
     add_kubeconfig_argument(p)
     p.add_argument("--host", default=os.environ.get("VGPU_DRA_WEBHOOK_HOST", "0.0.0.0"))  # noqa: S104
-    p.add_argument("--port", type=int, default=int(os.environ.get("VGPU_DRA_WEBHOOK_PORT", "8443")))
+    int_option(p, "--port", env="VGPU_DRA_WEBHOOK_PORT", default=8443, lo=0, hi=65535)
     p.add_argument(
         "--tls-cert-file",
         type=Path,
@@ -213,15 +205,14 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str) -> None:
         type=Path,
         default=Path(os.environ.get("VGPU_DRA_TLS_KEY_FILE", "/etc/vgpu-dra/tls/tls.key")),
     )
-    p.add_argument(
-        "--tls-reload-seconds",
-        type=float,
-        default=float(os.environ.get("VGPU_DRA_TLS_RELOAD", "10")),
-    )
-    p.add_argument(
+    float_option(p, "--tls-reload-seconds", env="VGPU_DRA_TLS_RELOAD", default=10, lo=0.1, hi=86400)
+    int_option(
+        p,
         "--max-body-bytes",
-        type=int,
-        default=int(os.environ.get("VGPU_DRA_WEBHOOK_MAX_BODY", str(6 * 1024 * 1024))),
+        env="VGPU_DRA_WEBHOOK_MAX_BODY",
+        default=6 * 1024 * 1024,
+        lo=1,
+        hi=64 * 1024 * 1024,
     )
     p.add_argument(
         "--mode",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,46 @@ def test_legacy_mode_sets_the_scheduler(tmp_path: Path, capsys: pytest.CaptureFi
     (mutated,) = yaml.safe_load(capsys.readouterr().out)
     assert mutated["spec"]["schedulerName"] == "hami-scheduler"
     assert mutated["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+def _bomb() -> str:
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 12)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        pytest.param(lambda p: p.write_text("a: [\n"), "malformed YAML", id="yaml-syntax"),
+        pytest.param(lambda p: p.write_bytes(b"kind: Pod\x00\n"), "malformed YAML", id="nul"),
+        pytest.param(lambda p: p.write_bytes(b"\xff\xfe"), "not UTF-8 text", id="binary"),
+        pytest.param(lambda p: None, "cannot read: No such file", id="missing"),
+        pytest.param(lambda p: p.mkdir(), "cannot read: Is a directory", id="directory"),
+        pytest.param(
+            lambda p: p.write_text("kind: 5\n"), "expected a Pod, found kind 5", id="kind-5"
+        ),
+        pytest.param(lambda p: p.write_text(_bomb()), "aliases", id="alias-bomb"),
+        pytest.param(lambda p: p.write_text("[" * 5000 + "]" * 5000), "nested deeper", id="deep"),
+        pytest.param(lambda p: p.write_text("a: 1\n---\nb: 2\n"), "exactly one Pod", id="two-docs"),
+    ],
+)
+def test_bad_pod_file_is_rc_2_with_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    make: Callable[[Path], object],
+    problem: str,
+) -> None:
+    """Every unusable file: exit 2 (1 means "denied"), one line naming the file and the
+    problem, nothing on stdout, memory bounded (`-o json` would expand an alias bomb)."""
+    path = tmp_path / "pod.yaml"
+    make(path)
+    assert main(["translate-pod", "-f", str(path), "-o", "json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and str(path) in err and problem in err, err
+
+
+def test_an_endless_file_is_not_read_to_the_end(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["translate-pod", "-f", "/dev/zero"]) == 2
+    assert "/dev/zero: larger than" in capsys.readouterr().err

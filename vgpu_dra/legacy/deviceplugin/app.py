@@ -10,6 +10,7 @@ import signal
 import threading
 from pathlib import Path
 
+from vgpu_dra.cli.options import float_option, int_option
 from vgpu_dra.core.prepare import PrepareSettings
 from vgpu_dra.gpu.backend import open_discoveries
 from vgpu_dra.gpu.flags import add_discovery_arguments, add_node_argument, node_name
@@ -30,15 +31,9 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str = "device-plugin") -> Non
             os.environ.get("VGPU_DRA_DEVICE_PLUGIN_DIR", "/var/lib/kubelet/device-plugins")
         ),
     )
-    p.add_argument("--slots", type=int, default=int(os.environ.get("VGPU_DRA_SLOTS", "10")))
-    p.add_argument(
-        "--core-scaling", type=int, default=int(os.environ.get("VGPU_DRA_CORE_SCALING", "1"))
-    )
-    p.add_argument(
-        "--memory-scaling",
-        type=float,
-        default=float(os.environ.get("VGPU_DRA_MEMORY_SCALING", "1")),
-    )
+    int_option(p, "--slots", env="VGPU_DRA_SLOTS", default=10, lo=1, hi=1000)
+    int_option(p, "--core-scaling", env="VGPU_DRA_CORE_SCALING", default=1, lo=1, hi=100)
+    float_option(p, "--memory-scaling", env="VGPU_DRA_MEMORY_SCALING", default=1, lo=0.01, hi=100)
     p.add_argument(
         "--claims-dir",
         type=Path,
@@ -51,10 +46,8 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str = "device-plugin") -> Non
         "--preload-path",
         default=os.environ.get("VGPU_DRA_PRELOAD_PATH", "/usr/local/vgpu/ld.so.preload"),
     )
-    p.add_argument(
-        "--node-lock-timeout",
-        type=float,
-        default=float(os.environ.get("VGPU_DRA_NODE_LOCK_TIMEOUT", "300")),
+    float_option(
+        p, "--node-lock-timeout", env="VGPU_DRA_NODE_LOCK_TIMEOUT", default=300, lo=1, hi=86400
     )
 
 

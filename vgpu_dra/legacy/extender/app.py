@@ -18,8 +18,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from vgpu_dra.cli import hami as hami_flags
+from vgpu_dra.cli.options import float_option, int_option
 from vgpu_dra.core.hami import annotations as ann
-from vgpu_dra.core.hami.requests import AskSettings
 from vgpu_dra.kube.flags import add_kubeconfig_argument
 from vgpu_dra.kube.nodelock import LockSettings, NodeLocker
 from vgpu_dra.kube.rest import Rest
@@ -133,9 +134,7 @@ def run(settings: ExtenderSettings) -> int:
 def add_arguments(p: argparse.ArgumentParser, cmd: str = "extender") -> None:
     add_kubeconfig_argument(p, documented=False)
     p.add_argument("--bind-address", default=os.environ.get("VGPU_DRA_EXTENDER_BIND", "0.0.0.0"))  # noqa: S104
-    p.add_argument(
-        "--port", type=int, default=int(os.environ.get("VGPU_DRA_EXTENDER_PORT", "8888"))
-    )
+    int_option(p, "--port", env="VGPU_DRA_EXTENDER_PORT", default=8888, lo=0, hi=65535)
     p.add_argument("--cert-file", type=Path, default=os.environ.get("VGPU_DRA_TLS_CERT") or None)
     p.add_argument("--key-file", type=Path, default=os.environ.get("VGPU_DRA_TLS_KEY") or None)
     p.add_argument(
@@ -148,29 +147,19 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str = "extender") -> None:
         choices=["binpack", "spread", "topology-aware", "mutex"],
         default=os.environ.get("VGPU_DRA_GPU_POLICY", "spread"),
     )
-    p.add_argument(
-        "--node-lock-timeout",
-        type=float,
-        default=float(os.environ.get("VGPU_DRA_NODE_LOCK_TIMEOUT", "300")),
+    float_option(
+        p, "--node-lock-timeout", env="VGPU_DRA_NODE_LOCK_TIMEOUT", default=300, lo=1, hi=86400
     )
-    p.add_argument(
+    float_option(
+        p,
         "--bind-lock-wait",
-        type=float,
-        default=float(os.environ.get("VGPU_DRA_BIND_LOCK_WAIT", "20")),
+        env="VGPU_DRA_BIND_LOCK_WAIT",
+        default=20,
+        lo=0,
+        hi=600,
         help="seconds /bind waits for another pod's node lock (keep below httpTimeout)",
     )
-    p.add_argument(
-        "--default-gpu-num", type=int, default=int(os.environ.get("VGPU_DRA_DEFAULT_GPU_NUM", "1"))
-    )
-    p.add_argument(
-        "--default-memory", type=int, default=int(os.environ.get("VGPU_DRA_DEFAULT_MEMORY", "0"))
-    )
-    p.add_argument(
-        "--default-cores", type=int, default=int(os.environ.get("VGPU_DRA_DEFAULT_CORES", "0"))
-    )
-    p.add_argument(
-        "--memory-factor", type=int, default=int(os.environ.get("VGPU_DRA_MEMORY_FACTOR", "1"))
-    )
+    hami_flags.add_default_arguments(p)
 
 
 def main(ns: argparse.Namespace) -> int:
@@ -187,12 +176,7 @@ def main(ns: argparse.Namespace) -> int:
             placement=PlacementSettings(
                 node_policy=ns.node_scheduler_policy,
                 gpu_policy=ns.gpu_scheduler_policy,
-                defaults=AskSettings(
-                    default_count=ns.default_gpu_num,
-                    default_memory_mib=ns.default_memory,
-                    default_cores=ns.default_cores,
-                    memory_factor=ns.memory_factor,
-                ),
+                defaults=hami_flags.ask_settings(ns),
                 bind_lock_wait_s=ns.bind_lock_wait,
             ),
         )

@@ -1,0 +1,56 @@
+"""vgpu_dra.cli.options: numeric flags and their environment twins are validated at
+start-up, through the real `vgpu-dra` entry point: exit 2 and one actionable line."""
+
+from __future__ import annotations
+
+import pytest
+
+from vgpu_dra.__main__ import main
+
+CASES = [
+    # (command, flag, bad value, env twin, what the message names)
+    ("webhook", "--memory-factor", "-1", "VGPU_DRA_MEMORY_FACTOR", "from 1 to"),
+    ("webhook", "--default-cores", "500", "VGPU_DRA_DEFAULT_CORES", "from 0 to 100"),
+    ("webhook", "--default-gpu-num", "17", "VGPU_DRA_DEFAULT_GPU_NUM", "from 0 to 16"),
+    ("webhook", "--port", "70000", "VGPU_DRA_WEBHOOK_PORT", "from 0 to 65535"),
+    ("webhook", "--tls-reload-seconds", "nan", "VGPU_DRA_TLS_RELOAD", "not a number"),
+    ("translate-pod", "--default-memory", "-5", "VGPU_DRA_DEFAULT_MEMORY", "from 0 to"),
+    ("extender", "--memory-factor", "0", "VGPU_DRA_MEMORY_FACTOR", "from 1 to"),
+    ("extender", "--node-lock-timeout", "abc", "VGPU_DRA_NODE_LOCK_TIMEOUT", "not a number"),
+    ("device-plugin", "--slots", "0", "VGPU_DRA_SLOTS", "from 1 to 1000"),
+    ("device-plugin", "--memory-scaling", "-1", "VGPU_DRA_MEMORY_SCALING", "from 0.01 to 100"),
+    ("kubelet-plugin", "--metrics-port", "x", "VGPU_DRA_METRICS_PORT", "not an integer"),
+    ("kubelet-plugin", "--slots", "-3", "VGPU_DRA_SLOTS", "from 1 to 1000"),
+    ("controller", "--core-scaling", "1.5", "VGPU_DRA_CORE_SCALING", "not an integer"),
+    ("render-slices", "--slots", "1e9", "VGPU_DRA_SLOTS", "not an integer"),
+]
+IDS = [f"{c}{f}={v}" for c, f, v, _, _ in CASES]
+
+
+@pytest.mark.parametrize(("cmd", "flag", "value", "env", "message"), CASES, ids=IDS)
+def test_bad_flag_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], cmd: str, flag: str, value: str, env: str, message: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([cmd, f"{flag}={value}"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and message in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(("cmd", "flag", "value", "env", "message"), CASES, ids=IDS)
+def test_bad_environment_twin_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    cmd: str,
+    flag: str,
+    value: str,
+    env: str,
+    message: str,
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(SystemExit) as exit_:
+        main([cmd, "--help"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"${env} (the environment twin of {flag})" in err and message in err, err

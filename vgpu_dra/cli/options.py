@@ -1,0 +1,86 @@
+"""Numeric flags with an environment twin, validated when the parser is built and
+when argv is parsed.
+
+An unparsable or out-of-range value, given as a flag or through its environment
+variable, ends the command with argparse's usage error (exit 2) naming the flag or
+the variable and the accepted range: never a traceback, never a nonsense setting
+(`--memory-factor -1`, `--default-cores 500`) reaching the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Callable
+from typing import TypeVar
+
+N = TypeVar("N", int, float)
+
+
+def _parser(kind: type[N], lo: N, hi: N) -> Callable[[str], N]:
+    what = "an integer" if kind is int else "a number"
+
+    def parse(raw: str) -> N:
+        try:
+            value = kind(raw.strip())
+        except ValueError:
+            value = None
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{raw!r} is not {what} from {lo} to {hi}")
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{raw!r} is out of range: {what} from {lo} to {hi}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _add(
+    p: argparse.ArgumentParser,
+    flag: str,
+    kind: type[N],
+    *,
+    env: str | None,
+    default: N,
+    lo: N,
+    hi: N,
+    help: str | None,
+) -> None:
+    parse = _parser(kind, lo, hi)
+    value = kind(default)  # 300 -> 300.0 for a float option, as a parsed value would be
+    raw = os.environ.get(env) if env else None
+    if raw is not None:
+        try:
+            value = parse(raw)
+        except argparse.ArgumentTypeError as e:
+            p.error(f"${env} (the environment twin of {flag}): {e}")
+    p.add_argument(flag, type=parse, default=value, help=help)
+
+
+def int_option(
+    p: argparse.ArgumentParser,
+    flag: str,
+    *,
+    env: str | None,
+    default: int,
+    lo: int,
+    hi: int,
+    help: str | None = None,
+) -> None:
+    """`flag` (and `$env`, which sets its default) as an integer in [lo, hi]."""
+    _add(p, flag, int, env=env, default=default, lo=lo, hi=hi, help=help)
+
+
+def float_option(
+    p: argparse.ArgumentParser,
+    flag: str,
+    *,
+    env: str | None,
+    default: float,
+    lo: float,
+    hi: float,
+    help: str | None = None,
+) -> None:
+    """`flag` (and `$env`, which sets its default) as a finite number in [lo, hi]."""
+    _add(p, flag, float, env=env, default=default, lo=lo, hi=hi, help=help)
