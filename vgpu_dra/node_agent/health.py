@@ -82,10 +82,17 @@ class HealthServicer:
     callback did not fire; it is not a send interval (nothing is sent without a change).
     """
 
-    def __init__(self, board: HealthBoard, poll_s: float = 5.0) -> None:
+    def __init__(self, board: HealthBoard, poll_s: float = 5.0, max_streams: int = 6) -> None:
+        """`max_streams`: open streams at most. Each holds a server worker thread for
+        as long as it is open, so the server must have more workers than this, or
+        streams could take every worker and starve prepare, unprepare and the liveness
+        probe (the kubelet opens one; more come only from a misbehaving client, which
+        gets RESOURCE_EXHAUSTED)."""
         self._board = board
         self._poll_s = poll_s
         self._stopping = threading.Event()
+        self._slots = threading.BoundedSemaphore(max_streams)
+        self.max_streams = max_streams
 
     def stop(self) -> None:
         """End every open stream promptly (idempotent). New streams end immediately."""
@@ -97,8 +104,14 @@ class HealthServicer:
         request: health_v1alpha1.NodeWatchResourcesRequest,
         context: grpc.ServicerContext,
     ) -> Iterator[health_v1alpha1.NodeWatchResourcesResponse]:
-        context.add_callback(self._board.wake)
         peer = context.peer()
+        if not self._slots.acquire(blocking=False):
+            log.warning("health stream of %s refused: %d already open", peer, self.max_streams)
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.max_streams} health streams are already open",
+            )
+        context.add_callback(self._board.wake)
         log.info("health stream opened by %s", peer)
         sent = 0
         try:
@@ -112,4 +125,5 @@ class HealthServicer:
                 )
                 yield serde.health_response(devices)
         finally:
+            self._slots.release()
             log.info("health stream of %s closed", peer)

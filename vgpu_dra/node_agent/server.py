@@ -42,6 +42,8 @@ log = logging.getLogger("vgpu_dra.node_agent.server")
 # grpc.health.v1 service names reported SERVING while the servers run: "" (the whole
 # server) and "liveness" (the name the reference drivers' DaemonSets probe).
 HEALTH_SERVICES: tuple[str, ...] = ("", "liveness")
+# Server workers never taken by health streams (prepare, unprepare, the liveness probe).
+UNARY_WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,11 @@ class SocketSettings:
                 raise ValueError(f"{label} must be an absolute path, got {str(d)!r}")
         if self.socket_mode & ~0o777 or self.socket_mode & 0o002:
             raise ValueError(f"socket mode {self.socket_mode:#o} must not be world-writable")
-        if self.max_workers < 2:
-            raise ValueError("max_workers must be >= 2 (a health stream holds one worker)")
+        if self.max_workers < UNARY_WORKERS + 1:
+            raise ValueError(
+                f"max_workers must be >= {UNARY_WORKERS + 1}: {UNARY_WORKERS} for unary calls, "
+                "one for the kubelet's health stream"
+            )
         for path in (self.registration_socket, self.dra_socket):
             check_socket_path(path)
 
@@ -107,7 +112,10 @@ class PluginServer:
         self.health = health
         self.registration = RegistrationServicer(settings.driver_name, str(settings.dra_socket))
         self._driver = driver
-        self._health_stream = HealthServicer(health)
+        # Streams may hold all workers but UNARY_WORKERS: unary calls always have those.
+        self._health_stream = HealthServicer(
+            health, max_streams=max(1, settings.max_workers - UNARY_WORKERS)
+        )
         self._grpc_health = grpc_health.HealthServicer()
         for service in HEALTH_SERVICES:
             self._grpc_health.set(service, grpc_health_pb2.HealthCheckResponse.NOT_SERVING)

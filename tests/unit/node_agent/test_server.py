@@ -15,12 +15,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.kubelet_client import KubeletClient, Version
+from tests.kubelet_client import HealthWatch, KubeletClient, Version
 from vgpu_dra.core.claims import ClaimRef, DeviceHealth, PreparedDevice, PrepareResult
 from vgpu_dra.host.sockets import SocketPathError
 from vgpu_dra.node_agent.health import HealthBoard
 from vgpu_dra.node_agent.registration import RegistrationServicer
-from vgpu_dra.node_agent.server import PluginServer, SocketSettings
+from vgpu_dra.node_agent.server import UNARY_WORKERS, PluginServer, SocketSettings
 from vgpu_dra.node_agent.servicer import OMITTED_ERROR
 
 DRIVER = "vgpu.hami.io"
@@ -279,6 +279,39 @@ def test_health_stream_cancel_frees_the_worker(
         assert watch.next(timeout=5) == [H0]
         watch.cancel()
     assert kubelet.health_check() == "SERVING"
+
+
+def test_open_health_streams_never_starve_unary_calls(
+    kubelet: KubeletClient, board: HealthBoard, driver: FakeDriver, settings: SocketSettings
+) -> None:
+    """As many open streams as there are workers: the ones past the cap are refused,
+    and prepare and the liveness check still answer (they once timed out until the
+    streams closed)."""
+    board.set([H0])
+    watches = [kubelet.watch_health() for _ in range(settings.max_workers + 2)]
+    try:
+        opened = [w for w in watches if _first(w)]
+        refused = [w for w in watches if w not in opened]
+        assert len(opened) == settings.max_workers - UNARY_WORKERS
+        assert all(
+            w.error is not None and w.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            for w in refused
+        )
+        driver.prepare_results = {"uid-a": PrepareResult(devices=(DEV_A,))}
+        assert kubelet.prepare([A]) == {"uid-a": PrepareResult(devices=(DEV_A,))}
+        assert kubelet.health_check("liveness") == "SERVING"
+    finally:
+        for w in watches:
+            w.cancel()
+
+
+def _first(watch: HealthWatch) -> bool:
+    """True when the stream delivered its first list, False when it was refused."""
+    try:
+        watch.next(timeout=5)
+    except StopIteration:
+        return False
+    return True
 
 
 def test_stop_ends_health_streams_promptly(server: PluginServer, kubelet: KubeletClient) -> None:
