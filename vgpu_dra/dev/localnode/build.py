@@ -298,7 +298,9 @@ def ensure_node_built(s: NodeBuildSettings, out: TextIO = sys.stderr) -> NodeArt
         )
         progress.set(5, "checking binaries")
         for b in ("kubelet", "containerd"):
-            run_logged([str(s.bin_dir / b), "--version"], s.node_dir, env, progress, f"{b} --version")
+            run_logged(
+                [str(s.bin_dir / b), "--version"], s.node_dir, env, progress, f"{b} --version"
+            )
         (s.node_dir / _STAMP).write_text(s.stamp_text)
     finally:
         progress.done()
