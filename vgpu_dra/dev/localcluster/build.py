@@ -138,6 +138,69 @@ def _run(cmd: Sequence[str], cwd: Path, env: dict[str, str], progress: _Progress
     return "\n".join(tail)
 
 
+# Shared with vgpu_dra.dev.localnode.build (same progress lines, same error shape).
+Progress = _Progress
+run_logged = _run
+
+
+def _ldflags(version: str) -> str:
+    minor = version.split(".")[1]
+    return (
+        f"-s -w -X k8s.io/component-base/version.gitVersion={version} "
+        f"-X k8s.io/component-base/version.gitMajor=1 "
+        f"-X k8s.io/component-base/version.gitMinor={minor} "
+        "-X k8s.io/component-base/version.gitTreeState=clean"
+    )
+
+
+def build_from_wrapper(
+    settings: BuildSettings,
+    targets: dict[str, str],
+    dest: Path,
+    out: TextIO = sys.stderr,
+    what: str = "extra binaries",
+) -> None:
+    """Build more k8s.io/kubernetes commands (name -> package, e.g. kubelet ->
+    k8s.io/kubernetes/cmd/kubelet) from the control plane's wrapper module into `dest`.
+
+    Builds the control plane first if needed (`ensure_built`). It never touches the
+    control plane's bin dir or stamp, so it cannot invalidate that cache; `-mod=mod`
+    may add go.sum lines to the wrapper, which `is_built` does not look at. Not
+    idempotent by itself (it always runs `go build`, cheap when Go's build cache is
+    warm): callers keep their own stamp. Raises BuildError as `ensure_built` does.
+    """
+    ensure_built(settings, out)
+    work = settings.version_dir / "src"
+    dest.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update({"GOFLAGS": "-mod=mod", "CGO_ENABLED": "0", "GOTOOLCHAIN": "auto"})
+    env.update(settings.extra_env)
+    progress = _Progress(out, len(targets), what)
+    try:
+        for step, (name, pkg) in enumerate(targets.items(), start=1):
+            progress.set(step, f"compiling {name}")
+            _run(
+                [
+                    settings.go,
+                    "build",
+                    "-v",
+                    f"-p={settings.parallelism}",
+                    "-trimpath",
+                    "-ldflags",
+                    _ldflags(settings.version),
+                    "-o",
+                    str(dest / name),
+                    pkg,
+                ],
+                work,
+                env,
+                progress,
+                f"go build {name}",
+            )
+    finally:
+        progress.done()
+
+
 def ensure_built(settings: BuildSettings, out: TextIO = sys.stderr) -> Path:
     """Return the bin dir holding every binary in BINARIES for settings.version."""
     if is_built(settings):
@@ -145,7 +208,6 @@ def ensure_built(settings: BuildSettings, out: TextIO = sys.stderr) -> Path:
     if shutil.which(settings.go) is None:
         raise BuildError(f"the Go toolchain ({settings.go!r}) is not on PATH; install Go >= 1.26")
     sv = staging_version(settings.version)
-    minor = settings.version.split(".")[1]
     work = settings.version_dir / "src"
     work.mkdir(parents=True, exist_ok=True)
     settings.bin_dir.mkdir(parents=True, exist_ok=True)
@@ -188,12 +250,7 @@ def ensure_built(settings: BuildSettings, out: TextIO = sys.stderr) -> Path:
             "go get k8s.io/kubernetes",
         )
         _run([settings.go, "mod", "download"], work, env, progress, "go mod download")
-        ldflags = (
-            f"-s -w -X k8s.io/component-base/version.gitVersion={settings.version} "
-            f"-X k8s.io/component-base/version.gitMajor=1 "
-            f"-X k8s.io/component-base/version.gitMinor={minor} "
-            "-X k8s.io/component-base/version.gitTreeState=clean"
-        )
+        ldflags = _ldflags(settings.version)
         targets = {
             "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
             "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",

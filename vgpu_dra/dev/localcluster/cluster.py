@@ -60,6 +60,9 @@ class ClusterSettings:
     identities: Mapping[str, Identity] = field(default_factory=dict)
     start_timeout_s: float = 90.0
     keep_work_dir: bool = False
+    # Appended to kube-apiserver's flags (e.g. a real kubelet's LocalNode needs
+    # --kubelet-preferred-address-types=InternalIP: node names do not resolve).
+    extra_apiserver_args: tuple[str, ...] = ()
 
 
 def free_port() -> int:
@@ -203,6 +206,7 @@ class LocalCluster:
                 "--endpoint-reconciler-type=none",
                 f"--cert-dir={d / 'apiserver-certs'}",
                 *_gates(s.feature_gates),
+                *s.extra_apiserver_args,
             ],
         )
         _wait_until(
