@@ -61,6 +61,11 @@ COMMANDS: dict[str, Command] = {
     "build-helm": Command(
         "vgpu_dra.dev.app", "build (or find cached) the helm binary used by the chart tests"
     ),
+    "build-node": Command(
+        "vgpu_dra.dev.app",
+        "build (or find cached) kubelet, containerd, CNI plugins and the pause/busybox "
+        "images of the local real node (needs root's runc and busybox-static)",
+    ),
 }
 
 

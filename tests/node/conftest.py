@@ -29,13 +29,6 @@ from vgpu_dra.dev.localnode.node import (
 NODE = "vgpu-node-0"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # Until pyproject.toml registers it (same line there): --strict-markers.
-    config.addinivalue_line(
-        "markers", "node: needs a real node (kubelet + containerd + runc), root, cgroups"
-    )
-
-
 def _cache() -> Path:
     return Path(os.environ.get("VGPU_DRA_CACHE", Path.home() / ".cache" / "vgpu-dra"))
 

@@ -1,4 +1,5 @@
-"""The dev-only subcommands: `vgpu-dra demo`, `build-control-plane` and `build-helm`,
+"""The dev-only subcommands: `vgpu-dra demo`, `build-control-plane`, `build-helm` and
+`build-node`,
 with their flags (`add_arguments`) and wiring (`main`). Never imported by runtime
 code; the CLI loads this module only when one of these commands runs."""
 
@@ -28,6 +29,12 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str) -> None:
         return
     _add_version_argument(p)
     if cmd == "build-control-plane":
+        return
+    if cmd == "build-node":
+        from vgpu_dra.dev.localnode.build import DEFAULT_CNI, DEFAULT_CONTAINERD
+
+        p.add_argument("--containerd-version", default=DEFAULT_CONTAINERD)
+        p.add_argument("--cni-version", default=DEFAULT_CNI)
         return
     p.add_argument(
         "--inventory",
@@ -61,6 +68,17 @@ def main(ns: argparse.Namespace) -> int:
         from vgpu_dra.dev.localcluster.helm import ensure_helm
 
         print(ensure_helm(cache_root()))
+        return 0
+    if ns.cmd == "build-node":
+        from vgpu_dra.dev.localnode.build import NodeBuildSettings, ensure_node_built
+
+        settings = NodeBuildSettings(
+            k8s_version=ns.k8s_version,
+            cache_root=cache_root(),
+            containerd_version=ns.containerd_version,
+            cni_version=ns.cni_version,
+        )
+        print(ensure_node_built(settings).bin_dir)
         return 0
     from vgpu_dra.dev.demo import DemoSettings, run_demo
 
