@@ -8,38 +8,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.unit.core.published import card, slices
 from vgpu_dra.core.allocation_metrics import (
     CardAllocation,
     allocations,
     inventory,
     summarize,
 )
-from vgpu_dra.core.model import Card
-from vgpu_dra.core.slices import CapacityMode, SliceSettings, build_slices
+from vgpu_dra.core.slices import CapacityMode
 
 GI = 1024**3
 MI = 1024**2
-
-
-def card(index: int, uuid: str, memory: int = 80 * GI, slots: int | None = None) -> Card:
-    return Card(
-        index=index,
-        uuid=uuid,
-        vendor="nvidia",
-        product_name="NVIDIA A100-SXM4-80GB",
-        memory_bytes=memory,
-        slots=slots,
-    )
-
-
-def slices(
-    node: str, cards: list[Card], mode: CapacityMode, generation: int = 1
-) -> list[dict[str, Any]]:
-    out = []
-    for spec in build_slices(node, cards, SliceSettings(mode=mode)):
-        spec["pool"]["generation"] = generation
-        out.append({"metadata": {"name": f"{node}-x"}, "spec": spec})
-    return out
 
 
 def result(

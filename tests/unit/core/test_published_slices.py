@@ -2,41 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from vgpu_dra.core.model import Card
+from tests.unit.core.published import card, slices
 from vgpu_dra.core.published_slices import (
     PublishedCard,
     read_devices,
     read_published,
     whole_quantity,
 )
-from vgpu_dra.core.slices import CapacityMode, SliceSettings, build_slices
+from vgpu_dra.core.slices import CapacityMode
 
 GI = 1 << 30
-
-
-def card(index: int, uuid: str, memory: int = 80 * GI, slots: int | None = None) -> Card:
-    return Card(
-        vendor="nvidia",
-        index=index,
-        uuid=uuid,
-        product_name="NVIDIA A100-SXM4-80GB",
-        memory_bytes=memory,
-        slots=slots,
-    )
-
-
-def slices(
-    node: str, cards: list[Card], mode: CapacityMode, generation: int = 1
-) -> list[dict[str, Any]]:
-    out = []
-    for spec in build_slices(node, cards, SliceSettings(mode=mode)):
-        spec["pool"]["generation"] = generation
-        out.append({"metadata": {"name": f"{node}-x"}, "spec": spec})
-    return out
 
 
 CARDS = [card(0, "GPU-a"), card(1, "GPU-b", memory=24 * GI, slots=4)]
