@@ -74,8 +74,20 @@ class CommandModule(Protocol):
     def main(self, ns: argparse.Namespace) -> int: ...
 
 
+class DevToolsMissingError(RuntimeError):
+    """A dev command (demo, build-*) where `vgpu_dra.dev` is not installed (the image)."""
+
+
 def _module(cmd: str) -> CommandModule:
-    return cast(CommandModule, importlib.import_module(COMMANDS[cmd].module))
+    try:
+        return cast(CommandModule, importlib.import_module(COMMANDS[cmd].module))
+    except ModuleNotFoundError as e:
+        if e.name is None or not e.name.startswith("vgpu_dra.dev"):
+            raise
+        raise DevToolsMissingError(
+            f"vgpu-dra {cmd}: a development command; `vgpu_dra.dev` is not installed here "
+            "(the container image leaves it out): run it from a checkout of the repository"
+        ) from None
 
 
 def parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -103,7 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd = _command(args)
     # An unknown or missing command still gets a full-featured parser: argparse then
     # reports it with the list of valid choices, as before.
-    ns = parser(only=cmd or "").parse_args(args)
+    try:
+        ns = parser(only=cmd or "").parse_args(args)
+    except DevToolsMissingError as e:
+        print(e, file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if ns.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

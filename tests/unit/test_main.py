@@ -62,3 +62,14 @@ def test_unknown_command_lists_the_choices(capsys: pytest.CaptureFixture[str]) -
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "invalid choice: 'nope'" in err and "'kubelet-plugin'" in err
+
+
+def test_dev_command_without_dev_tools_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The image leaves `vgpu_dra/dev` out (.dockerignore): `vgpu-dra demo` there says
+    so in one line, exit 2, instead of a ModuleNotFoundError traceback."""
+    monkeypatch.setitem(sys.modules, "vgpu_dra.dev", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "vgpu_dra.dev.app", raising=False)
+    assert main(["demo"]) == 2
+    assert "vgpu_dra.dev` is not installed" in capsys.readouterr().err
