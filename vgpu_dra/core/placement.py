@@ -8,7 +8,7 @@ any DRA tool wanting HAMi's policies). It follows hami-compat.md §4.3-§4.5:
   card counted under a reason (`CardInsufficientMemory`, ...).
 - device score `10 * (wSlot*(1+used)/count + wCore*(cores+usedcores)/totalcore +
   wMem*(mem+usedmem)/totalmem)` in float32, the request's terms only when its type
-  equals the card's (`device_score`); card order as HAMi v2.10 sorts (`_sort_key`):
+  equals the card's (`device_score`); card order as HAMi v2.10 sorts (`sort_key`):
   the score decides and NUMA breaks ties, NUMA groups first only with numa-bind,
   policy chains (`binpack,numa`) key by key; Fit walks the sorted list from the end.
 - node score `10 * (Σused/Σcount + Σusedcores/Σtotalcore + Σusedmem/Σtotalmem)` over
@@ -215,7 +215,7 @@ def gpu_chain(pol: PodPolicy, default: str = DEFAULT_GPU_POLICY) -> tuple[str, .
     return pol.gpu_policy or tuple(p.strip() for p in default.split(",") if p.strip())
 
 
-def _sort_key(
+def sort_key(
     chain: Sequence[str], numa_bind: bool
 ) -> Callable[[tuple[float, DeviceUsage]], tuple[float, ...]]:
     """HAMi's DeviceUsageList.Less as a sort key over (score, card), ascending.
@@ -260,7 +260,7 @@ def card_list(
 ) -> list[DeviceUsage]:
     """`devices` sorted as HAMi sorts them for `req` (Fit then walks from the end)."""
     scored = [(device_score(d, req, weights), d) for d in devices]
-    scored.sort(key=_sort_key(chain, numa_bind))
+    scored.sort(key=sort_key(chain, numa_bind))
     return [d for _, d in scored]
 
 

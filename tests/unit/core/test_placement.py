@@ -210,6 +210,39 @@ CARD_CASES = [
         P(),
         ("GPU-1",),
     ),
+    # policy chains (HAMi v2.10): mutex acts anywhere in the chain (was: first only)
+    CardCase(
+        "chain-spread-numa-mutex-refuses-busy",
+        [card(0, used=1, usedmem=1)],
+        req(),
+        P("spread", "numa", "mutex"),
+        "1/1 ExclusiveDeviceAllocateConflict",
+    ),
+    # mutex orders idle cards, then by NUMA ascending, walked from the end: NUMA 1 first
+    CardCase(
+        "mutex-ties-by-numa",
+        [card(0, numa=1), card(1), card(2)],
+        req(),
+        P("mutex"),
+        ("GPU-0",),
+    ),
+    # binpack,numa: the score first, NUMA only among equal scores
+    CardCase(
+        "chain-binpack-numa-score-first",
+        [card(0, numa=1, used=2, usedmem=2000), card(1, numa=0)],
+        req(),
+        P("binpack", "numa"),
+        ("GPU-0",),
+    ),
+    # binpack,spread with numa-bind: NUMA forced first; list [numa 0, numa 1] walked
+    # from the end: GPU-1 and GPU-2 (numa 1), the fuller (binpack) first
+    CardCase(
+        "chain-numa-bind-forces-numa-first",
+        [card(0, used=5, usedmem=5000), card(1, numa=1), card(2, numa=1, used=1, usedmem=10)],
+        req(nums=2),
+        P("binpack", "spread", numa_bind=True),
+        ("GPU-2", "GPU-1"),
+    ),
     # weights: slot only -> card0 (1 slot used of 2) outranks card1 (1 of 10) for binpack
     CardCase(
         "weights-slot-only",
@@ -310,6 +343,17 @@ def test_containers_accumulate_but_init_containers_do_not() -> None:
     # containers without a request keep their (empty) entry
     fit2 = pl.fit_pod(n, [None, req(mem=10)])
     assert fit2.devices == ((), (ContainerDevice("GPU-0", "NVIDIA", 10, 0),))
+
+
+def test_equal_cards_keep_the_order_the_previous_container_left() -> None:
+    """HAMi sorts one list in place for every container of the pod, so cards that tie
+    keep the order the previous container's sort left (not the registration order).
+    Container 1 (spread) takes the idle GPU-0, which ties GPU-1 afterwards; sorted
+    [GPU-1, GPU-0] for container 1, the tie walks GPU-0 first again."""
+    n = node("a", card(0), card(1, used=1))
+    fit = pl.fit_pod(n, [req(mem=0), req(mem=0)])
+    assert fit.devices is not None
+    assert [ctr[0].uuid for ctr in fit.devices] == ["GPU-0", "GPU-0"]
 
 
 def test_topology_aware_uses_pair_scores() -> None:
