@@ -232,8 +232,9 @@ def test_schedules_and_annotates_in_hami_format(legacy: Legacy) -> None:
     assert pod["spec"]["nodeName"] == "ext-basic-a"
     assert a[ann.VGPU_NODE] == "ext-basic-a"
     assert pod["metadata"]["labels"][ann.VGPU_NODE] == "ext-basic-a"
-    # spread (default card policy): both cards empty -> the lowest index
-    assert a[NVIDIA.allocated] == "GPU-ba0,NVIDIA,3000,30:;"
+    # spread (default card policy): both cards empty -> the highest index, as HAMi
+    # (it walks its stably sorted list from the end; issue 15, was the lowest)
+    assert a[NVIDIA.allocated] == "GPU-ba1,NVIDIA,3000,30:;"
     assert a[NVIDIA.to_allocate] == a[NVIDIA.allocated]
     assert a[ann.BIND_PHASE] == ann.PHASE_ALLOCATING
     assert int(a[ann.VGPU_TIME]) > 0 and int(a[ann.BIND_TIME]) > 0
@@ -243,7 +244,7 @@ def test_schedules_and_annotates_in_hami_format(legacy: Legacy) -> None:
     # the device plugin's Allocate consumes the decision and releases the lock
     pending = PendingPods(legacy.agent, "ext-basic-a", NodeLocker(legacy.agent), NVIDIA)
     result = pending.allocate([1])
-    assert result.done and result.containers[0].devices[0].uuid == "GPU-ba0"
+    assert result.done and result.containers[0].devices[0].uuid == "GPU-ba1"
     a = get_pod(admin, ns, "p1")["metadata"]["annotations"]
     assert a[NVIDIA.to_allocate] == ";" and a[ann.BIND_PHASE] == ann.PHASE_SUCCESS
     assert node_lock(admin, "ext-basic-a") is None
@@ -260,7 +261,7 @@ def test_schedules_and_annotates_in_hami_format(legacy: Legacy) -> None:
     pod2 = kube.wait_for(
         lambda: (p := get_pod(admin, ns, "p2"))["spec"].get("nodeName") and p, 60, "p2 bound"
     )
-    assert pod2["metadata"]["annotations"][NVIDIA.allocated] == "GPU-ba1,NVIDIA,1000,0:;"
+    assert pod2["metadata"]["annotations"][NVIDIA.allocated] == "GPU-ba0,NVIDIA,1000,0:;"
     assert any("FilteringSucceed" in e for e in events(admin, ns, "p2"))
     pending.allocate([1])
 

@@ -3,14 +3,16 @@
 The one implementation of "which card(s), which node" for the legacy extender (and
 any DRA tool wanting HAMi's policies). It follows hami-compat.md §4.3-§4.5:
 
-- `fit_container`: HAMi's NVIDIA `Fit`, checks in HAMi's order, each failing card
-  counted under a reason (`CardInsufficientMemory`, ...).
-- device score `10 * (wSlot*(req+used)/count + wCore*(cores+usedcores)/totalcore +
-  wMem*(mem+usedmem)/totalmem)`; card order: NUMA first, then score (binpack tries the
-  highest score first, spread the lowest), then index (our deterministic tie-break,
-  Go's unstable sort has none).
+- `fit_container`: HAMi's fitInDevices for one container: `card_list` sorts the cards,
+  `fit_cards` is HAMi's NVIDIA `Fit` over them, checks in HAMi's order, each failing
+  card counted under a reason (`CardInsufficientMemory`, ...).
+- device score `10 * (wSlot*(1+used)/count + wCore*(cores+usedcores)/totalcore +
+  wMem*(mem+usedmem)/totalmem)` in float32, the request's terms only when its type
+  equals the card's (`device_score`); card order as HAMi v2.10 sorts (`sort_key`):
+  the score decides and NUMA breaks ties, NUMA groups first only with numa-bind,
+  policy chains (`binpack,numa`) key by key; Fit walks the sorted list from the end.
 - node score `10 * (Σused/Σcount + Σusedcores/Σtotalcore + Σusedmem/Σtotalmem)` over
-  the usage before the pod; binpack picks the highest, spread the lowest; ties go to
+  the usage before the pod (float32); binpack picks the highest, spread the lowest; ties go to
   the lexically smallest node name.
 - init containers are each fitted against the node as it was before the pod (they run
   one at a time); regular containers are fitted cumulatively. `collapse_usage` turns
@@ -22,8 +24,9 @@ No I/O, no clock, no randomness. Inputs are never mutated: fits work on copies.
 from __future__ import annotations
 
 import itertools
+import struct
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from operator import attrgetter
@@ -56,6 +59,8 @@ DEFAULT_NODE_POLICY: Final = "binpack"
 DEFAULT_GPU_POLICY: Final = "spread"
 DEFAULT_WEIGHTS: Final = Weights()
 DEFAULT_POLICY: Final = PodPolicy()
+MAX_TOPOLOGY_CARDS: Final = 16  # topology-aware combines at most this many fitting cards
+_F32: Final = struct.Struct("<f")
 
 
 @dataclass(frozen=True)
@@ -100,16 +105,22 @@ class NodeState:
 
 @dataclass(frozen=True)
 class ContainerFit:
-    devices: ContainerDevices | None  # None: did not fit
+    """`devices` None: did not fit, because of `reasons` over `cards` cards, or of
+    `message` alone (HAMi's bare `NodeInsufficientDevice`). `order`: the cards in the
+    order they were sorted into (`fit_container`)."""
+
+    devices: ContainerDevices | None
     reasons: Mapping[str, int]
     cards: int
+    message: str = ""
+    order: tuple[DeviceUsage, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.devices is not None
 
     def reason(self) -> str:
-        return gen_reason(self.reasons, self.cards)
+        return self.message or gen_reason(self.reasons, self.cards)
 
 
 @dataclass(frozen=True)
@@ -142,25 +153,46 @@ def gen_reason(reasons: Mapping[str, int], cards: int) -> str:
 # ---- scoring ---------------------------------------------------------------------------
 
 
+def _f32(x: float) -> float:
+    """`x` rounded to float32, as HAMi computes its scores. Rounding each operation's
+    float64 result is exact float32 arithmetic for + - * / (float64 has more than twice
+    the bits), so equal cards tie, and unequal ones order, exactly as in HAMi."""
+    return float(_F32.unpack(_F32.pack(x))[0])
+
+
+def _ratio(num: int, den: int) -> float:
+    return _f32(_f32(num) / _f32(den))
+
+
 def device_score(
     d: DeviceUsage, req: ContainerRequest, weights: Weights = DEFAULT_WEIGHTS
 ) -> float:
-    """HAMi's ComputeScore for one container's request of this card's type."""
+    """HAMi's ComputeScore for one container's request, in float32.
+
+    The request adds 1 slot (not `nums`), its cores and its memory, but only when its
+    type equals the card's type exactly (HAMi compares `Type` with `!=`): a request of
+    type "NVIDIA" on a card registered as "NVIDIA-NVIDIA A100" adds nothing, so on real
+    nodes the score is the card's usage alone, as in HAMi.
+    """
     dev = d.device
     if dev.count == 0 or dev.devcore == 0 or dev.devmem == 0:
         return 0.0
-    if req.mem_percentage not in (0, MEM_PERCENT_UNSET):
-        mem = dev.devmem * req.mem_percentage // 100
-    else:
-        mem = req.memreq
-    slot = (req.nums + d.used) / dev.count
-    core = (req.coresreq + d.usedcores) / dev.devcore
-    memory = (mem + d.usedmem) / dev.devmem
-    return 10 * (weights.slot * slot + weights.core * core + weights.memory * memory)
+    slots = cores = mem = 0
+    if req.type == dev.type:
+        slots, cores = 1, req.coresreq
+        if req.mem_percentage not in (0, MEM_PERCENT_UNSET):
+            mem = dev.devmem * req.mem_percentage // 100
+        else:
+            mem = req.memreq
+    slot = _f32(weights.slot * _ratio(slots + d.used, dev.count))
+    core = _f32(weights.core * _ratio(cores + d.usedcores, dev.devcore))
+    memory = _f32(weights.memory * _ratio(mem + d.usedmem, dev.devmem))
+    return _f32(10 * _f32(_f32(slot + core) + memory))
 
 
 def node_score(devices: Iterable[DeviceUsage]) -> float:
-    """HAMi's ComputeDefaultScore over the node's current usage."""
+    """HAMi's ComputeDefaultScore over the node's current usage, in float32; 0 when
+    the node has no slots, no cores or no memory at all."""
     total = total_core = total_mem = used = used_core = used_mem = 0
     for d in devices:
         total += d.device.count
@@ -169,40 +201,66 @@ def node_score(devices: Iterable[DeviceUsage]) -> float:
         used += d.used
         used_core += d.usedcores
         used_mem += d.usedmem
-    score = 0.0
-    if total:
-        score += used / total
-    if total_core:
-        score += used_core / total_core
-    if total_mem:
-        score += used_mem / total_mem
-    return 10 * score
+    if not (total and total_core and total_mem):
+        return 0.0
+    score = _f32(_ratio(used, total) + _ratio(used_core, total_core))
+    return _f32(10 * _f32(score + _ratio(used_mem, total_mem)))
 
 
-def primary_policy(chain: Sequence[str], default: str = DEFAULT_GPU_POLICY) -> str:
-    """The card policy that orders the list: the first of binpack/spread/mutex/
-    topology-aware in a chain such as `binpack,numa` (NUMA grouping is always the
-    first sort key, so `numa` alone means the default policy grouped by NUMA)."""
-    for p in chain:
-        if p in ("binpack", "spread", "mutex", "topology-aware"):
-            return p
-    return default
+# ---- card order ------------------------------------------------------------------------
 
 
-def try_order(
+def gpu_chain(pol: PodPolicy, default: str = DEFAULT_GPU_POLICY) -> tuple[str, ...]:
+    """The pod's `hami.io/gpu-scheduler-policy` tokens, or the default's."""
+    return pol.gpu_policy or tuple(p.strip() for p in default.split(",") if p.strip())
+
+
+def sort_key(
+    chain: Sequence[str], numa_bind: bool
+) -> Callable[[tuple[float, DeviceUsage]], tuple[float, ...]]:
+    """HAMi's DeviceUsageList.Less as a sort key over (score, card), ascending.
+
+    A single policy (no comma) keeps HAMi's v2.10 rules: mutex = busy cards first,
+    then NUMA; with numa-bind, NUMA groups first (binpack: highest NUMA first, score
+    ascending; otherwise lowest NUMA first, score descending); without it the score
+    decides (binpack ascending, otherwise descending) and NUMA breaks ties. Equal keys
+    keep their order (Go's insertion sort, which sort.Sort uses up to 12 cards, is
+    stable). A chain (`binpack,numa`, or bare `numa`) sorts by its binpack/spread/
+    numa tokens in the order written (none: spread), NUMA forced first with
+    numa-bind, then by index.
+    """
+    if len(chain) > 1 or tuple(chain) == ("numa",):
+        keys = [p for p in dict.fromkeys(chain) if p in ("binpack", "spread", "numa")]
+        keys = keys or ["spread"]
+        if numa_bind and keys[0] != "numa":
+            keys = ["numa", *(k for k in keys if k != "numa")]
+        signs = {"binpack": 1, "spread": -1}
+
+        def chained(s: tuple[float, DeviceUsage]) -> tuple[float, ...]:
+            dev = s[1].device
+            return (*(dev.numa if k == "numa" else signs[k] * s[0] for k in keys), dev.index)
+
+        return chained
+    policy = chain[0] if chain else DEFAULT_GPU_POLICY
+    if policy == "mutex":
+        return lambda s: (-s[1].used, s[1].device.numa)
+    sign = 1 if policy == "binpack" else -1  # anything else sorts as spread
+    if numa_bind:
+        return lambda s: (-sign * s[1].device.numa, sign * s[0])
+    return lambda s: (sign * s[0], s[1].device.numa)
+
+
+def card_list(
     devices: Sequence[DeviceUsage],
     req: ContainerRequest,
-    policy: str,
+    chain: Sequence[str] = (DEFAULT_GPU_POLICY,),
+    *,
+    numa_bind: bool = False,
     weights: Weights = DEFAULT_WEIGHTS,
 ) -> list[DeviceUsage]:
-    """Cards in the order Fit tries them (HAMi sorts, then walks from the end)."""
+    """`devices` sorted as HAMi sorts them for `req` (Fit then walks from the end)."""
     scored = [(device_score(d, req, weights), d) for d in devices]
-    if policy == "binpack":  # HAMi list: numa desc, score asc -> tried: numa asc, score desc
-        scored.sort(key=lambda s: (s[1].device.numa, -s[0], s[1].device.index))
-    elif policy == "mutex":  # idle cards first
-        scored.sort(key=lambda s: (s[1].used, s[1].device.index))
-    else:  # spread (and the fallback): HAMi list numa asc, score desc -> numa desc, score asc
-        scored.sort(key=lambda s: (-s[1].device.numa, s[0], s[1].device.index))
+    scored.sort(key=sort_key(chain, numa_bind))
     return [d for _, d in scored]
 
 
@@ -220,8 +278,19 @@ def _type_ok(dev: NodeDevice, req: ContainerRequest, pol: PodPolicy) -> bool:
     return not (pol.mode and pol.mode not in dev.mode)
 
 
+def _card_usable(
+    d: DeviceUsage, req: ContainerRequest, pol: PodPolicy, cordoned: frozenset[str]
+) -> str | None:
+    """Checks 1..3 of HAMi's Fit (before the NUMA run is updated): the reason or None."""
+    if not d.device.health:
+        return CARD_NOT_HEALTH
+    if d.device.id in cordoned:
+        return CARD_CORDONED
+    return None if _type_ok(d.device, req, pol) else CARD_TYPE_MISMATCH
+
+
 def _card_check(
-    d: DeviceUsage, req: ContainerRequest, pol: PodPolicy, policy: str
+    d: DeviceUsage, req: ContainerRequest, pol: PodPolicy, mutex: bool
 ) -> tuple[str | None, int, int]:
     """(reason or None, memreq, coresreq) for checks 5..14 of HAMi's Fit."""
     dev = d.device
@@ -229,7 +298,7 @@ def _card_check(
         return CARD_UUID_MISMATCH, 0, 0
     if dev.count <= d.used:
         return CARD_SLOTS_EXHAUSTED, 0, 0
-    if policy == "mutex" and d.used > 0:
+    if mutex and d.used > 0:
         return EXCLUSIVE_CONFLICT, 0, 0
     cores = min(req.coresreq, 100)
     mem = req.memory_on(dev.devmem)
@@ -244,6 +313,48 @@ def _card_check(
     return None, mem, cores
 
 
+def fit_cards(
+    cards: Sequence[DeviceUsage],
+    req: ContainerRequest,
+    pol: PodPolicy = DEFAULT_POLICY,
+    *,
+    chain: Sequence[str] = (DEFAULT_GPU_POLICY,),
+    cordoned: frozenset[str] = frozenset(),
+    pair_scores: Mapping[str, Mapping[str, int]] | None = None,
+) -> ContainerFit:
+    """HAMi's NVIDIA `Fit`: `cards` (of the request's type, in `card_list` order) walked
+    from the end, each failing card counted under its reason.
+
+    `mutex` and `topology-aware` act wherever they appear in `chain`. With numa-bind a
+    change of NUMA node starts the run again (the cards already taken count as
+    `NumaNotFit`). topology-aware takes every fitting card of the run, then the best
+    `req.nums` of them (`_topology_pick`); otherwise the first `req.nums` fitting cards.
+    """
+    mutex, topology = "mutex" in chain, "topology-aware" in chain
+    reasons: Counter[str] = Counter()
+    chosen: list[ContainerDevice] = []
+    prev_numa: int | None = None
+    for d in reversed(cards):
+        why = _card_usable(d, req, pol, cordoned)
+        if why is None:
+            if pol.numa_bind and d.device.numa != prev_numa:
+                if chosen and not topology:  # HAMi counts only a run it had started
+                    reasons[NUMA_NOT_FIT] += len(chosen)
+                chosen, prev_numa = [], d.device.numa
+            why, mem, cores = _card_check(d, req, pol, mutex)
+        if why is not None:
+            reasons[why] += 1
+            continue
+        chosen.append(ContainerDevice(d.device.id, req.type, mem, cores))
+        if not topology and len(chosen) == req.nums:
+            return ContainerFit(tuple(chosen), {}, len(cards))
+    if topology and len(chosen) >= req.nums:
+        return ContainerFit(_topology_pick(chosen, req.nums, pair_scores or {}), {}, len(cards))
+    if chosen:  # HAMi counts the cards it had already picked
+        reasons[ALLOCATED_INSUFFICIENT] = len(chosen)
+    return ContainerFit(None, reasons, len(cards))
+
+
 def fit_container(
     devices: Sequence[DeviceUsage],
     req: ContainerRequest,
@@ -253,78 +364,37 @@ def fit_container(
     default_gpu_policy: str = DEFAULT_GPU_POLICY,
     pair_scores: Mapping[str, Mapping[str, int]] | None = None,
 ) -> ContainerFit:
-    """Pick `req.nums` distinct cards for one container, or say why not."""
-    policy = primary_policy(pol.gpu_policy, default_gpu_policy)
-    reasons: Counter[str] = Counter()
-    n_type = sum(1 for d in devices if req.type.lower() in d.device.type.lower())
-    if req.nums > n_type:
-        reasons[NODE_INSUFFICIENT_DEVICE] += len(devices)
-        return ContainerFit(None, reasons, len(devices))
-    ordered = try_order(devices, req, policy, pol.weights)
-    chosen: list[ContainerDevice] = []
-    fitting: list[tuple[DeviceUsage, ContainerDevice]] = []
-    prev_numa: int | None = None
-    for d in ordered:
-        dev = d.device
-        if not dev.health:
-            reasons[CARD_NOT_HEALTH] += 1
-            continue
-        if dev.id in cordoned:
-            reasons[CARD_CORDONED] += 1
-            continue
-        if not _type_ok(dev, req, pol):
-            reasons[CARD_TYPE_MISMATCH] += 1
-            continue
-        if pol.numa_bind and dev.numa != prev_numa:
-            if chosen:
-                reasons[NUMA_NOT_FIT] += len(chosen)
-            chosen = []
-            prev_numa = dev.numa
-        why, mem, cores = _card_check(d, req, pol, policy)
-        if why:
-            reasons[why] += 1
-            continue
-        taken = ContainerDevice(dev.id, req.type, mem, cores)
-        if policy == "topology-aware" and pair_scores:
-            fitting.append((d, taken))
-            continue
-        chosen.append(taken)
-        if len(chosen) == req.nums:
-            return ContainerFit(tuple(chosen), {}, len(devices))
-    if fitting and pair_scores:
-        best = _topology_pick(fitting, req.nums, pair_scores)
-        if best is not None:
-            return ContainerFit(best, {}, len(devices))
-    partial = len(fitting) if fitting else len(chosen)
-    if partial:  # HAMi counts the cards it had already picked
-        reasons[ALLOCATED_INSUFFICIENT] = partial
-    return ContainerFit(None, reasons, len(devices))
+    """Pick `req.nums` distinct cards for one container, or say why not (HAMi's
+    fitInDevices for one request: sort all cards, keep the request's type, Fit).
+    `order` of the result is the sorted list, the order the next container starts
+    from (equal cards keep it)."""
+    chain = gpu_chain(pol, default_gpu_policy)
+    ordered = card_list(devices, req, chain, numa_bind=pol.numa_bind, weights=pol.weights)
+    typed = [d for d in ordered if req.type.lower() in d.device.type.lower()]
+    if req.nums > len(typed):
+        return ContainerFit(None, {}, len(typed), NODE_INSUFFICIENT_DEVICE, tuple(ordered))
+    fit = fit_cards(typed, req, pol, chain=chain, cordoned=cordoned, pair_scores=pair_scores)
+    return replace(fit, order=tuple(ordered))
 
 
 def _topology_pick(
-    fitting: list[tuple[DeviceUsage, ContainerDevice]],
-    nums: int,
-    scores: Mapping[str, Mapping[str, int]],
-) -> ContainerDevices | None:
-    """HAMi topology-aware: one card -> the worst-connected fitting card (keeps good
-    pairs free); N cards -> the combination with the highest summed pair score."""
-    if len(fitting) < nums:
-        return None
+    fitting: Sequence[ContainerDevice], nums: int, scores: Mapping[str, Mapping[str, int]]
+) -> ContainerDevices:
+    """HAMi topology-aware over `fitting` (>= nums cards, walk order): exactly nums ->
+    those; one card -> the worst-connected (lowest summed pair score; keeps good pairs
+    free); N cards -> the combination with the highest summed pair score. Ties go to
+    the first in walk order, any score (negative ones too) counts, a missing pair is 0.
+    Only the first max(16, nums) cards are combined (at most 12870 combinations)."""
+    if len(fitting) == nums:
+        return tuple(fitting)
 
-    def pair(a: str, b: str) -> int:
-        return scores.get(a, {}).get(b, 0)
+    def pair(a: ContainerDevice, b: ContainerDevice) -> int:
+        return scores.get(a.uuid, {}).get(b.uuid, 0)
 
     if nums == 1:
-        ids = [t.uuid for _, t in fitting]
-        best = min(fitting, key=lambda f: sum(pair(f[1].uuid, o) for o in ids if o != f[1].uuid))
-        return (best[1],)
-    best_combo: tuple[tuple[DeviceUsage, ContainerDevice], ...] | None = None
-    best_score = -1
-    for combo in itertools.combinations(fitting[:16], nums):
-        s = sum(pair(a[1].uuid, b[1].uuid) for a, b in itertools.combinations(combo, 2))
-        if s > best_score:
-            best_combo, best_score = combo, s
-    return tuple(t for _, t in best_combo) if best_combo else None
+        return (min(fitting, key=lambda c: sum(pair(c, o) for o in fitting if o.uuid != c.uuid)),)
+    combos = itertools.combinations(fitting[: max(MAX_TOPOLOGY_CARDS, nums)], nums)
+    return max(combos, key=lambda co: sum(pair(a, b) for a, b in itertools.combinations(co, 2)))
 
 
 def _apply(devices: Sequence[DeviceUsage], ctr: ContainerDevices) -> tuple[DeviceUsage, ...]:
@@ -363,8 +433,8 @@ def fit_pod(
         if fit.devices is None:
             return NodeFit(node.name, None, score, fit.reason())
         out.append(fit.devices)
-        if i >= init_count and i < len(requests) - 1:  # later containers see it
-            work = _apply(work, fit.devices)
+        if i >= init_count:  # later containers see it, in the order it left (HAMi sorts in place)
+            work = _apply(fit.order, fit.devices)
     return NodeFit(node.name, tuple(out), score)
 
 

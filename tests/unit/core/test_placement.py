@@ -1,8 +1,14 @@
 """vgpu_dra.core.placement: HAMi's Fit rules, scores and binpack/spread orderings.
 
-The expected placements follow hami-compat.md §4.3-§4.5 (device score, NUMA-first
-card order walked from the end, node score over current usage, binpack = highest,
-spread = lowest), worked out by hand in each row's comment.
+The expected placements follow HAMi v2.10 (device score, card order: score first,
+NUMA as the tie-break, NUMA groups first only with numa-bind, walked from the end;
+node score over current usage, binpack = highest, spread = lowest), worked out by hand
+in each row's comment. HAMi's own test tables are in test_hami_parity.py.
+
+Rows changed for HAMi v2.10 parity (issue 15): equal cards go highest index first
+(HAMi walks its stably sorted list from the end; was lowest index first), NUMA is a
+tie-break unless numa-bind is set (was always the first key), and too many cards is
+HAMi's bare `NodeInsufficientDevice` (was "2/2 NodeInsufficientDevice").
 """
 
 from __future__ import annotations
@@ -69,9 +75,10 @@ CARD_CASES = [
         P("binpack"),
         ("GPU-0",),
     ),
-    CardCase("spread-tie-lowest-index", [card(0), card(1), card(2)], req(), P(), ("GPU-0",)),
+    # equal cards: HAMi's sort keeps them in order and Fit walks from the end
+    CardCase("spread-tie-highest-index", [card(0), card(1), card(2)], req(), P(), ("GPU-2",)),
     CardCase(
-        "binpack-tie-lowest-index", [card(0), card(1), card(2)], req(), P("binpack"), ("GPU-0",)
+        "binpack-tie-highest-index", [card(0), card(1), card(2)], req(), P("binpack"), ("GPU-2",)
     ),
     # cores weigh in: card1 has more cores used -> higher score
     CardCase(
@@ -81,36 +88,38 @@ CARD_CASES = [
         P("binpack"),
         ("GPU-1",),
     ),
-    # NUMA is the first key: binpack walks NUMA 0 first even if NUMA 1 is fuller
+    # the score decides across NUMA nodes (HAMi #1806): binpack takes the fuller card
     CardCase(
-        "binpack-numa-first",
+        "binpack-score-over-numa",
         [card(0, numa=1, used=5, usedmem=7000), card(1, numa=0)],
         req(),
         P("binpack"),
-        ("GPU-1",),
+        ("GPU-0",),
     ),
-    # spread walks the highest NUMA first
+    # ... and spread the emptier one, whatever its NUMA node
     CardCase(
-        "spread-numa-first",
+        "spread-score-over-numa",
         [card(0, numa=0), card(1, numa=1, used=3, usedmem=3000)],
         req(),
         P(),
-        ("GPU-1",),
+        ("GPU-0",),
     ),
-    # two cards, binpack: numa0 [GPU-0], then numa1 [GPU-1, GPU-2]
+    # equal scores, binpack: list [GPU-0 (numa 0), GPU-1, GPU-2 (numa 1)], walked from the end
     CardCase(
         "two-cards-across-numa",
         [card(0, numa=0), card(1, numa=1), card(2, numa=1)],
         req(nums=2),
         P("binpack"),
-        ("GPU-0", "GPU-1"),
+        ("GPU-2", "GPU-1"),
     ),
+    # numa-bind, binpack: list numa 1 then numa 0; walked: GPU-0 (run of 1), NUMA
+    # changes, GPU-2, GPU-1
     CardCase(
         "numa-bind-keeps-one-node",
         [card(0, numa=0), card(1, numa=1), card(2, numa=1)],
         req(nums=2),
         P("binpack", numa_bind=True),
-        ("GPU-1", "GPU-2"),
+        ("GPU-2", "GPU-1"),
     ),
     CardCase(
         "numa-bind-impossible",
@@ -186,7 +195,7 @@ CARD_CASES = [
     CardCase(
         "nouse-uuid", [card(0), card(1)], req(), P(nouse_uuids=frozenset({"GPU-0"})), ("GPU-1",)
     ),
-    CardCase("too-many-cards", [card(0), card(1)], req(nums=3), P(), "2/2 NodeInsufficientDevice"),
+    CardCase("too-many-cards", [card(0), card(1)], req(nums=3), P(), "NodeInsufficientDevice"),
     CardCase(
         "mutex-idle-only",
         [card(0, used=1, usedmem=1), card(1, used=1, usedmem=1)],
@@ -200,6 +209,39 @@ CARD_CASES = [
         req(mem=0, pct=50),
         P(),
         ("GPU-1",),
+    ),
+    # policy chains (HAMi v2.10): mutex acts anywhere in the chain (was: first only)
+    CardCase(
+        "chain-spread-numa-mutex-refuses-busy",
+        [card(0, used=1, usedmem=1)],
+        req(),
+        P("spread", "numa", "mutex"),
+        "1/1 ExclusiveDeviceAllocateConflict",
+    ),
+    # mutex orders idle cards, then by NUMA ascending, walked from the end: NUMA 1 first
+    CardCase(
+        "mutex-ties-by-numa",
+        [card(0, numa=1), card(1), card(2)],
+        req(),
+        P("mutex"),
+        ("GPU-0",),
+    ),
+    # binpack,numa: the score first, NUMA only among equal scores
+    CardCase(
+        "chain-binpack-numa-score-first",
+        [card(0, numa=1, used=2, usedmem=2000), card(1, numa=0)],
+        req(),
+        P("binpack", "numa"),
+        ("GPU-0",),
+    ),
+    # binpack,spread with numa-bind: NUMA forced first; list [numa 0, numa 1] walked
+    # from the end: GPU-1 and GPU-2 (numa 1), the fuller (binpack) first
+    CardCase(
+        "chain-numa-bind-forces-numa-first",
+        [card(0, used=5, usedmem=5000), card(1, numa=1), card(2, numa=1, used=1, usedmem=10)],
+        req(nums=2),
+        P("binpack", "spread", numa_bind=True),
+        ("GPU-2", "GPU-1"),
     ),
     # weights: slot only -> card0 (1 slot used of 2) outranks card1 (1 of 10) for binpack
     CardCase(
@@ -226,9 +268,13 @@ def test_card_placement(case: CardCase) -> None:
 def test_worked_example_scores() -> None:
     """scheduler-policy.md: GPU1 (20 cores, 2000 MiB used of 8000) with a request of
     10 cores / 1000 MiB scores 6.75 without the slot term."""
-    d = card(1, usedcores=20, usedmem=2000)
+    d = card(1, usedcores=20, usedmem=2000, typ="NVIDIA")
     assert pl.device_score(d, req(mem=1000, cores=10), Weights(0, 1, 1)) == pytest.approx(6.75)
     assert pl.device_score(d, req(mem=1000, cores=10)) == pytest.approx(7.75)
+    # HAMi adds the request only when its type equals the card's: on a card registered
+    # as "NVIDIA-NVIDIA A100-..." a request of type "NVIDIA" leaves the usage alone
+    a100 = card(1, usedcores=20, usedmem=2000)
+    assert pl.device_score(a100, req(mem=1000, cores=10)) == pytest.approx(4.5)
 
 
 def node(name: str, *cards: DeviceUsage) -> NodeState:
@@ -297,6 +343,17 @@ def test_containers_accumulate_but_init_containers_do_not() -> None:
     # containers without a request keep their (empty) entry
     fit2 = pl.fit_pod(n, [None, req(mem=10)])
     assert fit2.devices == ((), (ContainerDevice("GPU-0", "NVIDIA", 10, 0),))
+
+
+def test_equal_cards_keep_the_order_the_previous_container_left() -> None:
+    """HAMi sorts one list in place for every container of the pod, so cards that tie
+    keep the order the previous container's sort left (not the registration order).
+    Container 1 (spread) takes the idle GPU-0, which ties GPU-1 afterwards; sorted
+    [GPU-1, GPU-0] for container 1, the tie walks GPU-0 first again."""
+    n = node("a", card(0), card(1, used=1))
+    fit = pl.fit_pod(n, [req(mem=0), req(mem=0)])
+    assert fit.devices is not None
+    assert [ctr[0].uuid for ctr in fit.devices] == ["GPU-0", "GPU-0"]
 
 
 def test_topology_aware_uses_pair_scores() -> None:

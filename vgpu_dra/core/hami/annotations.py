@@ -238,18 +238,23 @@ def _bool(value: str, what: str, key: str) -> bool:
 
 
 def decode_node_devices(value: str, key: str = NODE_REGISTER_NVIDIA) -> list[NodeDevice]:
-    """Parse a register annotation in either format. Raises AnnotationError."""
+    """Parse a register annotation in either format. Raises AnnotationError, also for
+    a list without cards and a negative index (both refused by HAMi)."""
     text = value.strip()
     if not text:
         raise AnnotationError(f"{key}: empty value")
     if len(text) > MAX_ANNOTATION_LEN:
         raise AnnotationError(f"{key}: value is {len(text)} bytes, larger than any annotation")
     devices = _decode_json(text, key) if text[0] in "[{" else _decode_colon(text, key)
+    if not devices:  # HAMi's GetNodeDevices: the node is not usable at all
+        raise AnnotationError(f"{key}: no gpu found on node")
     seen: set[str] = set()
     for d in devices:
         if d.id in seen:
             raise AnnotationError(f"{key}: device {d.id!r} is listed twice")
         seen.add(d.id)
+        if d.index < 0:  # HAMi: an unsigned index (JSON) or "must not be negative" (colon)
+            raise AnnotationError(f"{key}: device {d.id!r} has a negative index {d.index}")
         if d.count < 1 or d.devmem < 0 or d.devcore < 0:
             raise AnnotationError(
                 f"{key}: device {d.id!r} needs count >= 1 and non-negative devmem and "

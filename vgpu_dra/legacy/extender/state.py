@@ -7,7 +7,8 @@ next /filter must see it, long before the watch does) and stays authoritative un
 the watch shows the pod with that same annotation, or the pod goes away.
 
 Bad input never raises out of here, and one bad object never affects another: a
-node with a malformed register annotation is kept as "not registered: <why>"
+node with a malformed register annotation (no cards, or a malformed
+`hami.io/node-nvidia-score`, as HAMi) is kept as "invalid inventory annotation: <why>"
 (reported in /filter), a pod with malformed annotations is ignored with a warning
 (once per resourceVersion). Any object, whatever its shape, is handled on its own: an
 exception while reading one (a bug) is logged and that object alone is skipped, so a
@@ -73,8 +74,8 @@ def node_entry(obj: Mapping[str, Any], keys: ann.VendorKeys) -> NodeEntry:
     if keys.vendor == "nvidia" and ann.NODE_SCORE_NVIDIA in annotations:
         try:
             scores = ann.decode_pair_scores(str(annotations[ann.NODE_SCORE_NVIDIA]))
-        except ann.AnnotationError as e:  # topology-aware falls back to spread
-            log.warning("node %s: ignoring %s", name, e)
+        except ann.AnnotationError as e:  # as HAMi's GetNodeDevices: the node is unusable
+            return NodeEntry(name, error=f"invalid inventory annotation: {e}", cordoned=cordoned)
     return NodeEntry(name, tuple(devices), cordoned=cordoned, pair_scores=scores)
 
 

@@ -41,7 +41,7 @@ def test_policy_annotations() -> None:
     assert p.node_policy == "spread" and p.gpu_policy == ("binpack", "numa")
     assert p.use_types == ("A100", "H100") and p.nouse_uuids == {"GPU-x"}
     assert p.numa_bind and (p.weights.slot, p.weights.core, p.weights.memory) == (0, 2, 1)
-    assert pl.primary_policy(p.gpu_policy) == "binpack"
+    assert pl.gpu_chain(p) == ("binpack", "numa")  # the whole chain applies (HAMi v2.10)
 
 
 def test_defaults_without_annotations() -> None:

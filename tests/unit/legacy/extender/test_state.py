@@ -64,9 +64,17 @@ def test_topology_scores_reach_placement() -> None:
     s.replace_nodes(
         [node("n1", **{ann.NODE_SCORE_NVIDIA: scores}), node("n2", **{ann.NODE_SCORE_NVIDIA: "["})]
     )
-    states, _ = s.node_states(["n1", "n2"])
+    states, failed = s.node_states(["n1", "n2"])
+    assert [st.name for st in states] == ["n1"]
     assert states[0].pair_scores == {"GPU-a": {"GPU-b": 50}, "GPU-b": {"GPU-a": 50}}
-    assert states[1].pair_scores is None  # malformed: ignored, placement falls back
+    # malformed scores: the node is unusable, as in HAMi (was: scores ignored; issue 15)
+    assert failed["n2"].startswith("invalid inventory annotation: hami.io/node-nvidia-score")
+
+
+def test_register_without_cards_is_unusable() -> None:
+    """HAMi's GetNodeDevices: `[]` is "no gpu found on node" (was: a node with no cards)."""
+    bad = node_entry(node("n", "[]"), NV)
+    assert bad.error is not None and bad.error.endswith("no gpu found on node")
 
 
 def test_usage_from_pods_and_terminal_phases() -> None:
