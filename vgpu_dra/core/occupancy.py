@@ -21,7 +21,7 @@ so output built from it is deterministic.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -316,3 +316,25 @@ def legacy_occupancy(
             )
         )
     return Occupancy(tuple(sorted(cards, key=_card_order)), {}, tuple(sorted(warnings)))
+
+
+def cluster_occupancy(
+    slices: Iterable[Mapping[str, Any]],
+    claims: Iterable[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
+    nodes: Iterable[Mapping[str, Any]],
+    driver: str = DRIVER_NAME,
+) -> Occupancy:
+    """DRA cards of every node our driver publishes for, plus legacy cards of the
+    nodes that carry HAMi's registration but no slice of ours (a cluster moving
+    from HAMi to DRA runs both). Sorted like the parts."""
+    dra = dra_occupancy(slices, claims, pods, driver)
+    published = {c.node for c in dra.cards}
+    legacy = legacy_occupancy(
+        [n for n in nodes if str(_meta(n).get("name", "")) not in published], pods
+    )
+    return Occupancy(
+        tuple(sorted((*dra.cards, *legacy.cards), key=_card_order)),
+        dra.device_card,
+        legacy.warnings,
+    )

@@ -9,6 +9,8 @@ kubectl's conventions: `--kubeconfig` (else $KUBECONFIG, else ~/.kube/config, el
 the in-cluster service account), `--context`, `-n/--namespace` (else the context's,
 else "default"), `-A/--all-namespaces`, `-o table|wide|json|yaml`; flags go before
 or after the subcommand. Exit codes: 0 ok, 1 not found or an error, 2 usage.
+Cards come from our ResourceSlices, and from HAMi's annotations on nodes without
+any (`core.occupancy.cluster_occupancy`); explain covers DRA claims only.
 Colour and bars only when stdout is a terminal and NO_COLOR is unset or empty.
 """
 
@@ -26,7 +28,7 @@ from typing import Any, TextIO
 from vgpu_dra import cel
 from vgpu_dra.core.explain import ClaimExplanation, explain_claim, pod_claim_names
 from vgpu_dra.core.names import validate_namespace, validate_object_name
-from vgpu_dra.core.occupancy import Occupancy, dra_occupancy, is_legacy, legacy_occupancy
+from vgpu_dra.core.occupancy import Occupancy, cluster_occupancy, dra_occupancy
 from vgpu_dra.kube.rest import ApiError, ConfigError, Rest, kubeconfig_namespace
 from vgpu_dra.kubectl import cluster, render
 from vgpu_dra.kubectl.render import Style
@@ -63,6 +65,8 @@ def parser() -> argparse.ArgumentParser:
     _common(ex)
     ex.add_argument("pod", nargs="?", help="the pending pod")
     ex.add_argument("--claim", help="explain this ResourceClaim instead of a pod")
+    ex.add_argument("--node", dest="nodes", action="append", default=[],
+                    help="only this node (repeatable); default: every node with our cards")
     return p
 
 
@@ -77,6 +81,7 @@ class Flags:
     node: str | None = None
     pod: str | None = None
     claim: str | None = None
+    nodes: tuple[str, ...] = ()
 
 
 def _kubeconfig(flag: str | None, env: Mapping[str, str]) -> Path | None:
@@ -105,11 +110,12 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> Flags:
         node=getattr(a, "node", None),
         pod=getattr(a, "pod", None),
         claim=getattr(a, "claim", None),
+        nodes=tuple(getattr(a, "nodes", ())),
     )
     try:
         if f.command == "explain" and (f.pod is None) == (f.claim is None):
             raise ValueError("explain takes a POD or --claim NAME (one of them)")
-        for name in (f.pod, f.claim, f.node):
+        for name in (f.pod, f.claim, f.node, *f.nodes):
             if name is not None:
                 validate_object_name(name)
         if f.namespace is not None:
@@ -137,22 +143,22 @@ def evaluate(expression: str, device: Mapping[str, Any], driver: str) -> bool | 
 # ---- commands --------------------------------------------------------------------------
 
 
-def occupancy(snap: cluster.Snapshot) -> tuple[Occupancy, str]:
-    """From our slices when any exist, else from HAMi's annotations ("legacy")."""
-    if not snap.slices and is_legacy(snap.nodes):
-        return legacy_occupancy(snap.nodes, snap.pods), "legacy"
-    return dra_occupancy(snap.slices, snap.claims, snap.pods), "dra"
+def _only(occ: Occupancy, nodes: Sequence[str]) -> Occupancy:
+    if not nodes:
+        return occ
+    cards = tuple(c for c in occ.cards if c.node in nodes)
+    missing = sorted(set(nodes) - {c.node for c in cards})
+    if missing:
+        raise PluginError(f'no vGPU cards on node "{missing[0]}"')
+    return Occupancy(cards, occ.device_card, occ.warnings)
 
 
 def cards(rest: Rest, f: Flags, st: Style) -> str:
-    occ, source = occupancy(cluster.snapshot(rest))
-    if f.node is not None:
-        occ = Occupancy(tuple(c for c in occ.cards if c.node == f.node), occ.device_card,
-                        occ.warnings)
-        if not occ.cards:
-            raise PluginError(f'no vGPU cards on node "{f.node}"')
+    snap = cluster.snapshot(rest)
+    occ = _only(cluster_occupancy(snap.slices, snap.claims, snap.pods, snap.nodes),
+                [f.node] if f.node else [])
     if f.output in ("json", "yaml"):
-        return render.dump(render.cards_doc(occ, source), f.output)
+        return render.dump(render.cards_doc(occ), f.output)
     return render.cards_text(occ, f.output == "wide", st)
 
 
@@ -191,10 +197,7 @@ def _target(rest: Rest, f: Flags, namespace: str) -> tuple[str, Any, list[Any]]:
 def explain(rest: Rest, f: Flags, st: Style, namespace: str) -> str:
     subject, pod, claims = _target(rest, f, namespace)
     snap = cluster.snapshot(rest)
-    if not snap.slices and is_legacy(snap.nodes):
-        raise PluginError("this cluster runs HAMi's legacy path (no vgpu.hami.io slices); "
-                      "explain covers DRA claims only")
-    occ = dra_occupancy(snap.slices, snap.claims, snap.pods)
+    occ = _only(dra_occupancy(snap.slices, snap.claims, snap.pods), f.nodes)
     classes = cluster.device_classes(rest)
     nodes = {str(n["metadata"]["name"]): n for n in snap.nodes}
     out: list[ClaimExplanation] = [

@@ -118,12 +118,11 @@ def _amounts(total: int, used: int, free: int) -> dict[str, int]:
     return {"total": total, "used": used, "free": free}
 
 
-def cards_doc(occ: Occupancy, source: str) -> dict[str, Any]:
+def cards_doc(occ: Occupancy) -> dict[str, Any]:
     """The `-o json|yaml` document (amounts in bytes, cores in percent, slots)."""
     return {
         "apiVersion": API_VERSION,
         "kind": "CardList",
-        "source": source,
         "items": [
             {
                 "node": c.node,
