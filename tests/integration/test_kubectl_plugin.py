@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,7 @@ def plugin_cluster(dra_cluster: LocalCluster, tmp_path_factory: pytest.TempPathF
     _claim(admin, "infer", {"memory": "70Gi"}, index.format(1))
     _pod(admin, "infer")
     for n in ("train", "infer"):
-        kube.wait_for(lambda n=n: kube.allocation(admin, NS, n), 30, f"allocation of {n}")
+        kube.wait_for(partial(kube.allocation, admin, NS, n), 30, f"allocation of {n}")
     _claim(admin, "stuck", {"memory": "20Gi"}, A100)
     _pod(admin, "stuck")
     kube.wait_for(lambda: kube.unschedulable(admin, NS, "stuck"), 30, "stuck unschedulable")
