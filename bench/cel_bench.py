@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from vgpu_dra.dev.cel import ENGINE_NAMES, CelDevice, device_from_api, get_engine
+from vgpu_dra.cel import ENGINE_NAMES, CelDevice, device_from_api, get_engine
 
 DRIVER = "gpu.bench.example.com"
 SELECTORS = {

@@ -32,7 +32,7 @@ from tests.cel_cases import (
     Expected,
 )
 from tests.integration import kube
-from vgpu_dra.dev import cel
+from vgpu_dra import cel
 from vgpu_dra.dev.localcluster.cluster import LocalCluster
 from vgpu_dra.kube.rest import ApiError, Rest
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from vgpu_dra.api.quantity import parse_quantity
 from vgpu_dra.api.vgpu_config import ConfigError, merge_configs
-from vgpu_dra.core.allocation import config_sources, driver_results, share_amounts
+from vgpu_dra.core.allocation import Amounts, config_sources, driver_results, share_amounts
 from vgpu_dra.core.published_slices import (
     Published,
     PublishedCard,
@@ -87,30 +87,53 @@ def _config(claim: Mapping[str, Any], driver: str) -> tuple[int | None, int | No
     return memory, cfg.cores
 
 
+def claim_allocations(claim: Mapping[str, Any], driver: str = DRIVER_NAME) -> list[Allocation]:
+    """One ResourceClaim's allocation results of `driver`, in allocation order."""
+    results = driver_results(claim, driver)
+    if not results:
+        return []
+    cfg_memory, cfg_cores = _config(claim, driver)
+    out: list[Allocation] = []
+    for r in results:
+        consumed = r.get("consumedCapacity") or {}
+        if not isinstance(consumed, Mapping):
+            consumed = {}
+        out.append(
+            Allocation(
+                pool=str(r.get("pool", "")),
+                device=str(r.get("device", "")),
+                memory_bytes=whole_quantity(consumed.get("memory")),
+                cores=whole_quantity(consumed.get("cores")),
+                slots=whole_quantity(consumed.get("slots")),
+                config_memory_bytes=cfg_memory,
+                config_cores=cfg_cores,
+            )
+        )
+    return out
+
+
 def allocations(claims: Iterable[Mapping[str, Any]], driver: str = DRIVER_NAME) -> list[Allocation]:
     """Allocation results of our driver from ResourceClaim objects."""
-    out: list[Allocation] = []
-    for claim in claims:
-        results = driver_results(claim, driver)
-        if not results:
-            continue
-        cfg_memory, cfg_cores = _config(claim, driver)
-        for r in results:
-            consumed = r.get("consumedCapacity") or {}
-            if not isinstance(consumed, Mapping):
-                consumed = {}
-            out.append(
-                Allocation(
-                    pool=str(r.get("pool", "")),
-                    device=str(r.get("device", "")),
-                    memory_bytes=whole_quantity(consumed.get("memory")),
-                    cores=whole_quantity(consumed.get("cores")),
-                    slots=whole_quantity(consumed.get("slots")),
-                    config_memory_bytes=cfg_memory,
-                    config_cores=cfg_cores,
-                )
-            )
-    return out
+    return [a for claim in claims for a in claim_allocations(claim, driver)]
+
+
+def amounts(inv: Published, a: Allocation) -> Amounts | None:
+    """What `a` takes of its card (`core.allocation.share_amounts`); None when no
+    published card has its device."""
+    key = inv.device_card.get((a.pool, a.device))
+    if key is None:
+        return None
+    card = inv.cards[key]
+    return share_amounts(
+        replica=(a.pool, a.device) in inv.replicas,
+        card_memory=card.memory_bytes,
+        card_slots=card.slots,
+        consumed_memory=a.memory_bytes,
+        consumed_cores=a.cores,
+        consumed_slots=a.slots,
+        config_memory=a.config_memory_bytes,
+        config_cores=a.config_cores,
+    )
 
 
 def aggregate(inv: Published, allocs: Sequence[Allocation]) -> Summary:
@@ -118,25 +141,14 @@ def aggregate(inv: Published, allocs: Sequence[Allocation]) -> Summary:
     sums: dict[tuple[str, str], list[int]] = {k: [0, 0, 0, 0] for k in inv.cards}
     unmatched = 0
     for a in allocs:
-        key = inv.device_card.get((a.pool, a.device))
-        if key is None:
+        share = amounts(inv, a)
+        if share is None:
             unmatched += 1
             continue
-        card = inv.cards[key]
-        amounts = share_amounts(
-            replica=(a.pool, a.device) in inv.replicas,
-            card_memory=card.memory_bytes,
-            card_slots=card.slots,
-            consumed_memory=a.memory_bytes,
-            consumed_cores=a.cores,
-            consumed_slots=a.slots,
-            config_memory=a.config_memory_bytes,
-            config_cores=a.config_cores,
-        )
-        acc = sums[key]
-        acc[0] += amounts.memory_bytes
-        acc[1] += amounts.cores
-        acc[2] += amounts.slots
+        acc = sums[inv.device_card[(a.pool, a.device)]]
+        acc[0] += share.memory_bytes
+        acc[1] += share.cores
+        acc[2] += share.slots
         acc[3] += 1
 
     def order(k: tuple[str, str]) -> tuple[str, int, str, str]:

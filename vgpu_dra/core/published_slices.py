@@ -113,7 +113,9 @@ def _pool(s: Mapping[str, Any]) -> tuple[str, int]:
     return str(pool.get("name", "")), generation
 
 
-def _newest(slices: Iterable[Mapping[str, Any]], driver: str) -> list[Mapping[str, Any]]:
+def newest_slices(slices: Iterable[Mapping[str, Any]], driver: str) -> list[Mapping[str, Any]]:
+    """`driver`'s slices of each pool's newest generation, in input order (the ones
+    the scheduler allocates from); other drivers' and malformed slices are dropped."""
     ours = [
         s
         for s in slices
@@ -134,7 +136,7 @@ def read_devices(
     """Every named device of `driver`'s newest slices, in slice order (other drivers'
     slices and malformed devices are skipped)."""
     out: list[PublishedDevice] = []
-    for s in _newest(slices, driver):
+    for s in newest_slices(slices, driver):
         spec = s["spec"]
         pool, _ = _pool(s)
         node = str(spec.get("nodeName") or pool)

@@ -49,6 +49,26 @@ class ApiError(RuntimeError):
         return self.status == 409 and self.reason == "AlreadyExists"
 
 
+class ConfigError(RuntimeError):
+    """A kubeconfig (or context) that cannot be loaded."""
+
+
+def kubeconfig_namespace(kubeconfig: Path, context: str | None = None) -> str | None:
+    """The namespace of the kubeconfig's current context (or `context`), None when the
+    context sets none. Raises ConfigError for an unusable file or unknown context."""
+    try:
+        contexts, current = k8s_config.list_kube_config_contexts(str(kubeconfig))  # type: ignore[no-untyped-call]
+    except (k8s_config.ConfigException, OSError) as e:
+        raise ConfigError(str(e)) from None
+    chosen = current if context is None else next(
+        (c for c in contexts or [] if c.get("name") == context), None
+    )
+    if chosen is None:
+        raise ConfigError(f"context {context!r} is not in {kubeconfig}")
+    ns = (chosen.get("context") or {}).get("namespace")
+    return str(ns) if ns else None
+
+
 @dataclass
 class Counter:
     """Counts mutating requests, so the 'minimum writes' claims can be measured."""
@@ -93,15 +113,22 @@ class Rest:
         self.counter = Counter()
 
     @classmethod
-    def from_kubeconfig(cls, kubeconfig: Path | None) -> Rest:
-        """From a kubeconfig file, or in-cluster service-account config when None."""
+    def from_kubeconfig(cls, kubeconfig: Path | None, context: str | None = None) -> Rest:
+        """From a kubeconfig file (its current context, or `context`), or in-cluster
+        service-account config when None. Raises ConfigError for a context the file
+        does not have or a file that cannot be used."""
         cfg = k8s.Configuration()
-        if kubeconfig is None:
-            load_in = k8s_config.load_incluster_config
-            load_in(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        else:
-            load = k8s_config.load_kube_config
-            load(config_file=str(kubeconfig), client_configuration=cfg)  # type: ignore[no-untyped-call]
+        try:
+            if kubeconfig is None:
+                load_in = k8s_config.load_incluster_config
+                load_in(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            else:
+                load = k8s_config.load_kube_config
+                load(  # type: ignore[no-untyped-call]
+                    config_file=str(kubeconfig), context=context, client_configuration=cfg
+                )
+        except k8s_config.ConfigException as e:
+            raise ConfigError(str(e)) from None
         return cls(cfg)
 
     def _headers(self, content_type: str | None) -> dict[str, str]:

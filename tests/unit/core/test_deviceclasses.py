@@ -11,10 +11,10 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vgpu_dra import cel
 from vgpu_dra.core.deviceclasses import cel_string, device_class, device_classes
 from vgpu_dra.core.slices import DRIVER_NAME
 from vgpu_dra.core.vendors import VENDORS, UnknownVendorError
-from vgpu_dra.dev import cel
 
 JSON = dict[str, Any]
 REPO = Path(__file__).resolve().parents[3]

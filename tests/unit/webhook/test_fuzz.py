@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.webhook.pods import FACTS
+from vgpu_dra import cel
 from vgpu_dra.api.quantity import parse_quantity
 from vgpu_dra.api.vgpu_config import parse_config
-from vgpu_dra.dev import cel
 from vgpu_dra.webhook import jsonpatch
 from vgpu_dra.webhook.decision import TemplateSettings
 from vgpu_dra.webhook.templates import template_name

@@ -1,6 +1,6 @@
 """Annotations -> CEL selectors: HAMi's matching rules, and no injection.
 
-The selectors are compiled and evaluated by both CEL engines of `vgpu_dra.dev.cel`
+The selectors are compiled and evaluated by both CEL engines of `vgpu_dra.cel`
 against devices as our slices publish them, so "means the same" is checked by a CEL
 implementation rather than by string inspection.
 """
@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vgpu_dra import cel
 from vgpu_dra.core.hami.filters import CardFilter, card_filter
 from vgpu_dra.core.hami.requests import NVIDIA
 from vgpu_dra.core.slices import DRIVER_NAME
-from vgpu_dra.dev import cel
 from vgpu_dra.webhook.selectors import cel_expressions
 
 INJECTIONS = [

@@ -1,4 +1,4 @@
-"""vgpu_dra.dev.cel: the DRA selector CEL environment on both engines."""
+"""vgpu_dra.cel: the DRA selector CEL environment on both engines."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from tests.cel_cases import (
     Case,
     Expected,
 )
+from vgpu_dra import cel
 from vgpu_dra.api.quantity import format_binary
-from vgpu_dra.dev import cel
-from vgpu_dra.dev.cel import (
+from vgpu_dra.cel import (
     CelCompileError,
     CelDevice,
     CelEvalError,

@@ -1,7 +1,9 @@
-"""Kubernetes DRA device-selector CEL, evaluable by our own code (pure).
+"""Kubernetes DRA device-selector CEL, evaluable by our own code.
 
-The webhook and the legacy scheduler extender must decide "does this DeviceClass /
-claim selector match this device?" exactly as kube-scheduler does. This module
+An adapter (over the CEL libraries; no I/O, environment or clock, but it holds a
+thread-safe cache, so it is not `core`). The kubectl plugin's `explain`, the webhook
+and the legacy scheduler extender must decide "does this DeviceClass / claim selector
+match this device?" exactly as kube-scheduler does. This module
 implements the DRA CEL environment (k8s.io/dynamic-resource-allocation/cel,
 release 1.36) on top of two interchangeable engines:
 
