@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from vgpu_dra.core.allocation import ClaimPaths
-from vgpu_dra.host.claim_files import LIMITS_FILE_MODE, remove_claim_files, write_claim_files
+from vgpu_dra.host.claim_files import (
+    LIMITS_FILE_MODE,
+    ClaimFiles,
+    remove_claim_files,
+    write_all_claim_files,
+    write_claim_files,
+)
 
 UID = "4f1c2d3e-0000-4000-8000-000000000001"
 
@@ -55,3 +61,15 @@ def test_remove_is_idempotent(tmp_path: Path) -> None:
     remove_claim_files(p)
     assert not Path(p.dir).exists()
     remove_claim_files(p)  # nothing left: still success
+
+
+def test_a_batch_writes_every_claim_and_a_failing_one_fails_alone(tmp_path: Path) -> None:
+    uids = [f"4f1c2d3e-0000-4000-8000-00000000001{i}" for i in range(3)]
+    paths = [ClaimPaths.for_claim(str(tmp_path), u) for u in uids]
+    Path(paths[1].dir).write_text("a file where the claim dir goes")
+    errors = write_all_claim_files(
+        [ClaimFiles(p, [(p.dir, 0o755)], f"limit {i}\n") for i, p in enumerate(paths)]
+    )
+    assert [e is None for e in errors] == [True, False, True]
+    assert [Path(paths[i].limits).read_text() for i in (0, 2)] == ["limit 0\n", "limit 2\n"]
+    assert mode(paths[2].limits) == LIMITS_FILE_MODE
