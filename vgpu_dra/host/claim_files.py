@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from vgpu_dra.core.allocation import ClaimPaths
-from vgpu_dra.host.files import FileWrite, atomic_write_all
+from vgpu_dra.host.files import FileWrite, atomic_write
 
 # Read-only for everyone, the owner included: a container (or a bug of ours) must not
 # change its own limits; a re-prepare replaces the file by rename, which the mode does
@@ -44,22 +43,21 @@ def write_claim_files(
     again even on dirs that exist, as mkdir's mode is masked by the umask and a dir
     may predate us). Raises OSError; a failure can leave some dirs created, never a
     partial limits file."""
-    (error,) = write_all_claim_files([ClaimFiles(paths, tuple(host_dirs), limits_text)])
+    files = ClaimFiles(paths, tuple(host_dirs), limits_text)
+    (error,) = make_claim_dirs([files])
     if error is not None:
         raise error
+    limits = limits_write(files)
+    if limits is not None:
+        atomic_write(limits.path, limits.data, limits.mode)
 
 
-def write_all_claim_files(
-    claims: Sequence[ClaimFiles], executor: Executor | None = None
-) -> list[OSError | None]:
-    """`write_claim_files` for many claims, the limits files written together by
-    `files.atomic_write_all` (one wait on the disk for all, not one per claim).
-
-    One result per claim, in order: None once its dirs exist and its limits file is
-    durable, or the OSError that stopped it (the others go on). A failed claim can
-    have some dirs created, never a partial limits file."""
+def make_claim_dirs(claims: Sequence[ClaimFiles]) -> list[OSError | None]:
+    """The dirs part of `write_claim_files`, for many claims: one result per claim, in
+    order, None or the OSError that stopped it (the others go on; a failed claim can
+    have some dirs created). Then write each `limits_write` (with
+    `files.atomic_write_all` for many claims at once, durable together)."""
     errors: list[OSError | None] = [None] * len(claims)
-    writes: list[tuple[int, FileWrite]] = []
     for i, c in enumerate(claims):
         try:
             for path, mode in c.host_dirs:
@@ -68,14 +66,14 @@ def write_all_claim_files(
                 d.chmod(mode)
         except OSError as e:
             errors[i] = e
-            continue
-        if c.limits_text is not None:
-            limits = FileWrite(Path(c.paths.limits), c.limits_text.encode(), LIMITS_FILE_MODE)
-            writes.append((i, limits))
-    results = atomic_write_all([w for _, w in writes], executor)
-    for (i, _), err in zip(writes, results, strict=True):
-        errors[i] = err
     return errors
+
+
+def limits_write(claim: ClaimFiles) -> FileWrite | None:
+    """The limits file of `claim` (read-only, mode 0444), None when it has none."""
+    if claim.limits_text is None:
+        return None
+    return FileWrite(Path(claim.paths.limits), claim.limits_text.encode(), LIMITS_FILE_MODE)
 
 
 def remove_claim_files(paths: ClaimPaths) -> None:

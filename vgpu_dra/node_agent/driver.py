@@ -5,7 +5,7 @@ merge opaque config (class, then claim), plan in `core.prepare` (pure), then a
 two-phase checkpoint around the side effects. A call carries a batch of claims, and
 each phase is done for the whole batch before the next one starts:
 
-    PrepareStarted (all) -> claim dirs + limits files (all) -> CDI specs (all)
+    PrepareStarted (all) -> claim dirs (all) -> limits files + CDI specs (all)
         -> PrepareCompleted (all)
 
 so a call writes the checkpoint twice however many claims it has, and the files of a
@@ -54,7 +54,12 @@ from vgpu_dra.core.prepare import (
 )
 from vgpu_dra.core.slices import CapacityMode
 from vgpu_dra.gpu.discovery import Discovery
-from vgpu_dra.host.claim_files import ClaimFiles, remove_claim_files, write_all_claim_files
+from vgpu_dra.host.claim_files import (
+    ClaimFiles,
+    limits_write,
+    make_claim_dirs,
+    remove_claim_files,
+)
 from vgpu_dra.host.files import (
     FileLock,
     FileWrite,
@@ -84,8 +89,8 @@ class DriverSettings:
 
 class StepHook:
     """Called after each durable step of a prepare (tests kill the process there):
-    "started", "claim-dir", "cdi", "completed", once per claim of the batch after the
-    step is done for the whole batch."""
+    "started", "claim-dir" (dirs made), "cdi" (limits files and CDI specs written),
+    "completed", once per claim of the batch after the step is done for all of it."""
 
     def __call__(self, step: str, claim: ClaimRef) -> None:
         return None
@@ -106,8 +111,13 @@ def write_checkpoint(path: Path, data: bytes) -> None:
     atomic_write(path, data, mode=0o600)
 
 
-IO_THREADS = 8
-"""GETs of one batch in flight at once, and fsyncs (the API client keeps 8 connections)."""
+GET_THREADS = 6
+"""GETs of one batch in flight at once: fewer than the API client's 8 pooled
+connections, as the slice controller's watch holds one (past 8, urllib3 opens a new
+TLS connection per extra GET and throws it away)."""
+
+FSYNC_THREADS = 8
+"""fsyncs in flight at once: concurrent fsyncs share the filesystem's journal commits."""
 
 
 class VGpuDriver:
@@ -128,10 +138,11 @@ class VGpuDriver:
         self._discovery = discovery
         self._hook = step_hook
         self._write_checkpoint = save
-        # Long-lived: starting threads per call costs more than the work they do. Its
-        # tasks never take the lock nor wait on each other, so sharing it between
+        # Long-lived: starting threads per call costs more than the work they do. Their
+        # tasks never take the lock nor wait on each other, so sharing them between
         # concurrent calls cannot deadlock.
-        self._io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="prepare-io")
+        self._gets = ThreadPoolExecutor(GET_THREADS, thread_name_prefix="prepare-get")
+        self._io = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="prepare-fsync")
 
     # ---- checkpoint ------------------------------------------------------------------
     @property
@@ -270,14 +281,23 @@ class VGpuDriver:
             return
         self._step("started", planned)
 
-        errors = write_all_claim_files(
-            [ClaimFiles(p.paths, p.host_dirs, p.limits_file) for _, p in planned], self._io
-        )
+        files = {ref.uid: ClaimFiles(p.paths, p.host_dirs, p.limits_file) for ref, p in planned}
+        errors = make_claim_dirs([files[ref.uid] for ref, _ in planned])
         planned = self._keep_done(planned, errors, results)
         self._step("claim-dir", planned)
 
-        specs = [FileWrite(self._spec_path(p.paths), _json(p.cdi_spec), 0o644) for _, p in planned]
-        planned = self._keep_done(planned, atomic_write_all(specs, self._io), results)
+        # Limits files and CDI specs together: one wait on the disk for all of them.
+        writes: list[tuple[int, FileWrite]] = []  # (index in planned, file)
+        for i, (ref, plan) in enumerate(planned):
+            limits = limits_write(files[ref.uid])
+            if limits is not None:
+                writes.append((i, limits))
+            writes.append((i, FileWrite(self._spec_path(plan.paths), _json(plan.cdi_spec))))
+        errors = [None] * len(planned)
+        done = atomic_write_all([w for _, w in writes], self._io)
+        for (i, _), err in zip(writes, done, strict=True):
+            errors[i] = errors[i] or err
+        planned = self._keep_done(planned, errors, results)
         self._step("cdi", planned)
 
         # Claims that failed above keep their PrepareStarted entry (in cp and on disk):
@@ -361,7 +381,7 @@ class VGpuDriver:
 
         if len(refs) == 1:
             return {refs[0].uid: one(refs[0])}
-        return {r.uid: got for r, got in zip(refs, self._io.map(one, refs), strict=True)}
+        return {r.uid: got for r, got in zip(refs, self._gets.map(one, refs), strict=True)}
 
     def _spec_path(self, paths: ClaimPaths) -> Path:
         return Path(paths.cdi_spec(str(self._s.cdi_dir), self._s.prepare.cdi_kind))

@@ -362,7 +362,8 @@ def test_a_crash_at_each_step_of_a_batch_leaks_nothing(node: Node, step: str) ->
     assert set(node.checkpoint().claims) == {r.uid for r in refs}
     assert states == {ckpt.COMPLETED if step == "completed" else ckpt.STARTED}
     done = STEPS.index(step)
-    assert all(Path(node.paths(r).limits).exists() == (done >= 1) for r in refs)
+    assert all(Path(node.paths(r).dir).is_dir() == (done >= 1) for r in refs)
+    assert all(Path(node.paths(r).limits).exists() == (done >= 2) for r in refs)
     assert all(node.spec(r).exists() == (done >= 2) for r in refs)
     # A new process: prepare (redo or answer from the checkpoint), then unprepare.
     api = batch_api(refs)
