@@ -9,17 +9,28 @@ carries it out, the same way for both callers.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from vgpu_dra.core.allocation import ClaimPaths
-from vgpu_dra.host.files import atomic_write
+from vgpu_dra.host.files import FileWrite, atomic_write
 
 # Read-only for everyone, the owner included: a container (or a bug of ours) must not
 # change its own limits; a re-prepare replaces the file by rename, which the mode does
 # not prevent (renaming needs write access to the directory, not the file).
 LIMITS_FILE_MODE: Final = 0o444
+
+
+@dataclass(frozen=True)
+class ClaimFiles:
+    """What one claim (or legacy container) gets on the host: every dir of `host_dirs`
+    with its mode, and `limits_text` (when not None) in `paths.limits`."""
+
+    paths: ClaimPaths
+    host_dirs: Sequence[tuple[str, int]]
+    limits_text: str | None
 
 
 def write_claim_files(
@@ -32,12 +43,37 @@ def write_claim_files(
     again even on dirs that exist, as mkdir's mode is masked by the umask and a dir
     may predate us). Raises OSError; a failure can leave some dirs created, never a
     partial limits file."""
-    for path, mode in host_dirs:
-        d = Path(path)
-        d.mkdir(parents=True, exist_ok=True)
-        d.chmod(mode)
-    if limits_text is not None:
-        atomic_write(Path(paths.limits), limits_text.encode(), mode=LIMITS_FILE_MODE)
+    files = ClaimFiles(paths, tuple(host_dirs), limits_text)
+    (error,) = make_claim_dirs([files])
+    if error is not None:
+        raise error
+    limits = limits_write(files)
+    if limits is not None:
+        atomic_write(limits.path, limits.data, limits.mode)
+
+
+def make_claim_dirs(claims: Sequence[ClaimFiles]) -> list[OSError | None]:
+    """The dirs part of `write_claim_files`, for many claims: one result per claim, in
+    order, None or the OSError that stopped it (the others go on; a failed claim can
+    have some dirs created). Then write each `limits_write` (with
+    `files.atomic_write_all` for many claims at once, durable together)."""
+    errors: list[OSError | None] = [None] * len(claims)
+    for i, c in enumerate(claims):
+        try:
+            for path, mode in c.host_dirs:
+                d = Path(path)
+                d.mkdir(parents=True, exist_ok=True)
+                d.chmod(mode)
+        except OSError as e:
+            errors[i] = e
+    return errors
+
+
+def limits_write(claim: ClaimFiles) -> FileWrite | None:
+    """The limits file of `claim` (read-only, mode 0444), None when it has none."""
+    if claim.limits_text is None:
+        return None
+    return FileWrite(Path(claim.paths.limits), claim.limits_text.encode(), LIMITS_FILE_MODE)
 
 
 def remove_claim_files(paths: ClaimPaths) -> None:

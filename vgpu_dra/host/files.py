@@ -9,32 +9,143 @@ import fcntl
 import os
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
+
+
+@dataclass(frozen=True)
+class FileWrite:
+    """One file for `atomic_write_all`: replace `path` with `data`, permissions `mode`."""
+
+    path: Path
+    data: bytes
+    mode: int = 0o644
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Replace `path` with `data` so that readers see the old or the new content,
     never a mix, even across a crash: temp file in the same dir, fsync, chmod,
-    rename, fsync the dir. The temp name ends in `.tmp`, which CDI runtimes skip."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    rename, fsync the dir. The temp name ends in `.tmp`, which CDI runtimes skip.
+    Raises OSError; the old content is then left as it was, and no temp file."""
+    (error,) = atomic_write_all([FileWrite(path, data, mode)])
+    if error is not None:
+        raise error
+
+
+def atomic_write_all(
+    writes: Sequence[FileWrite], executor: Executor | None = None
+) -> list[OSError | None]:
+    """`atomic_write` for many files, with the same guarantee for each and fewer waits
+    on the disk: every temp file is written first, then all are fsynced (concurrently
+    on `executor` when given, so the filesystem can commit them together), renamed
+    over their targets, and each parent directory is fsynced once, however many of the
+    files it holds.
+
+    Returns one result per write, in order: None once that file is durable, or the
+    OSError that stopped it. A failed write leaves its target as it was and no temp
+    file; the other writes go on. A directory whose fsync fails is the error of every
+    write into it (those files are replaced but maybe not yet durable).
+    """
+    errors: list[OSError | None] = [None] * len(writes)
+    temps: list[Path | None] = [None] * len(writes)
+    try:
+        for i, w in enumerate(writes):
+            try:
+                temps[i] = _write_temp(w)
+            except OSError as e:
+                errors[i] = e
+        # The data must be durable before the rename is, or a crash of the machine could
+        # leave the new name on an empty file.
+        pending = [(i, t) for i, t in enumerate(temps) if t is not None]
+        synced = _each(executor, _fsync_file, [t for _, t in pending])
+        for (i, _), err in zip(pending, synced, strict=True):
+            if err is not None:
+                errors[i] = err
+                _discard(temps, i)
+        for i, w in enumerate(writes):
+            tmp = temps[i]
+            if tmp is None:
+                continue
+            try:
+                tmp.chmod(w.mode)
+                tmp.replace(w.path)
+            except OSError as e:
+                errors[i] = e
+                _discard(temps, i)
+            else:
+                temps[i] = None  # renamed: nothing to clean up
+    except BaseException:
+        for i in range(len(temps)):
+            _discard(temps, i)
+        raise
+    dirs = sorted({w.path.parent for w, err in zip(writes, errors, strict=True) if err is None})
+    for d, err in zip(dirs, _each(executor, _fsync_dir, dirs), strict=True):
+        if err is not None:
+            for i, w in enumerate(writes):
+                if errors[i] is None and w.path.parent == d:
+                    errors[i] = err
+    return errors
+
+
+def _write_temp(w: FileWrite) -> Path:
+    w.path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{w.path.name}.", suffix=".tmp", dir=w.path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        Path(tmp).chmod(mode)
-        Path(tmp).replace(path)
+            f.write(w.data)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             Path(tmp).unlink()
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    return Path(tmp)
+
+
+def _discard(temps: list[Path | None], i: int) -> None:
+    tmp, temps[i] = temps[i], None
+    if tmp is not None:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY)
     try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_T = TypeVar("_T")
+
+
+def _each(
+    executor: Executor | None, fn: Callable[[_T], None], items: Sequence[_T]
+) -> list[OSError | None]:
+    """fn(item) for each item (concurrently on `executor` when there are several):
+    None or the OSError each raised, in order. Other exceptions propagate."""
+
+    def one(item: _T) -> OSError | None:
+        try:
+            fn(item)
+        except OSError as e:
+            return e
+        return None
+
+    if executor is None or len(items) < 2:
+        return [one(x) for x in items]
+    return list(executor.map(one, items))
 
 
 MAX_USER_FILE = 8 * 1024 * 1024

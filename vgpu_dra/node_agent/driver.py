@@ -2,19 +2,31 @@
 
 Per claim (DESIGN §4): GET it, check UID and allocation, pick this driver's results,
 merge opaque config (class, then claim), plan in `core.prepare` (pure), then a
-two-phase checkpoint around the side effects:
+two-phase checkpoint around the side effects. A call carries a batch of claims, and
+each phase is done for the whole batch before the next one starts:
 
-    PrepareStarted -> claim dir + limits file -> CDI spec -> PrepareCompleted
+    PrepareStarted (all) -> claim dirs (all) -> limits files + CDI specs (all)
+        -> PrepareCompleted (all)
 
-A crash anywhere leaves either no trace (before PrepareStarted is durable) or a
-PrepareStarted entry that names every file the claim may have; the next prepare
-of that claim redoes it (all writes are atomic replacements) and an unprepare
-removes it. Calls from every plugin process on the node are serialized by one
-flock, so two plugin pods during a rolling update never interleave.
+so a call writes the checkpoint twice however many claims it has, and the files of a
+phase are made durable together (`host.files.atomic_write_all`). A crash anywhere
+leaves either no trace (before the batch's PrepareStarted is durable) or
+PrepareStarted entries that name every file their claims may have: no file of any
+claim is written before the entries of all of them are durable. The next prepare of
+such a claim redoes it (all writes are atomic replacements) and an unprepare removes
+it. A claim that fails after PrepareStarted keeps its entry, and only that claim
+fails. Calls from every plugin process on the node are serialized by one flock, so two
+plugin pods during a rolling update never interleave.
+
+The GETs of a batch run concurrently, before the lock: the API server's answer does
+not depend on our node-local state, so holding the lock during the round trips would
+only serialize concurrent calls for nothing. Claims that a lock-free read of the
+checkpoint shows prepared are not fetched; whatever was fetched, the decision is made
+under the lock from the checkpoint loaded there.
 
 Contract: `prepare` and `unprepare` never raise; every claim gets a result.
-Prepare of a completed claim returns its recorded devices (idempotent); unprepare
-of an unknown claim succeeds.
+Prepare of a completed claim returns its recorded devices without a GET
+(idempotent); unprepare of an unknown claim succeeds.
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +46,7 @@ from vgpu_dra.core.claims import ClaimRef, PrepareResult
 from vgpu_dra.core.model import Card
 from vgpu_dra.core.names import validate_namespace, validate_object_name, validate_uid
 from vgpu_dra.core.prepare import (
+    ClaimPlan,
     PlanError,
     PrepareSettings,
     check_replicas_capacity,
@@ -40,8 +54,19 @@ from vgpu_dra.core.prepare import (
 )
 from vgpu_dra.core.slices import CapacityMode
 from vgpu_dra.gpu.discovery import Discovery
-from vgpu_dra.host.claim_files import remove_claim_files, write_claim_files
-from vgpu_dra.host.files import FileLock, atomic_write, remove_stale_temps
+from vgpu_dra.host.claim_files import (
+    ClaimFiles,
+    limits_write,
+    make_claim_dirs,
+    remove_claim_files,
+)
+from vgpu_dra.host.files import (
+    FileLock,
+    FileWrite,
+    atomic_write,
+    atomic_write_all,
+    remove_stale_temps,
+)
 from vgpu_dra.kube.rest import JSON, ApiError
 from vgpu_dra.node_agent.metrics import PluginMetrics
 
@@ -63,7 +88,9 @@ class DriverSettings:
 
 
 class StepHook:
-    """Called after each durable step of a prepare (tests kill the process there)."""
+    """Called after each durable step of a prepare (tests kill the process there):
+    "started", "claim-dir" (dirs made), "cdi" (limits files and CDI specs written),
+    "completed", once per claim of the batch after the step is done for all of it."""
 
     def __call__(self, step: str, claim: ClaimRef) -> None:
         return None
@@ -73,7 +100,24 @@ NO_HOOK = StepHook()
 
 
 GetClaim = Callable[[str, str], JSON]
-"""GET a ResourceClaim by (namespace, name). Raises ApiError (404: `not_found`)."""
+"""GET a ResourceClaim by (namespace, name). Raises ApiError (404: `not_found`).
+Called from several threads at once (the claims of a batch)."""
+
+WriteCheckpoint = Callable[[Path, bytes], None]
+"""Replace the checkpoint file with these bytes, durably (raises OSError)."""
+
+
+def write_checkpoint(path: Path, data: bytes) -> None:
+    atomic_write(path, data, mode=0o600)
+
+
+GET_THREADS = 6
+"""GETs of one batch in flight at once: fewer than the API client's 8 pooled
+connections, as the slice controller's watch holds one (past 8, urllib3 opens a new
+TLS connection per extra GET and throws it away)."""
+
+FSYNC_THREADS = 8
+"""fsyncs in flight at once: concurrent fsyncs share the filesystem's journal commits."""
 
 
 class VGpuDriver:
@@ -85,6 +129,7 @@ class VGpuDriver:
         step_hook: Callable[[str, ClaimRef], None] = NO_HOOK,
         metrics: PluginMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        save: WriteCheckpoint = write_checkpoint,
     ) -> None:
         self._s = settings
         self._metrics = metrics
@@ -92,6 +137,12 @@ class VGpuDriver:
         self._get_claim = get_claim
         self._discovery = discovery
         self._hook = step_hook
+        self._write_checkpoint = save
+        # Long-lived: starting threads per call costs more than the work they do. Their
+        # tasks never take the lock nor wait on each other, so sharing them between
+        # concurrent calls cannot deadlock.
+        self._gets = ThreadPoolExecutor(GET_THREADS, thread_name_prefix="prepare-get")
+        self._io = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="prepare-fsync")
 
     # ---- checkpoint ------------------------------------------------------------------
     @property
@@ -143,7 +194,7 @@ class VGpuDriver:
             return ckpt.empty(self._s.boot_id)
 
     def _save(self, cp: ckpt.Checkpoint) -> None:
-        atomic_write(self._ckpt_path, ckpt.encode(cp), mode=0o600)
+        self._write_checkpoint(self._ckpt_path, ckpt.encode(cp))
 
     # ---- prepare ---------------------------------------------------------------------
     def prepare(self, claims: Sequence[ClaimRef]) -> dict[str, PrepareResult]:
@@ -156,36 +207,113 @@ class VGpuDriver:
 
     def _prepare(self, claims: Sequence[ClaimRef]) -> dict[str, PrepareResult]:
         results: dict[str, PrepareResult] = {}
+        batch: list[ClaimRef] = []
+        for ref in claims:
+            try:
+                validate_uid(ref.uid)
+                validate_namespace(ref.namespace)
+                validate_object_name(ref.name, "claim name")
+            except ValueError as e:
+                results[ref.uid] = _failed(ref, e)
+                continue
+            if ref.uid not in results and all(r.uid != ref.uid for r in batch):
+                batch.append(ref)
+        if not batch:
+            return results
         try:
+            prepared = self._completed_hint()
+            fetched = self._fetch_all([r for r in batch if r.uid not in prepared])
             with FileLock(self._s.state_dir / LOCK_FILE, self._s.lock_timeout_s):
                 cp = self._load()
                 cards = {c.index: c for c in self._discovery.discover().cards}
-                for ref in claims:
-                    try:
-                        cp, results[ref.uid] = self._prepare_one(ref, cp, cards)
-                    except (PlanError, ApiError, ValueError, OSError) as e:
-                        log.warning("prepare %s failed: %s", ref, e)
-                        results[ref.uid] = PrepareResult(error=f"claim {ref}: {e}")
-                        # It may have failed after its PrepareStarted was saved: carry
-                        # on from the saved checkpoint, or the next claim's save would
-                        # drop that entry and its files would escape every cleanup.
-                        cp = self._load()
+                self._prepare_batch(batch, fetched, cp, cards, results)
         except Exception as e:  # lock timeout, unreadable checkpoint: every claim fails
             log.exception("prepare failed for all claims")
             for ref in claims:
                 results.setdefault(ref.uid, PrepareResult(error=f"claim {ref}: {e}"))
         return results
 
-    def _prepare_one(
-        self, ref: ClaimRef, cp: ckpt.Checkpoint, cards: Mapping[int, Card]
-    ) -> tuple[ckpt.Checkpoint, PrepareResult]:
-        validate_uid(ref.uid)
-        validate_namespace(ref.namespace)
-        validate_object_name(ref.name, "claim name")
-        entry = cp.claims.get(ref.uid)
-        if entry is not None and entry.state == ckpt.COMPLETED:
-            return cp, PrepareResult(devices=entry.devices)
-        claim = self._fetch(ref)
+    def _prepare_batch(
+        self,
+        batch: Sequence[ClaimRef],
+        fetched: Mapping[str, JSON | Exception],
+        cp: ckpt.Checkpoint,
+        cards: Mapping[int, Card],
+        results: dict[str, PrepareResult],
+    ) -> None:
+        """Prepare `batch` under the lock, one phase for all claims at a time; a
+        claim's failure is its own result, the others go on."""
+        planned: list[tuple[ClaimRef, ClaimPlan]] = []
+        for ref in batch:
+            entry = cp.claims.get(ref.uid)
+            if entry is not None and entry.state == ckpt.COMPLETED:
+                results[ref.uid] = PrepareResult(devices=entry.devices)
+                continue
+            try:
+                got = fetched.get(ref.uid)
+                if got is None:  # prepared at the lock-free read, unprepared since
+                    got = self._fetch(ref)
+                elif isinstance(got, Exception):
+                    raise got
+                plan = self._plan(ref, got, cp, cards)
+            except _CLAIM_ERRORS as e:
+                results[ref.uid] = _failed(ref, e)
+                continue
+            # In cp now, so the next claim's overcommit check counts this one.
+            cp = ckpt.started(
+                cp,
+                ref.uid,
+                ref.namespace,
+                ref.name,
+                plan.devices,
+                plan.cdi_file_name,
+                plan.memory_by_card,
+                plan.card_uuids,
+                _consumers(got),
+            )
+            planned.append((ref, plan))
+        if not planned:
+            return
+
+        # Every claim's PrepareStarted is durable before any file of any claim is
+        # written: a crash from here on leaves entries naming all the files there may be.
+        if not self._save_or_fail(cp, planned, results):
+            return
+        self._step("started", planned)
+
+        files = {ref.uid: ClaimFiles(p.paths, p.host_dirs, p.limits_file) for ref, p in planned}
+        errors = make_claim_dirs([files[ref.uid] for ref, _ in planned])
+        planned = self._keep_done(planned, errors, results)
+        self._step("claim-dir", planned)
+
+        # Limits files and CDI specs together: one wait on the disk for all of them.
+        writes: list[tuple[int, FileWrite]] = []  # (index in planned, file)
+        for i, (ref, plan) in enumerate(planned):
+            limits = limits_write(files[ref.uid])
+            if limits is not None:
+                writes.append((i, limits))
+            writes.append((i, FileWrite(self._spec_path(plan.paths), _json(plan.cdi_spec))))
+        errors = [None] * len(planned)
+        done = atomic_write_all([w for _, w in writes], self._io)
+        for (i, _), err in zip(writes, done, strict=True):
+            errors[i] = errors[i] or err
+        planned = self._keep_done(planned, errors, results)
+        self._step("cdi", planned)
+
+        # Claims that failed above keep their PrepareStarted entry (in cp and on disk):
+        # the files they may have written stay known to unprepare and reboot cleanup.
+        for ref, plan in planned:
+            cp = ckpt.completed(cp, ref.uid, plan.devices)
+        if not planned or not self._save_or_fail(cp, planned, results):
+            return
+        self._step("completed", planned)
+        for ref, plan in planned:
+            results[ref.uid] = PrepareResult(devices=plan.devices)
+            log.info("prepared %s: %s", ref, ", ".join(d.device_name for d in plan.devices))
+
+    def _plan(
+        self, ref: ClaimRef, claim: JSON, cp: ckpt.Checkpoint, cards: Mapping[int, Card]
+    ) -> ClaimPlan:
         driver = self._s.prepare.driver_name
         allocated = claim_shares(claim, driver, self._s.node_name, cards)
         mode = CapacityMode.REPLICAS if allocated.replicas else CapacityMode.CONSUMABLE
@@ -196,28 +324,64 @@ class VGpuDriver:
         plan = plan_claim(ref, allocated.shares, config, mode, self._s.prepare)
         if mode is CapacityMode.REPLICAS:
             self._check_overcommit(ref, plan.memory_by_card, cp, cards)
-        cp = ckpt.started(
-            cp,
-            ref.uid,
-            ref.namespace,
-            ref.name,
-            plan.devices,
-            plan.cdi_file_name,
-            plan.memory_by_card,
-            plan.card_uuids,
-            _consumers(claim),
-        )
-        self._save(cp)
-        self._hook("started", ref)
-        write_claim_files(plan.paths, plan.host_dirs, plan.limits_file)
-        self._hook("claim-dir", ref)
-        atomic_write(self._spec_path(plan.paths), _json(plan.cdi_spec), mode=0o644)
-        self._hook("cdi", ref)
-        cp = ckpt.completed(cp, ref.uid, plan.devices)
-        self._save(cp)
-        self._hook("completed", ref)
-        log.info("prepared %s: %s", ref, ", ".join(d.device_name for d in plan.devices))
-        return cp, PrepareResult(devices=plan.devices)
+        return plan
+
+    def _save_or_fail(
+        self,
+        cp: ckpt.Checkpoint,
+        planned: Sequence[tuple[ClaimRef, ClaimPlan]],
+        results: dict[str, PrepareResult],
+    ) -> bool:
+        """Save `cp`; if that fails, it is the error of every claim in `planned`. The
+        file on disk is then the previous version, whole (atomic replacement)."""
+        try:
+            self._save(cp)
+        except OSError as e:
+            for ref, _ in planned:
+                results[ref.uid] = _failed(ref, e)
+            return False
+        return True
+
+    @staticmethod
+    def _keep_done(
+        planned: list[tuple[ClaimRef, ClaimPlan]],
+        errors: Sequence[OSError | None],
+        results: dict[str, PrepareResult],
+    ) -> list[tuple[ClaimRef, ClaimPlan]]:
+        """The claims of `planned` whose `errors` entry is None; the others fail."""
+        kept = []
+        for (ref, plan), err in zip(planned, errors, strict=True):
+            if err is None:
+                kept.append((ref, plan))
+            else:
+                results[ref.uid] = _failed(ref, err)
+        return kept
+
+    def _step(self, step: str, planned: Sequence[tuple[ClaimRef, ClaimPlan]]) -> None:
+        for ref, _ in planned:
+            self._hook(step, ref)
+
+    def _completed_hint(self) -> frozenset[str]:
+        """UIDs prepared at a lock-free read of the checkpoint: no GET for them. A hint
+        only (the lock decides); an unreadable checkpoint gives none."""
+        try:
+            cp = self.read_checkpoint()
+        except (ckpt.CheckpointError, OSError):
+            return frozenset()
+        return frozenset(uid for uid, e in cp.claims.items() if e.state == ckpt.COMPLETED)
+
+    def _fetch_all(self, refs: Sequence[ClaimRef]) -> dict[str, JSON | Exception]:
+        """`_fetch` of every claim, concurrently: by UID, the claim or what it raised."""
+
+        def one(ref: ClaimRef) -> JSON | Exception:
+            try:
+                return self._fetch(ref)
+            except Exception as e:  # the claim's own result; re-raised under the lock
+                return e
+
+        if len(refs) == 1:
+            return {refs[0].uid: one(refs[0])}
+        return {r.uid: got for r, got in zip(refs, self._gets.map(one, refs), strict=True)}
 
     def _spec_path(self, paths: ClaimPaths) -> Path:
         return Path(paths.cdi_spec(str(self._s.cdi_dir), self._s.prepare.cdi_kind))
@@ -271,13 +435,31 @@ class VGpuDriver:
         try:
             with FileLock(self._s.state_dir / LOCK_FILE, self._s.lock_timeout_s):
                 cp = self._load()
+                dropped: list[ClaimRef] = []
                 for ref in claims:
                     try:
-                        cp = self._unprepare_one(ref, cp)
-                        out[ref.uid] = None
+                        validate_uid(ref.uid)
+                        entry = cp.claims.get(ref.uid)
+                        self._remove_files(ref.uid, entry)
                     except (ValueError, OSError) as e:
                         log.warning("unprepare %s failed: %s", ref, e)
                         out[ref.uid] = f"claim {ref}: {e}"
+                        continue
+                    out[ref.uid] = None
+                    if entry is not None:
+                        cp = ckpt.removed(cp, ref.uid)
+                        dropped.append(ref)
+                # One write for the batch, after the files are gone: a crash before it
+                # leaves the entries, and the next unprepare removes again (idempotent).
+                if dropped:
+                    try:
+                        self._save(cp)
+                    except OSError as e:
+                        for ref in dropped:
+                            out[ref.uid] = f"claim {ref}: {e}"
+                    else:
+                        for ref in dropped:
+                            log.info("unprepared %s", ref)
         except Exception as e:
             log.exception("unprepare failed for all claims")
             for ref in claims:
@@ -298,15 +480,14 @@ class VGpuDriver:
             remove_stale_temps(self._s.cdi_dir, f.name)
         remove_claim_files(paths)
 
-    def _unprepare_one(self, ref: ClaimRef, cp: ckpt.Checkpoint) -> ckpt.Checkpoint:
-        validate_uid(ref.uid)
-        entry = cp.claims.get(ref.uid)
-        self._remove_files(ref.uid, entry)
-        if entry is not None:
-            cp = ckpt.removed(cp, ref.uid)
-            self._save(cp)
-            log.info("unprepared %s", ref)
-        return cp
+
+_CLAIM_ERRORS = (PlanError, ApiError, ValueError, OSError)
+"""What makes one claim fail, not the call."""
+
+
+def _failed(ref: ClaimRef, e: Exception) -> PrepareResult:
+    log.warning("prepare %s failed: %s", ref, e)
+    return PrepareResult(error=f"claim {ref}: {e}")
 
 
 def _consumers(claim: JSON) -> tuple[str, ...]:

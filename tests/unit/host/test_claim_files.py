@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from vgpu_dra.core.allocation import ClaimPaths
-from vgpu_dra.host.claim_files import LIMITS_FILE_MODE, remove_claim_files, write_claim_files
+from vgpu_dra.host.claim_files import (
+    LIMITS_FILE_MODE,
+    ClaimFiles,
+    limits_write,
+    make_claim_dirs,
+    remove_claim_files,
+    write_claim_files,
+)
 
 UID = "4f1c2d3e-0000-4000-8000-000000000001"
 
@@ -55,3 +62,21 @@ def test_remove_is_idempotent(tmp_path: Path) -> None:
     remove_claim_files(p)
     assert not Path(p.dir).exists()
     remove_claim_files(p)  # nothing left: still success
+
+
+def test_dirs_of_many_claims_a_failing_one_fails_alone(tmp_path: Path) -> None:
+    uids = [f"4f1c2d3e-0000-4000-8000-00000000001{i}" for i in range(3)]
+    paths = [ClaimPaths.for_claim(str(tmp_path), u) for u in uids]
+    Path(paths[1].dir).write_text("a file where the claim dir goes")
+    claims = [ClaimFiles(p, [(p.dir, 0o755), (p.cache_dir, 0o1777)], "x") for p in paths]
+    errors = make_claim_dirs(claims)
+    assert [e is None for e in errors] == [True, False, True]
+    assert [mode(paths[i].cache_dir) for i in (0, 2)] == [0o1777, 0o1777]
+
+
+def test_the_limits_write_is_read_only_and_absent_without_limits(tmp_path: Path) -> None:
+    p = ClaimPaths.for_claim(str(tmp_path), UID)
+    w = limits_write(ClaimFiles(p, [], "CUDA_DEVICE_MEMORY_LIMIT_0=1g\n"))
+    assert w is not None
+    assert (str(w.path), w.data, w.mode) == (p.limits, b"CUDA_DEVICE_MEMORY_LIMIT_0=1g\n", 0o444)
+    assert limits_write(ClaimFiles(p, [], None)) is None

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from vgpu_dra.host.files import FileLock, LockTimeoutError, atomic_write, remove_stale_temps
+from vgpu_dra.host.files import (
+    FileLock,
+    FileWrite,
+    LockTimeoutError,
+    atomic_write,
+    atomic_write_all,
+    remove_stale_temps,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -142,6 +151,89 @@ def test_concurrent_atomic_writes_never_mix(tmp_path: Path) -> None:
     assert bad == []
     assert target.read_bytes() in payloads
     assert [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+# ---------------------------------------------------------------------------
+# atomic_write_all
+# ---------------------------------------------------------------------------
+
+
+class FsyncSpy:
+    """os.fsync that records what each call flushed: ("dir", path) or ("file", name,
+    whether the target of that temp already had the new content); `fail` names a
+    target whose temp file's fsync fails, or a dir whose fsync fails."""
+
+    def __init__(self, fail: Path | None = None) -> None:
+        self.calls: list[tuple[str, str, bool]] = []
+        self.lock = threading.Lock()
+        self.fail = fail
+        self.real = os.fsync
+
+    def __call__(self, fd: int) -> None:
+        path = Path(f"/proc/self/fd/{fd}").readlink()
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            call = ("dir", str(path), False)
+            bad = path == self.fail
+        else:  # .<target>.<random>.tmp
+            target = path.parent / path.name[1:].rsplit(".", 2)[0]
+            call = ("file", target.name, target.exists() and target.read_bytes() != b"old")
+            bad = target == self.fail
+        with self.lock:
+            self.calls.append(call)
+        if bad:
+            raise OSError(5, "Input/output error")
+        self.real(fd)
+
+
+@pytest.mark.parametrize("threads", [0, 4], ids=["sequential", "executor"])
+def test_atomic_write_all_fsyncs_each_dir_once_after_every_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int
+) -> None:
+    writes = [FileWrite(tmp_path / d / f"f{i}", f"{d}{i}".encode()) for d in "ab" for i in range(3)]
+    spy = FsyncSpy()
+    monkeypatch.setattr(os, "fsync", spy)
+    with ThreadPoolExecutor(threads or 1) as pool:
+        errors = atomic_write_all(writes, pool if threads else None)
+    assert errors == [None] * 6
+    assert [w.path.read_bytes() for w in writes] == [b"a0", b"a1", b"a2", b"b0", b"b1", b"b2"]
+    files = [c for c in spy.calls if c[0] == "file"]
+    dirs = [c for c in spy.calls if c[0] == "dir"]
+    assert sorted(c[1] for c in files) == sorted(w.path.name for w in writes)
+    assert not any(replaced for _, _, replaced in files)  # data durable before the rename
+    assert sorted(c[1] for c in dirs) == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert spy.calls[-2:] == dirs  # after every file
+
+
+def test_atomic_write_all_a_failed_file_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = ["ok1", "in-the-way", "fsync-fails", "ok2"]
+    for n in names:
+        atomic_write(tmp_path / n, b"old")
+    (tmp_path / "in-the-way").unlink()
+    (tmp_path / "in-the-way").mkdir()  # rename onto a directory fails
+    monkeypatch.setattr(os, "fsync", FsyncSpy(fail=tmp_path / "fsync-fails"))
+    errors = atomic_write_all([FileWrite(tmp_path / n, b"new") for n in names])
+    assert [type(e) for e in errors] == [type(None), IsADirectoryError, OSError, type(None)]
+    assert [(tmp_path / n).read_bytes() for n in ("ok1", "fsync-fails", "ok2")] == [
+        b"new",
+        b"old",
+        b"new",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)  # no temp left
+
+
+def test_atomic_write_all_a_failed_dir_fsync_fails_the_writes_into_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes = [FileWrite(tmp_path / d / "f", b"x") for d in "abc"]
+    monkeypatch.setattr(os, "fsync", FsyncSpy(fail=tmp_path / "b"))
+    errors = atomic_write_all(writes)
+    assert [e is None for e in errors] == [True, False, True]
+
+
+def test_atomic_write_all_of_nothing(tmp_path: Path) -> None:
+    assert atomic_write_all([]) == []
 
 
 # ---------------------------------------------------------------------------

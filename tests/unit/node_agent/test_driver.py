@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import Iterator
+import threading
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,14 @@ from vgpu_dra.core.claims import ClaimRef
 from vgpu_dra.core.prepare import PrepareSettings
 from vgpu_dra.gpu.simulated import SimulatedDiscovery
 from vgpu_dra.kube.rest import JSON, ApiError
-from vgpu_dra.node_agent.driver import CHECKPOINT_FILE, DriverSettings, VGpuDriver
+from vgpu_dra.node_agent.driver import (
+    CHECKPOINT_FILE,
+    NO_HOOK,
+    DriverSettings,
+    VGpuDriver,
+    WriteCheckpoint,
+    write_checkpoint,
+)
 
 NODE = "node-1"
 DRIVER = "vgpu.hami.io"
@@ -66,14 +75,20 @@ def claim(
 
 
 class FakeApi:
-    """Claims by (namespace, name); counts GETs (a completed prepare needs none)."""
+    """Claims by (namespace, name); counts GETs (a completed prepare needs none).
+    Called from the driver's threads: `barrier`, when set, is passed by every GET."""
 
-    def __init__(self, *claims: JSON) -> None:
+    def __init__(self, *claims: JSON, barrier: threading.Barrier | None = None) -> None:
         self.claims = {(c["metadata"]["namespace"], c["metadata"]["name"]): c for c in claims}
         self.gets = 0
+        self._count = threading.Lock()
+        self._barrier = barrier
 
     def __call__(self, namespace: str, name: str) -> JSON:
-        self.gets += 1
+        with self._count:
+            self.gets += 1
+        if self._barrier is not None:
+            self._barrier.wait()
         try:
             return self.claims[(namespace, name)]
         except KeyError:
@@ -85,11 +100,16 @@ class Node:
     root: Path
     settings: DriverSettings
 
-    def driver(self, api: FakeApi) -> VGpuDriver:
+    def driver(
+        self,
+        api: FakeApi,
+        hook: Callable[[str, ClaimRef], None] = NO_HOOK,
+        save: WriteCheckpoint = write_checkpoint,
+    ) -> VGpuDriver:
         inventory = self.root / "inventory.yaml"
         inventory.write_text(INVENTORY)
         discovery = SimulatedDiscovery.from_file(inventory, NODE)
-        return VGpuDriver(self.settings, api, discovery)
+        return VGpuDriver(self.settings, api, discovery, step_hook=hook, save=save)
 
     def paths(self, ref: ClaimRef) -> ClaimPaths:
         return ClaimPaths.for_claim(str(self.settings.claims_host_dir), ref.uid)
@@ -195,3 +215,180 @@ def test_an_invalid_uid_is_refused_before_any_path(node: Node) -> None:
     bad = ClaimRef("ns", "a", "../../etc")
     assert "not a Kubernetes UID" in str(node.driver(FakeApi()).prepare([bad])[bad.uid].error)
     assert "not a Kubernetes UID" in str(node.driver(FakeApi()).unprepare([bad])[bad.uid])
+
+
+# ---------------------------------------------------------------------------
+# Batches: one phase for all claims of a call, two checkpoint writes
+# ---------------------------------------------------------------------------
+
+STEPS = ("started", "claim-dir", "cdi", "completed")
+
+
+def batch(n: int = 16) -> list[ClaimRef]:
+    return [ClaimRef("ns", f"c{i}", str(uuid.UUID(int=i + 1, version=4))) for i in range(n)]
+
+
+def batch_api(refs: list[ClaimRef], **kw: Any) -> FakeApi:
+    return FakeApi(*(claim(r, device=f"gpu-{i % 2}") for i, r in enumerate(refs)), **kw)
+
+
+class Saves:
+    """The driver's checkpoint writer, recording the state of every claim at each write;
+    `fail_at` (0-based) makes that write fail as a full disk would."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.states: list[dict[str, str]] = []
+        self._fail_at = fail_at
+
+    def __call__(self, path: Path, data: bytes) -> None:
+        if len(self.states) == self._fail_at:
+            self.states.append({})
+            raise OSError(28, "No space left on device")
+        self.states.append({u: e.state for u, e in ckpt.decode(data, BOOT).claims.items()})
+        write_checkpoint(path, data)
+
+
+class Crash(BaseException):
+    """Stands for SIGKILL at a hook: not an Exception, so nothing in the driver handles it."""
+
+
+def leftovers(node: Node) -> list[str]:
+    s = node.settings
+    found = [p.name for d in (s.cdi_dir, s.claims_host_dir) if d.exists() for p in d.iterdir()]
+    return found + [p.name for p in s.state_dir.glob(".*.tmp")]
+
+
+def test_a_batch_writes_the_checkpoint_twice_started_then_completed(node: Node) -> None:
+    refs = batch()
+    saves = Saves()
+    res = node.driver(batch_api(refs), save=saves).prepare(refs)
+    assert [r.error for r in res.values()] == [None] * 16
+    started = {r.uid: ckpt.STARTED for r in refs}
+    completed = {r.uid: ckpt.COMPLETED for r in refs}
+    assert saves.states == [started, completed]
+    assert all(node.spec(r).exists() and Path(node.paths(r).limits).exists() for r in refs)
+
+
+def test_an_unprepare_batch_writes_the_checkpoint_once(node: Node) -> None:
+    refs = batch()
+    node.driver(batch_api(refs)).prepare(refs)
+    saves = Saves()
+    out = node.driver(FakeApi(), save=saves).unprepare(refs)
+    assert out == {r.uid: None for r in refs}
+    assert saves.states == [{}]
+    assert leftovers(node) == []
+
+
+def test_hooks_run_after_each_step_of_the_whole_batch(node: Node) -> None:
+    refs = batch(4)
+    calls: list[tuple[str, str]] = []
+    node.driver(batch_api(refs), hook=lambda step, ref: calls.append((step, ref.uid))).prepare(refs)
+    assert calls == [(step, r.uid) for step in STEPS for r in refs]
+
+
+def _obstruct(node: Node, ref: ClaimRef, where: str) -> None:
+    if where == "claim-dir":  # a file where the claim dir goes
+        node.settings.claims_host_dir.mkdir(parents=True, exist_ok=True)
+        Path(node.paths(ref).dir).write_text("in the way")
+    else:  # a directory where the CDI spec goes
+        node.spec(ref).mkdir(parents=True)
+
+
+@pytest.mark.parametrize(
+    ("fails_at", "saved_state"),
+    [
+        pytest.param("plan", None, id="before-started"),
+        pytest.param("claim-dir", ckpt.STARTED, id="claim-dir"),
+        pytest.param("cdi", ckpt.STARTED, id="cdi-spec"),
+    ],
+)
+def test_a_claim_failing_mid_batch_fails_alone_and_keeps_what_it_started(
+    node: Node, fails_at: str, saved_state: str | None
+) -> None:
+    refs = batch()
+    bad = refs[7]
+    api = batch_api(refs)
+    if fails_at == "plan":
+        api.claims[(bad.namespace, bad.name)] = claim(bad, driver="other.io")
+    else:
+        _obstruct(node, bad, fails_at)
+    saves = Saves()
+    res = node.driver(api, save=saves).prepare(refs)
+    assert str(res[bad.uid].error).startswith(f"claim {bad}: ")
+    assert all(res[r.uid].error is None and res[r.uid].devices for r in refs if r != bad)
+    assert len(saves.states) == 2
+    assert saves.states[-1].get(bad.uid) == saved_state  # unprepare can still find its files
+    assert all(saves.states[-1][r.uid] == ckpt.COMPLETED for r in refs if r != bad)
+    # The obstacle gone, an unprepare of the batch leaves nothing, the entry included.
+    if fails_at == "claim-dir":
+        Path(node.paths(bad).dir).unlink()
+    elif fails_at == "cdi":
+        node.spec(bad).rmdir()
+    assert node.driver(api).unprepare(refs) == {r.uid: None for r in refs}
+    assert node.checkpoint().claims == {}
+    assert leftovers(node) == []
+
+
+@pytest.mark.parametrize(
+    ("fail_at", "files"), [(0, False), (1, True)], ids=["started", "completed"]
+)
+def test_a_failed_checkpoint_write_fails_the_claims_it_carried(
+    node: Node, fail_at: int, files: bool
+) -> None:
+    refs = batch(4)
+    res = node.driver(batch_api(refs), save=Saves(fail_at)).prepare(refs)
+    assert all("No space left" in str(res[r.uid].error) for r in refs)
+    # Started not durable: no file was written. Completed not durable: the Started
+    # entries on disk name the files, and a prepare redoes them.
+    assert all(node.spec(r).exists() == files for r in refs)
+    want = {r.uid: ckpt.STARTED for r in refs} if files else {}
+    assert {u: e.state for u, e in node.checkpoint().claims.items()} == want
+    again = node.driver(batch_api(refs)).prepare(refs)
+    assert all(again[r.uid].error is None for r in refs)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_crash_at_each_step_of_a_batch_leaks_nothing(node: Node, step: str) -> None:
+    refs = batch()
+
+    def crash(at: str, ref: ClaimRef) -> None:
+        if at == step:
+            raise Crash
+
+    with pytest.raises(Crash):
+        node.driver(batch_api(refs), hook=crash).prepare(refs)
+    # The first claim's hook saw the step done for the whole batch.
+    states = {e.state for e in node.checkpoint().claims.values()}
+    assert set(node.checkpoint().claims) == {r.uid for r in refs}
+    assert states == {ckpt.COMPLETED if step == "completed" else ckpt.STARTED}
+    done = STEPS.index(step)
+    assert all(Path(node.paths(r).dir).is_dir() == (done >= 1) for r in refs)
+    assert all(Path(node.paths(r).limits).exists() == (done >= 2) for r in refs)
+    assert all(node.spec(r).exists() == (done >= 2) for r in refs)
+    # A new process: prepare (redo or answer from the checkpoint), then unprepare.
+    api = batch_api(refs)
+    res = node.driver(api).prepare(refs)
+    assert all(res[r.uid].error is None and res[r.uid].devices for r in refs)
+    assert api.gets == (0 if step == "completed" else 16)
+    assert node.driver(api).unprepare(refs) == {r.uid: None for r in refs}
+    assert node.checkpoint().claims == {}
+    assert leftovers(node) == []
+
+
+def test_the_gets_of_a_batch_are_in_flight_together(node: Node) -> None:
+    # Each GET waits at the barrier until all 4 are in flight: one at a time, the first
+    # would wait for ever (the timeout only turns a hang into a failure).
+    refs = batch(4)
+    api = batch_api(refs, barrier=threading.Barrier(4, timeout=30))
+    res = node.driver(api).prepare(refs)
+    assert [r.error for r in res.values()] == [None] * 4
+
+
+def test_a_batch_gets_only_the_claims_not_yet_prepared(node: Node) -> None:
+    refs = batch(4)
+    api = batch_api(refs)
+    driver = node.driver(api)
+    first = driver.prepare(refs[:2])
+    again = driver.prepare(refs)
+    assert api.gets == 4
+    assert {u: again[u] for u in first} == first
