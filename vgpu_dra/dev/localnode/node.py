@@ -334,9 +334,16 @@ class LocalNode:
 
     def _import_images(self) -> None:
         for ref, archive in self.artifacts.images.items():
-            self._ctr("images", "import", "--platform", "linux/amd64", str(archive))
-            if ref not in self._ctr("images", "ls", "-q").stdout.split():
-                raise NodeError(f"importing {archive} did not create image {ref}")
+            self.import_image(ref, archive)
+
+    def import_image(self, ref: str, archive: Path) -> None:
+        """Import the OCI archive `archive` (images.write_oci_archive) into containerd's
+        k8s.io namespace, where the kubelet finds it as `ref` (pods must use
+        imagePullPolicy Never). Re-importing the same archive is a no-op. Raises
+        NodeError if ctr fails or the image is not there afterwards."""
+        self._ctr("images", "import", "--platform", "linux/amd64", str(archive))
+        if ref not in self._ctr("images", "ls", "-q").stdout.split():
+            raise NodeError(f"importing {archive} did not create image {ref}")
 
     def _write_cni_config(self) -> None:
         conf = {
