@@ -86,6 +86,10 @@ class NodeAgent:
     def _full_log(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def registrations(self) -> int:
+        """How often the kubelet registered this agent (all its runs)."""
+        return self._full_log().count(REGISTERED)
+
     def logs(self) -> str:
         return self._full_log()[-6000:]
 
