@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.integration.conftest import NODE_AGENT_IDENTITY
@@ -17,51 +18,89 @@ from vgpu_dra.dev.localcluster.cluster import LocalCluster
 from vgpu_dra.dev.localnode.node import LocalNode
 
 DRIVER = "vgpu.hami.io"
-REGISTERED = f"kubelet registered plugin {DRIVER}"
+REGISTERED = "kubelet registered plugin"
 
 
 class NodeAgent:
-    """The agent as a child process. Raises AssertionError (with its log) if it exits
-    or the kubelet has not registered it within `timeout` s. `stop()` is idempotent."""
+    """The agent as a child process; state, claims and logs in a private dir that
+    survives restarts (as a DaemonSet's hostPath would).
 
-    def __init__(self, cluster: LocalCluster, node: LocalNode, inventory: Path,
-                 lib: Path, timeout: float = 60) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="va", dir="/tmp"))
+    `start()` returns once the kubelet registered this process (a new "kubelet
+    registered plugin" log line) or, with `register=False` (plugin dirs of its own,
+    no kubelet), once it logged that it is up; it raises AssertionError with the log
+    if the process exits or `timeout` s pass. `stop()` is idempotent (SIGTERM, then
+    SIGKILL after 20 s); `cleanup()` also removes the dir.
+    """
+
+    def __init__(self, cluster: LocalCluster, node: LocalNode, inventory: Path, lib: Path, *,
+                 kubeconfig: Path | None = None, node_name: str | None = None,
+                 instance_id: str = "", driver: str = DRIVER, register: bool = True,
+                 root: Path | None = None, extra_args: Sequence[str] = ()) -> None:
+        self.root = root or Path(tempfile.mkdtemp(prefix="va", dir="/tmp"))
         self.state = self.root / "state"
         self.claims = self.root / "claims"
-        self.log = self.root / "agent.log"
+        self.log = self.root / (f"agent-{instance_id}.log" if instance_id else "agent.log")
+        self.register = register
+        self.instance_id = instance_id
         preload = self.root / "ld.so.preload"
         preload.write_text(f"{lib}\n")
         boot_id = self.root / "boot_id"
         boot_id.write_text("4a1e5c0e-0000-4000-8000-0000000000aa\n")
-        argv = [
+        registry, plugins = node.plugins_registry, node.plugins_dir
+        if not register:
+            registry, plugins = self.root / "registry", self.root / "plugins"
+        self.argv = [
             sys.executable, "-m", "vgpu_dra", "kubelet-plugin",
-            "--kubeconfig", str(cluster.kubeconfig_for(NODE_AGENT_IDENTITY)),
-            "--inventory", str(inventory), "--node", node.name,
-            "--registry-dir", str(node.plugins_registry),
-            "--plugins-dir", str(node.plugins_dir),
+            "--kubeconfig", str(kubeconfig or cluster.kubeconfig_for(NODE_AGENT_IDENTITY)),
+            "--inventory", str(inventory), "--node", node_name or node.name,
+            "--registry-dir", str(registry), "--plugins-dir", str(plugins),
             "--cdi-dir", str(node.cdi_dir),
             "--state-dir", str(self.state), "--claims-dir", str(self.claims),
             "--lib-path", str(lib), "--preload-path", str(preload),
-            "--boot-id-file", str(boot_id),
+            "--boot-id-file", str(boot_id), "--driver-name", driver,
+            *(["--instance-id", instance_id] if instance_id else []),
+            *extra_args,
         ]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> NodeAgent:
+        marker = REGISTERED if self.register else "node agent for"
+        before = self._full_log().count(marker)
         env = dict(os.environ)
         env.pop("VGPU_DRA_TEST_CRASH_AT", None)
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                         env=env, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
-        while REGISTERED not in self.logs():
+        while self._full_log().count(marker) <= before:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise AssertionError(f"the kubelet did not register the agent:\n{self.logs()}")
+                raise AssertionError(f"the agent did not come up ({marker!r}):\n{self.logs()}")
             time.sleep(0.1)
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _full_log(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def registrations(self) -> int:
+        """How often the kubelet registered this agent (all its runs)."""
+        return self._full_log().count(REGISTERED)
 
     def logs(self) -> str:
-        return self.log.read_text(errors="replace")[-6000:] if self.log.exists() else ""
+        return self._full_log()[-6000:]
+
+    def kill(self, sig: signal.Signals) -> int:
+        """Send `sig` and wait for the exit (at most 20 s); returns the exit status."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=20)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=20)

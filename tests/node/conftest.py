@@ -9,12 +9,15 @@ built here when missing, never skipped for lack of them.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import IDENTITIES, REPO
+from tests.integration.test_slices import a100, inventory
+from tests.node.agent import NodeAgent
 from vgpu_dra.dev.localcluster.build import BuildSettings, ensure_built
 from vgpu_dra.dev.localcluster.cluster import DEFAULT_VERSION, ClusterSettings, LocalCluster
 from vgpu_dra.dev.localnode.build import NodeArtifacts, NodeBuildSettings, ensure_node_built
@@ -27,6 +30,10 @@ from vgpu_dra.dev.localnode.node import (
 )
 
 NODE = "vgpu-node-0"
+HOOK = REPO / "vgpu_hook"
+# NodeRestriction: what a production API server runs, so a node identity may write
+# only its own node's objects (ResourceSlices included).
+NODE_APISERVER_ARGS = (*APISERVER_ARGS, "--enable-admission-plugins=NodeRestriction")
 
 
 def _cache() -> Path:
@@ -50,7 +57,7 @@ def node_cluster(node_artifacts: NodeArtifacts) -> Iterator[LocalCluster]:
         ClusterSettings(
             bin_dir=bin_dir,
             identities={**IDENTITIES, node_identity_name(NODE): node_identity(NODE)},
-            extra_apiserver_args=APISERVER_ARGS,
+            extra_apiserver_args=NODE_APISERVER_ARGS,
         )
     )
     c.start()
@@ -68,3 +75,38 @@ def node(node_cluster: LocalCluster, node_artifacts: NodeArtifacts) -> Iterator[
     """A Ready, untainted real node named NODE."""
     with LocalNode(node_cluster, node_artifacts, NodeSettings(name=NODE)) as n:
         yield n
+
+
+@pytest.fixture(scope="session")
+def hook_build() -> Path:
+    """vgpu_hook built (libvgpu.so, the fake driver, the harnesses); its build dir."""
+    r = subprocess.run(["make", "-C", str(HOOK), "-j2"], capture_output=True, text=True,
+                       check=False)
+    if r.returncode != 0:
+        pytest.fail(f"make -C vgpu_hook failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return HOOK / "build"
+
+
+@pytest.fixture(scope="session")
+def libvgpu(hook_build: Path) -> Path:
+    return hook_build / "libvgpu.so"
+
+
+@pytest.fixture(scope="session")
+def agent(node_cluster: LocalCluster, node: LocalNode, libvgpu: Path,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeAgent]:
+    """The node agent registered with the real kubelet, simulating two A100 80GB cards
+    (index 0 and 1). Tests that stop it start it again before they end; if one could
+    not, the next user finds it restarted here."""
+    inv = inventory(tmp_path_factory.mktemp("inv") / "inv.yaml", {node.name: [a100(count=2)]})
+    a = NodeAgent(node_cluster, node, inv, libvgpu).start()
+    try:
+        yield a
+    finally:
+        a.cleanup()
+
+
+@pytest.fixture
+def running_agent(agent: NodeAgent) -> NodeAgent:
+    """`agent`, started again if an earlier test left it stopped."""
+    return agent if agent.running else agent.start()

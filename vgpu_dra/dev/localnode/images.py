@@ -14,8 +14,9 @@ import hashlib
 import io
 import json
 import struct
+import subprocess
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,92 @@ def busybox_entries(busybox: Path, applets: Sequence[str]) -> list[Entry]:
     entries.append(Entry("bin/busybox", source=busybox))
     entries += [Entry(f"bin/{a}", link="busybox") for a in sorted(set(applets)) if a != "busybox"]
     return entries
+
+
+class ImageBuildError(RuntimeError):
+    """A binary's shared libraries cannot be resolved on this host."""
+
+
+def shared_libraries(binary: Path) -> list[Path]:
+    """The absolute paths the host's dynamic loader resolves for `binary` (`ldd`, run
+    with an argument list), the loader itself included; [] for a static binary.
+    Raises ImageBuildError if ldd fails or a library is not found."""
+    r = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False,
+                       timeout=60)
+    if "not a dynamic executable" in r.stdout + r.stderr:
+        return []
+    if r.returncode != 0:
+        raise ImageBuildError(f"ldd {binary} failed: {r.stderr.strip()}")
+    found: list[Path] = []
+    for line in r.stdout.splitlines():
+        words = line.split()
+        if "=>" in words:
+            target = words[words.index("=>") + 1]
+            if target == "not":
+                raise ImageBuildError(f"{binary}: {line.strip()}")
+            if target.startswith("/"):
+                found.append(Path(target))
+        elif words and words[0].startswith("/"):
+            found.append(Path(words[0]))  # the loader (PT_INTERP)
+    return found
+
+
+def with_parents(entries: Sequence[Entry]) -> list[Entry]:
+    """`entries` plus a 0755 directory entry for every missing parent directory."""
+    have = {e.path.strip("/") for e in entries}
+    out = list(entries)
+    for e in entries:
+        parent = Path(e.path.strip("/")).parent
+        while str(parent) not in ("", ".") and str(parent) not in have:
+            have.add(str(parent))
+            out.append(Entry(str(parent)))
+            parent = parent.parent
+    return out
+
+
+def dynamic_entries(files: Mapping[str, Path]) -> list[Entry]:
+    """Image path -> host file, plus the host's shared libraries every one of them
+    needs, each at the path the host's loader found it (so the same loader finds them
+    in the image without an ld.so.cache), plus parent directories. Symlinks on the
+    host become regular files (their targets' content). Raises ImageBuildError."""
+    chosen: dict[str, Entry] = {}
+    for dest, src in files.items():
+        chosen[dest.strip("/")] = Entry(dest.strip("/"), source=src)
+    for src in files.values():
+        for lib in shared_libraries(src):
+            key = str(lib).strip("/")
+            chosen.setdefault(key, Entry(key, source=lib.resolve()))
+    return with_parents(list(chosen.values()))
+
+
+HARNESS_DIR = "/opt/vgpu"
+_LIB_DIR = "lib/x86_64-linux-gnu"
+
+
+def hook_image_spec(ref: str, busybox: Path, hook_build: Path) -> ImageSpec:
+    """An image in which libvgpu.so can run over the fake CUDA driver: busybox (sh,
+    env), `vgpu_hook/build/harness_dl` at HARNESS_DIR/harness_dl, the fake
+    libcuda.so.1 and libnvidia-ml.so.1 in /lib/x86_64-linux-gnu (where libvgpu.so's
+    dlopen finds them without LD_LIBRARY_PATH, so `env -i` keeps working) and the
+    host's glibc that all of them and libvgpu.so need (found with ldd). It carries
+    neither libvgpu.so nor /etc/ld.so.preload nor /etc/vgpu: a claim's CDI spec mounts
+    those. `hook_build` is vgpu_hook's build dir (after `make -C vgpu_hook`). Raises
+    ImageBuildError (a missing library or build output) or OSError."""
+    harness = hook_build / "harness_dl"
+    fakes = [hook_build / "fake" / n for n in ("libcuda.so.1", "libnvidia-ml.so.1")]
+    libvgpu = hook_build / "libvgpu.so"
+    for f in (harness, *fakes, libvgpu):
+        if not f.is_file():
+            raise ImageBuildError(f"{f} is missing: run `make -C vgpu_hook`")
+    listed = subprocess.run([str(busybox), "--list"], capture_output=True, text=True,
+                            check=False, timeout=60)
+    if listed.returncode != 0:
+        raise ImageBuildError(f"{busybox} --list failed: {listed.stderr.strip()}")
+    files = {f"{HARNESS_DIR}/harness_dl": harness}
+    files.update({f"{_LIB_DIR}/{f.name}": f for f in fakes})
+    # libvgpu.so itself is mounted from the host; the libraries it needs are not.
+    libs = {str(p).strip("/"): p.resolve() for p in shared_libraries(libvgpu)}
+    entries = dynamic_entries({**files, **libs})
+    have = {e.path for e in entries}
+    entries += [e for e in busybox_entries(busybox, listed.stdout.split()) if e.path not in have]
+    return ImageSpec(ref=ref, entries=with_parents(entries), cmd=["sh"])

@@ -45,6 +45,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,7 +159,9 @@ class LocalNode:
         self.cgroup_root = f"vgpu-node-{tag}"
         self.subnet = f"10.88.{int(tag[:2], 16)}.0/24"
         self.kubelet_port = 0
+        self.kubelet_healthz_port = 0
         self.node_ip = ""
+        self._kubelet_argv: list[str] = []
 
     # ---- paths -----------------------------------------------------------------------
     @property
@@ -334,9 +337,16 @@ class LocalNode:
 
     def _import_images(self) -> None:
         for ref, archive in self.artifacts.images.items():
-            self._ctr("images", "import", "--platform", "linux/amd64", str(archive))
-            if ref not in self._ctr("images", "ls", "-q").stdout.split():
-                raise NodeError(f"importing {archive} did not create image {ref}")
+            self.import_image(ref, archive)
+
+    def import_image(self, ref: str, archive: Path) -> None:
+        """Import the OCI archive `archive` (images.write_oci_archive) into containerd's
+        k8s.io namespace, where the kubelet finds it as `ref` (pods must use
+        imagePullPolicy Never). Re-importing the same archive is a no-op. Raises
+        NodeError if ctr fails or the image is not there afterwards."""
+        self._ctr("images", "import", "--platform", "linux/amd64", str(archive))
+        if ref not in self._ctr("images", "ls", "-q").stdout.split():
+            raise NodeError(f"importing {archive} did not create image {ref}")
 
     def _write_cni_config(self) -> None:
         conf = {
@@ -377,6 +387,7 @@ class LocalNode:
         for h in self._cgroup_hierarchies():
             (h / self.cgroup_root).mkdir(exist_ok=True)
         self.kubelet_port = free_port()
+        self.kubelet_healthz_port = free_port()
         self.node_ip = host_ip()
         config: dict[str, Any] = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
@@ -385,7 +396,7 @@ class LocalNode:
             "port": self.kubelet_port,
             "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1",
-            "healthzPort": free_port(),
+            "healthzPort": self.kubelet_healthz_port,
             "cgroupDriver": "cgroupfs",
             "cgroupRoot": f"/{self.cgroup_root}",
             "failCgroupV1": False,
@@ -414,20 +425,39 @@ class LocalNode:
         }
         cfg = self.dir / "kubelet.yaml"
         cfg.write_text(yaml.safe_dump(config))
-        self._spawn(
-            "kubelet",
-            [
-                str(self.artifacts.bin_dir / "kubelet"),
-                f"--config={cfg}",
-                f"--kubeconfig={self.cluster.kubeconfig_for(node_identity_name(self.name))}",
-                f"--root-dir={root}",
-                f"--cert-dir={root / 'pki'}",
-                f"--hostname-override={self.name}",
-                f"--node-ip={self.node_ip}",
-                "--v=2",
-            ],
-            self._env(),
-        )
+        self._kubelet_argv = [
+            str(self.artifacts.bin_dir / "kubelet"),
+            f"--config={cfg}",
+            f"--kubeconfig={self.cluster.kubeconfig_for(node_identity_name(self.name))}",
+            f"--root-dir={root}",
+            f"--cert-dir={root / 'pki'}",
+            f"--hostname-override={self.name}",
+            f"--node-ip={self.node_ip}",
+            "--v=2",
+        ]
+        self._spawn("kubelet", self._kubelet_argv, self._env())
+
+    def restart_kubelet(self, timeout: float = 90) -> None:
+        """Stop the kubelet (SIGTERM, as a service manager would) and start it again
+        with the same configuration; containers keep running meanwhile. Returns once
+        the new kubelet's /healthz answers and the Node is Ready; raises NodeError
+        otherwise (the kubelet's log tail)."""
+        if not self._kubelet_argv:
+            raise NodeError("the kubelet was never started")
+        self._stop_process("kubelet")
+        self._spawn("kubelet", self._kubelet_argv, self._env())
+
+        def healthy() -> bool:
+            self._alive("kubelet")
+            url = f"http://127.0.0.1:{self.kubelet_healthz_port}/healthz"
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        _wait(healthy, timeout, "the restarted kubelet's /healthz", lambda: self.logs("kubelet"))
+        self._wait_ready()
 
     def _node(self) -> dict[str, Any] | None:
         try:
