@@ -4,20 +4,23 @@ production, so an identity `system:node:<name>` may publish ResourceSlices of it
 node and of no other.
 
 The requests are made directly with the kubelet's own token (driver name of the
-test's own, so nothing mixes with the session agent's slices). The node agent itself
-cannot run with node credentials yet: its capacity-mode probe dry-runs an allNodes
-slice (refused unless --mode is set) and its slice controller lists and watches
-slices without a spec.nodeName field selector (refused by the Node authorizer); both
-refusals are pinned below.
+test's own, so nothing mixes with the session agent's slices); then the node agent
+itself runs with those credentials: its capacity-mode probe is a slice of its own node
+and its slice controller lists and watches with a spec.nodeName selector, the only
+reads and writes both refusals below leave it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.integration import kube
+from tests.integration.test_slices import a100, inventory
+from tests.node.agent import NodeAgent
 from vgpu_dra.dev.localcluster.cluster import LocalCluster
 from vgpu_dra.dev.localnode.node import LocalNode, node_identity_name
 from vgpu_dra.kube.rest import ApiError, Rest
@@ -84,3 +87,38 @@ def test_node_identity_writes_only_its_own_slices(
     # Listing without a nodeName field selector (what the agent's slice controller
     # does today) is refused by the Node authorizer.
     _refused(lambda: as_node.request("GET", SLICES))
+
+
+def test_node_agent_runs_with_the_node_credentials(
+    node_cluster: LocalCluster,
+    node: LocalNode,
+    libvgpu: Path,
+    no_test_slices: Rest,
+    tmp_path: Path,
+) -> None:
+    """`--mode auto` and a watch-driven slice controller under the Node authorizer and
+    NodeRestriction: the probe and every list/watch stay within the agent's node (they
+    once were an allNodes slice and unfiltered reads, and the agent exited with 403)."""
+    inv = inventory(tmp_path / "inv.yaml", {node.name: [a100(count=1)]})
+    agent = NodeAgent(
+        node_cluster,
+        node,
+        inv,
+        libvgpu,
+        kubeconfig=node_cluster.kubeconfig_for(node_identity_name(node.name)),
+        driver=DRIVER,
+        register=False,
+        extra_args=("--mode", "auto"),
+    )
+    try:
+        agent.start()
+        kube.wait_for(
+            lambda: no_test_slices.get(
+                SLICES, [("fieldSelector", f"spec.driver={DRIVER},spec.nodeName={node.name}")]
+            )["items"],
+            30,
+            "the agent's slices, published with node credentials",
+        )
+        assert "403" not in agent.logs()
+    finally:
+        agent.cleanup()

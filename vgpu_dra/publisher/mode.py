@@ -16,14 +16,19 @@ from vgpu_dra.publisher.apply import SLICES
 log = logging.getLogger("vgpu_dra.controller")
 
 
-def probe_slice(driver_name: str) -> JSON:
+def probe_slice(driver_name: str, node_name: str | None = None) -> JSON:
+    """The dry-run probe. With `node_name` it is a slice of that node, the only kind a
+    node agent may write (NodeRestriction for node credentials, the chart's own
+    ResourceSlice policy for its ServiceAccount: both run for dry runs too); without
+    one (the cluster-wide controller) a slice for all nodes."""
+    scope: JSON = {"nodeName": node_name} if node_name else {"allNodes": True}
     return {
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceSlice",
         "metadata": {"generateName": "vgpu-dra-mode-probe-"},
         "spec": {
             "driver": driver_name,
-            "allNodes": True,
+            **scope,
             "pool": {"name": "vgpu-dra-mode-probe", "generation": 1, "resourceSliceCount": 1},
             "devices": [
                 {
@@ -53,9 +58,10 @@ def mode_from_response(obj: JSON) -> CapacityMode:
     return CapacityMode.CONSUMABLE if kept_flag and kept_policy else CapacityMode.REPLICAS
 
 
-def detect_mode(rest: Rest, driver_name: str) -> CapacityMode:
+def detect_mode(rest: Rest, driver_name: str, node_name: str | None = None) -> CapacityMode:
     """Raises ApiError if the dry run itself is refused (e.g. missing RBAC)."""
-    answer = rest.request("POST", SLICES, probe_slice(driver_name), query=[("dryRun", "All")])
+    probe = probe_slice(driver_name, node_name)
+    answer = rest.request("POST", SLICES, probe, query=[("dryRun", "All")])
     mode = mode_from_response(answer)
     log.info("capacity mode detected by server-side dry run: %s", mode.value)
     return mode

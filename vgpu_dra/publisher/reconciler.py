@@ -69,9 +69,16 @@ class SliceController:
         self.mode: CapacityMode | None = settings.mode
 
     # ---- one-shot ---------------------------------------------------------------------
+    def _scope(self) -> str | None:
+        """The one node this controller publishes for (a node agent), else None. A node
+        agent's reads and writes stay within its node: with node credentials the Node
+        authorizer refuses a list or watch of slices without a spec.nodeName selector,
+        and NodeRestriction (or the chart's policy) a probe of another scope."""
+        return next(iter(self._discoveries)) if len(self._discoveries) == 1 else None
+
     def resolve_mode(self) -> CapacityMode:
         if self.mode is None:
-            self.mode = detect_mode(self._rest, self._settings.slices.driver_name)
+            self.mode = detect_mode(self._rest, self._settings.slices.driver_name, self._scope())
         else:
             log.info("capacity mode set by configuration: %s", self.mode.value)
         if self._metrics:
@@ -96,7 +103,7 @@ class SliceController:
         node never blocks the others."""
         if self.mode is None:
             self.resolve_mode()
-        pools, _ = self._publisher.list()
+        pools, _ = self._publisher.list(self._scope())
         return [self.reconcile_pool(n, pools.get(n, [])) for n in sorted(self._discoveries)]
 
     def reconcile_pool(self, node: str, observed: list[ObservedSlice] | None = None) -> PoolResult:
@@ -178,13 +185,16 @@ class SliceController:
             try:
                 if self.mode is None:
                     self.resolve_mode()
-                pools, rv = self._publisher.list()
+                scope = self._scope()
+                pools, rv = self._publisher.list(scope)
                 for n in sorted(self._discoveries):
                     self.reconcile_pool(n, pools.get(n, []))
                 backoff = 1.0
                 resync_at = self._clock() + self._settings.resync_s
                 while not stop.is_set() and self._clock() < resync_at:
-                    for event in self._publisher.watch(rv, self._settings.watch_timeout_s):
+                    for event in self._publisher.watch(
+                        rv, self._settings.watch_timeout_s, node_name=scope
+                    ):
                         if event.get("type") == "ERROR":
                             raise ApiError(
                                 int(event["object"].get("code", 0)),

@@ -77,3 +77,15 @@ def test_probe_slice_is_a_dry_run_candidate() -> None:
 
 def test_probe_uses_the_driver_name() -> None:
     assert probe_slice("gpu.example.com")["spec"]["driver"] == "gpu.example.com"
+
+
+@pytest.mark.parametrize(
+    ("node", "scope"),
+    [("gpu-node-1", {"nodeName": "gpu-node-1"}), (None, {"allNodes": True})],
+    ids=["node-agent", "cluster-wide"],
+)
+def test_probe_scope(node: str | None, scope: dict[str, object]) -> None:
+    """A node agent probes with a slice of its own node: NodeRestriction and the chart's
+    ResourceSlice policy refuse anything else, dry run or not."""
+    spec = probe_slice("gpu.example.com", node)["spec"]
+    assert {k: spec[k] for k in ("nodeName", "allNodes") if k in spec} == scope
