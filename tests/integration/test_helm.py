@@ -30,10 +30,12 @@ from tests.integration import kube
 from tests.unit.node_agent.test_server import FakeDriver
 from vgpu_dra.__main__ import parser as cli_parser
 from vgpu_dra.api.inventory import SimulatedInventory
+from vgpu_dra.core.slices import DRIVER_NAME
 from vgpu_dra.dev.localcluster.cluster import ClusterError, LocalCluster
 from vgpu_dra.dev.localcluster.helm import ensure_helm
 from vgpu_dra.node_agent.health import HealthBoard
 from vgpu_dra.node_agent.server import PluginServer, SocketSettings
+from vgpu_dra.publisher.mode import probe_slice
 
 pytestmark = pytest.mark.integration
 
@@ -466,6 +468,13 @@ def test_policy_limits_node_agent_to_its_own_node(
         assert own.returncode == 0, own.stderr
         no_node = create(_slice("vap-own-2", "node-a"), None)
         assert no_node.returncode != 0 and "no node association" in no_node.stderr
+        # The node agent's capacity-mode probe (a dry run) passes the policy; the probe
+        # of the cluster-wide controller (all nodes) would not: it once was the agent's.
+        probe = probe_slice(DRIVER_NAME, "node-a") | {"metadata": {"name": "vap-probe"}}
+        assert create(probe, "node-a").returncode == 0
+        all_nodes = probe_slice(DRIVER_NAME) | {"metadata": {"name": "vap-probe-all"}}
+        denied = create(all_nodes, "node-a")
+        assert "may not write ResourceSlices without a nodeName" in denied.stderr, denied.stderr
         # an admin (or the cluster-wide controller) is not limited
         dra_cluster.kubectl("create", "--dry-run=server", "-f", str(tmp_path / "vap-other.json"))
     finally:
