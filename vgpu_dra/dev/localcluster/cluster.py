@@ -90,6 +90,19 @@ def _wait_until(
     raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}\n{logs()}")
 
 
+def log_tail(
+    name: str, path: Path, proc: subprocess.Popen[bytes] | None, lines: int = 40
+) -> str:
+    """The state of a child process and the last `lines` of its log file, for errors."""
+    state = (
+        "not started"
+        if proc is None
+        else ("running" if proc.poll() is None else f"exited {proc.returncode}")
+    )
+    tail = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+    return f"--- {name} ({state}), last {len(tail)} log lines:\n" + "\n".join(tail)
+
+
 class LocalCluster:
     """See the module docstring. Use as a context manager or call start()/stop()."""
 
@@ -347,15 +360,7 @@ class LocalCluster:
         log.close()
 
     def logs(self, name: str, lines: int = 40) -> str:
-        path = self.work_dir / f"{name}.log"
-        proc = self._procs.get(name)
-        state = (
-            "not started"
-            if proc is None
-            else ("running" if proc.poll() is None else f"exited {proc.returncode}")
-        )
-        tail = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
-        return f"--- {name} ({state}), last {len(tail)} log lines:\n" + "\n".join(tail)
+        return log_tail(name, self.work_dir / f"{name}.log", self._procs.get(name), lines)
 
     def _http_ok(self, url: str, token: str | None = None, insecure: bool = False) -> bool:
         for name, proc in self._procs.items():

@@ -54,7 +54,7 @@ from typing import Any, Self
 
 import yaml
 
-from vgpu_dra.dev.localcluster.cluster import Identity, LocalCluster, free_port
+from vgpu_dra.dev.localcluster.cluster import Identity, LocalCluster, free_port, log_tail
 from vgpu_dra.dev.localnode.build import NodeArtifacts
 from vgpu_dra.kube.rest import ApiError, Rest
 
@@ -239,15 +239,7 @@ class LocalNode:
         return env
 
     def logs(self, name: str, lines: int = 40) -> str:
-        path = self.dir / f"{name}.log"
-        proc = self._procs.get(name)
-        state = (
-            "not started"
-            if proc is None
-            else ("running" if proc.poll() is None else f"exited {proc.returncode}")
-        )
-        tail = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
-        return f"--- {name} ({state}), last {len(tail)} log lines:\n" + "\n".join(tail)
+        return log_tail(name, self.dir / f"{name}.log", self._procs.get(name), lines)
 
     def _alive(self, name: str) -> None:
         proc = self._procs[name]
