@@ -494,10 +494,25 @@ class HeldUsage:
     slots: int
 
 
-def collapse_usage(devices: PodDevices, init_count: int) -> dict[str, HeldUsage]:
+def collapse_usage(
+    devices: PodDevices,
+    init_count: int,
+    *,
+    init_done: bool = False,
+    sidecars: frozenset[int] = frozenset(),
+) -> dict[str, HeldUsage]:
     """HAMi's CollapseInitContainerUsage: per card, memory and cores are
     max(largest init container, sum of regular containers); slots are the number of
-    regular containers on the card, or 1 when only init containers use it."""
+    regular containers on the card, or 1 when only init containers use it.
+
+    `init_done` (every init container that is not a sidecar terminated successfully):
+    the steady state, HAMi's release of init-container usage: the regular containers'
+    usage plus that of the sidecars (the init containers at the indexes `sidecars`,
+    which keep running), so a pod's long-running footprint no longer holds its init
+    containers' peak."""
+    if init_done:
+        kept = [d for i, d in enumerate(devices) if i >= init_count or i in sidecars]
+        devices, init_count = tuple(kept), 0
     init_mem: dict[str, int] = {}
     init_cores: dict[str, int] = {}
     app_mem: Counter[str] = Counter()

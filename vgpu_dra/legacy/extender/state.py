@@ -79,6 +79,36 @@ def node_entry(obj: Mapping[str, Any], keys: ann.VendorKeys) -> NodeEntry:
     return NodeEntry(name, tuple(devices), cordoned=cordoned, pair_scores=scores)
 
 
+def sidecars(obj: Mapping[str, Any]) -> frozenset[int]:
+    """Indexes of the init containers that are sidecars (restartPolicy Always)."""
+    inits = _mapping(obj.get("spec")).get("initContainers") or []
+    return frozenset(
+        i
+        for i, c in enumerate(inits)
+        if isinstance(c, Mapping) and c.get("restartPolicy") == "Always"
+    )
+
+
+def init_done(obj: Mapping[str, Any]) -> bool:
+    """Every init container of the pod that is not a sidecar terminated with exit code
+    0 (HAMi's gate for releasing their usage). A sidecar (restartPolicy Always) never
+    terminates and is not waited for; its usage stays (see `sidecars`). False for a pod
+    without such init containers (nothing to release) and for a status it cannot read."""
+    spec = _mapping(obj.get("spec"))
+    inits = [c for c in spec.get("initContainers") or [] if isinstance(c, Mapping)]
+    waited = {str(c.get("name")) for c in inits if c.get("restartPolicy") != "Always"}
+    if not waited:
+        return False
+    statuses = _mapping(obj.get("status")).get("initContainerStatuses") or []
+    succeeded = {
+        str(st.get("name"))
+        for st in statuses
+        if isinstance(st, Mapping)
+        and _mapping(_mapping(st.get("state")).get("terminated")).get("exitCode") == 0
+    }
+    return waited <= succeeded
+
+
 def pod_entry(obj: Mapping[str, Any], keys: ann.VendorKeys) -> PodEntry | None:
     """The usage a pod holds, None when it holds none. Raises AnnotationError."""
     meta = _meta(obj)
@@ -90,7 +120,9 @@ def pod_entry(obj: Mapping[str, Any], keys: ann.VendorKeys) -> PodEntry | None:
     if _mapping(obj.get("status")).get("phase") in TERMINAL_PHASES:
         return None
     devices = ann.decode_pod_devices(str(value), keys.allocated)
-    held = pl.collapse_usage(devices, init_container_count(obj))
+    held = pl.collapse_usage(
+        devices, init_container_count(obj), init_done=init_done(obj), sidecars=sidecars(obj)
+    )
     return PodEntry(
         str(meta.get("uid", "")),
         str(meta.get("namespace", "")),

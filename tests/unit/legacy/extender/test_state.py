@@ -228,3 +228,77 @@ def test_prioritize_prefers_the_filtered_node_then_the_policy() -> None:
         h["host"]: h["score"] for h in ext.prioritize({"pod": other, "nodenames": ["n1", "n2"]})
     }
     assert spread["n1"] > spread["n2"]
+
+
+def _with_init_status(
+    p: dict[str, Any], *codes: int | None, sidecar: bool = False
+) -> dict[str, Any]:
+    """`p` (one init container per code) with init container statuses: a code is
+    `terminated` with that exit code, None is still running; `sidecar` marks the first
+    init container restartPolicy Always."""
+    if sidecar:
+        p["spec"]["initContainers"][0]["restartPolicy"] = "Always"
+    p["status"]["initContainerStatuses"] = [
+        {
+            "name": f"i{k}",
+            "state": {"running": {}} if c is None else {"terminated": {"exitCode": c}},
+        }
+        for k, c in enumerate(codes)
+    ]
+    return p
+
+
+@pytest.mark.parametrize(
+    ("make", "usedmem"),
+    [
+        pytest.param(
+            lambda: pod("p", "n1", "GPU-b,NVIDIA,5000,0:;GPU-b,NVIDIA,2000,0:;", init=1),
+            5000,
+            id="no-status",
+        ),
+        pytest.param(
+            lambda: _with_init_status(
+                pod("p", "n1", "GPU-b,NVIDIA,5000,0:;GPU-b,NVIDIA,2000,0:;", init=1), None
+            ),
+            5000,
+            id="init-running",
+        ),
+        pytest.param(
+            lambda: _with_init_status(
+                pod("p", "n1", "GPU-b,NVIDIA,5000,0:;GPU-b,NVIDIA,2000,0:;", init=1), 1
+            ),
+            5000,
+            id="init-failed",
+        ),
+        pytest.param(
+            lambda: _with_init_status(
+                pod("p", "n1", "GPU-b,NVIDIA,5000,0:;GPU-b,NVIDIA,2000,0:;", init=1), 0
+            ),
+            2000,
+            id="init-succeeded-released",
+        ),
+        pytest.param(
+            lambda: _with_init_status(
+                pod(
+                    "p",
+                    "n1",
+                    "GPU-b,NVIDIA,1000,0:;GPU-b,NVIDIA,5000,0:;GPU-b,NVIDIA,2000,0:;",
+                    init=2,
+                ),
+                None,
+                0,
+                sidecar=True,
+            ),
+            3000,
+            id="sidecar-keeps-its-share",
+        ),
+    ],
+)
+def test_init_container_usage_is_released_once_they_succeeded(make: Any, usedmem: int) -> None:
+    """HAMi releases init containers' usage when all of them (sidecars aside) exited 0:
+    the pod then holds its app containers' (and sidecars') usage."""
+    s = ClusterState(NV)
+    s.replace_nodes([node("n1")])
+    s.replace_pods([make()])
+    [n1], _ = s.node_states(["n1"])
+    assert n1.devices[1].usedmem == usedmem
