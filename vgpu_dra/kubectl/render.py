@@ -271,17 +271,19 @@ def explain_doc(pod: str, claims: Sequence[ClaimExplanation]) -> dict[str, Any]:
 
 # ---- top -------------------------------------------------------------------------------
 
-_UNITS: Final = (("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10))
+GI_FROM: Final = 10 << 30
 
 
 def human_bytes(n: int) -> str:
-    """Bytes in the largest binary unit they reach, with one decimal (truncated) unless
-    it is 0: 512 -> "512", 1024 -> "1Ki", 3000Mi -> "2.9Gi"."""
-    for suffix, factor in _UNITS:
+    """Bytes as kubectl top shows memory, rounded down: whole Mi (Ki, bytes below
+    1Mi), and from 10Gi on Gi with one decimal unless whole: 512 -> "512",
+    1536 -> "1Ki", 3000Mi -> "3000Mi", 80Gi -> "80Gi", 70.56Gi -> "70.5Gi"."""
+    if n >= GI_FROM:
+        whole, tenth = divmod(n * 10 // (1 << 30), 10)
+        return f"{whole}Gi" if tenth == 0 else f"{whole}.{tenth}Gi"
+    for suffix, factor in (("Mi", 1 << 20), ("Ki", 1 << 10)):
         if n >= factor:
-            tenths = n * 10 // factor
-            whole, frac = divmod(tenths, 10)
-            return f"{whole}{suffix}" if frac == 0 else f"{whole}.{frac}{suffix}"
+            return f"{n // factor}{suffix}"
     return str(n)
 
 

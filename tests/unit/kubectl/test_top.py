@@ -173,7 +173,7 @@ def test_top_shows_warnings_and_fails_only_when_nothing_was_read() -> None:
     text = app.top(app.Scraper(f, cast(Rest, rest)), f, None)
     assert text.splitlines() == [
         "NAMESPACE   POD    CONTAINER   NODE   GPU   MEMORY USED/LIMIT   MEMORY%",
-        "team-a      nb-0   -           n1     0     256Mi/1Gi           25%",
+        "team-a      nb-0   -           n1     0     256Mi/1024Mi        25%",
         "warning: pod vgpu-dra/b: Forbidden: no",
     ]
     rest.answers[proxy("a")] = ApiError(403, "Forbidden", "no")
@@ -425,8 +425,10 @@ def test_run_top_watch_until_ctrl_c(server: Server) -> None:
 
 @pytest.mark.parametrize(
     ("n", "text"),
-    [(0, "0"), (512, "512"), (1024, "1Ki"), (1536, "1.5Ki"), (3000 * MI, "2.9Gi"),
-     (1024 * MI, "1Gi"), (80 << 30, "80Gi"), (3 << 40, "3Ti"), (MI - 1, "1023.9Ki")],
+    [(0, "0"), (512, "512"), (1024, "1Ki"), (1536, "1Ki"), (MI - 1, "1023Ki"), (MI, "1Mi"),
+     (3000 * MI + 5, "3000Mi"), (1 << 30, "1024Mi"), ((10 << 30) - 1, "10239Mi"),
+     (10 << 30, "10Gi"), (80 << 30, "80Gi"), (int(70.56 * (1 << 30)), "70.5Gi"),
+     (3 << 40, "3072Gi")],
 )
 def test_human_bytes(n: int, text: str) -> None:
     assert render.human_bytes(n) == text
