@@ -6,18 +6,29 @@ kp-a's cards (a high-priority `train`, 70Gi + 60 cores, and `infer`, 70Gi). A th
 pod, `stuck`, asks for 20Gi of an A100 and stays pending. Node kp-legacy carries
 HAMi's registration annotation and a pod HAMi allocated on it.
 
-`cards` and `explain` must say exactly what the golden files say (regenerate with
-VGPU_DRA_UPDATE_GOLDEN=1 after checking the diff); the console script's exit codes
-are checked by running it.
+`top` reads a real node agent process (tests/integration/agent.py) on node kp-top
+through `--metrics-url` (the integration tier has no pods for the agents, so no pod
+proxy): the agent prepares a 3000Mi claim the real scheduler allocated, and the test
+writes the claim's shared region as libvgpu.so does, holding a slot's lock the way a
+live process in the container would.
+
+`cards`, `explain` and `top` must say exactly what the golden files say (regenerate
+with VGPU_DRA_UPDATE_GOLDEN=1 after checking the diff); the console script's exit
+codes are checked by running it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
+import signal
+import socket
+import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,7 +36,11 @@ from typing import Any
 import pytest
 
 from tests.integration import kube
+from tests.integration.agent import Agent, AgentDirs
 from tests.integration.test_slices import a100, controller, inventory
+from vgpu_dra.core import hook_abi
+from vgpu_dra.core.allocation import ClaimPaths
+from vgpu_dra.core.claims import ClaimRef
 from vgpu_dra.core.hami.annotations import NODE_REGISTER_NVIDIA, VGPU_NODE
 from vgpu_dra.dev.localcluster.cluster import LocalCluster
 from vgpu_dra.kube.rest import JSON, ApiError, Rest
@@ -190,6 +205,10 @@ def test_explain_names_each_reason(dra_cluster: LocalCluster, plugin_cluster: Re
         (["--context", "no-such-context", "cards"], 1),
         (["explain"], 2),
         (["cards", "-o", "xml"], 2),
+        (["top"], 1),  # no node agent pods in this cluster
+        (["top", "--metrics-url", "http://127.0.0.1:1/metrics"], 1),
+        (["top", "--interval", "1"], 2),
+        ([], 2),
     ],
 )
 def test_console_script_exit_codes(
@@ -201,3 +220,115 @@ def test_console_script_exit_codes(
                        timeout=60, check=False)
     assert p.returncode == code, p.stderr
     assert "\033[" not in p.stdout
+
+
+# ---- top: a real agent's /metrics ----------------------------------------------------------
+
+TOP_NS = "kp-top"
+MIB = 1 << 20
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _write_region(path: Path, limit: int, used: dict[int, int]) -> None:
+    """The claim's shared region as libvgpu.so lays it out (`core.hook_abi`): device
+    0's memory limit, and per slot a process (pid = 1000 + slot) holding `used` bytes
+    of device 0."""
+    data = bytearray(hook_abi.REGION_SIZE)
+    struct.pack_into("<IHHII", data, 0, hook_abi.REGION_MAGIC, hook_abi.REGION_MAJOR,
+                     hook_abi.REGION_MINOR, hook_abi.REGION_SIZE, hook_abi.MAX_DEVICES)
+    struct.pack_into("<Q", data, hook_abi.REGION_OFFSETS["limit"], limit)
+    for slot, nbytes in used.items():
+        per_device = [nbytes] + [0] * (hook_abi.MAX_DEVICES - 1)
+        struct.pack_into(hook_abi.SLOT_FORMAT, data, hook_abi.slot_offset(slot),
+                         1000 + slot, hook_abi.SLOT_ACTIVE, 0, 0, *per_device, 0, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def top_agent(dra_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[str]:
+    """A node agent on kp-top serving /metrics, with claim kp-top/notebook (3000Mi of
+    an A100, reserved for pod notebook-0) prepared, 1200Mi of it used by a live
+    process and 500Mi by a dead one (its slot lock not held: not counted). Yields the
+    agent's metrics URL."""
+    admin = dra_cluster.rest()
+    dra_cluster.create_node(TOP_NS)
+    kube.namespace(admin, TOP_NS)
+    inv = inventory(tmp_path_factory.mktemp("top") / "inv.yaml",
+                    {TOP_NS: [a100(uuid="GPU-kp-top-0", index=0)]})
+    port = _free_port()
+    dirs = AgentDirs()
+    agent = Agent(dra_cluster, inv, TOP_NS, dirs, extra=("--metrics-port", str(port)))
+    try:
+        obj = kube.claim(admin, TOP_NS, "notebook", capacity={"memory": "3000Mi", "cores": "30"})
+        kube.pod(admin, TOP_NS, "notebook-0", "notebook", TOP_NS)
+        kube.wait_for(lambda: kube.allocation(admin, TOP_NS, "notebook"), 30,
+                      "allocation of notebook")
+        ref = ClaimRef(TOP_NS, "notebook", obj["metadata"]["uid"])
+        res = agent.client.prepare([ref])[ref.uid]
+        assert res.error is None, res.error
+        region = Path(ClaimPaths.for_claim(str(dirs.claims), ref.uid).region)
+        _write_region(region, 3000 * MIB, {0: 1200 * MIB, 1: 500 * MIB})
+        live = os.open(region, os.O_RDWR)  # "the process in slot 0": holds its lock
+        try:
+            lock = struct.pack("hhxxxxqqixxxx", fcntl.F_WRLCK, os.SEEK_SET,
+                               hook_abi.slot_lock_offset(0), 1, 0)
+            fcntl.fcntl(live, fcntl.F_OFD_SETLK, lock)
+            yield f"http://127.0.0.1:{port}/metrics"
+        finally:
+            os.close(live)
+    finally:
+        agent.stop()
+        dirs.cleanup()
+
+
+TOP_CASES: list[tuple[str, list[str]]] = [
+    ("top_kp-top.txt", ["top", "-n", TOP_NS]),
+    ("top_kp-top_wide.txt", ["top", "kp-top", "-A", "-o", "wide"]),
+    ("top_kp-top.json", ["-o", "json", "top", "-n", TOP_NS]),
+]
+
+
+@pytest.mark.parametrize(("golden", "argv"), TOP_CASES, ids=[c[0] for c in TOP_CASES])
+def test_top_matches_golden(top_agent: str, golden: str, argv: list[str]) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    flags = app.parse([*argv, "--metrics-url", top_agent], {"HOME": "/nonexistent"})
+    assert app.run(flags, out, {}, err) == 0, err.getvalue()
+    _golden(golden, out.getvalue())
+
+
+def test_top_filters_by_namespace_and_node(top_agent: str) -> None:
+    for argv, expected in [
+        (["top", "-n", "default"], 'No GPU usage reported in namespace "default".\n'),
+        (["top", "-A", "kp-a"], "No GPU usage reported on node kp-a.\n"),
+    ]:
+        out = io.StringIO()
+        flags = app.parse([*argv, "--metrics-url", top_agent], {"HOME": "/nonexistent"})
+        assert app.run(flags, out, {}, io.StringIO()) == 0
+        assert out.getvalue() == expected
+
+
+def test_top_console_script_watch_appends_tables_until_interrupted(top_agent: str) -> None:
+    """Not a terminal: each refresh is printed below the last; SIGINT ends it with 0."""
+    script = Path(sys.executable).with_name("kubectl-vgpu")
+    p = subprocess.Popen([str(script), "top", "-A", "-w", "--interval", "0.5",
+                          "--metrics-url", top_agent],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        lines = [p.stdout.readline() for _ in range(5)]  # two tables: head, row, blank, ...
+        p.send_signal(signal.SIGINT)
+        rc = p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert rc == 0, p.stderr.read() if p.stderr else ""
+    assert lines[0].startswith("NAMESPACE") and lines[3] == lines[0] and lines[2] == "\n"
+    assert "\033[" not in "".join(lines)

@@ -170,6 +170,26 @@ class Rest:
     def get(self, path: str, query: Sequence[tuple[str, str]] = ()) -> JSON:
         return self.request("GET", path, query=query)
 
+    def get_text(self, path: str, accept: str = "text/plain", max_bytes: int = 16 << 20) -> str:
+        """GET `path` as text (e.g. a pod's /metrics through the API server's proxy).
+        Raises ApiError as `request` does, and (status 0) for an answer longer than
+        `max_bytes`, which is never read past that."""
+        headers = {**self._headers(None), "Accept": accept}
+        try:
+            r = self._pool.request("GET", self._url(path, ()), headers=headers,
+                                   preload_content=False, timeout=self._timeout)
+            try:
+                data = r.read(max_bytes + 1)
+            finally:
+                r.release_conn()
+        except urllib3.exceptions.HTTPError as e:
+            raise ApiError(0, "Unreachable", f"GET {path}: {e}") from None
+        if r.status >= 300:
+            raise _api_error(r.status, r.reason or "", data)
+        if len(data) > max_bytes:
+            raise ApiError(0, "TooLarge", f"GET {path}: answer longer than {max_bytes} bytes")
+        return data.decode(errors="replace")
+
     def watch(self, path: str, query: Sequence[tuple[str, str]], timeout_s: int) -> Iterator[JSON]:
         """Yield watch events ({type, object}) until the server ends the stream."""
         q = [*query, ("watch", "true"), ("timeoutSeconds", str(timeout_s))]

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from vgpu_dra.core.names import validate_namespace, validate_object_name
 from vgpu_dra.core.slices import DRIVER_NAME
+from vgpu_dra.core.usage_table import AGENT_SELECTOR
 from vgpu_dra.kube.rest import JSON, ApiError, Rest
 
 RESOURCE: str = "/apis/resource.k8s.io/v1"
@@ -91,3 +93,25 @@ def find_claim(rest: Rest, name: str) -> list[JSON]:
         rest, f"{RESOURCE}/resourceclaims", [("fieldSelector", f"metadata.name={name}")]
     )
 
+
+
+def agent_pods(rest: Rest, namespace: str | None, node: str | None = None) -> list[JSON]:
+    """The node agent pods (label `core.usage_table.AGENT_SELECTOR`), in `namespace`
+    or in every namespace when None; only `node`'s when given."""
+    q = [("labelSelector", AGENT_SELECTOR)]
+    if node is not None:
+        q.append(("fieldSelector", f"spec.nodeName={node}"))
+    path = f"/api/v1/namespaces/{_q(namespace)}/pods" if namespace else "/api/v1/pods"
+    return list_all(rest, path, q)
+
+
+def metrics_proxy_path(namespace: str, pod: str, port: int) -> str:
+    """`/api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy/metrics`: the pod's /metrics on
+    `port` through the API server. Raises ValueError for a name that is not a valid
+    namespace / pod name or a port outside 1..65535, so nothing but a name and a
+    number ever lands in the path (and each is quoted as one segment besides)."""
+    validate_namespace(namespace)
+    validate_object_name(pod, "pod name")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError(f"port {port!r} is not in 1..65535")
+    return f"/api/v1/namespaces/{_q(namespace)}/pods/{_q(pod)}:{port}/proxy/metrics"

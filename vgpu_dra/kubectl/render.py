@@ -1,8 +1,9 @@
 """Text, JSON and YAML of the plugin's answers (values in, strings out).
 
-Deterministic: the inputs are sorted by `core.occupancy`/`core.explain`, JSON and
-YAML keys are sorted, nothing carries a time. `Style` decides colour and bars; the
-caller turns them on only for a terminal without NO_COLOR.
+Deterministic: the inputs are sorted by `core.occupancy`, `core.explain` and
+`core.usage_table`, JSON and YAML keys are sorted, nothing carries a time. `Style`
+decides colour and bars; the caller turns them on only for a terminal without
+NO_COLOR.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import yaml
 from vgpu_dra.api.quantity import format_binary
 from vgpu_dra.core.explain import CardFit, ClaimExplanation, NodeFit, Reason, Request, RequestFit
 from vgpu_dra.core.occupancy import CardUsage, Occupancy, Tenant
+from vgpu_dra.core.usage_table import UsageRow, UsageTable
 
 API_VERSION: Final = "vgpu.hami.io/v1alpha1"
 BAR_WIDTH: Final = 20
@@ -264,4 +266,84 @@ def explain_doc(pod: str, claims: Sequence[ClaimExplanation]) -> dict[str, Any]:
             }
             for c in claims
         ],
+    }
+
+
+# ---- top -------------------------------------------------------------------------------
+
+GI_FROM: Final = 10 << 30
+
+
+def human_bytes(n: int) -> str:
+    """Bytes as kubectl top shows memory, rounded down: whole Mi (Ki, bytes below
+    1Mi), and from 10Gi on Gi with one decimal unless whole: 512 -> "512",
+    1536 -> "1Ki", 3000Mi -> "3000Mi", 80Gi -> "80Gi", 70.56Gi -> "70.5Gi"."""
+    if n >= GI_FROM:
+        whole, tenth = divmod(n * 10 // (1 << 30), 10)
+        return f"{whole}Gi" if tenth == 0 else f"{whole}.{tenth}Gi"
+    for suffix, factor in (("Mi", 1 << 20), ("Ki", 1 << 10)):
+        if n >= factor:
+            return f"{n // factor}{suffix}"
+    return str(n)
+
+
+def _percent(p: float | None) -> str:
+    """Whole percent, rounded down (never 100% before the limit is reached)."""
+    return "-" if p is None else f"{int(p)}%"
+
+
+def _compute(r: UsageRow) -> str:
+    if r.compute_used is None and r.compute_limit is None:
+        return "-"
+    if r.compute_limit is None:
+        return _percent(r.compute_used)
+    return f"{_percent(r.compute_used)}/{_percent(r.compute_limit)}"
+
+
+def top_text(t: UsageTable, all_namespaces: bool, wide: bool, empty: str) -> str:
+    """One row per container and device. NAMESPACE only with -A; COMPUTE USED/LIMIT
+    only when an agent reports compute; -o wide adds the card UUID. `empty` is the
+    line shown when there is no row."""
+    head = ["POD", "CONTAINER", "NODE", "GPU", "MEMORY USED/LIMIT", "MEMORY%"]
+    head = (["NAMESPACE"] if all_namespaces else []) + head
+    head += ["COMPUTE USED/LIMIT"] if t.compute else []
+    head += ["UUID"] if wide else []
+    rows = [head]
+    for r in t.rows:
+        limit = human_bytes(r.limit_bytes) if r.limit_bytes else "-"
+        row = [r.pod, r.container or "-", r.node, str(r.device_index),
+               f"{human_bytes(r.used_bytes)}/{limit}", _percent(r.memory_percent)]
+        row = ([r.namespace] if all_namespaces else []) + row
+        row += [_compute(r)] if t.compute else []
+        row += [r.device_uuid or "-"] if wide else []
+        rows.append(row)
+    out = table(rows) if t.rows else [empty]
+    out += [f"warning: {w}" for w in t.warnings]
+    return "\n".join(out) + "\n"
+
+
+def _round(p: float | None) -> float | None:
+    return None if p is None else round(p, 2)
+
+
+def top_doc(t: UsageTable) -> dict[str, Any]:
+    """The `-o json|yaml` document: bytes, percentages (2 decimals, null when unknown)."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "UsageList",
+        "items": [
+            {
+                "node": r.node,
+                "namespace": r.namespace,
+                "pod": r.pod,
+                "container": r.container,
+                "deviceIndex": r.device_index,
+                "deviceUUID": r.device_uuid,
+                "memory": {"used": r.used_bytes, "limit": r.limit_bytes,
+                           "percent": _round(r.memory_percent)},
+                "compute": {"used": _round(r.compute_used), "limit": _round(r.compute_limit)},
+            }
+            for r in t.rows
+        ],
+        "warnings": list(t.warnings),
     }

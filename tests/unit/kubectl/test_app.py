@@ -27,7 +27,6 @@ class Tty(io.StringIO):
         ["cards", "-o", "xml"],
         ["explain", "Bad_Name"],
         ["-n", "NS!", "cards"],
-        ["top"],
     ],
 )
 def test_usage_errors_exit_2(argv: list[str]) -> None:
