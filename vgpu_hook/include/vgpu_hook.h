@@ -249,6 +249,11 @@ struct vgpu_hook_info {
     char region_path[VGPU_PATH_MAX];
     uint32_t mem_fail_closed; /* bit d: device d refuses every allocation */
     uint32_t sm_fail_closed;  /* bit d: device d is at VGPU_SM_LIMIT_FAIL_CLOSED */
+    /* per device, the limiter (0 / unset before the first limited launch): */
+    uint32_t coord_rate[VGPU_MAX_DEVICES];  /* assigned rate in force; VGPU_RATE_UNSET: own */
+    uint32_t coord_nproc[VGPU_MAX_DEVICES]; /* processes the assigned rate is split between */
+    uint64_t peak_rate[VGPU_MAX_DEVICES];   /* measured full speed, cost units/s; 0: not yet */
+    uint64_t bucket_rate[VGPU_MAX_DEVICES]; /* bucket rate, cost units/s; 0: not throttled */
 };
 
 /* Fills *out with the effective configuration of this process (after the
