@@ -4,7 +4,9 @@
 #   cuMemAlloc_v2 (a 4 KiB allocation under a 64 GiB limit), cuMemFree_v2,
 #   cuLaunchKernel (no SM limit, and with an SM limit under the force policy
 #   while the fake device reports 0% busy: the limiter's full bookkeeping
-#   without sleeping).
+#   without sleeping; and coordinated: a node agent's fresh heartbeat and rate
+#   100 in the region, rewritten every 100 ms by a Python loop standing in for
+#   the agent, so every launch reads the clock, the rate and counts per device).
 # Each loop runs in its own function (vgpu_hook/tests/bench.c); callgrind counts
 # only inside it (--toggle-collect), after a warm-up call, at two loop lengths;
 # the difference divided by the difference in calls cancels fixed costs.
@@ -57,4 +59,32 @@ row "cuMemAlloc_v2 (limit set)" bench_alloc_loop "${MEM[@]}"
 row "cuMemFree_v2" bench_free_loop "${MEM[@]}"
 row "cuLaunchKernel (no SM limit)" bench_launch_loop "${MEM[@]}"
 row "cuLaunchKernel (SM limit, force, idle)" bench_launch_loop "${SM[@]}"
+
+# coordinated: the region exists (created by a first run), an "agent" keeps it fresh
+coord_count() {
+  local n=$1 region="$TMP/coord.region"
+  rm -f "$region"
+  env -i PATH="$PATH" LD_LIBRARY_PATH="$B/fake" LD_PRELOAD="$HOOK" \
+    CUDA_DEVICE_MEMORY_SHARED_CACHE="$region" LIBCUDA_LOG_LEVEL=0 "$B/bench" 1 >/dev/null
+  .venv/bin/python - "$region" <<'PY' &
+import sys, time
+from vgpu_dra.host.hook_region import write_coordinator
+for epoch in range(1, 3000):  # at most 5 minutes
+    write_coordinator(sys.argv[1], [100.0] * 16, epoch=epoch, heartbeat_ns=time.monotonic_ns())
+    time.sleep(0.1)
+PY
+  local agent=$!
+  env -i PATH="$PATH" LD_LIBRARY_PATH="$B/fake" LD_PRELOAD="$HOOK" \
+    CUDA_DEVICE_MEMORY_SHARED_CACHE="$region" LIBCUDA_LOG_LEVEL=0 \
+    valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" --toggle-collect=bench_launch_loop \
+    "$B/bench" "$n" >/dev/null 2>"$TMP/vg.log" || { kill "$agent"; cat "$TMP/vg.log" >&2; exit 1; }
+  kill "$agent"
+  wait "$agent" 2>/dev/null || true
+  callgrind_annotate "$TMP/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}'
+}
+ca=$(coord_count "$N1")
+cb=$(coord_count "$N")
+chooked=$(((cb - ca) / (N - N1)))
+cbase=$(per_call bench_launch_loop "" "${MEM[@]}")
+printf '%-40s %12d %12d %10d\n' "cuLaunchKernel (coordinated, rate 100)" "$cbase" "$chooked" $((chooked - cbase))
 echo "(N=$N and N=$N1 calls per loop; valgrind $(valgrind --version))"

@@ -77,13 +77,18 @@ PATH_MAX: Final = 256
 
 REGION_MAGIC: Final = 0x56475055
 REGION_MAJOR: Final = 1
-REGION_MINOR: Final = 0
+REGION_MINOR: Final = 1
 MAX_DEVICES: Final = 16
 MAX_PROCS: Final = 1024
 REGION_LOCK_BYTES: Final = 64
 SLOT_LOCK_BASE: Final = 0x10000000
 SLOT_FREE: Final = 0
 SLOT_ACTIVE: Final = 1
+# minor 1: the coordinator fields (vgpu_hook.h part 3)
+RATE_UNSET: Final = 0xFFFF
+RATE_FULL: Final = 10000
+COORD_STALE_NS: Final = 2_000_000_000
+COORD_PAUSE_MS: Final = 10
 
 SOURCE_NONE: Final = 0
 SOURCE_ENV: Final = 1
@@ -114,7 +119,13 @@ REGION_HEADER_FIELDS: Final[tuple[tuple[str, str, int], ...]] = (
     ("utilization_switch", "i", 1),
     ("proc_count", "i", 1),
     ("flags", "i", 1),
-    ("reserved", "Q", 16),
+    ("coord_heartbeat_ns", "Q", 1),
+    ("coord_epoch", "I", 1),
+    ("coord_flags", "I", 1),
+    ("assigned_rate", "H", MAX_DEVICES),
+    ("launch_count", "H", MAX_DEVICES),
+    ("throttled_ms", "H", MAX_DEVICES),
+    ("reserved", "Q", 2),
 )
 
 
@@ -599,6 +610,13 @@ class RegionSnapshot:
     proc_count: int
     flags: int
     procs: tuple[ProcSlot, ...]
+    # minor 1 (all zero in a minor-0 region: heartbeat 0 = never coordinated)
+    coord_heartbeat_ns: int = 0
+    coord_epoch: int = 0
+    coord_flags: int = 0
+    assigned_rate: tuple[int, ...] = (RATE_UNSET,) * MAX_DEVICES
+    launch_count: tuple[int, ...] = (0,) * MAX_DEVICES
+    throttled_ms: tuple[int, ...] = (0,) * MAX_DEVICES
 
 
 def _unpack(
@@ -656,9 +674,84 @@ def decode_region(data: bytes) -> RegionSnapshot:
         proc_count=h["proc_count"][0],
         flags=h["flags"][0],
         procs=tuple(procs),
+        coord_heartbeat_ns=h["coord_heartbeat_ns"][0],
+        coord_epoch=h["coord_epoch"][0],
+        coord_flags=h["coord_flags"][0],
+        assigned_rate=h["assigned_rate"],
+        launch_count=h["launch_count"],
+        throttled_ms=h["throttled_ms"],
     )
 
 
 def usage_by_device(procs: tuple[ProcSlot, ...]) -> tuple[int, ...]:
     """Per-device bytes used by the given slots (e.g. the live ones)."""
     return tuple(sum(p.used[d] for p in procs) for d in range(MAX_DEVICES))
+
+
+# ---------------------------------------------------------------------------
+# Coordinator fields (minor 1): what the node agent writes
+# ---------------------------------------------------------------------------
+
+_COUNTER_MOD: Final = 1 << 16
+
+
+def rate_to_field(rate: float | None) -> int:
+    """A rate in percent of the card (`core.isolation`: 0 paused .. 100 not throttled)
+    as the region stores it: hundredths of a percent, `RATE_UNSET` for None. Rates
+    above 100 are 100 (`RATE_FULL`); a positive rate never rounds down to a pause."""
+    if rate is None:
+        return RATE_UNSET
+    if rate != rate or rate < 0:  # NaN or negative: a bug upstream, never a pause
+        raise ValueError(f"rate {rate} is not a percentage")
+    if rate >= 100:
+        return RATE_FULL
+    hundredths = round(rate * 100)
+    return max(hundredths, 1) if rate > 0 else 0
+
+
+def field_to_rate(value: int) -> float | None:
+    """The inverse of `rate_to_field` (None = unset; >= RATE_FULL = 100)."""
+    if value == RATE_UNSET:
+        return None
+    return min(value, RATE_FULL) / 100.0
+
+
+def heartbeat_fresh(heartbeat_ns: int, now_ns: int) -> bool:
+    """The hook's rule: non-zero, not in the future, younger than COORD_STALE_NS."""
+    return heartbeat_ns != 0 and heartbeat_ns <= now_ns and now_ns - heartbeat_ns < COORD_STALE_NS
+
+
+def counter_delta(before: int, after: int) -> int:
+    """Increase of a 16-bit wrapping counter (launch_count, throttled_ms) between two
+    reads less than one wrap apart."""
+    return (after - before) % _COUNTER_MOD
+
+
+@dataclass(frozen=True)
+class FieldStore:
+    """One single-field store into the region: `code` is the struct code of the
+    field's type (H, I or Q), the store must be one aligned typed write."""
+
+    offset: int
+    code: str
+    value: int
+
+
+def encode_coordinator_fields(
+    rates: Sequence[float | None], *, epoch: int, heartbeat_ns: int
+) -> tuple[FieldStore, ...]:
+    """The stores the agent makes for one cycle, IN ORDER: every device's
+    `assigned_rate` (devices past `rates` are unset), then `coord_epoch`, then
+    `coord_heartbeat_ns` last, so a hook that sees the new heartbeat (acquire) sees
+    this cycle's rates too. Touches nothing but these fields (never the hook's
+    counters, the mutex, limits or slots)."""
+    if len(rates) > MAX_DEVICES:
+        raise ValueError(f"{len(rates)} rates for {MAX_DEVICES} devices")
+    if heartbeat_ns <= 0:
+        raise ValueError("heartbeat 0 means 'never written'")
+    values = [rate_to_field(r) for r in rates] + [RATE_UNSET] * (MAX_DEVICES - len(rates))
+    base = REGION_OFFSETS["assigned_rate"]
+    stores = [FieldStore(base + 2 * d, "H", v) for d, v in enumerate(values)]
+    stores.append(FieldStore(REGION_OFFSETS["coord_epoch"], "I", epoch % (1 << 32)))
+    stores.append(FieldStore(REGION_OFFSETS["coord_heartbeat_ns"], "Q", heartbeat_ns))
+    return tuple(stores)

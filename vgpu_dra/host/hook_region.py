@@ -1,28 +1,46 @@
-"""Reads the shared region of `libvgpu.so` for metrics (adapter: file I/O).
+"""Reads the shared region of `libvgpu.so` for metrics, and writes the coordinator
+fields for the node agent (adapter: file I/O).
 
 The layout and decoding live in `vgpu_dra.core.hook_abi`; this module opens the
 file, decodes it, and tells live processes from dead ones the way the library does:
 the owner of slot i holds an OFD write lock on byte `SLOT_LOCK_BASE + i` of the
 file, which the kernel drops when the process dies. The reader never takes the
 region's mutex and never writes; values are individually atomic, not a snapshot.
+
+`write_coordinator` is the only writer: it stores the minor-1 coordinator fields
+(`assigned_rate[]`, `coord_epoch`, `coord_heartbeat_ns`) and nothing else, each with
+one aligned typed store into a MAP_SHARED mapping, the heartbeat last (the order
+`hook_abi.encode_coordinator_fields` gives). Hooks read those fields concurrently
+without a lock; see vgpu_hook.h part 3 for why per-field atomicity is enough.
 """
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
+import mmap
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from vgpu_dra.core.hook_abi import (
     MAX_DEVICES,
+    REGION_HEADER_SIZE,
+    REGION_MAGIC,
+    REGION_MAJOR,
+    REGION_OFFSETS,
     ProcSlot,
+    RegionFormatError,
     RegionSnapshot,
     decode_region,
+    encode_coordinator_fields,
     slot_lock_offset,
     usage_by_device,
 )
+
+_CTYPE = {"H": ctypes.c_uint16, "I": ctypes.c_uint32, "Q": ctypes.c_uint64}
 
 # struct flock on Linux LP64: short l_type, short l_whence, off_t l_start,
 # off_t l_len, pid_t l_pid (+ padding)
@@ -80,3 +98,34 @@ def read_usage(path: str | Path) -> RegionUsage:
         os.close(fd)
     dead = tuple(p for p in snapshot.procs if p not in live)
     return RegionUsage(snapshot=snapshot, live=live, dead=dead)
+
+
+def write_coordinator(
+    path: str | Path, rates: Sequence[float | None], *, epoch: int, heartbeat_ns: int
+) -> None:
+    """Store one cycle's coordinator fields into the region at `path`: the rates
+    (percent per device, None = unset), then `epoch`, then `heartbeat_ns`
+    (CLOCK_MONOTONIC, e.g. `time.monotonic_ns()`).
+
+    Each store is a ctypes assignment of the field's own type at its aligned offset:
+    CPython's ctypes setters copy a fixed 2/4/8 bytes, which the compiler emits as a
+    single store, so a hook never reads a torn field. Nothing else in the file is
+    touched (not the mutex, limits, slots or the hook's counters), the file is never
+    resized. Raises RegionFormatError when the file is not an initialised region of
+    this major version (the hook initialises it under its flock, and its memset would
+    erase anything written before), OSError when it cannot be opened."""
+    stores = encode_coordinator_fields(rates, epoch=epoch, heartbeat_ns=heartbeat_ns)
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        if os.fstat(fd).st_size < REGION_HEADER_SIZE:
+            raise RegionFormatError(f"{path}: shorter than a region header")
+        with mmap.mmap(fd, REGION_HEADER_SIZE) as m:
+            magic, major = struct.unpack_from("<IH", m, REGION_OFFSETS["magic"])
+            if magic != REGION_MAGIC or major != REGION_MAJOR:
+                raise RegionFormatError(f"{path}: magic {magic:#x} major {major}")
+            for st in stores:
+                cell = _CTYPE[st.code].from_buffer(m, st.offset)
+                cell.value = st.value
+                del cell  # release the export before the mapping closes
+    finally:
+        os.close(fd)

@@ -140,16 +140,52 @@ extern "C" {
  * the process dies however it dies, in any PID namespace; a slot whose byte
  * is not locked belongs to a dead process and is reaped (its usage returned).
  * Usage is never subtracted below zero.
+ *
+ * Minor 1: the coordinator fields (in the header's former reserved space;
+ * minor-0 readers never look there). The node agent (the coordinator of the
+ * card, vgpu_dra/node_agent/coordinator.py) writes coord_heartbeat_ns,
+ * coord_epoch, coord_flags and assigned_rate; the hook writes launch_count and
+ * throttled_ms. Nobody takes the region mutex for them:
+ *   - every field is naturally aligned and at most 64 bits, written and read
+ *     with single atomic stores/loads (the agent: one typed store per field;
+ *     the hook: __atomic builtins), so no single field is ever torn;
+ *   - the agent writes the rates first, then coord_epoch (incremented), then
+ *     coord_heartbeat_ns last (release); the hook loads the heartbeat
+ *     (acquire) before a rate. A hook racing a write may see one device's new
+ *     rate beside another device's old one: both are assignments of
+ *     consecutive cycles, each valid on its own, so no cross-field snapshot is
+ *     needed (coord_epoch lets a reader that wants one retry);
+ *   - launch_count / throttled_ms are atomic adds, wrapping mod 2^16; the
+ *     agent reads them every 100 ms and takes differences mod 2^16.
+ * Clock: coord_heartbeat_ns is CLOCK_MONOTONIC of the host. The agent runs on
+ * the same host and kernel as every hook (containers share the host's
+ * monotonic clock; there is no time namespace in use), so both clocks agree.
+ * A heartbeat is FRESH while it is non-zero, not in the future and
+ * now - coord_heartbeat_ns < VGPU_COORD_STALE_NS (a heartbeat in the future,
+ * e.g. in a region file kept across a reboot, is stale). 0 = never written.
+ * A region created by the hook starts with heartbeat 0 and every rate unset.
+ * assigned_rate[d]: the duty cycle the hook enforces on device d, in
+ * hundredths of a percent: 0 = paused (no new launch is admitted; the hook
+ * re-reads the region every VGPU_COORD_PAUSE_MS), 1..9999 = throttled,
+ * >= VGPU_RATE_FULL = not throttled, VGPU_RATE_UNSET = no assignment. With a
+ * fresh heartbeat and a set rate, the rate is the whole truth for d (the
+ * hook's own limit, policy, utilization_switch and NVML feedback are the
+ * coordinator's inputs, not the hook's); otherwise the hook behaves as with a
+ * minor-0 region (its own limit and controller).
  */
 #define VGPU_REGION_MAGIC 0x56475055u
 #define VGPU_REGION_MAJOR 1
-#define VGPU_REGION_MINOR 0
+#define VGPU_REGION_MINOR 1
 #define VGPU_MAX_DEVICES 16
 #define VGPU_MAX_PROCS 1024
 #define VGPU_REGION_LOCK_BYTES 64
 #define VGPU_SLOT_LOCK_BASE 0x10000000
 #define VGPU_SLOT_FREE 0
 #define VGPU_SLOT_ACTIVE 1
+#define VGPU_RATE_UNSET 0xFFFF
+#define VGPU_RATE_FULL 10000
+#define VGPU_COORD_STALE_NS 2000000000
+#define VGPU_COORD_PAUSE_MS 10
 
 struct vgpu_proc_slot {
     int32_t pid;
@@ -175,7 +211,13 @@ struct vgpu_region {
     int32_t utilization_switch;
     int32_t proc_count;
     int32_t flags;
-    uint64_t reserved[16];
+    uint64_t coord_heartbeat_ns;
+    uint32_t coord_epoch;
+    uint32_t coord_flags;
+    uint16_t assigned_rate[VGPU_MAX_DEVICES];
+    uint16_t launch_count[VGPU_MAX_DEVICES];
+    uint16_t throttled_ms[VGPU_MAX_DEVICES];
+    uint64_t reserved[2];
     struct vgpu_proc_slot procs[VGPU_MAX_PROCS];
 };
 
@@ -207,6 +249,11 @@ struct vgpu_hook_info {
     char region_path[VGPU_PATH_MAX];
     uint32_t mem_fail_closed; /* bit d: device d refuses every allocation */
     uint32_t sm_fail_closed;  /* bit d: device d is at VGPU_SM_LIMIT_FAIL_CLOSED */
+    /* per device, the limiter (0 / unset before the first limited launch): */
+    uint32_t coord_rate[VGPU_MAX_DEVICES];  /* assigned rate in force; VGPU_RATE_UNSET: own */
+    uint32_t coord_nproc[VGPU_MAX_DEVICES]; /* processes the assigned rate is split between */
+    uint64_t peak_rate[VGPU_MAX_DEVICES];   /* measured full speed, cost units/s; 0: not yet */
+    uint64_t bucket_rate[VGPU_MAX_DEVICES]; /* bucket rate, cost units/s; 0: not throttled */
 };
 
 /* Fills *out with the effective configuration of this process (after the

@@ -329,6 +329,7 @@ VGPU_EXPORT int vgpu_hook_info(struct vgpu_hook_info *out)
     }
     vgpu_limiter_stats(&out->launches, &out->throttled_launches, &out->throttled_ns,
                        &out->samples);
+    vgpu_limiter_devices(out);
     snprintf(out->region_path, sizeof(out->region_path), "%s", vgpu_cfg.region_path);
     return 0;
 }

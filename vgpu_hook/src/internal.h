@@ -71,6 +71,38 @@ uint32_t vgpu_region_sm_limit(int dev);
 int vgpu_region_utilization_switch(void);
 int vgpu_region_is_shared(void);
 void vgpu_region_add_launch(uint64_t throttled_ns);
+/* Coordinator fields (minor 1; vgpu_hook.h part 3), inline for the launch
+ * path. The region mapping (NULL before vgpu_region_init). */
+extern struct vgpu_region *vgpu_region_map;
+/* The heartbeat is loaded with acquire ordering, so a rate loaded after it is
+ * at least as new as the agent's write that published it. 0 when never
+ * written (or no region). */
+static inline uint64_t vgpu_region_coord_heartbeat(void)
+{
+    struct vgpu_region *r = vgpu_region_map;
+    return VGPU_LIKELY(r != NULL) ? __atomic_load_n(&r->coord_heartbeat_ns, __ATOMIC_ACQUIRE) : 0;
+}
+/* dev must be 0..VGPU_MAX_DEVICES-1 and the region mapped (heartbeat seen). */
+static inline uint16_t vgpu_region_assigned_rate(int dev)
+{
+    return __atomic_load_n(&vgpu_region_map->assigned_rate[dev], __ATOMIC_RELAXED);
+}
+/* Per-device hook counters, atomic adds wrapping mod 2^16 (same conditions). */
+static inline void vgpu_region_count_device(int dev, uint16_t launches, uint16_t throttled_ms)
+{
+    struct vgpu_region *r = vgpu_region_map;
+    if (VGPU_UNLIKELY(r == NULL))
+        return;
+    if (launches)
+        __atomic_fetch_add(&r->launch_count[dev], launches, __ATOMIC_RELAXED);
+    if (throttled_ms)
+        __atomic_fetch_add(&r->throttled_ms[dev], throttled_ms, __ATOMIC_RELAXED);
+}
+/* Processes of this region active on `dev` since the previous call (a live
+ * slot whose launch counter moved and that holds memory on dev, this process
+ * counted when it launched), at least 1. `prev` keeps the launch counters
+ * between calls (VGPU_MAX_PROCS entries, caller-owned). Watcher thread only. */
+uint32_t vgpu_region_active_on(int dev, uint64_t *prev);
 void vgpu_region_after_fork_child(void);
 
 /* ---------------- alloc_table.c ---------------- */
@@ -115,12 +147,17 @@ int vgpu_pool_list(int dev, uint64_t *pools, int n);
 /* ---------------- ratelimit.c ---------------- */
 /* Pure limiter state for one device (tested by tests/test_ratelimit.c). */
 struct vgpu_rl {
-    uint32_t limit;        /* percent, 1..99 */
+    uint32_t limit;        /* percent, 1..99 (0: no own limit) */
     double rate;           /* allowed cost units per second; <= 0 = unthrottled */
     double tokens;         /* available cost units */
     uint64_t last_ns;      /* last refill time */
     uint64_t period_cost;  /* cost launched since the last sample */
     uint64_t period_start_ns;
+    /* coordinated mode (vgpu_rl_assign) */
+    uint32_t assigned;     /* hundredths of a percent in force; VGPU_RATE_UNSET = own controller */
+    double peak;           /* cost units per second when not held back; 0 = not measured yet */
+    int period_clean;      /* this period: unthrottled, no pause */
+    int prev_steady;       /* the previous period was clean, on time and had launches */
 };
 void vgpu_rl_init(struct vgpu_rl *rl, uint32_t limit, uint64_t now_ns);
 /* Takes `cost` units at time now; returns 0 if allowed now, else the
@@ -130,11 +167,29 @@ uint64_t vgpu_rl_take(struct vgpu_rl *rl, uint64_t cost, uint64_t now_ns);
  * container over the last period) taken at now_ns. */
 void vgpu_rl_sample(struct vgpu_rl *rl, uint32_t util, uint64_t now_ns);
 
+/* What the coordinator fields say for a device at now_ns (CLOCK_MONOTONIC):
+ * OWN (heartbeat absent, stale or in the future, or rate unset: the hook's
+ * own limit and controller), PAUSE (rate 0) or RATE (obey the rate). */
+enum { VGPU_COORD_OWN = 0, VGPU_COORD_PAUSE = 1, VGPU_COORD_RATE = 2 };
+int vgpu_coord_mode(uint64_t heartbeat_ns, uint16_t rate, uint64_t now_ns);
+/* Coordinated mode: sets the bucket for an assigned rate (hundredths of a
+ * percent, 1..VGPU_RATE_FULL) split between `nproc` processes, at now_ns.
+ * The rate is a duty cycle of this process's full speed `peak` (cost units
+ * per second it launched in steady periods in which it was not held back):
+ * bucket = peak * rate / VGPU_RATE_FULL / nproc. >= VGPU_RATE_FULL, or no peak
+ * measured yet, does not throttle. Call before every vgpu_rl_take. */
+void vgpu_rl_assign(struct vgpu_rl *rl, uint32_t rate, uint32_t nproc, uint64_t now_ns);
+/* A pause (rate 0) happened during the current period: it does not measure
+ * the peak. */
+void vgpu_rl_note_pause(struct vgpu_rl *rl);
+
 /* Runtime limiter (threads, NVML sampling). */
 void vgpu_limiter_launch(uint64_t cost, bool graph);
 void vgpu_limiter_stats(uint64_t *launches, uint64_t *throttled, uint64_t *throttled_ns,
                         uint64_t *samples);
 void vgpu_limiter_after_fork_child(void);
+/* Fills the per-device limiter fields of vgpu_hook_info. */
+void vgpu_limiter_devices(struct vgpu_hook_info *out);
 
 /* ---------------- entry.c ---------------- */
 struct vgpu_real {

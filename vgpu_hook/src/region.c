@@ -20,6 +20,7 @@ _Static_assert(sizeof(pthread_mutex_t) <= VGPU_REGION_LOCK_BYTES, "mutex fits");
 _Static_assert(offsetof(struct vgpu_region, lock) % 8 == 0, "mutex alignment");
 
 static struct vgpu_region *R;
+struct vgpu_region *vgpu_region_map; /* = R once initialised (internal.h) */
 static int R_fd = -1;
 static int R_shared;
 static int my_slot = -1;
@@ -131,6 +132,8 @@ static void init_region_locked(struct vgpu_region *r, const struct vgpu_config *
     }
     r->priority = cfg->priority;
     r->utilization_switch = 1;
+    for (int d = 0; d < VGPU_MAX_DEVICES; d++)
+        r->assigned_rate[d] = VGPU_RATE_UNSET; /* heartbeat 0: not coordinated */
     __atomic_store_n(&r->magic, VGPU_REGION_MAGIC, __ATOMIC_RELEASE);
 }
 
@@ -144,6 +147,7 @@ static void use_local(const struct vgpu_config *cfg)
     }
     init_region_locked(m, cfg);
     R = m;
+    __atomic_store_n(&vgpu_region_map, R, __ATOMIC_RELEASE);
     R_fd = -1;
     R_shared = 0;
 }
@@ -218,6 +222,7 @@ void vgpu_region_init(const struct vgpu_config *cfg)
     }
     flock(fd, LOCK_UN);
     R = r;
+    __atomic_store_n(&vgpu_region_map, R, __ATOMIC_RELEASE);
     R_fd = fd;
     R_shared = 1;
 }
@@ -358,6 +363,22 @@ void vgpu_region_add_launch(uint64_t throttled_ns)
     __atomic_fetch_add(&s->launches, 1, __ATOMIC_RELAXED);
     if (throttled_ns)
         __atomic_fetch_add(&s->throttled_ns, throttled_ns, __ATOMIC_RELAXED);
+}
+
+uint32_t vgpu_region_active_on(int dev, uint64_t *prev)
+{
+    uint32_t n = 0;
+    for (int i = 0; i < VGPU_MAX_PROCS; i++) {
+        struct vgpu_proc_slot *s = &R->procs[i];
+        uint64_t launches = __atomic_load_n(&s->launches, __ATOMIC_RELAXED);
+        bool moved = launches != prev[i];
+        prev[i] = launches;
+        if (!moved || __atomic_load_n(&s->status, __ATOMIC_RELAXED) != VGPU_SLOT_ACTIVE)
+            continue;
+        if (i != my_slot && __atomic_load_n(&s->used[dev], __ATOMIC_RELAXED) != 0)
+            n++;
+    }
+    return n + 1; /* and this process, which launches on dev */
 }
 
 __attribute__((destructor)) static void region_fini(void)

@@ -26,6 +26,12 @@ int main(void)
     OFF(vgpu_region, utilization_switch);
     OFF(vgpu_region, proc_count);
     OFF(vgpu_region, flags);
+    OFF(vgpu_region, coord_heartbeat_ns);
+    OFF(vgpu_region, coord_epoch);
+    OFF(vgpu_region, coord_flags);
+    OFF(vgpu_region, assigned_rate);
+    OFF(vgpu_region, launch_count);
+    OFF(vgpu_region, throttled_ms);
     OFF(vgpu_region, reserved);
     OFF(vgpu_region, procs);
     OFF(vgpu_proc_slot, pid);

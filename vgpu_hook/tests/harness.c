@@ -20,6 +20,9 @@
  *   threads:<path>:<n>:<bytes>       n threads allocate until refused
  *   launch:<path>:<kind>:<count>:<grid>  kind: kernel ex coop graph
  *   throttle:<path>:<kind>:<max_ms>:<grid>  launch until the hook throttles
+ *   pace:<path>:<kind>:<ms>:<grid>   launch for ms of CLOCK_MONOTONIC; prints
+ *                                    the cost admitted, the elapsed ns and
+ *                                    the current device's limiter state
  *   hookinfo | fakestat:<name> | signal | wait
  */
 #define _GNU_SOURCE
@@ -293,6 +296,13 @@ static unsigned long long fake_stat(const char *name)
     return f(name);
 }
 
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
 static uint64_t now_ms(void)
 {
     struct timespec ts;
@@ -485,6 +495,29 @@ int main(int argc, char **argv)
                    r, count, (unsigned long long)hi.throttled_launches,
                    (unsigned long long)hi.throttled_ns, (unsigned long long)hi.samples,
                    (unsigned long long)(now_ms() - start));
+        } else if (!strcmp(op, "pace") && nf == 5) {
+            void *fn = launch_fn(f[1], f[2]);
+            unsigned grid = (unsigned)atoi(f[4]);
+            uint64_t start = now_ns(), span = strtoull(f[3], NULL, 0) * 1000000ULL;
+            struct vgpu_hook_info before, hi;
+            memset(&before, 0, sizeof(before));
+            memset(&hi, 0, sizeof(hi));
+            hook_info(&before);
+            long count = 0;
+            CUresult r = CUDA_SUCCESS;
+            while (r == CUDA_SUCCESS && now_ns() - start < span) {
+                r = launch_once(fn, f[2], grid);
+                count++;
+            }
+            uint64_t elapsed = now_ns() - start;
+            hook_info(&hi);
+            int d = cur_dev();
+            printf("op=pace rc=%d launches=%ld cost=%llu elapsed_ns=%llu throttled=%llu "
+                   "samples=%llu coord_rate=%u nproc=%u peak=%llu bucket=%llu\n",
+                   r, count, (unsigned long long)count * grid, (unsigned long long)elapsed,
+                   (unsigned long long)(hi.throttled_launches - before.throttled_launches),
+                   (unsigned long long)hi.samples, hi.coord_rate[d], hi.coord_nproc[d],
+                   (unsigned long long)hi.peak_rate[d], (unsigned long long)hi.bucket_rate[d]);
         } else if (!strcmp(op, "hookinfo")) {
             struct vgpu_hook_info hi;
             if (hook_info(&hi) != 0) {

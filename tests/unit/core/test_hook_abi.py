@@ -102,6 +102,10 @@ def test_constants_match_the_header() -> None:
         "VGPU_SLOT_LOCK_BASE": hook_abi.SLOT_LOCK_BASE,
         "VGPU_SLOT_FREE": hook_abi.SLOT_FREE,
         "VGPU_SLOT_ACTIVE": hook_abi.SLOT_ACTIVE,
+        "VGPU_RATE_UNSET": hook_abi.RATE_UNSET,
+        "VGPU_RATE_FULL": hook_abi.RATE_FULL,
+        "VGPU_COORD_STALE_NS": hook_abi.COORD_STALE_NS,
+        "VGPU_COORD_PAUSE_MS": hook_abi.COORD_PAUSE_MS,
         "VGPU_PROC_SLOT_SIZE": hook_abi.SLOT_SIZE,
         "VGPU_REGION_HEADER_SIZE": hook_abi.REGION_HEADER_SIZE,
         "VGPU_REGION_SIZE": hook_abi.REGION_SIZE,
@@ -389,3 +393,103 @@ def test_offsets() -> None:
         hook_abi.slot_offset(hook_abi.MAX_PROCS)
     with pytest.raises(ValueError, match="outside"):
         hook_abi.slot_lock_offset(-1)
+
+
+# ------------------------------------------------------- coordinator fields (minor 1)
+
+
+def test_coordinator_fields_fit_the_former_reserved_space() -> None:
+    """Minor 1 only carved the header's old `reserved[16]`: every minor-0 offset and
+    the header size are unchanged, so minor-0 readers are unaffected."""
+    start = hook_abi.REGION_OFFSETS["coord_heartbeat_ns"]
+    assert start == hook_abi.REGION_OFFSETS["flags"] + 4
+    assert hook_abi.REGION_HEADER_SIZE - start == 16 * 8
+    assert hook_abi.REGION_HEADER_SIZE == 552
+    for name in ("assigned_rate", "launch_count", "throttled_ms"):
+        assert hook_abi.REGION_OFFSETS[name] % 2 == 0
+    assert hook_abi.REGION_OFFSETS["coord_heartbeat_ns"] % 8 == 0
+    assert hook_abi.REGION_OFFSETS["coord_epoch"] % 4 == 0
+
+
+@pytest.mark.parametrize(
+    ("rate", "field"),
+    [
+        (None, hook_abi.RATE_UNSET),
+        (0.0, 0),
+        (0.001, 1),  # a positive rate never becomes a pause
+        (30.0, 3000),
+        (33.333, 3333),
+        (99.99, 9999),
+        (100.0, hook_abi.RATE_FULL),
+        (250.0, hook_abi.RATE_FULL),
+    ],
+)
+def test_rate_to_field(rate: float | None, field: int) -> None:
+    assert hook_abi.rate_to_field(rate) == field
+
+
+@pytest.mark.parametrize("rate", [-1.0, float("nan")])
+def test_rate_to_field_rejects(rate: float) -> None:
+    with pytest.raises(ValueError, match="percentage"):
+        hook_abi.rate_to_field(rate)
+
+
+@pytest.mark.parametrize(
+    ("field", "rate"),
+    [(hook_abi.RATE_UNSET, None), (0, 0.0), (3000, 30.0), (10000, 100.0), (12000, 100.0)],
+)
+def test_field_to_rate(field: int, rate: float | None) -> None:
+    assert hook_abi.field_to_rate(field) == rate
+
+
+@pytest.mark.parametrize(
+    ("heartbeat", "now", "fresh"),
+    [
+        (0, 10**12, False),  # never written
+        (10**12, 10**12, True),
+        (10**12, 10**12 + hook_abi.COORD_STALE_NS - 1, True),
+        (10**12, 10**12 + hook_abi.COORD_STALE_NS, False),
+        (10**12 + 1, 10**12, False),  # in the future (a file from before a reboot)
+    ],
+)
+def test_heartbeat_fresh(heartbeat: int, now: int, fresh: bool) -> None:
+    assert hook_abi.heartbeat_fresh(heartbeat, now) is fresh
+
+
+@pytest.mark.parametrize(("before", "after", "delta"), [(5, 9, 4), (65530, 4, 10), (7, 7, 0)])
+def test_counter_delta_wraps(before: int, after: int, delta: int) -> None:
+    assert hook_abi.counter_delta(before, after) == delta
+
+
+def test_encoded_coordinator_fields_decode_and_are_ordered() -> None:
+    stores = hook_abi.encode_coordinator_fields([30.0, 0.0, None], epoch=7, heartbeat_ns=123)
+    # rates first, epoch, heartbeat LAST (the hook's acquire load pairs with it)
+    assert [s.offset for s in stores[-2:]] == [
+        hook_abi.REGION_OFFSETS["coord_epoch"],
+        hook_abi.REGION_OFFSETS["coord_heartbeat_ns"],
+    ]
+    data = _region()
+    for s in stores:
+        struct.pack_into("<" + s.code, data, s.offset, s.value)
+    snap = hook_abi.decode_region(bytes(data))
+    assert snap.coord_heartbeat_ns == 123
+    assert snap.coord_epoch == 7
+    assert snap.assigned_rate[:3] == (3000, 0, hook_abi.RATE_UNSET)
+    assert set(snap.assigned_rate[3:]) == {hook_abi.RATE_UNSET}
+    # only coordinator fields are touched
+    touched = {s.offset for s in stores}
+    lo = hook_abi.REGION_OFFSETS["coord_heartbeat_ns"]
+    hi = hook_abi.REGION_OFFSETS["launch_count"]
+    assert all(lo <= off < hi for off in touched)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"rates": [1.0] * 17, "epoch": 1, "heartbeat_ns": 1}, "devices"),
+        ({"rates": [1.0], "epoch": 1, "heartbeat_ns": 0}, "never written"),
+    ],
+)
+def test_encode_coordinator_fields_rejects(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        hook_abi.encode_coordinator_fields(**kwargs)  # type: ignore[arg-type]

@@ -90,3 +90,49 @@ def test_not_a_region(tmp_path: Path) -> None:
         hook_region.read_usage(path)
     with pytest.raises(FileNotFoundError):
         hook_region.read_region(tmp_path / "absent")
+
+
+# ----------------------------------------------------------- coordinator writer
+
+
+def test_write_coordinator_touches_only_the_coordinator_fields(tmp_path: Path) -> None:
+    path = tmp_path / "region"
+    _write_region(path, {3: (42, [7])})
+    before = bytearray(path.read_bytes())
+    counters = hook_abi.REGION_OFFSETS["launch_count"]
+    struct.pack_into("<H", before, counters, 65535)  # a hook's counter: must survive
+    path.write_bytes(before)
+    hook_region.write_coordinator(path, [30.0, 0.0], epoch=9, heartbeat_ns=12345)
+    after = path.read_bytes()
+    lo = hook_abi.REGION_OFFSETS["coord_heartbeat_ns"]
+    assert len(after) == len(before)
+    assert after[:lo] == before[:lo]
+    assert after[counters:] == before[counters:]
+    snap = hook_region.read_region(path)
+    assert snap.coord_heartbeat_ns == 12345
+    assert snap.coord_epoch == 9
+    assert snap.assigned_rate[:3] == (3000, 0, hook_abi.RATE_UNSET)
+    assert snap.launch_count[0] == 65535
+    assert snap.coord_flags == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "shorter"),
+        (bytes(hook_abi.REGION_SIZE), "magic 0x0"),  # not initialised by a hook yet
+    ],
+)
+def test_write_coordinator_refuses_what_is_not_a_region(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "region"
+    path.write_bytes(content)
+    with pytest.raises(hook_abi.RegionFormatError, match=message):
+        hook_region.write_coordinator(path, [30.0], epoch=1, heartbeat_ns=1)
+    assert path.read_bytes() == content
+
+
+def test_write_coordinator_needs_the_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        hook_region.write_coordinator(tmp_path / "absent", [30.0], epoch=1, heartbeat_ns=1)
