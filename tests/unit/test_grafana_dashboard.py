@@ -16,6 +16,7 @@ from vgpu_dra.controller.allocation_collector import AllocationCollector
 from vgpu_dra.core.checkpoint import Checkpoint
 from vgpu_dra.kube.rest import Rest
 from vgpu_dra.legacy.extender.metrics import ExtenderMetrics
+from vgpu_dra.node_agent.coordinator import CoordinatorView
 from vgpu_dra.node_agent.metrics import PluginMetrics, UsageCollector
 from vgpu_dra.publisher.metrics import ControllerMetrics
 from vgpu_dra.webhook.metrics import AdmissionMetrics
@@ -46,7 +47,9 @@ def _families(tmp: Path) -> Iterator[Metric]:
     PluginMetrics(reg)
     ExtenderMetrics(reg)
     AdmissionMetrics(reg)
-    reg.register(UsageCollector("n", tmp, lambda: Checkpoint(boot_id="")))
+    reg.register(
+        UsageCollector("n", tmp, lambda: Checkpoint(boot_id=""), lambda: CoordinatorView())
+    )
     yield from reg.collect()
     yield from AllocationCollector(cast(Rest, _NoApi())).describe()
 

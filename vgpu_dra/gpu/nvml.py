@@ -1,6 +1,7 @@
 """NVIDIA discovery through NVML (nvidia-ml-py, imported as `pynvml`).
 
-Implements `discovery.Discovery`. The NVML module and the sysfs reader are
+Implements `discovery.Discovery` and `discovery.UtilizationSource` (per-process
+samples for the compute coordinator). The NVML module and the sysfs reader are
 constructor arguments, so tests pass a fake module that raises real
 `pynvml.NVMLError` subclasses and never need a GPU or the driver library.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +32,7 @@ import pynvml
 
 from vgpu_dra.core import pci, versions
 from vgpu_dra.core.model import Card, NodeInventory
+from vgpu_dra.gpu.discovery import CardUtilization, ProcessSample, UtilizationError
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,9 @@ class NvmlModule(Protocol):
     def nvmlDeviceGetMemoryInfo(self, handle: Any) -> Any: ...  # noqa: N802
     def nvmlDeviceGetPciInfo(self, handle: Any) -> Any: ...  # noqa: N802
     def nvmlDeviceGetCudaComputeCapability(self, handle: Any) -> tuple[int, int]: ...  # noqa: N802
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> Any: ...  # noqa: N802
+    def nvmlDeviceGetProcessUtilization(self, handle: Any, since_us: int) -> Any: ...  # noqa: N802
+    def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Any: ...  # noqa: N802
 
 
 class PciSysfs(Protocol):
@@ -129,6 +135,9 @@ class NvmlDiscovery:
         self._node_name = node_name
         self._nvml: NvmlModule = nvml if nvml is not None else pynvml
         self._sysfs: PciSysfs = sysfs if sysfs is not None else HostSysfs()
+        self._sampling = False  # nvmlInit done for process_utilization (kept)
+        self._handles: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
     def discover(self) -> NodeInventory:
         problems: list[str] = []
@@ -145,6 +154,45 @@ class NvmlDiscovery:
             except self._nvml.NVMLError as exc:
                 problems.append(f"NVML: nvmlShutdown: {_describe(exc)}")
         return NodeInventory(self._node_name, cards, tuple(problems))
+
+    def process_utilization(self, uuid: str, since_us: int) -> CardUtilization:
+        """`UtilizationSource`: `nvmlDeviceGetProcessUtilization(handle, since_us)`
+        (host pids) and `nvmlDeviceGetUtilizationRates(handle).gpu`.
+
+        NVML is initialised at the first call and stays initialised (nvmlInit is
+        reference-counted, so `discover()`'s init/shutdown pairs do not undo it);
+        handles are cached by uuid and dropped on any error, so a card that comes back
+        is looked up again. NVML_ERROR_NOT_FOUND ("no sample newer than since_us") is
+        an empty result. Any other NVML error raises UtilizationError naming the call.
+        One caller thread at a time (a lock serialises callers)."""
+        nvml = self._nvml
+        with self._lock:
+            try:
+                if not self._sampling:
+                    nvml.nvmlInit()
+                    self._sampling = True
+                handle = self._handles.get(uuid)
+                if handle is None:
+                    handle = self._handles[uuid] = nvml.nvmlDeviceGetHandleByUUID(uuid)
+                try:
+                    raw = nvml.nvmlDeviceGetProcessUtilization(handle, since_us)
+                except nvml.NVMLError as exc:
+                    if _error_name(exc) != "NVML_ERROR_NOT_FOUND":
+                        raise
+                    raw = []
+                device = nvml.nvmlDeviceGetUtilizationRates(handle)
+            except nvml.NVMLError as exc:
+                self._handles.pop(uuid, None)
+                raise UtilizationError(f"NVML utilization of {uuid}: {_describe(exc)}") from exc
+        samples = sorted(
+            (
+                ProcessSample(int(r.pid), int(r.timeStamp), int(r.smUtil))
+                for r in raw
+                if int(r.timeStamp) > since_us
+            ),
+            key=lambda x: (x.timestamp_us, x.pid),
+        )
+        return CardUtilization(tuple(samples), float(device.gpu))
 
     def _discover_cards(self, problems: list[str]) -> tuple[Card, ...]:
         driver = self._driver_version(problems)

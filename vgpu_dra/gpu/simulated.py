@@ -18,6 +18,7 @@ from vgpu_dra.api.inventory import SimulatedInventory
 from vgpu_dra.core import inventory
 from vgpu_dra.core.inventory import InventoryError, Issue
 from vgpu_dra.core.model import NodeInventory
+from vgpu_dra.gpu.discovery import CardUtilization
 from vgpu_dra.host.files import read_user_file
 
 __all__ = [
@@ -78,7 +79,7 @@ class InventoryFile:
 
 class SimulatedDiscovery:
     """Simulated discovery of one node from an InventoryFile (or a path). Implements
-    `Discovery`.
+    `Discovery` and `UtilizationSource` (no samples).
 
     Each `discover()` re-reads the file (see InventoryFile), so an edited inventory
     is served at the next call. A file that became invalid, or that no longer defines
@@ -104,6 +105,11 @@ class SimulatedDiscovery:
 
     def discover(self) -> NodeInventory:
         return self._file.node(self._node)
+
+    def process_utilization(self, uuid: str, since_us: int) -> CardUtilization:
+        """`UtilizationSource`: a simulated card runs no process, so no samples and
+        no known utilization (the coordinator then decides from region counters)."""
+        return CardUtilization()
 
 
 def load_inventory(path: str | Path) -> SimulatedInventory:

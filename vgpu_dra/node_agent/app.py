@@ -18,16 +18,18 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from vgpu_dra.cli.options import float_option, int_option
 from vgpu_dra.core.allocation import device_name
+from vgpu_dra.core.checkpoint import Checkpoint
 from vgpu_dra.core.claims import ClaimRef, DeviceHealth
 from vgpu_dra.core.prepare import PrepareSettings
 from vgpu_dra.core.slices import CapacityMode, SliceSettings
 from vgpu_dra.gpu.backend import open_discoveries
-from vgpu_dra.gpu.discovery import Discovery
+from vgpu_dra.gpu.discovery import Discovery, UtilizationSource
 from vgpu_dra.gpu.flags import add_discovery_arguments, add_node_argument, node_name
 from vgpu_dra.gpu.nvidia_cdi import detect_nvidia_cdi_kind
 from vgpu_dra.kube.claims import get_claim
 from vgpu_dra.kube.flags import add_kubeconfig_argument
 from vgpu_dra.kube.rest import Rest
+from vgpu_dra.node_agent.coordinator import Coordinator
 from vgpu_dra.node_agent.driver import NO_HOOK, DriverSettings, VGpuDriver
 from vgpu_dra.node_agent.health import HealthBoard
 from vgpu_dra.node_agent.metrics import PluginMetrics, UsageCollector
@@ -37,6 +39,8 @@ from vgpu_dra.publisher.metrics import ControllerMetrics
 from vgpu_dra.publisher.reconciler import ControllerSettings, SliceController
 
 log = logging.getLogger("vgpu_dra.node_agent")
+
+COORDINATOR_CHOICES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,16 @@ class NodeAgentSettings:
     controller: ControllerSettings
     health_interval_s: float = 10.0
     metrics_port: int = 0
+    compute_coordinator: str = "auto"  # auto (on with NVML) | on | off
+
+
+def coordinator_enabled(setting: str, use_nvml: bool) -> bool:
+    """`--compute-coordinator`: `auto` runs it exactly when cards come from NVML (a
+    simulated inventory has no processes to measure)."""
+    if setting not in COORDINATOR_CHOICES:
+        raise ValueError(f"--compute-coordinator {setting!r}: want one of {COORDINATOR_CHOICES}")
+    return setting == "on" or (setting == "auto" and use_nvml)
+
 
 
 def device_health(
@@ -116,7 +130,15 @@ def run(
         step_hook,
         PluginMetrics(registry),
     )
-    registry.register(UsageCollector(s.node_name, s.driver.claims_host_dir, driver.read_checkpoint))
+    coordinator = _coordinator(s, discovery, driver.read_checkpoint)
+    registry.register(
+        UsageCollector(
+            s.node_name,
+            s.driver.claims_host_dir,
+            driver.read_checkpoint,
+            coordinator.view if coordinator is not None else None,
+        )
+    )
     board = HealthBoard()
     seen: dict[str, DeviceHealth] = {}
     now = clock or time.time
@@ -128,6 +150,8 @@ def run(
     server.start()
     loop = threading.Thread(target=ctl.run, args=(stop,), name="slice-controller", daemon=True)
     loop.start()
+    if coordinator is not None:
+        coordinator.start()
     log.info(
         "node agent for %s up: mode %s, DRA socket %s",
         s.node_name,
@@ -138,12 +162,25 @@ def run(
         while not stop.wait(s.health_interval_s):
             board.set(device_health(discovery, s.controller.slices, mode, seen, int(now())))
     finally:
+        if coordinator is not None:
+            coordinator.stop()  # no more heartbeats: the hooks fall back within 2 s
         server.stop()
         # The controller thread may sit in a watch read for up to watch_timeout_s; its
         # API writes are atomic, so it is not waited for beyond a short grace (daemon).
         loop.join(timeout=1.0)
         log.info("node agent for %s stopped", s.node_name)
     return 0
+
+
+def _coordinator(
+    s: NodeAgentSettings, discovery: Discovery, load: Callable[[], Checkpoint]
+) -> Coordinator | None:
+    if not coordinator_enabled(s.compute_coordinator, s.use_nvml):
+        return None
+    if not isinstance(discovery, UtilizationSource):
+        log.warning("compute coordinator off: the discovery backend reports no utilization")
+        return None
+    return Coordinator(s.driver.claims_host_dir, load, discovery)
 
 
 def add_arguments(p: argparse.ArgumentParser, cmd: str = "kubelet-plugin") -> None:
@@ -200,6 +237,12 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str = "kubelet-plugin") -> No
         p, "--health-interval-seconds", env="VGPU_DRA_HEALTH_INTERVAL", default=10, lo=0.1, hi=3600
     )
     int_option(p, "--metrics-port", env="VGPU_DRA_METRICS_PORT", default=0, lo=0, hi=65535)
+    p.add_argument(
+        "--compute-coordinator",
+        choices=COORDINATOR_CHOICES,
+        default=os.environ.get("VGPU_DRA_COMPUTE_COORDINATOR", "auto"),
+        help="per-card compute isolation loop: auto = on with --nvml, off when simulated",
+    )
     slice_flags.add_slice_arguments(p)
 
 
@@ -247,6 +290,7 @@ def main(ns: argparse.Namespace) -> int:
             ),
             health_interval_s=ns.health_interval_seconds,
             metrics_port=ns.metrics_port,
+            compute_coordinator=ns.compute_coordinator,
         ),
         step_hook=hook,
     )

@@ -13,6 +13,15 @@ Two parts:
   container using it: `pod` is the first pod the claim is reserved for and `container`
   is empty.
 
+With the compute coordinator running (`coordinator.Coordinator`), its last cycle's
+decision per container and card, under the same labels: the observed utilization
+(`hami_container_device_utilization_ratio`, HAMi's name, read by `kubectl vgpu
+top`), the share and the hook's rate (`vgpu_dra_container_assigned_share_ratio`,
+`vgpu_dra_container_assigned_rate_ratio`), the rule (`..._coordinator_reason`, 1 with
+a `reason` label), the learnt gain, and `vgpu_dra_coordinator_cycle_errors_total`.
+The SM limit (`vgpu_dra_container_core_limit_ratio`, 100 = none) comes from the
+region, coordinator or not.
+
 Scrapes never raise: an unreadable checkpoint or region is skipped and counted in
 `vgpu_dra_usage_read_errors_total`.
 """
@@ -24,13 +33,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.checkpoint import COMPLETED, Checkpoint
 from vgpu_dra.core.hook_abi import RegionFormatError
 from vgpu_dra.host.hook_region import read_usage
+from vgpu_dra.node_agent.coordinator import CoordinatorView
 
 log = logging.getLogger("vgpu_dra.node_agent")
 
@@ -72,9 +82,14 @@ class UsageCollector(Collector):
     """Scrape-time metrics from the checkpoint and the claims' shared regions."""
 
     def __init__(
-        self, node: str, claims_dir: Path, load_checkpoint: Callable[[], Checkpoint]
+        self,
+        node: str,
+        claims_dir: Path,
+        load_checkpoint: Callable[[], Checkpoint],
+        coordinator: Callable[[], CoordinatorView] | None = None,
     ) -> None:
         self._node = node
+        self._coordinator = coordinator
         self._claims_dir = claims_dir
         self._load = load_checkpoint
         self._errors = 0
@@ -93,6 +108,11 @@ class UsageCollector(Collector):
         device_mem = GaugeMetricFamily(
             "hami_container_device_memory_bytes",
             "Device memory used by the container (same as hami_vgpu_memory_used_bytes)",
+            labels=[*_LABELS, "zone"],
+        )
+        core_limit = GaugeMetricFamily(
+            "vgpu_dra_container_core_limit_ratio",
+            "SM limit of the container in percent of the card (100 = none)",
             labels=[*_LABELS, "zone"],
         )
         prepared = GaugeMetricFamily(
@@ -132,6 +152,8 @@ class UsageCollector(Collector):
                 used.add_metric(labels, value)
                 device_mem.add_metric(labels, value)
                 limit.add_metric(labels, usage.limit(i) or entry.memory_by_card.get(uuid, 0))
+                sm = usage.snapshot.sm_limits[i] if i < len(usage.snapshot.sm_limits) else 0
+                core_limit.add_metric(labels, sm if 0 < sm < 100 else 100)
         for uuid, nbytes in sorted(per_card.items()):
             card_mem.add_metric([self._node, uuid], nbytes)
         errors = GaugeMetricFamily(
@@ -139,4 +161,50 @@ class UsageCollector(Collector):
             "Checkpoint or region reads that failed during scrapes",
             value=self._errors,
         )
-        yield from (used, limit, device_mem, prepared, card_mem, errors)
+        yield from (used, limit, device_mem, core_limit, prepared, card_mem, errors)
+        if self._coordinator is not None:
+            yield from coordinator_metrics(self._coordinator())
+
+
+def coordinator_metrics(view: CoordinatorView) -> tuple[Metric, ...]:
+    """The compute coordinator's last decisions as metric families (module docstring)."""
+    labels = [*_LABELS, "zone"]
+    used = GaugeMetricFamily(
+        "hami_container_device_utilization_ratio",
+        "Compute used by the container in percent of the card (newest NVML window)",
+        labels=labels,
+    )
+    share = GaugeMetricFamily(
+        "vgpu_dra_container_assigned_share_ratio",
+        "Share of the card the coordinator gives the container, percent",
+        labels=labels,
+    )
+    rate = GaugeMetricFamily(
+        "vgpu_dra_container_assigned_rate_ratio",
+        "Rate the hook enforces for the container (duty cycle, percent; 0 = paused)",
+        labels=labels,
+    )
+    reason = GaugeMetricFamily(
+        "vgpu_dra_container_coordinator_reason",
+        "1 for the rule that set the container's share (label reason)",
+        labels=[*labels, "reason"],
+    )
+    gain = GaugeMetricFamily(
+        "vgpu_dra_container_coordinator_gain",
+        "Card percent one rate percent buys for the container (learnt)",
+        labels=labels,
+    )
+    for t in view.tenants:
+        lv = [t.namespace, t.pod, "", str(t.vdevice_index), t.device_uuid, "vGPU"]
+        if t.observed is not None:
+            used.add_metric(lv, t.observed)
+        share.add_metric(lv, t.assignment.share)
+        rate.add_metric(lv, t.assignment.rate)
+        reason.add_metric([*lv, t.assignment.reason.value], 1)
+        gain.add_metric(lv, t.assignment.gain)
+    errors = CounterMetricFamily(
+        "vgpu_dra_coordinator_cycle_errors",
+        "Coordinator errors (checkpoint, region, NVML, /proc), cycles continue",
+        value=view.errors,
+    )
+    return (used, share, rate, reason, gain, errors)

@@ -9,7 +9,12 @@ from typing import Any
 import pynvml
 import pytest
 
-from vgpu_dra.gpu.discovery import Discovery
+from vgpu_dra.gpu.discovery import (
+    Discovery,
+    ProcessSample,
+    UtilizationError,
+    UtilizationSource,
+)
 from vgpu_dra.gpu.nvml import NvmlDiscovery
 
 A100 = "NVIDIA A100-SXM4-80GB"
@@ -25,6 +30,9 @@ class FakeGpu:
     cc: tuple[int, int] = (8, 0)
     numa: int | None = 0  # None: NVML_ERROR_NOT_SUPPORTED
     fail: dict[str, int] = field(default_factory=dict)  # NVML call name -> error code
+    # (pid, timestamp_us, smUtil) samples NVML holds, and the device's utilization
+    samples: list[tuple[int, int, int]] = field(default_factory=list)
+    util: int = 0
 
 
 class FakeNvml:
@@ -115,6 +123,28 @@ class FakeNvml:
     def nvmlDeviceGetCudaComputeCapability(self, handle: Any) -> tuple[int, int]:
         self._check("nvmlDeviceGetCudaComputeCapability", handle)
         return self._gpu(handle).cc
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> Any:
+        self._check("nvmlDeviceGetHandleByUUID")
+        for i, g in enumerate(self.gpus):
+            if g.uuid == uuid:
+                return i
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+
+    def nvmlDeviceGetProcessUtilization(self, handle: Any, since_us: int) -> Any:
+        self._check("nvmlDeviceGetProcessUtilization", handle)
+        rows = [
+            SimpleNamespace(pid=p, timeStamp=t, smUtil=u, memUtil=0)
+            for p, t, u in self._gpu(handle).samples
+            if t > since_us
+        ]
+        if not rows:  # what the driver answers when nothing is newer
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+        return rows
+
+    def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Any:
+        self._check("nvmlDeviceGetUtilizationRates", handle)
+        return SimpleNamespace(gpu=self._gpu(handle).util, memory=0)
 
     def nvmlDeviceGetNumaNodeId(self, handle: Any) -> int:
         self._check("nvmlDeviceGetNumaNodeId", handle)
@@ -373,3 +403,63 @@ def test_real_gpu() -> None:
         assert card.uuid.startswith(("GPU-", "MIG-")) and card.memory_bytes > 0
         assert card.pci_bus_id and card.driver_version and card.compute_capability
     assert [c.index for c in inv.cards] == list(range(len(inv.cards)))
+
+
+# ---- process_utilization (the compute coordinator's one NVML call) --------------------
+
+
+def _sampling_gpu() -> FakeGpu:
+    return FakeGpu(
+        "GPU-a",
+        "00000000:3B:00.0",
+        samples=[(200, 1_000, 40), (100, 1_000, 30), (100, 2_000, 50)],
+        util=85,
+    )
+
+
+@pytest.mark.parametrize(
+    ("since", "want"),
+    [
+        (0, [(100, 1_000, 30), (200, 1_000, 40), (100, 2_000, 50)]),  # oldest first
+        (1_000, [(100, 2_000, 50)]),  # only newer than since
+        (2_000, []),  # NVML_ERROR_NOT_FOUND: nothing new, not an error
+    ],
+)
+def test_process_utilization_returns_host_pid_samples(
+    since: int, want: list[tuple[int, int, int]]
+) -> None:
+    fake = FakeNvml([_sampling_gpu()])
+    d = NvmlDiscovery("n", nvml=fake, sysfs=FakeSysfs())
+    assert isinstance(d, UtilizationSource)
+    got = d.process_utilization("GPU-a", since)
+    assert got.samples == tuple(ProcessSample(*w) for w in want)
+    assert got.device_util == 85.0
+    d.process_utilization("GPU-a", since)
+    assert fake.inits == 1  # initialised once, kept across calls
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "nvmlDeviceGetHandleByUUID",
+        "nvmlDeviceGetProcessUtilization",
+        "nvmlDeviceGetUtilizationRates",
+    ],
+)
+def test_process_utilization_errors_name_the_call_and_recover(call: str) -> None:
+    fake = FakeNvml([_sampling_gpu()], fail={call: pynvml.NVML_ERROR_GPU_IS_LOST})
+    gpu = fake.gpus[0]
+    if call != "nvmlDeviceGetHandleByUUID":
+        gpu.fail = {call: pynvml.NVML_ERROR_GPU_IS_LOST}
+        fake.fail = {}
+    d = NvmlDiscovery("n", nvml=fake, sysfs=FakeSysfs())
+    with pytest.raises(UtilizationError, match="GPU-a: NVML_ERROR_GPU_IS_LOST"):
+        d.process_utilization("GPU-a", 0)
+    fake.fail, gpu.fail = {}, {}
+    assert d.process_utilization("GPU-a", 0).device_util == 85.0
+
+
+def test_process_utilization_unknown_card_is_an_error() -> None:
+    d = NvmlDiscovery("n", nvml=FakeNvml([_sampling_gpu()]), sysfs=FakeSysfs())
+    with pytest.raises(UtilizationError, match="GPU-zzz"):
+        d.process_utilization("GPU-zzz", 0)

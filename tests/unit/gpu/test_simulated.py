@@ -423,3 +423,12 @@ def test_example_inventory() -> None:
     assert len({c.uuid for n in nodes.values() for c in n.cards}) == sum(
         len(n.cards) for n in nodes.values()
     )
+
+
+def test_simulated_cards_report_no_process_utilization(tmp_path: Path) -> None:
+    from vgpu_dra.gpu.discovery import CardUtilization, UtilizationSource
+
+    backend = SimulatedDiscovery.from_file(write(tmp_path, GOOD), "gpu-node-1")
+    assert isinstance(backend, UtilizationSource)
+    uuid = backend.discover().cards[0].uuid
+    assert backend.process_utilization(uuid, 0) == CardUtilization()

@@ -124,3 +124,70 @@ def test_call_metrics() -> None:
     assert got[("vgpu_dra_claims_total", (("method", "prepare"), ("result", "ok")))] == 3
     assert got[("vgpu_dra_claims_total", (("method", "prepare"), ("result", "error")))] == 1
     assert got[("vgpu_dra_kubelet_call_seconds_count", (("method", "prepare"),))] == 1
+
+
+def test_core_limit_comes_from_the_region(tmp_path: Path) -> None:
+    import struct
+
+    from vgpu_dra.core import hook_abi
+    from vgpu_dra.core.usage_table import COMPUTE_LIMIT
+
+    region = tmp_path / UID / "cache" / "vgpu.cache"
+    region.parent.mkdir(parents=True)
+    _write_region(region, {})
+    data = bytearray(region.read_bytes())
+    struct.pack_into("<I", data, hook_abi.REGION_OFFSETS["sm_limit"], 30)  # device 0 only
+    region.write_bytes(bytes(data))
+    registry = CollectorRegistry()
+    registry.register(UsageCollector("node-1", tmp_path, _checkpoint))
+    got = {
+        dict(labels)["device_uuid"]: v
+        for (n, labels), v in _samples(registry).items()
+        if n == COMPUTE_LIMIT
+    }
+    assert got == {"GPU-aaa": 30, "GPU-bbb": 100}  # 0 = no limit = the whole card
+
+
+def test_coordinator_decisions_per_container(tmp_path: Path) -> None:
+    from vgpu_dra.core.isolation import Assignment, Reason
+    from vgpu_dra.core.usage_table import COMPUTE_USED
+    from vgpu_dra.node_agent.coordinator import CoordinatorView, TenantView
+
+    def tenant(
+        dev: int, uuid: str, reason: Reason, share: float, observed: float | None
+    ) -> TenantView:
+        a = Assignment(f"{UID}/{dev}", reason, share, share / 2, True, 2.0, observed)
+        return TenantView(UID, "team-a", "notebook-0", dev, uuid, 30, a, observed)
+
+    view = CoordinatorView(
+        (
+            tenant(0, "GPU-aaa", Reason.LIMIT, 30.0, 28.0),
+            tenant(1, "GPU-bbb", Reason.HELD, 0.0, None),
+        ),
+        errors=3,
+    )
+    registry = CollectorRegistry()
+    registry.register(UsageCollector("node-1", tmp_path, _checkpoint, lambda: view))
+    got = _samples(registry)
+    base = (("container", ""), ("namespace", "team-a"), ("pod", "notebook-0"), ("zone", "vGPU"))
+
+    def key(
+        name: str, dev: int, uuid: str, *extra: tuple[str, str]
+    ) -> tuple[str, tuple[tuple[str, str], ...]]:
+        labels = (*base, ("device_uuid", uuid), ("vdevice_index", str(dev)), *extra)
+        return (name, tuple(sorted(labels)))
+
+    assert got[key(COMPUTE_USED, 0, "GPU-aaa")] == 28.0
+    assert key(COMPUTE_USED, 1, "GPU-bbb") not in got  # nothing observed yet
+    assert got[key("vgpu_dra_container_assigned_share_ratio", 0, "GPU-aaa")] == 30.0
+    assert got[key("vgpu_dra_container_assigned_rate_ratio", 0, "GPU-aaa")] == 15.0
+    assert got[key("vgpu_dra_container_coordinator_gain", 0, "GPU-aaa")] == 2.0
+    assert got[key("vgpu_dra_container_coordinator_reason", 0, "GPU-aaa", ("reason", "limit"))] == 1
+    assert got[key("vgpu_dra_container_coordinator_reason", 1, "GPU-bbb", ("reason", "held"))] == 1
+    assert got[("vgpu_dra_coordinator_cycle_errors_total", ())] == 3
+
+
+def test_no_coordinator_no_decision_metrics(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    registry.register(UsageCollector("node-1", tmp_path, _checkpoint))
+    assert not [k for k in _samples(registry) if "coordinator" in k[0]]

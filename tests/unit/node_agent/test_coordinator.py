@@ -1,0 +1,354 @@
+"""vgpu_dra.node_agent.coordinator: the loop over real region files in tmp_path, a fake
+/proc tree, a fake NVML sample source (implemented here, not a patch of our code) and
+a fake clock. The decisions themselves are `core.isolation`'s (tested there); these
+tests check what the shell feeds it and writes back."""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.unit.host.test_hook_region import _write_region
+from vgpu_dra.core import checkpoint as ckpt
+from vgpu_dra.core import hook_abi
+from vgpu_dra.core.claims import PreparedDevice
+from vgpu_dra.core.isolation import Reason
+from vgpu_dra.gpu.discovery import CardUtilization, ProcessSample, UtilizationError
+from vgpu_dra.host import hook_region
+from vgpu_dra.node_agent.coordinator import Coordinator, ProcReader
+
+A = "0b6e2d1c-1111-4222-8333-00000000000a"
+B = "0b6e2d1c-1111-4222-8333-00000000000b"
+CARD = "GPU-aaa"
+T0_NS = 5_000_000_000_000  # monotonic
+WALL0_US = 1_700_000_000_000_000
+PID_A, PID_B, PID_OTHER = 101, 202, 303
+
+
+@dataclass
+class Clock:
+    ns: int = T0_NS
+    wall: int = WALL0_US
+
+    def mono(self) -> int:
+        return self.ns
+
+    def wall_us(self) -> int:
+        return self.wall
+
+    def tick(self, ms: int = 100) -> None:
+        self.ns += ms * 1_000_000
+        self.wall += ms * 1_000
+
+
+@dataclass
+class FakeSamples:
+    """A `UtilizationSource`: per call, the next scripted answer (samples by pid ->
+    percent, stamped just before the clock's wall time) or error; `during` runs inside
+    the call (to change the world mid-cycle)."""
+
+    clock: Clock
+    script: list[dict[int, int] | UtilizationError] = field(default_factory=list)
+    device_util: float = 90.0
+    calls: list[tuple[str, int]] = field(default_factory=list)
+    during: Callable[[], None] | None = None
+
+    def process_utilization(self, uuid: str, since_us: int) -> CardUtilization:
+        self.calls.append((uuid, since_us))
+        if self.during is not None:
+            self.during()
+        got = self.script.pop(0) if self.script else {}
+        if isinstance(got, UtilizationError):
+            raise got
+        ts = self.clock.wall - 10_000
+        return CardUtilization(
+            tuple(ProcessSample(pid, ts, u) for pid, u in sorted(got.items())), self.device_util
+        )
+
+
+def _region(path: Path, sm_limit: int, launches: int = 0, priority: int = 1) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_region(path, {0: (1, [0])})
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, hook_abi.REGION_OFFSETS["sm_limit"], sm_limit)
+    struct.pack_into("<i", data, hook_abi.REGION_OFFSETS["priority"], priority)
+    struct.pack_into("<H", data, hook_abi.REGION_OFFSETS["launch_count"], launches)
+    path.write_bytes(bytes(data))
+
+
+def _set_launches(path: Path, value: int) -> None:
+    with path.open("r+b") as f:
+        f.seek(hook_abi.REGION_OFFSETS["launch_count"])
+        f.write(struct.pack("<H", value))
+
+
+class World:
+    """Claims A (limit 30) and B (limit 60) on one card, their regions, a fake /proc
+    where PID_A maps A's region, PID_B maps B's and PID_OTHER maps neither."""
+
+    def __init__(self, tmp: Path, limits: dict[str, int] | None = None) -> None:
+        self.claims = tmp / "claims"
+        self.proc = tmp / "proc"
+        self.clock = Clock()
+        self.source = FakeSamples(self.clock)
+        self.loads = 0
+        self.limits = limits or {A: 30, B: 60}
+        cp = ckpt.empty("boot")
+        for uid in self.limits:
+            dev = PreparedDevice(("gpu",), "node-1", "gpu-0", ("vgpu.hami.io/gpu=x",), "s1")
+            cp = ckpt.started(
+                cp,
+                uid,
+                "team",
+                f"claim-{uid[-1]}",
+                (dev,),
+                "x.json",
+                {},
+                (CARD,),
+                (f"pod-{uid[-1]}",),
+            )
+            cp = ckpt.completed(cp, uid, (dev,))
+            _region(self.region(uid), self.limits[uid])
+        self.cp = cp
+        owners: tuple[tuple[int, str | None], ...] = ((PID_A, A), (PID_B, B), (PID_OTHER, None))
+        for pid, owner in owners:
+            self._proc(pid, owner)
+
+    def region(self, uid: str) -> Path:
+        return self.claims / uid / "cache" / "vgpu.cache"
+
+    def _proc(self, pid: int, uid: str | None) -> None:
+        d = self.proc / str(pid)
+        d.mkdir(parents=True)
+        lines = ["7f0000000000-7f0000001000 r-xp 00000000 fd:01 42 /usr/lib/libc.so.6"]
+        if uid is not None:
+            st = self.region(uid).stat()
+            dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}"
+            lines.append(f"7f0000002000-7f0000003000 rw-s 00000000 {dev} {st.st_ino} /cache")
+        (d / "maps").write_text("\n".join(lines) + "\n")
+
+    def load(self) -> ckpt.Checkpoint:
+        self.loads += 1
+        return self.cp
+
+    def coordinator(self) -> Coordinator:
+        return Coordinator(
+            self.claims,
+            self.load,
+            self.source,
+            proc_root=self.proc,
+            clock_ns=self.clock.mono,
+            wall_us=self.clock.wall_us,
+        )
+
+    def written(self, uid: str) -> tuple[float | None, int, int]:
+        snap = hook_region.read_region(self.region(uid))
+        return (
+            hook_abi.field_to_rate(snap.assigned_rate[0]),
+            snap.coord_epoch,
+            snap.coord_heartbeat_ns,
+        )
+
+
+@pytest.mark.parametrize(
+    ("samples", "want"),
+    [
+        # both busy: each gets exactly its limit
+        ({PID_A: 30, PID_B: 60}, {A: (30.0, Reason.LIMIT), B: (60.0, Reason.LIMIT)}),
+        # A alone, default policy: not throttled; idle B is ready at its limit
+        ({PID_A: 95}, {A: (100.0, Reason.LONE), B: (60.0, Reason.IDLE)}),
+        # a process outside every region is busy: A keeps its limit beside it
+        ({PID_A: 30, PID_OTHER: 50}, {A: (30.0, Reason.LIMIT), B: (60.0, Reason.IDLE)}),
+        # no samples, no counters moved: both idle at their ready rate (alone: 100)
+        ({}, {A: (100.0, Reason.IDLE), B: (100.0, Reason.IDLE)}),
+    ],
+)
+def test_one_cycle_writes_rates_and_a_fresh_heartbeat(
+    tmp_path: Path, samples: dict[int, int], want: dict[str, tuple[float, Reason]]
+) -> None:
+    w = World(tmp_path)
+    w.source.script = [samples]
+    c = w.coordinator()
+    c.cycle()
+    for uid, (rate, _reason) in want.items():
+        got_rate, epoch, heartbeat = w.written(uid)
+        assert got_rate == rate
+        assert epoch == 1
+        assert heartbeat == T0_NS
+        assert hook_abi.heartbeat_fresh(heartbeat, w.clock.ns)
+    view = {t.claim_uid: t for t in c.view().tenants}
+    assert {u: (t.assignment.rate, t.assignment.reason) for u, t in view.items()} == want
+    assert view[A].sm_limit == 30
+    assert (view[A].namespace, view[A].pod, view[A].device_uuid) == ("team", "pod-a", CARD)
+    assert c.errors == 0
+    # NVML was asked for the last second's samples of the card, once
+    assert w.source.calls == [(CARD, WALL0_US - 1_000_000)]
+
+
+def test_next_cycle_asks_only_for_newer_samples_and_bumps_the_epoch(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    w.source.script = [{PID_A: 30, PID_B: 60}, {PID_A: 30, PID_B: 60}]
+    c = w.coordinator()
+    c.cycle()
+    w.clock.tick()
+    c.cycle()
+    assert w.source.calls[1] == (CARD, WALL0_US - 10_000)  # newest sample seen
+    assert w.written(A) == (30.0, 2, T0_NS + 100_000_000)
+    assert c.view().tenants[0].observed == 30.0
+
+
+def test_counters_alone_make_a_tenant_busy_across_a_wrap(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    _set_launches(w.region(A), 65535)
+    _set_launches(w.region(B), 65535)
+    c = w.coordinator()
+    c.cycle()  # baseline
+    _set_launches(w.region(A), 2)  # wrapped: 3 launches
+    _set_launches(w.region(B), 7)
+    w.clock.tick()
+    c.cycle()
+    assert w.written(A)[0] == 30.0
+    assert w.written(B)[0] == 60.0
+
+
+def test_a_tenant_whose_region_is_gone_is_skipped(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    w.region(B).unlink()  # unprepared (or never used) before the cycle
+    w.source.script = [{PID_A: 30, PID_B: 60}]
+    c = w.coordinator()
+    c.cycle()
+    assert [t.claim_uid for t in c.view().tenants] == [A]
+    # B's process maps no region the agent knows now: foreign load, so A is limited
+    assert w.written(A)[0] == 30.0
+    assert c.errors == 0
+    assert not w.region(B).exists()  # never recreated by the writer
+
+
+def test_a_region_that_vanishes_mid_cycle_is_skipped(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    w.source.script = [{PID_A: 30, PID_B: 60}]
+    w.source.during = lambda: w.region(B).unlink()  # after the read, before the write
+    c = w.coordinator()
+    c.cycle()
+    assert w.written(A)[:2] == (30.0, 1)
+    assert not w.region(B).exists()
+    assert c.errors == 0
+
+
+def test_an_nvml_error_is_counted_and_the_next_cycle_works(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    w.source.script = [UtilizationError("NVML: GPU is lost"), {PID_A: 30, PID_B: 60}]
+    c = w.coordinator()
+    c.cycle()
+    assert c.errors == 1
+    assert c.view().errors == 1
+    assert w.written(A)[1:] == (1, T0_NS)  # still coordinated (from counters): a heartbeat
+    w.clock.tick()
+    c.cycle()
+    assert c.errors == 1
+    assert (w.written(A)[0], w.written(B)[0]) == (30.0, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("breakage", "sources"),
+    [
+        ("checkpoint", 1),  # unreadable checkpoint: nothing written, counted
+        ("region", 1),  # a region that is not one: that claim skipped, counted
+    ],
+)
+def test_other_errors_are_counted_never_raised(tmp_path: Path, breakage: str, sources: int) -> None:
+    w = World(tmp_path)
+    c = w.coordinator()
+    if breakage == "checkpoint":
+
+        def broken() -> ckpt.Checkpoint:
+            raise ckpt.CheckpointError("not JSON")
+
+        c = Coordinator(w.claims, broken, w.source, proc_root=w.proc, clock_ns=w.clock.mono)
+    else:
+        w.region(B).write_bytes(b"\0" * 16)
+    c.cycle()
+    c.cycle()
+    assert c.errors == 2 * sources
+    if breakage == "region":
+        assert [t.claim_uid for t in c.view().tenants] == [A]
+        assert w.written(A)[1] == 2
+
+
+def test_stop_ends_the_thread_and_the_heartbeats(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    cycled = threading.Event()
+
+    def load() -> ckpt.Checkpoint:
+        cycled.set()
+        return w.cp
+
+    c = Coordinator(w.claims, load, w.source, proc_root=w.proc, period_s=0.01)
+    c.start()
+    assert cycled.wait(30)
+    c.stop()
+    assert not c.running
+    assert all(t.name != "compute-coordinator" for t in threading.enumerate())
+    assert hook_region.read_region(w.region(A)).coord_heartbeat_ns > 0  # it did write
+    with pytest.raises(RuntimeError, match="already started"):
+        c.start()
+
+
+def _proc_tree(root: Path, files: dict[str, str]) -> None:
+    d = root / "77"
+    d.mkdir(parents=True)
+    for name, text in files.items():
+        (d / name).write_text(text)
+
+
+POD = "11111111-2222-3333-4444-555555555555"
+STAT = "77 (python (x)) S 1 77 77 0 -1 4194304 1 0 0 0 0 0 0 0 20 0 1 0 98765 1 1\n"
+
+
+@pytest.mark.parametrize(
+    ("files", "mapped", "nspids", "pod"),
+    [
+        ({"maps": "0-1 rw-s 0 08:01 9 /c\n"}, frozenset({(8, 1, 9)}), (), None),
+        # maps unreadable (absent): the fallback facts
+        (
+            {"status": "Name:\tx\nNSpid:\t77\t1\n", "cgroup": f"0::/kubepods/pod{POD}/c\n"},
+            None,
+            (77, 1),
+            POD,
+        ),
+        ({}, None, (), None),  # gone: nothing known, so foreign
+    ],
+)
+def test_proc_reader(
+    tmp_path: Path,
+    files: dict[str, str],
+    mapped: frozenset[tuple[int, int, int]] | None,
+    nspids: tuple[int, ...],
+    pod: str | None,
+) -> None:
+    _proc_tree(tmp_path, files)
+    got = ProcReader(tmp_path).process(77, frozenset())
+    assert got.host_pid == 77
+    assert (
+        None if got.mapped is None else frozenset((f.major, f.minor, f.inode) for f in got.mapped)
+    ) == mapped
+    assert (got.nspids, got.pod_uid) == (nspids, pod)
+
+
+def test_proc_reader_caches_a_known_region_by_start_time(tmp_path: Path) -> None:
+    from vgpu_dra.core.pidmap import FileId
+
+    region = FileId(8, 1, 9)
+    _proc_tree(tmp_path, {"maps": "0-1 rw-s 0 08:01 9 /c\n", "stat": STAT})
+    r = ProcReader(tmp_path)
+    assert r.process(77, frozenset({region})).mapped == frozenset({region})
+    (tmp_path / "77" / "maps").write_text("")
+    assert r.process(77, frozenset({region})).mapped == frozenset({region})  # cached
+    (tmp_path / "77" / "stat").write_text(STAT.replace("98765", "98766"))  # pid reused
+    assert r.process(77, frozenset({region})).mapped == frozenset()

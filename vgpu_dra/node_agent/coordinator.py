@@ -1,0 +1,450 @@
+"""The compute coordinator: the node agent's loop that decides every tenant's rate on
+every card it serves and writes it into the tenants' regions (issue 17; the design is
+`vgpu_hook/README.md`, "Compute isolation under contention"; the policy is the pure
+`vgpu_dra.core.isolation.step`, the pid attribution the pure `vgpu_dra.core.pidmap`).
+
+A thin shell: one thread with a stop event, every `period_s` (100 ms):
+
+1. the claims prepared on this node from the checkpoint (COMPLETED entries with
+   cards); each claim's region `<claims_dir>/<uid>/cache/vgpu.cache` that exists
+   (a claim no process has used yet has none and is no tenant). A *tenant* is one
+   (claim, device index) pair: device i of the region is the card `card_uuids[i]`,
+   its key `"<claim uid>/<i>"`. SM limit and priority are the region's (what the
+   hook applies), the utilization policy is the claim's limits file's;
+2. per card: NVML's per-process samples newer than the newest seen
+   (`UtilizationSource.process_utilization`, host pids) and the card's utilization,
+   folded into ONE `isolation.Window` per cycle (a pid's samples are averaged, a
+   tenant's pids summed): splitting by sample timestamp would show a tenant whose
+   sample fell into the other slice as idle while throttled, which would teach the
+   policy a wrong gain;
+3. host pid -> tenant by `pidmap.attribute` from `/proc/<pid>/maps` (the region
+   file's `major:minor inode`), else cgroup pod UID + innermost NSpid. The checkpoint
+   names the consumer pods but not their UIDs, so the fallback cannot match here and
+   a process whose maps cannot be read counts as foreign load (safe: never the wrong
+   tenant). The agent runs privileged, where maps is readable;
+4. the region's per-device `launch_count` / `throttled_ms` (16-bit, wrapping) summed
+   into cumulative `isolation.Counters` with `hook_abi.counter_delta` (read every
+   100 ms, far inside the 65 s wrap);
+5. `isolation.step` with `now` from the monotonic clock passed in, then one
+   `hook_region.write_coordinator` per region with every device's rate and a
+   heartbeat.
+
+**Shared memory, no lock.** The regions are written by this thread while the hooks
+of every tenant read them: `write_coordinator` stores only the coordinator fields,
+each with one aligned typed store, rates first, then the epoch, the heartbeat last
+(hooks load it with acquire ordering), so a hook sees this cycle's rates or the
+previous cycle's, never a torn value; it never touches what the hooks write. The
+hooks' counters are read with plain loads of atomically updated fields (a value may
+be one launch old). A region may vanish at any point (the claim is unprepared): a
+missing file is skipped for the cycle, silently.
+
+**Clock.** The heartbeat is `CLOCK_MONOTONIC` nanoseconds (`time.monotonic_ns` by
+default): the agent runs on the same host and kernel as every hook, and containers
+share the host's monotonic clock (no time namespaces), so the hook's freshness test
+(younger than 2 s) compares like with like. NVML's sample timestamps are wall-clock
+microseconds; they are moved onto the monotonic clock with the offset measured this
+cycle (a wall-clock step during a window shifts that one window only).
+
+**Failure policy.** Nothing here stops the agent: per-cycle and per-card errors (the
+checkpoint, a region, NVML, /proc) are counted (`errors`, exported as
+`vgpu_dra_coordinator_cycle_errors_total`) and logged at most once a minute per
+source. An NVML error leaves that card's cycle without a window (busy-ness then
+comes from the region counters alone); any other error on a card leaves its devices'
+rates unset in this cycle's write (the hooks fall back to their own controller for
+that device). On `stop` the thread ends and no further heartbeat is written: every
+hook falls back to its own controller within 2 s by design (nothing is erased, so a
+restarted agent takes over again at its first cycle).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from vgpu_dra.core import isolation as iso
+from vgpu_dra.core.allocation import ClaimPaths
+from vgpu_dra.core.checkpoint import COMPLETED, Checkpoint, ClaimEntry
+from vgpu_dra.core.hook_abi import (
+    CorePolicy,
+    RegionFormatError,
+    counter_delta,
+    parse_limits_file,
+)
+from vgpu_dra.core.pidmap import (
+    FileId,
+    HostProcess,
+    RegionRef,
+    attribute,
+    parse_maps,
+    parse_nspid,
+    parse_pod_uid,
+)
+from vgpu_dra.gpu.discovery import CardUtilization, UtilizationError, UtilizationSource
+from vgpu_dra.host.hook_region import RegionUsage, read_usage, write_coordinator
+
+log = logging.getLogger("vgpu_dra.node_agent.coordinator")
+
+DEFAULT_PERIOD_S: Final = 0.1
+LOG_EVERY_NS: Final = 60_000_000_000  # one warning per source per minute
+FIRST_LOOKBACK_US: Final = 1_000_000  # a card's first read: samples of the last second
+_NS_PER_MS: Final = 1_000_000
+
+
+@dataclass(frozen=True)
+class TenantView:
+    """One tenant's latest decision, for metrics. `observed`: its utilization in the
+    newest NVML window seen (percent of the card), None before any."""
+
+    claim_uid: str
+    namespace: str
+    pod: str
+    vdevice_index: int
+    device_uuid: str
+    sm_limit: int
+    assignment: iso.Assignment
+    observed: float | None
+
+
+@dataclass(frozen=True)
+class CoordinatorView:
+    """What the last completed cycle decided, and the error count so far."""
+
+    tenants: tuple[TenantView, ...] = ()
+    errors: int = 0
+
+
+@dataclass(frozen=True)
+class _Region:
+    uid: str
+    entry: ClaimEntry
+    path: Path
+    usage: RegionUsage
+    file: FileId
+    policy: CorePolicy
+
+    def key(self, dev: int) -> str:
+        return f"{self.uid}/{dev}"
+
+
+@dataclass
+class _Card:
+    """What the shell remembers of one card between cycles."""
+
+    state: iso.CardState = field(default_factory=iso.CardState)
+    seen_us: int | None = None  # newest NVML sample timestamp consumed
+
+
+def _file_id(st: os.stat_result) -> FileId:
+    return FileId(os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+
+
+class ProcReader:
+    """Reads what `pidmap` needs of a host process under a /proc root (a parameter, so
+    tests pass a fake tree). A process's maps are cached by (pid, start time) once
+    they show a known region (a process maps its region for its lifetime); anything
+    else is read again next time. Never raises: what cannot be read is left unknown."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._cache: dict[tuple[int, int], frozenset[FileId]] = {}
+
+    def _start_time(self, pid: int) -> int | None:
+        try:
+            stat = (self._root / str(pid) / "stat").read_text()
+            return int(stat.rpartition(")")[2].split()[19])  # field 22: starttime
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _read(self, pid: int, name: str) -> str | None:
+        try:
+            return (self._root / str(pid) / name).read_text(errors="replace")
+        except OSError:
+            return None
+
+    def process(self, pid: int, known: frozenset[FileId]) -> HostProcess:
+        """The facts of host `pid` (see `pidmap.HostProcess`)."""
+        start = self._start_time(pid)
+        cached = self._cache.get((pid, start)) if start is not None else None
+        if cached is not None:
+            return HostProcess(pid, mapped=cached)
+        maps = self._read(pid, "maps")
+        if maps is not None:
+            mapped = parse_maps(maps)
+            if start is not None and mapped & known:
+                self._cache[(pid, start)] = mapped
+            return HostProcess(pid, mapped=mapped)
+        status, cgroup = self._read(pid, "status"), self._read(pid, "cgroup")
+        return HostProcess(
+            pid,
+            nspids=parse_nspid(status) if status is not None else (),
+            mapped=None,
+            pod_uid=parse_pod_uid(cgroup) if cgroup is not None else None,
+        )
+
+    def forget_except(self, pids: Iterable[int]) -> None:
+        """Drop cached facts of processes not in `pids` (they exited or went idle)."""
+        keep = set(pids)
+        self._cache = {k: v for k, v in self._cache.items() if k[0] in keep}
+
+
+class Coordinator:
+    """The loop (module docstring). `cycle()` runs one cycle in the caller's thread
+    (tests call it directly); `start()` / `stop()` run it every `period_s` in a
+    thread. `view()` may be called from any thread (it returns an immutable value
+    replaced whole at the end of each cycle)."""
+
+    def __init__(
+        self,
+        claims_dir: Path,
+        load_checkpoint: Callable[[], Checkpoint],
+        source: UtilizationSource,
+        *,
+        proc_root: Path = Path("/proc"),
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+        wall_us: Callable[[], int] = lambda: time.time_ns() // 1000,
+        period_s: float = DEFAULT_PERIOD_S,
+        settings: iso.Settings = iso.DEFAULT_SETTINGS,
+    ) -> None:
+        if period_s <= 0:
+            raise ValueError(f"period {period_s} s must be positive")
+        self._claims_dir = claims_dir
+        self._load = load_checkpoint
+        self._source = source
+        self._procs = ProcReader(proc_root)
+        self._clock_ns = clock_ns
+        self._wall_us = wall_us
+        self._period = period_s
+        self._settings = settings
+        self._cards: dict[str, _Card] = {}
+        self._raw: dict[str, tuple[int, int]] = {}  # key -> (launch_count, throttled_ms)
+        self._totals: dict[str, iso.Counters] = {}
+        self._observed: dict[str, float] = {}
+        self._errors = 0
+        self._logged: dict[str, int] = {}
+        self._view = CoordinatorView()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- thread ----------------------------------------------------------------------
+    def start(self) -> None:
+        """Run `cycle` every `period_s` in a daemon thread until `stop`."""
+        if self._thread is not None:
+            raise RuntimeError("coordinator already started")
+        self._thread = threading.Thread(target=self._run, name="compute-coordinator", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the thread after its current cycle and wait for it; writes nothing more
+        (the hooks fall back to their own controllers when the heartbeat is 2 s old)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            began = self._clock_ns()
+            try:
+                self.cycle()
+            except Exception as e:  # never let the thread die; cycle() catches its own
+                self._error("cycle", "coordinator cycle failed: %s", e)
+            spent = (self._clock_ns() - began) / 1e9
+            if self._stop.wait(max(0.0, self._period - spent)):
+                break
+
+    # ---- reporting -------------------------------------------------------------------
+    def view(self) -> CoordinatorView:
+        return self._view
+
+    @property
+    def errors(self) -> int:
+        return self._errors
+
+    def _error(self, source: str, msg: str, *args: object) -> None:
+        self._errors += 1
+        now = self._clock_ns()
+        last = self._logged.get(source)
+        if last is None or now - last >= LOG_EVERY_NS:
+            self._logged[source] = now
+            log.warning(msg, *args)
+
+    # ---- one cycle -------------------------------------------------------------------
+    def cycle(self) -> None:
+        """One cycle over every card (module docstring). Never raises for a
+        checkpoint, region, NVML or /proc problem."""
+        now_ns = self._clock_ns()
+        now = now_ns / 1e9
+        try:
+            cp = self._load()
+        except Exception as e:  # a cycle must not fail; the next one retries
+            self._error("checkpoint", "coordinator: cannot read the checkpoint: %s", e)
+            return
+        regions = self._regions(cp)
+        rates: dict[str, list[float | None]] = {
+            r.uid: [None] * len(r.entry.card_uuids) for r in regions
+        }
+        views: list[TenantView] = []
+        cards = sorted({u for r in regions for u in r.entry.card_uuids})
+        sampled: set[int] = set()
+        for uuid in cards:
+            try:
+                views += self._card(uuid, regions, now, rates, sampled)
+            except Exception as e:  # one card's trouble must not stop the others
+                self._error(f"card {uuid}", "coordinator: card %s: %s", uuid, e)
+        self._forget(cards, regions, sampled)
+        for r in regions:
+            self._write(r, rates[r.uid], now_ns)
+        self._view = CoordinatorView(tuple(views), self._errors)
+
+    def _regions(self, cp: Checkpoint) -> list[_Region]:
+        out: list[_Region] = []
+        for uid, entry in sorted(cp.claims.items()):
+            if entry.state != COMPLETED or not entry.card_uuids:
+                continue
+            try:
+                paths = ClaimPaths.for_claim(str(self._claims_dir), uid)
+                path = Path(paths.region)
+                file = _file_id(path.stat())
+                usage = read_usage(path)
+            except FileNotFoundError:
+                continue  # no process has used the GPU yet, or the claim just went
+            except (OSError, RegionFormatError, ValueError) as e:
+                self._error(f"claim {uid}", "coordinator: region of claim %s: %s", uid, e)
+                continue
+            out.append(_Region(uid, entry, path, usage, file, self._policy(Path(paths.limits))))
+        return out
+
+    @staticmethod
+    def _policy(limits: Path) -> CorePolicy:
+        try:
+            parsed = parse_limits_file(limits.read_text(errors="replace"))
+        except OSError:
+            return CorePolicy.DEFAULT
+        return parsed.limits.core_policy or CorePolicy.DEFAULT
+
+    def _card(
+        self,
+        uuid: str,
+        regions: Sequence[_Region],
+        now: float,
+        rates: dict[str, list[float | None]],
+        sampled: set[int],
+    ) -> list[TenantView]:
+        here = [(r, i) for r in regions for i, u in enumerate(r.entry.card_uuids) if u == uuid]
+        card = self._cards.setdefault(uuid, _Card())
+        window = self._window(uuid, card, here, now, sampled)
+        tenants = tuple(
+            iso.Tenant(
+                r.key(i),
+                sm_limit=r.usage.snapshot.sm_limits[i],
+                priority=r.usage.snapshot.priority,
+                policy=r.policy,
+            )
+            for r, i in here
+        )
+        counters = {r.key(i): self._count(r, i) for r, i in here}
+        obs = iso.Observation(tenants, counters, window)
+        card.state, out = iso.step(card.state, obs, now, self._settings)
+        views: list[TenantView] = []
+        for a, (r, i) in zip(out, here, strict=True):
+            rates[r.uid][i] = a.rate
+            if a.observed is not None:
+                self._observed[a.key] = a.observed
+            pod = r.entry.consumers[0] if r.entry.consumers else r.entry.name
+            views.append(
+                TenantView(
+                    r.uid,
+                    r.entry.namespace,
+                    pod,
+                    i,
+                    uuid,
+                    r.usage.snapshot.sm_limits[i],
+                    a,
+                    self._observed.get(a.key),
+                )
+            )
+        return views
+
+    def _sample(self, uuid: str, since_us: int) -> CardUtilization:
+        try:
+            return self._source.process_utilization(uuid, since_us)
+        except UtilizationError as e:
+            self._error(f"nvml {uuid}", "coordinator: %s", e)
+            return CardUtilization()
+
+    def _window(
+        self,
+        uuid: str,
+        card: _Card,
+        here: Sequence[tuple[_Region, int]],
+        now: float,
+        sampled: set[int],
+    ) -> tuple[iso.Window, ...]:
+        wall = self._wall_us()
+        since = card.seen_us if card.seen_us is not None else wall - FIRST_LOOKBACK_US
+        util = self._sample(uuid, since)
+        if not util.samples:
+            return ()
+        per_pid: dict[int, list[int]] = {}
+        for s in util.samples:
+            per_pid.setdefault(s.pid, []).append(s.sm_util)
+        sampled.update(per_pid)
+        refs = [
+            RegionRef(r.key(i), r.file, frozenset(p.pid for p in r.usage.live)) for r, i in here
+        ]
+        known = frozenset(r.file for r in refs)
+        owners = attribute((self._procs.process(pid, known) for pid in sorted(per_pid)), refs)
+        tenant_util: dict[str, float] = {}
+        foreign = 0.0
+        for pid, values in per_pid.items():
+            mean = sum(values) / len(values)
+            key = owners.tenants.get(pid)
+            if key is None:
+                foreign += mean
+            else:
+                tenant_util[key] = tenant_util.get(key, 0.0) + mean
+        newest = max(s.timestamp_us for s in util.samples)
+        card.seen_us = newest
+        offset = now - wall / 1e6  # monotonic minus wall-clock, seconds
+        start, end = since / 1e6 + offset, newest / 1e6 + offset
+        return (iso.Window(min(start, end), end, tenant_util, foreign, util.device_util),)
+
+    def _count(self, r: _Region, dev: int) -> iso.Counters:
+        key = r.key(dev)
+        raw = (r.usage.snapshot.launch_count[dev], r.usage.snapshot.throttled_ms[dev])
+        prev = self._raw.get(key)
+        total = self._totals.get(key, iso.Counters())
+        if prev is not None:
+            total = iso.Counters(
+                total.launches + counter_delta(prev[0], raw[0]),
+                total.throttled_ns + counter_delta(prev[1], raw[1]) * _NS_PER_MS,
+            )
+        self._raw[key] = raw
+        self._totals[key] = total
+        return total
+
+    def _forget(self, cards: Sequence[str], regions: Sequence[_Region], pids: set[int]) -> None:
+        keys = {r.key(i) for r in regions for i in range(len(r.entry.card_uuids))}
+        self._cards = {u: c for u, c in self._cards.items() if u in cards}
+        self._raw = {k: v for k, v in self._raw.items() if k in keys}
+        self._totals = {k: v for k, v in self._totals.items() if k in keys}
+        self._observed = {k: v for k, v in self._observed.items() if k in keys}
+        self._procs.forget_except(pids)
+
+    def _write(self, r: _Region, rates: Sequence[float | None], now_ns: int) -> None:
+        epoch = r.usage.snapshot.coord_epoch + 1  # continues across agent restarts
+        try:
+            write_coordinator(r.path, rates, epoch=epoch, heartbeat_ns=now_ns)
+        except FileNotFoundError:
+            return  # unprepared since it was read: nothing to coordinate
+        except (OSError, RegionFormatError, ValueError) as e:
+            self._error(f"claim {r.uid}", "coordinator: writing claim %s: %s", r.uid, e)
