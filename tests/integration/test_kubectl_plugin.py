@@ -1,12 +1,12 @@
 """`kubectl vgpu` against the real control plane, output pinned by golden files.
 
-The slice controller publishes two A100s on node kp-a and one T4 on node kp-b (which
+The slice controller publishes two A100s on node kv-a and one T4 on node kv-b (which
 carries a NoSchedule taint); the real kube-scheduler allocates two claims pinned to
-kp-a's cards (a high-priority `train`, 70Gi + 60 cores, and `infer`, 70Gi). A third
-pod, `stuck`, asks for 20Gi of an A100 and stays pending. Node kp-legacy carries
+kv-a's cards (a high-priority `train`, 70Gi + 60 cores, and `infer`, 70Gi). A third
+pod, `stuck`, asks for 20Gi of an A100 and stays pending. Node kv-legacy carries
 HAMi's registration annotation and a pod HAMi allocated on it.
 
-`top` reads a real node agent process (tests/integration/agent.py) on node kp-top
+`top` reads a real node agent process (tests/integration/agent.py) on node kv-top
 through `--metrics-url` (the integration tier has no pods for the agents, so no pod
 proxy): the agent prepares a 3000Mi claim the real scheduler allocated, and the test
 writes the claim's shared region as libvgpu.so does, holding a slot's lock the way a
@@ -48,11 +48,11 @@ from vgpu_dra.kubectl import app
 
 pytestmark = pytest.mark.integration
 
-NS = "kp"
+NS = "kv"
 GOLDEN = Path(__file__).parent / "golden"
 A100 = 'device.attributes["vgpu.hami.io"].productName.startsWith("NVIDIA A100")'
 REGISTER = json.dumps(
-    [{"id": "GPU-kp-legacy-0", "index": 0, "count": 10, "devmem": 16384, "devcore": 100,
+    [{"id": "GPU-kv-legacy-0", "index": 0, "count": 10, "devmem": 16384, "devcore": 100,
       "type": "NVIDIA-Tesla T4", "numa": 0, "mode": "hami-core", "health": True}]
 )
 
@@ -99,26 +99,26 @@ def plugin_cluster(dra_cluster: LocalCluster, tmp_path_factory: pytest.TempPathF
     inv = inventory(
         tmp_path_factory.mktemp("kp") / "inv.yaml",
         {
-            "kp-a": [a100(uuid="GPU-kp-a-0", index=0), a100(uuid="GPU-kp-a-1", index=1)],
-            "kp-b": [{"vendor": "nvidia", "model": "Tesla T4", "memory": "16Gi",
-                      "uuid": "GPU-kp-b-0", "index": 0}],
+            "kv-a": [a100(uuid="GPU-kv-a-0", index=0), a100(uuid="GPU-kv-a-1", index=1)],
+            "kv-b": [{"vendor": "nvidia", "model": "Tesla T4", "memory": "16Gi",
+                      "uuid": "GPU-kv-b-0", "index": 0}],
         },
     )
-    ctl = controller(dra_cluster, inv, ["kp-a", "kp-b"])
+    ctl = controller(dra_cluster, inv, ["kv-a", "kv-b"])
     assert all(r.error is None for r in ctl.reconcile_all())
     admin = dra_cluster.rest()
     admin.request(
-        "PATCH", "/api/v1/nodes/kp-b",
+        "PATCH", "/api/v1/nodes/kv-b",
         {"spec": {"taints": [{"key": "gpu", "value": "maintenance", "effect": "NoSchedule"}]}},
         content_type="application/merge-patch+json",
     )
     _create(admin, "/apis/scheduling.k8s.io/v1/priorityclasses",
             {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
-             "metadata": {"name": "kp-high"}, "value": 1000})
+             "metadata": {"name": "kv-high"}, "value": 1000})
     kube.namespace(admin, NS)
     index = 'device.attributes["vgpu.hami.io"].index == {}'
     _claim(admin, "train", {"memory": "70Gi", "cores": "60"}, index.format(0))
-    _pod(admin, "train", "kp-high")
+    _pod(admin, "train", "kv-high")
     _claim(admin, "infer", {"memory": "70Gi"}, index.format(1))
     _pod(admin, "infer")
     for n in ("train", "infer"):
@@ -127,19 +127,19 @@ def plugin_cluster(dra_cluster: LocalCluster, tmp_path_factory: pytest.TempPathF
     _pod(admin, "stuck")
     kube.wait_for(lambda: kube.unschedulable(admin, NS, "stuck"), 30, "stuck unschedulable")
     # HAMi's legacy path: a registered node and a pod HAMi allocated on it.
-    dra_cluster.create_node("kp-legacy")
+    dra_cluster.create_node("kv-legacy")
     admin.request(
-        "PATCH", "/api/v1/nodes/kp-legacy",
+        "PATCH", "/api/v1/nodes/kv-legacy",
         {"metadata": {"annotations": {NODE_REGISTER_NVIDIA: REGISTER}}},
         content_type="application/merge-patch+json",
     )
     admin.request("POST", f"/api/v1/namespaces/{NS}/pods", {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "hami-job", "annotations": {
-            VGPU_NODE: "kp-legacy",
-            "hami.io/vgpu-devices-allocated": "GPU-kp-legacy-0,NVIDIA,4096,30:;",
+            VGPU_NODE: "kv-legacy",
+            "hami.io/vgpu-devices-allocated": "GPU-kv-legacy-0,NVIDIA,4096,30:;",
         }},
-        "spec": {"nodeSelector": {"kubernetes.io/hostname": "kp-legacy"},
+        "spec": {"nodeSelector": {"kubernetes.io/hostname": "kv-legacy"},
                  "containers": [{"name": "c", "image": "registry.invalid/pause:none"}]},
     })
     return admin
@@ -160,14 +160,14 @@ def _golden(name: str, actual: str) -> None:
 
 
 CASES: list[tuple[str, list[str]]] = [
-    ("cards_kp-a.txt", ["cards", "kp-a"]),
-    ("cards_kp-a_wide.txt", ["cards", "kp-a", "-o", "wide"]),
-    ("cards_kp-a.json", ["cards", "kp-a", "-o", "json"]),
-    ("cards_kp-legacy.txt", ["cards", "kp-legacy"]),
-    ("explain_stuck.txt", ["explain", "stuck", "-n", NS, "--node", "kp-a", "--node", "kp-b"]),
+    ("cards_kv-a.txt", ["cards", "kv-a"]),
+    ("cards_kv-a_wide.txt", ["cards", "kv-a", "-o", "wide"]),
+    ("cards_kv-a.json", ["cards", "kv-a", "-o", "json"]),
+    ("cards_kv-legacy.txt", ["cards", "kv-legacy"]),
+    ("explain_stuck.txt", ["explain", "stuck", "-n", NS, "--node", "kv-a", "--node", "kv-b"]),
     ("explain_stuck.json",
-     ["-n", NS, "-o", "json", "explain", "stuck", "--node", "kp-a", "--node", "kp-b"]),
-    ("explain_train.txt", ["explain", "-A", "train", "--node", "kp-a"]),
+     ["-n", NS, "-o", "json", "explain", "stuck", "--node", "kv-a", "--node", "kv-b"]),
+    ("explain_train.txt", ["explain", "-A", "train", "--node", "kv-a"]),
 ]
 
 
@@ -182,24 +182,24 @@ def test_output_matches_golden(
 
 def test_explain_names_each_reason(dra_cluster: LocalCluster, plugin_cluster: Rest) -> None:
     rc, out = _run(dra_cluster, "-o", "json", "explain", "-n", NS, "stuck",
-                   "--node", "kp-a", "--node", "kp-b")
+                   "--node", "kv-a", "--node", "kv-b")
     assert rc == 0
     req = json.loads(out)["claims"][0]["requests"][0]
     nodes: dict[str, Any] = {n["node"]: n for n in req["nodes"]}
     assert not req["fits"]
-    a0 = nodes["kp-a"]["cards"][0]
+    a0 = nodes["kv-a"]["cards"][0]
     assert a0["reasons"] == [{"kind": "capacity", "message": "memory: asked 20Gi, 10Gi free"}]
-    assert a0["fitsWithout"] == ["kp/train (priority 1000)"]
-    kinds = {r["kind"] for r in nodes["kp-b"]["reasons"]}
+    assert a0["fitsWithout"] == ["kv/train (priority 1000)"]
+    kinds = {r["kind"] for r in nodes["kv-b"]["reasons"]}
     assert "node" in kinds
-    assert nodes["kp-b"]["cards"][0]["reasons"][0]["kind"] == "selector"
-    assert 'productName="Tesla T4"' in nodes["kp-b"]["cards"][0]["reasons"][0]["message"]
+    assert nodes["kv-b"]["cards"][0]["reasons"][0]["kind"] == "selector"
+    assert 'productName="Tesla T4"' in nodes["kv-b"]["cards"][0]["reasons"][0]["message"]
 
 
 @pytest.mark.parametrize(
     ("argv", "code"),
     [
-        (["cards", "kp-a"], 0),
+        (["cards", "kv-a"], 0),
         (["explain", "-n", NS, "no-such-pod"], 1),
         (["cards", "no-such-node"], 1),
         (["--context", "no-such-context", "cards"], 1),
@@ -224,7 +224,7 @@ def test_console_script_exit_codes(
 
 # ---- top: a real agent's /metrics ----------------------------------------------------------
 
-TOP_NS = "kp-top"
+TOP_NS = "kv-top"
 MIB = 1 << 20
 
 
@@ -253,7 +253,7 @@ def _write_region(path: Path, limit: int, used: dict[int, int]) -> None:
 @pytest.fixture(scope="module")
 def top_agent(dra_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
               ) -> Iterator[str]:
-    """A node agent on kp-top serving /metrics, with claim kp-top/notebook (3000Mi of
+    """A node agent on kv-top serving /metrics, with claim kv-top/notebook (3000Mi of
     an A100, reserved for pod notebook-0) prepared, 1200Mi of it used by a live
     process and 500Mi by a dead one (its slot lock not held: not counted). Yields the
     agent's metrics URL."""
@@ -261,7 +261,7 @@ def top_agent(dra_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactor
     dra_cluster.create_node(TOP_NS)
     kube.namespace(admin, TOP_NS)
     inv = inventory(tmp_path_factory.mktemp("top") / "inv.yaml",
-                    {TOP_NS: [a100(uuid="GPU-kp-top-0", index=0)]})
+                    {TOP_NS: [a100(uuid="GPU-kv-top-0", index=0)]})
     port = _free_port()
     dirs = AgentDirs()
     agent = Agent(dra_cluster, inv, TOP_NS, dirs, extra=("--metrics-port", str(port)))
@@ -289,9 +289,9 @@ def top_agent(dra_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactor
 
 
 TOP_CASES: list[tuple[str, list[str]]] = [
-    ("top_kp-top.txt", ["top", "-n", TOP_NS]),
-    ("top_kp-top_wide.txt", ["top", "kp-top", "-A", "-o", "wide"]),
-    ("top_kp-top.json", ["-o", "json", "top", "-n", TOP_NS]),
+    ("top_kv-top.txt", ["top", "-n", TOP_NS]),
+    ("top_kv-top_wide.txt", ["top", "kv-top", "-A", "-o", "wide"]),
+    ("top_kv-top.json", ["-o", "json", "top", "-n", TOP_NS]),
 ]
 
 
@@ -306,7 +306,7 @@ def test_top_matches_golden(top_agent: str, golden: str, argv: list[str]) -> Non
 def test_top_filters_by_namespace_and_node(top_agent: str) -> None:
     for argv, expected in [
         (["top", "-n", "default"], 'No GPU usage reported in namespace "default".\n'),
-        (["top", "-A", "kp-a"], "No GPU usage reported on node kp-a.\n"),
+        (["top", "-A", "kv-a"], "No GPU usage reported on node kv-a.\n"),
     ]:
         out = io.StringIO()
         flags = app.parse([*argv, "--metrics-url", top_agent], {"HOME": "/nonexistent"})

@@ -74,7 +74,14 @@ class SliceController:
         agent's reads and writes stay within its node: with node credentials the Node
         authorizer refuses a list or watch of slices without a spec.nodeName selector,
         and NodeRestriction (or the chart's policy) a probe of another scope."""
-        return next(iter(self._discoveries)) if len(self._discoveries) == 1 else None
+        if len(self._discoveries) != 1:
+            return None
+        node = next(iter(self._discoveries))
+        try:
+            validate_node_name(node)
+        except ValueError:  # reported by reconcile_pool; no probe or read names it
+            return None
+        return node
 
     def resolve_mode(self) -> CapacityMode:
         if self.mode is None:
