@@ -74,11 +74,17 @@ def _claim(rest: Rest, name: str, capacity: dict[str, str], selector: str) -> No
     )
 
 
+# The integration cluster is shared by every test module: the pods here only ever
+# land on this module's nodes, or `stuck` would find room on another module's A100s.
+HERE = {"vgpu-test": "kubectl-plugin"}
+
+
 def _pod(rest: Rest, name: str, priority_class: str | None = None) -> None:
     spec: JSON = {
         "resourceClaims": [{"name": "gpu", "resourceClaimName": name}],
         "containers": [{"name": "c", "image": "registry.invalid/pause:none",
                         "resources": {"claims": [{"name": "gpu"}]}}],
+        "nodeSelector": HERE,
     }
     if priority_class:
         spec["priorityClassName"] = priority_class
@@ -108,8 +114,13 @@ def plugin_cluster(dra_cluster: LocalCluster, tmp_path_factory: pytest.TempPathF
     assert all(r.error is None for r in ctl.reconcile_all())
     admin = dra_cluster.rest()
     admin.request(
+        "PATCH", "/api/v1/nodes/kv-a", {"metadata": {"labels": HERE}},
+        content_type="application/merge-patch+json",
+    )
+    admin.request(
         "PATCH", "/api/v1/nodes/kv-b",
-        {"spec": {"taints": [{"key": "gpu", "value": "maintenance", "effect": "NoSchedule"}]}},
+        {"metadata": {"labels": HERE},
+         "spec": {"taints": [{"key": "gpu", "value": "maintenance", "effect": "NoSchedule"}]}},
         content_type="application/merge-patch+json",
     )
     _create(admin, "/apis/scheduling.k8s.io/v1/priorityclasses",
