@@ -36,6 +36,7 @@ from vgpu_dra.dev.localcluster.helm import ensure_helm
 from vgpu_dra.node_agent.health import HealthBoard
 from vgpu_dra.node_agent.server import PluginServer, SocketSettings
 from vgpu_dra.publisher.mode import probe_slice
+from vgpu_dra.webhook.app import webhook_settings
 
 pytestmark = pytest.mark.integration
 
@@ -363,6 +364,40 @@ def test_self_signed_certificate_serves_the_webhook_service(helm: Path) -> None:
     cert.verify_directly_issued_by(ca)
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert f"vgpu-dra-webhook.{NAMESPACE}.svc" in sans.get_values_for_type(x509.DNSName)
+
+
+@pytest.mark.parametrize(
+    ("extra", "excluded"),
+    [
+        ((), ["kube-system", NAMESPACE]),
+        (
+            ("--set", "webhook.excludeNamespaces={kube-system,infra}"),
+            ["kube-system", "infra", NAMESPACE],
+        ),
+        (("--set", f"webhook.excludeNamespaces={{{NAMESPACE}}}"), [NAMESPACE]),
+    ],
+)
+def test_webhook_and_its_configuration_exclude_the_same_namespaces(
+    helm: Path, extra: tuple[str, ...], excluded: list[str]
+) -> None:
+    """The namespaceSelector's list is the webhook's --exclude-namespaces (a forged
+    review for an excluded namespace changes nothing), the release namespace included;
+    the server limits and the template sweep reach the webhook's flags."""
+    objs = by_kind_name(objects(render(helm, (), extra)))
+    (hook,) = objs[("MutatingWebhookConfiguration", "vgpu-dra-webhook")]["webhooks"]
+    (rule,) = [
+        e
+        for e in hook["namespaceSelector"]["matchExpressions"]
+        if e["key"] == "kubernetes.io/metadata.name"
+    ]
+    assert rule == {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded}
+    deployment = objs[("Deployment", "vgpu-dra-webhook")]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    settings = webhook_settings(cli_parser().parse_args(container["args"]))
+    assert settings.exclude_namespaces == set(excluded)
+    assert settings.server.max_inflight_bytes == 6 * 1024 * 1024
+    assert (settings.gc_interval_s, settings.gc_grace_s) == (300, 600)
+    assert container["resources"]["limits"]["memory"] == "256Mi"
 
 
 def test_cert_manager_mode(helm: Path) -> None:

@@ -14,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import signal
 import ssl
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ from vgpu_dra.dev.localcluster.cluster import LocalCluster, free_port
 from vgpu_dra.kube.rest import JSON, ApiError, Rest
 from vgpu_dra.serving.https import ServerSettings
 from vgpu_dra.webhook.app import WebhookSettings, build_admitter
+from vgpu_dra.webhook.kube import LAST_USED, TemplateStore, TemplateSweeper
 from vgpu_dra.webhook.server import serve
 from vgpu_dra.webhook.service import Admitter
 
@@ -106,10 +110,19 @@ def _configuration(port: int, ca: bytes) -> JSON:
     return cfg
 
 
+@dataclass(frozen=True)
+class Webhook:
+    """The webhook under test: its admitter, and where it serves (for forged reviews)."""
+
+    admitter: Admitter
+    port: int
+    ca: Path
+
+
 @contextlib.contextmanager
 def _registered_webhook(
     cluster: LocalCluster, d: Path, cards: dict[str, list[dict[str, Any]]]
-) -> Iterator[Admitter]:
+) -> Iterator[Webhook]:
     """Slices for `cards`, the webhook serving with its own token, and its registration."""
     pki = make_pki(d / "pki")
     ctl = controller(cluster, inventory(d / "inv.yaml", cards), list(cards))
@@ -127,7 +140,7 @@ def _registered_webhook(
     admin = cluster.rest()
     admin.request("POST", CONFIGS, _configuration(server.port, pki.ca_cert.read_bytes()))
     try:
-        yield admitter
+        yield Webhook(admitter, server.port, pki.ca_cert)
     finally:
         admin.request("DELETE", f"{CONFIGS}/vgpu-dra-webhook-test")
         server.close()
@@ -136,7 +149,7 @@ def _registered_webhook(
 @pytest.fixture(scope="module")
 def webhook(
     dra_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Admitter]:
+) -> Iterator[Webhook]:
     # Pods stay bound without a kubelet and keep their shares: enough cards for all tests.
     cards = {NODE: [a100(count=4)], NODE2: [a100(model=H100, count=2)]}
     with _registered_webhook(dra_cluster, tmp_path_factory.mktemp("webhook"), cards) as a:
@@ -252,7 +265,7 @@ def _state(rest: Rest, ns: str) -> str:
 
 
 def test_deployment_pods_get_allocated_claims_deleted_with_the_pod(
-    dra_cluster: LocalCluster, webhook: Admitter
+    dra_cluster: LocalCluster, webhook: Webhook
 ) -> None:
     rest = dra_cluster.rest()
     ns = "wh-deploy"
@@ -296,7 +309,7 @@ def test_deployment_pods_get_allocated_claims_deleted_with_the_pod(
 
 
 def test_two_deployments_in_one_namespace_do_not_collide(
-    dra_cluster: LocalCluster, webhook: Admitter
+    dra_cluster: LocalCluster, webhook: Webhook
 ) -> None:
     rest = dra_cluster.rest()
     ns = "wh-two"
@@ -319,7 +332,7 @@ def test_two_deployments_in_one_namespace_do_not_collide(
 
 
 def test_denial_reaches_the_user_and_ignore_label_skips(
-    dra_cluster: LocalCluster, webhook: Admitter
+    dra_cluster: LocalCluster, webhook: Webhook
 ) -> None:
     rest = dra_cluster.rest()
     ns = "wh-deny"
@@ -349,21 +362,32 @@ def test_denial_reaches_the_user_and_ignore_label_skips(
     assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpumem"] == "3k"
 
 
-def test_webhook_identity_is_limited(dra_cluster: LocalCluster, webhook: Admitter) -> None:
+def test_webhook_identity_is_limited(dra_cluster: LocalCluster, webhook: Webhook) -> None:
+    """deploy/rbac/webhook.yaml: templates (create, patch, list, delete), pods and
+    slices (list); nothing else. That it is enough is what the other tests show."""
     rest = dra_cluster.rest(IDENTITY)
     for method, path in (
-        ("GET", "/api/v1/pods"),
         ("GET", "/api/v1/secrets"),
+        ("GET", "/api/v1/namespaces/default/pods/any"),  # list, but no get
+        ("POST", "/api/v1/namespaces/default/pods"),
+        ("DELETE", "/api/v1/namespaces/default/pods/any"),
         ("GET", "/apis/resource.k8s.io/v1/resourceclaims"),
-        ("DELETE", TEMPLATES.format(ns="default") + "/x"),
+        ("GET", TEMPLATES.format(ns="default") + "/x"),  # no get: create is idempotent
+        ("DELETE", "/apis/resource.k8s.io/v1/resourceslices/x"),
+        ("GET", "/apis/resource.k8s.io/v1/deviceclasses"),
     ):
         with pytest.raises(ApiError) as err:
-            rest.request(method, path)
+            rest.request(method, path, {} if method == "POST" else None)
         assert err.value.status == 403, (method, path)
+    rest.get("/api/v1/pods")
+    rest.get("/apis/resource.k8s.io/v1/resourceclaimtemplates")
+    with pytest.raises(ApiError) as err:  # allowed, and absent
+        rest.request("DELETE", TEMPLATES.format(ns="default") + "/x")
+    assert err.value.status == 404
 
 
 def test_percentage_and_exclusive_requests_are_allocated(
-    dra_cluster: LocalCluster, webhook: Admitter
+    dra_cluster: LocalCluster, webhook: Webhook
 ) -> None:
     """firstAvailable per card model and the exclusive `slots` request are accepted by
     the API server and allocated by the scheduler as HAMi means them."""
@@ -511,3 +535,169 @@ def test_replicas_mode_without_consumable_capacity(
         (cfg,) = [c for c in alloc["devices"]["config"] if c["opaque"]["driver"] == "vgpu.hami.io"]
         params = cfg["opaque"]["parameters"]
         assert params["memory"] == "3000Mi" and params["cores"] == 30
+
+
+# ---- issue 14: nothing left behind, dry run = real create, forged reviews, sweep --------
+
+
+def _create_pod(
+    rest: Rest, ns: str, name: str, spec: JSON, dry_run: bool = False, **meta: Any
+) -> JSON:
+    return rest.request(
+        "POST",
+        f"/api/v1/namespaces/{ns}/pods",
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, **meta}, "spec": spec},
+        query=[("dryRun", "All")] if dry_run else [],
+    )
+
+
+def _gpu_container(name: str, limits: dict[str, str] = GPU_LIMITS) -> JSON:
+    return {"name": name, "image": "registry.invalid/cuda:none", "resources": {"limits": limits}}
+
+
+def _templates(rest: Rest, ns: str) -> list[JSON]:
+    return list(rest.get(TEMPLATES.format(ns=ns))["items"])
+
+
+def test_pods_the_api_server_would_refuse_leave_no_templates(
+    dra_cluster: LocalCluster, webhook: Webhook
+) -> None:
+    """A pod the API server refuses after admission (duplicate container names) used to
+    leave its templates behind; the webhook now refuses it first, as it refuses more
+    shapes than a pod may have, and creates nothing."""
+    rest = dra_cluster.rest()
+    ns = "wh-leftovers"
+    _namespace(rest, ns)
+    _wait_translating(rest, ns)
+    cases = {
+        "dup": ([_gpu_container("c"), _gpu_container("c")], "container name 'c' is used twice"),
+        "shapes": (
+            [
+                _gpu_container(f"c{i}", {"nvidia.com/gpu": "1", "nvidia.com/gpumem": str(100 + i)})
+                for i in range(9)
+            ],
+            "at most 8 are translated per pod",
+        ),
+        "many": (
+            [_gpu_container("c0")] + [_gpu_container(f"c{i}", {}) for i in range(1, 65)],
+            "at most 64",
+        ),
+    }
+    for name, (containers, message) in cases.items():
+        for dry_run in (True, False):
+            with pytest.raises(ApiError) as err:
+                _create_pod(rest, ns, name, {"containers": containers}, dry_run=dry_run)
+            assert "mutate.vgpu.hami.io" in err.value.message, err.value.message
+            assert message in err.value.message, err.value.message
+    assert _templates(rest, ns) == []
+
+
+def test_dry_run_answers_what_the_real_create_answers(
+    dra_cluster: LocalCluster, webhook: Webhook
+) -> None:
+    """A selector over the API server's 10 KiB is denied alike in a dry run (which
+    creates no template to be refused) and for real; the largest filters the webhook
+    accepts give a template the real API server accepts (length and CEL cost)."""
+    rest = dra_cluster.rest()
+    ns = "wh-dryrun"
+    _namespace(rest, ns)
+    _wait_translating(rest, ns)
+    too_long = {"nvidia.com/use-gputype": "é" * 4000}
+    for dry_run in (True, False):
+        with pytest.raises(ApiError) as err:
+            _create_pod(rest, ns, "long", _pod_spec(GPU_LIMITS), dry_run, annotations=too_long)
+        assert "becomes a CEL selector of 24" in err.value.message, err.value.message
+        assert "more than the 10240" in err.value.message
+    assert _templates(rest, ns) == []
+
+    values = ",".join(f"{i:02d}" + "x" * 61 for i in range(64))[:4096]
+    largest = {
+        f"nvidia.com/{k}": values
+        for k in ("use-gputype", "nouse-gputype", "use-gpuuuid", "nouse-gpuuuid")
+    }
+    for dry_run in (True, False):
+        pod = _create_pod(rest, ns, "largest", _pod_spec(GPU_LIMITS), dry_run, annotations=largest)
+        assert pod["spec"]["resourceClaims"]
+    (template,) = _templates(rest, ns)
+    selectors = template["spec"]["spec"]["devices"]["requests"][0]["exactly"]["selectors"]
+    assert max(len(sel["cel"]["expression"]) for sel in selectors) > 8000
+
+
+def test_a_forged_review_changes_nothing_in_an_excluded_namespace(
+    dra_cluster: LocalCluster, webhook: Webhook
+) -> None:
+    """Anyone who reaches the webhook's Service can send it a review; for the
+    namespaces that the configuration excludes it answers "allowed", unchanged, and
+    creates nothing (it used to create a template in kube-system)."""
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "forged",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "operation": "CREATE",
+            "namespace": "kube-system",
+            "object": {"metadata": {"name": "x"}, "spec": _pod_spec(GPU_LIMITS)},
+        },
+    }
+    req = urllib.request.Request(
+        f"https://127.0.0.1:{webhook.port}/mutate",
+        data=json.dumps(review).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    ctx = ssl.create_default_context(cafile=str(webhook.ca))
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+        resp = json.loads(r.read())["response"]
+    assert resp["allowed"] is True and "patch" not in resp
+    assert _templates(dra_cluster.rest(), "kube-system") == []
+
+
+def test_unused_templates_are_swept_with_the_webhooks_own_rights(
+    dra_cluster: LocalCluster, webhook: Webhook
+) -> None:
+    """The sweep (run here an hour in the future, so every template is past its grace)
+    deletes what no pod uses and keeps what one does, and a template used between its
+    list and its delete stays (resourceVersion precondition)."""
+    rest = dra_cluster.rest()
+    ns = "wh-sweep"
+    _namespace(rest, ns)
+    _wait_translating(rest, ns)
+    _create_pod(rest, ns, "keep", _pod_spec(GPU_LIMITS))
+    gone_limits = {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "1234"}
+    _create_pod(rest, ns, "gone", _pod_spec(gone_limits))
+    raced_limits = {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "2345"}
+    _create_pod(rest, ns, "raced", _pod_spec(raced_limits))
+    by_pod = {
+        name: rest.get(f"/api/v1/namespaces/{ns}/pods/{name}")["spec"]["resourceClaims"][0][
+            "resourceClaimTemplateName"
+        ]
+        for name in ("keep", "gone", "raced")
+    }
+    for name in ("gone", "raced"):
+        rest.request(
+            "DELETE",
+            f"/api/v1/namespaces/{ns}/pods/{name}",
+            {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0},
+        )
+    kube.wait_for(
+        lambda: len(rest.get(f"/api/v1/namespaces/{ns}/pods")["items"]) == 1, 30, "pods deleted"
+    )
+    identity = dra_cluster.rest(IDENTITY)
+    later = lambda: time.time() + 3600  # noqa: E731 - an hour on: every template is stale
+    store = TemplateStore(identity, ttl_s=0, wall=later)  # stamps on every use
+    raced = next(t for t in _templates(rest, ns) if t["metadata"]["name"] == by_pod["raced"])
+
+    class Racing(TemplateSweeper):
+        """An admission stamps `raced` after the sweep listed it."""
+
+        def _used(self, namespace: str) -> set[str]:
+            if namespace == ns:
+                store.ensure(raced)
+            return super()._used(namespace)
+
+    sweeper = Racing(identity, grace_s=600, wall=later)
+    sweeper.sweep()
+    left = {t["metadata"]["name"] for t in _templates(rest, ns)}
+    assert left == {by_pod["keep"], by_pod["raced"]}
+    (stamped,) = [t for t in _templates(rest, ns) if t["metadata"]["name"] == by_pod["raced"]]
+    assert LAST_USED in stamped["metadata"]["annotations"]

@@ -31,17 +31,21 @@ from vgpu_dra.host.files import read_user_file
 from vgpu_dra.kube.flags import add_kubeconfig_argument
 from vgpu_dra.kube.rest import Rest
 from vgpu_dra.publisher.flags import add_driver_name_argument
+from vgpu_dra.serving.flags import add_server_limit_arguments, server_limits
 from vgpu_dra.serving.https import ServerSettings
 from vgpu_dra.webhook import jsonpatch
 from vgpu_dra.webhook.decision import TemplateSettings
 from vgpu_dra.webhook.facts import ClusterFacts, facts_from_slices
-from vgpu_dra.webhook.kube import SliceFacts, TemplateStore, dra_available
+from vgpu_dra.webhook.kube import SliceFacts, TemplateStore, TemplateSweeper, dra_available
 from vgpu_dra.webhook.metrics import AdmissionMetrics
-from vgpu_dra.webhook.server import serve
+from vgpu_dra.webhook.server import Sweep, serve
 from vgpu_dra.webhook.service import Admitter, StaticFacts
 from vgpu_dra.webhook.translate import Allowed, TranslateSettings, WebhookMode, translate
 
 log = logging.getLogger(__name__)
+EXCLUDE_NAMESPACES = "kube-system,vgpu-dra"
+"""What deploy/webhook/mutatingwebhookconfiguration.yaml excludes (the chart passes
+its own list, the release namespace included, to both)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,25 @@ class WebhookSettings:
     kubeconfig: Path | None = None
     facts_ttl_s: float = 10.0
     template_cache_ttl_s: float = 60.0
+    exclude_namespaces: frozenset[str] = frozenset(EXCLUDE_NAMESPACES.split(","))
+    gc_interval_s: float = 300.0
+    """How often unused templates are swept; 0: never."""
+    gc_grace_s: float = 600.0
+    """A template younger, or used more recently, than this is kept."""
+
+
+def namespace_list(raw: str) -> frozenset[str]:
+    return frozenset(n.strip() for n in raw.split(",") if n.strip())
+
+
+def build_sweep(settings: WebhookSettings, rest: Rest, admitter: Admitter) -> Sweep | None:
+    """The periodic template sweep (DRA mode, interval above 0), else None."""
+    if admitter.settings.mode is not WebhookMode.DRA or settings.gc_interval_s <= 0:
+        return None
+    store = admitter.templates
+    forget = store.forget if isinstance(store, TemplateStore) else None
+    sweeper = TemplateSweeper(rest, settings.gc_grace_s, forget=forget)
+    return Sweep(sweeper.sweep, settings.gc_interval_s)
 
 
 def build_admitter(settings: WebhookSettings, rest: Rest) -> Admitter:
@@ -73,19 +96,21 @@ def build_admitter(settings: WebhookSettings, rest: Rest) -> Admitter:
         facts,
         TemplateStore(rest, ttl_s=settings.template_cache_ttl_s),
         metrics=AdmissionMetrics(CollectorRegistry()),
+        exclude_namespaces=settings.exclude_namespaces,
     )
 
 
 def run(settings: WebhookSettings) -> int:
     rest = Rest.from_kubeconfig(settings.kubeconfig)
     admitter = build_admitter(settings, rest)
+    sweep = build_sweep(settings, rest, admitter)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(admitter, settings.server, stop)
+        await serve(admitter, settings.server, stop, sweep=sweep)
 
     asyncio.run(main())
     return 0
@@ -214,6 +239,31 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str) -> None:
         lo=1,
         hi=64 * 1024 * 1024,
     )
+    add_server_limit_arguments(p, ServerSettings())
+    p.add_argument(
+        "--exclude-namespaces",
+        default=os.environ.get("VGPU_DRA_WEBHOOK_EXCLUDE_NAMESPACES", EXCLUDE_NAMESPACES),
+        help="comma list: pods there are left alone, as the webhook configuration's "
+        "namespaceSelector does (a forged review changes nothing there)",
+    )
+    float_option(
+        p,
+        "--template-gc-interval-minutes",
+        env="VGPU_DRA_TEMPLATE_GC_INTERVAL",
+        default=5,
+        lo=0,
+        hi=1440,
+        help="how often unused ResourceClaimTemplates are deleted; 0: never",
+    )
+    float_option(
+        p,
+        "--template-gc-grace-minutes",
+        env="VGPU_DRA_TEMPLATE_GC_GRACE",
+        default=10,
+        lo=5,  # above the template cache (1 min) plus the API server's request timeout
+        hi=43200,
+        help="templates created or used more recently than this are kept",
+    )
     p.add_argument(
         "--mode",
         choices=["auto", "dra", "legacy"],
@@ -221,6 +271,27 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str) -> None:
         help="auto: DRA when the API server serves resource.k8s.io/v1",
     )
     _add_translate_arguments(p)
+
+
+def webhook_settings(ns: argparse.Namespace) -> WebhookSettings:
+    """`vgpu-dra webhook`'s parsed flags as settings."""
+    return WebhookSettings(
+        server=ServerSettings(
+            host=ns.host,
+            port=ns.port,
+            cert_file=ns.tls_cert_file,
+            key_file=ns.tls_key_file,
+            max_body_bytes=ns.max_body_bytes,
+            reload_interval_s=ns.tls_reload_seconds,
+            **server_limits(ns),
+        ),
+        translate=_translate_settings(ns),
+        mode=ns.mode,
+        kubeconfig=ns.kubeconfig,
+        exclude_namespaces=namespace_list(ns.exclude_namespaces),
+        gc_interval_s=ns.template_gc_interval_minutes * 60,
+        gc_grace_s=ns.template_gc_grace_minutes * 60,
+    )
 
 
 def main(ns: argparse.Namespace) -> int:
@@ -235,18 +306,4 @@ def main(ns: argparse.Namespace) -> int:
             ),
             sys.stdout,
         )
-    return run(
-        WebhookSettings(
-            server=ServerSettings(
-                host=ns.host,
-                port=ns.port,
-                cert_file=ns.tls_cert_file,
-                key_file=ns.tls_key_file,
-                max_body_bytes=ns.max_body_bytes,
-                reload_interval_s=ns.tls_reload_seconds,
-            ),
-            translate=_translate_settings(ns),
-            mode=ns.mode,
-            kubeconfig=ns.kubeconfig,
-        )
-    )
+    return run(webhook_settings(ns))

@@ -19,6 +19,12 @@ from vgpu_dra.core.hami.requests import AskError, strip_names
 from vgpu_dra.webhook.decision import Allowed, Decision, TranslateSettings
 from vgpu_dra.webhook.facts import ClusterFacts
 from vgpu_dra.webhook.jsonpatch import pointer
+from vgpu_dra.webhook.limits import (
+    check_filter_selectors,
+    check_pod_claim_name,
+    check_template,
+    check_template_count,
+)
 from vgpu_dra.webhook.podspec import ContainerAsks, DenyError
 from vgpu_dra.webhook.templates import claim_template, resolve_mode, warnings
 
@@ -48,6 +54,9 @@ def translate_dra(
     ):
         return Allowed(reason="already carries vGPU claims")
 
+    vendors = {v.vendor: v for v in s.vendors}
+    for vendor, f in filters.items():
+        check_filter_selectors(f, vendors[vendor], s.templates.driver_name)
     templates: dict[str, JSON] = {}
     notes: list[str] = []
     new_claims: list[JSON] = []
@@ -66,7 +75,10 @@ def translate_dra(
             mode = resolve_mode(ask.vendor, facts, s.templates)
             notes.extend(f"{c.where}: {w}" for w in warnings(ask, mode))
             tname = tpl["metadata"]["name"]
-            templates[tname] = tpl
+            if tname not in templates:
+                check_template(tpl)
+                templates[tname] = tpl
+                check_template_count(templates)
             reuse = by_shape.get(tname, [])
             if c.kind == "initContainers" and not c.sidecar and reuse:
                 claim_refs.append({"name": reuse[0]})
@@ -75,6 +87,7 @@ def translate_dra(
             cname = f"{s.templates.name_prefix}-{short}{c.index}-{ask.vendor}"
             if cname in taken:
                 raise DenyError(f"spec.resourceClaims already has an entry named {cname!r}")
+            check_pod_claim_name(cname)
             taken.add(cname)
             new_claims.append({"name": cname, "resourceClaimTemplateName": tname})
             claim_refs.append({"name": cname})

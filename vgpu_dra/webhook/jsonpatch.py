@@ -2,7 +2,9 @@
 
 `apply` follows the RFC strictly (a `replace` or `remove` target must exist, an
 array index must be in range, `-` appends) because the API server does: the
-offline dry run and the tests apply patches with it to prove they are valid.
+offline dry run and the tests apply patches with it to prove they are valid. It
+copies only the objects and arrays on the patched paths; the rest of the result is
+shared with the input (a pod may be megabytes, a patch touches a few fields).
 """
 
 from __future__ import annotations
@@ -40,17 +42,29 @@ def _index(ref: str, size: int, path: str, allow_end: bool) -> int:
 
 
 def apply(doc: Any, patch: list[JSON]) -> Any:
-    """A patched deep copy of `doc`. Raises PatchError."""
-    out = copy.deepcopy(doc)
+    """`doc` patched, as a new document: `doc` is left unchanged, and shares with the
+    result what the patch does not touch (treat both as read-only). Raises PatchError."""
+    copied: set[int] = set()
+
+    def own(node: Any) -> Any:
+        if isinstance(node, dict | list) and id(node) not in copied:
+            node = node.copy()
+            copied.add(id(node))
+        return node
+
+    out = own(doc)
     for op in patch:
         kind, path = op.get("op"), str(op.get("path", ""))
         tokens = _tokens(path)
         parent: Any = out
         for t in tokens[:-1]:
             if isinstance(parent, dict) and t in parent:
+                parent[t] = own(parent[t])
                 parent = parent[t]
             elif isinstance(parent, list):
-                parent = parent[_index(t, len(parent), path, allow_end=False)]
+                i = _index(t, len(parent), path, allow_end=False)
+                parent[i] = own(parent[i])
+                parent = parent[i]
             else:
                 raise PatchError(f"{path}: {t!r} does not exist")
         last = tokens[-1]

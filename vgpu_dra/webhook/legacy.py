@@ -43,8 +43,8 @@ def translate_legacy(
     for c in containers:
         env_add: list[JSON] = []
         found = by_container.get((c.kind, c.index))
-        resources = copy.deepcopy(dict(c.resources))
-        if found:
+        if found:  # only containers with asks are copied (a pod may have many others)
+            resources = copy.deepcopy(dict(c.resources))
             for ask in found[0]:
                 v = next(x for x in s.vendors if x.vendor == ask.vendor)
                 limits = dict(resources.get("limits") or {})

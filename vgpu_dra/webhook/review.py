@@ -39,7 +39,7 @@ class Review:
         return self.operation == "CREATE" and self.kind == ("", "v1", "Pod")
 
 
-def parse_review(body: bytes) -> Review:
+def parse_review(body: bytes | bytearray) -> Review:
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:

@@ -32,18 +32,24 @@ def _in_list(values: Sequence[str], driver: str) -> str:
     return f"{_attr('uuid', driver)} in [{', '.join(cel_string(v) for v in values)}]"
 
 
+def named_cel_expressions(f: CardFilter, driver: str = DRIVER_NAME) -> list[tuple[str, str]]:
+    """(the `VendorResources` field naming the annotation, its CEL expression) per
+    non-empty constraint, in a fixed order."""
+    out: list[tuple[str, str]] = []
+    if f.use_types:
+        out.append(("use_type", _any_substring(f.use_types, driver)))
+    if f.nouse_types:
+        out.append(("nouse_type", f"!({_any_substring(f.nouse_types, driver)})"))
+    if f.use_uuids:
+        out.append(("use_uuid", _in_list(f.use_uuids, driver)))
+    if f.nouse_uuids:
+        out.append(("nouse_uuid", f"!({_in_list(f.nouse_uuids, driver)})"))
+    return out
+
+
 def cel_expressions(f: CardFilter, driver: str = DRIVER_NAME) -> list[str]:
     """One CEL expression per non-empty constraint, in a fixed order."""
-    out: list[str] = []
-    if f.use_types:
-        out.append(_any_substring(f.use_types, driver))
-    if f.nouse_types:
-        out.append(f"!({_any_substring(f.nouse_types, driver)})")
-    if f.use_uuids:
-        out.append(_in_list(f.use_uuids, driver))
-    if f.nouse_uuids:
-        out.append(f"!({_in_list(f.nouse_uuids, driver)})")
-    return out
+    return [expr for _, expr in named_cel_expressions(f, driver)]
 
 
 def type_equals(type_string: str, driver: str = DRIVER_NAME) -> str:

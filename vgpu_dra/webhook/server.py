@@ -1,16 +1,20 @@
 """The webhook's HTTPS routes: AdmissionReview on POST /mutate, plus the probe and
 metrics routes of `vgpu_dra.serving.https`, which serves them (TLS reloaded from
-files, body limit answered with 413 before a byte is parsed)."""
+files, body limit answered with 413 before a byte is parsed, memory, concurrency,
+connections and read times bounded), and the periodic sweep of unused templates."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
-from vgpu_dra.serving.https import HttpsServer, ServerSettings, add_probe_routes
+from vgpu_dra.serving.https import HttpsServer, ServerSettings, build_app, request_body
 from vgpu_dra.webhook.review import ReviewError, parse_review
 from vgpu_dra.webhook.service import Admitter
 
@@ -20,23 +24,45 @@ MUTATE_PATH = "/mutate"
 
 def _add_mutate_route(app: web.Application, admitter: Admitter) -> None:
     async def mutate(request: web.Request) -> web.StreamResponse:
-        body = await request.read()  # raises 413 above client_max_size
+        body = await request_body(request)  # read within the limits (413 above the max)
         try:
             review = parse_review(body)
         except ReviewError as e:
             return web.json_response({"error": str(e)}, status=400)
+        finally:
+            del body  # only the parsed review is kept while it is decided
         return web.json_response(await admitter.admit(review))
 
     app.router.add_post(MUTATE_PATH, mutate)
 
 
 def make_app(admitter: Admitter, ready: Callable[[], bool], max_body_bytes: int) -> web.Application:
-    """The routes alone, for in-process test clients."""
-    app = web.Application(client_max_size=max_body_bytes)
-    registry = admitter.metrics.registry if admitter.metrics is not None else None
-    add_probe_routes(app, ready, registry)
-    _add_mutate_route(app, admitter)
-    return app
+    """The routes and request limits without the connection guards, for in-process
+    test clients."""
+    return build_app(
+        ServerSettings(max_body_bytes=max_body_bytes),
+        lambda app: _add_mutate_route(app, admitter),
+        ready,
+        registry=admitter.metrics.registry if admitter.metrics is not None else None,
+    )
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A blocking pass (`kube.TemplateSweeper.sweep`) run every `interval_s` (+-10%,
+    so replicas drift apart) in a worker thread."""
+
+    run: Callable[[], int]
+    interval_s: float
+
+
+async def _sweep_loop(sweep: Sweep) -> None:
+    while True:
+        await asyncio.sleep(sweep.interval_s * random.uniform(0.9, 1.1))  # noqa: S311
+        try:
+            await asyncio.to_thread(sweep.run)
+        except Exception as e:  # an API outage: the next pass starts over
+            log.warning("sweep of unused ResourceClaimTemplates failed: %s", e)
 
 
 async def serve(
@@ -44,13 +70,21 @@ async def serve(
     settings: ServerSettings,
     stop: asyncio.Event,
     started: Callable[[int], None] | None = None,
+    sweep: Sweep | None = None,
 ) -> None:
     """Serve until `stop` is set. `started(port)` is called once listening (port 0
-    picks a free one, for tests)."""
+    picks a free one, for tests); `sweep` runs meanwhile."""
     server = HttpsServer(
         settings,
         lambda app: _add_mutate_route(app, admitter),
         registry=admitter.metrics.registry if admitter.metrics is not None else None,
         name="webhook",
     )
-    await server.serve(stop, started)
+    task = asyncio.create_task(_sweep_loop(sweep)) if sweep is not None else None
+    try:
+        await server.serve(stop, started)
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,9 +1,12 @@
 """One admission review, end to end, independent of the HTTP server.
 
-Reads the cluster facts only for pods with vGPU resources (and only when the cached
-ones are stale), translates, ensures the templates unless the request is a dry run,
-and turns every failure into a denial with a message: nothing here raises for a
-bad pod, so the server never answers 500 for one.
+Leaves pods in excluded namespaces alone (the MutatingWebhookConfiguration excludes
+them too, but anyone who reaches the Service can send a review: docs/security.md
+"The webhook trusts the API server"), reads the cluster facts only for pods with
+vGPU resources (and only when the cached ones are stale), translates, ensures the
+templates unless the request is a dry run (all at once, within one deadline), and
+turns every failure into a denial with a message: nothing here raises for a bad
+pod, so the server never answers 500 for one.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
 from vgpu_dra.webhook.facts import ClusterFacts
@@ -65,23 +68,61 @@ class Admitter:
         api_timeout_s: float = 5.0,
         metrics: AdmissionMetrics | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        exclude_namespaces: Collection[str] = (),
     ) -> None:
         self.settings = settings
+        self.exclude_namespaces = frozenset(exclude_namespaces)
         self.metrics = metrics
         self._clock = clock
         self._facts = facts
         self._templates = templates
         self._timeout = api_timeout_s
-        """Bound on each API call, well inside the API server's webhook timeout (10 s)."""
+        """Bound on the API calls of one review (the slice list, then all template
+        calls together), well inside the API server's webhook timeout (10 s)."""
+
+    @property
+    def templates(self) -> TemplateSink | None:
+        return self._templates
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.wait_for(asyncio.to_thread(fn, *args), self._timeout)
 
+    @staticmethod
+    def _own_namespace(review: Review) -> object:
+        meta = review.obj.get("metadata") if isinstance(review.obj, Mapping) else None
+        return meta.get("namespace") if isinstance(meta, Mapping) else None
+
+    def _excluded(self, review: Review) -> Decision | None:
+        for ns in (review.namespace, self._own_namespace(review)):
+            if isinstance(ns, str) and ns in self.exclude_namespaces:
+                return Allowed(reason=f"namespace {ns} is excluded")
+        return None
+
+    @staticmethod
+    def _foreign(review: Review) -> Decision | None:
+        """A denial when the review does not say plainly where the pod goes."""
+        own = Admitter._own_namespace(review)
+        if not review.namespace:
+            return Denied("the admission request names no namespace; pods are namespaced", 400)
+        if own and own != review.namespace:
+            return Denied(
+                f"the pod's metadata.namespace {own!r} differs from the request's namespace "
+                f"{review.namespace!r}",
+                400,
+            )
+        return None
+
     async def decide(self, review: Review) -> Decision:
         if not review.is_pod_create:
             return Allowed(reason="not a pod CREATE")
+        excluded = self._excluded(review)
+        if excluded is not None:
+            return excluded
         if not has_vgpu_resources(review.obj, self.settings):
             return Allowed(reason="no vGPU resources")
+        foreign = self._foreign(review)
+        if foreign is not None:
+            return foreign
         try:
             facts = await self._call(self._facts.get) if self._facts.stale() else self._facts.get()
         except TimeoutError:
@@ -92,17 +133,22 @@ class Admitter:
                 return Denied(
                     "the webhook runs without API access; it cannot create templates", 500
                 )
+            # The steady state skips the thread hop; the rest are ensured together.
+            pending = [t for t in decision.templates if not self._templates.cached(t)]
             try:
-                for t in decision.templates:
-                    if not self._templates.cached(t):  # the steady state skips the thread hop
-                        await self._call(self._templates.ensure, t)
+                if pending:
+                    await self._ensure_all(self._templates, pending)
             except TemplateError as e:
-                return Denied(str(e), 500)
+                return Denied(e.message, e.code)
             except TimeoutError:
                 return Denied(
                     "the API server did not create the ResourceClaimTemplate in time; retry", 500
                 )
         return decision
+
+    async def _ensure_all(self, sink: TemplateSink, templates: list[JSON]) -> None:
+        calls = [asyncio.to_thread(sink.ensure, t) for t in templates]
+        await asyncio.wait_for(asyncio.gather(*calls), self._timeout)
 
     async def admit(self, review: Review) -> JSON:
         """The AdmissionReview response; never raises (a bug becomes a denial)."""

@@ -5,8 +5,10 @@ This module holds what both modes share: pods without vGPU resources pass with n
 patch (checked first, it is the hot path), pods labelled `hami.io/webhook=ignore`
 and pods already translated are left alone, every container's legacy resources are
 parsed and validated, and a privileged container or a preset `spec.nodeName` in a
-pod with vGPU resources is denied. Then `dra.translate_dra` (claims from templates,
-DESIGN §5) or `legacy.translate_legacy` (HAMi's schedulerName rules, §6) decides.
+pod with vGPU resources is denied, as is one the API server would refuse after its
+templates were made, or with too many containers (`limits.check_containers`).
+Then `dra.translate_dra` (claims from templates, DESIGN §5) or
+`legacy.translate_legacy` (HAMi's schedulerName rules, §6) decides.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from vgpu_dra.webhook.decision import Allowed, Decision, Denied, TranslateSettin
 from vgpu_dra.webhook.dra import TRANSLATED_ANNOTATION, translate_dra
 from vgpu_dra.webhook.facts import ClusterFacts
 from vgpu_dra.webhook.legacy import other_scheduler, translate_legacy
+from vgpu_dra.webhook.limits import check_containers
 from vgpu_dra.webhook.podspec import ContainerAsks, DenyError, containers, has_legacy, mapping
 
 __all__ = [
@@ -75,6 +78,7 @@ def _translate(
         raise DenyError("pod has no containers")
     if TRANSLATED_ANNOTATION in annotations:
         return Allowed(reason="already translated")
+    check_containers(spec, pod_containers)
     asks: list[ContainerAsks] = []
     for c in pod_containers:
         present, found = container_asks(c.resources, s.vendors, s.asks, c.where)

@@ -14,9 +14,18 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.unit.webhook.pods import FACTS, card, ctr, facts, pod
 from vgpu_dra.webhook.facts import CardModel, ClusterFacts
+from vgpu_dra.webhook.limits import CEL_MAX_BYTES
 from vgpu_dra.webhook.server import make_app
 from vgpu_dra.webhook.service import Admitter, StaticFacts
-from vgpu_dra.webhook.translate import Denied, TranslateSettings, WebhookMode, translate
+from vgpu_dra.webhook.translate import (
+    Allowed,
+    Denied,
+    TranslateSettings,
+    WebhookMode,
+    translate,
+)
+
+S = TranslateSettings()
 
 GPU, MEM, PCT, CORES, PRIO = (
     "nvidia.com/gpu",
@@ -158,6 +167,46 @@ CORPUS = [
         "resources.claims must be a list",
     ),
     Bad(
+        "duplicate container names",
+        pod(ctr("c", {GPU: "1"}), ctr("c")),
+        "container name 'c' is used twice (spec.containers[0] and spec.containers[1])",
+    ),
+    Bad(
+        "init container named as a container",
+        pod(ctr("c", {GPU: "1"}), init=(ctr("c"),)),
+        "spec.containers[0] and spec.initContainers[0]",
+    ),
+    Bad(
+        "ephemeral container named as a container",
+        pod(ctr("c", {GPU: "1"}), ephemeralContainers=[{"name": "c"}]),
+        "spec.ephemeralContainers[0]",
+    ),
+    Bad(
+        "nameless container",
+        {"spec": {"containers": [{"resources": {"limits": {GPU: "1"}}}]}},
+        "spec.containers[0] has no name",
+    ),
+    Bad(
+        "too many containers",
+        pod(ctr("c0", {GPU: "1"}), *(ctr(f"c{i}") for i in range(1, 65))),
+        "a pod with vGPU resources may have at most 64",
+    ),
+    Bad(
+        "too many request shapes",
+        pod(*(ctr(f"c{i}", {GPU: "1", MEM: str(1000 + i)}) for i in range(9))),
+        "at most 8 are translated per pod",
+    ),
+    Bad(
+        "selector longer than the API server accepts",
+        pod(ctr("c", {GPU: "1"}), annotations={"nvidia.com/use-gputype": "é" * 4000}),
+        "annotation nvidia.com/use-gputype becomes a CEL selector of 24",
+    ),
+    Bad(
+        "escaped control characters make the selector too long",
+        pod(ctr("c", {GPU: "1"}), annotations={"nvidia.com/nouse-gpuuuid": "\x01" * 2000}),
+        "annotation nvidia.com/nouse-gpuuuid becomes a CEL selector",
+    ),
+    Bad(
         "legacy: env not a list",
         pod(ctr("c", {GPU: "1", PRIO: "0"}, env={"A": "b"})),
         "env must be a list",
@@ -221,3 +270,28 @@ def test_corpus_through_the_server_never_500() -> None:
         assert resp["allowed"] is False, bad.id
         assert bad.message in resp["status"]["message"], bad.id
         assert resp["status"]["code"] in (400, 403)
+
+
+def test_the_largest_filters_accepted_fit_the_api_servers_limits() -> None:
+    """Each filter annotation at its own limits (64 values, 4096 ASCII characters) is
+    translated, and every selector stays within the 10 KiB the API server accepts (the
+    real API server creates such a template: tests/integration/test_webhook.py)."""
+    values = ",".join(f"{i:02d}" + "x" * 61 for i in range(64))[:4096]
+    annotations = {
+        k: values
+        for k in (
+            "nvidia.com/use-gputype",
+            "nvidia.com/nouse-gputype",
+            "nvidia.com/use-gpuuuid",
+            "nvidia.com/nouse-gpuuuid",
+        )
+    }
+    decision = translate(pod(ctr("c", {GPU: "1"}), annotations=annotations), "a", S, FACTS)
+    assert isinstance(decision, Allowed), decision
+    (tpl,) = decision.templates
+    exprs = [
+        sel["cel"]["expression"]
+        for sel in tpl["spec"]["spec"]["devices"]["requests"][0]["exactly"]["selectors"]
+    ]
+    assert len(exprs) == 4
+    assert all(8000 < len(e.encode()) <= CEL_MAX_BYTES for e in exprs[:2])

@@ -102,3 +102,18 @@ def test_bad_pod_file_is_rc_2_with_one_line(
 def test_an_endless_file_is_not_read_to_the_end(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["translate-pod", "-f", "/dev/zero"]) == 2
     assert "/dev/zero: larger than" in capsys.readouterr().err
+
+
+def test_a_pod_the_api_server_would_refuse_is_denied_offline_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The dry run answers as the server does, and as the real create would: a card
+    filter whose CEL selector is over the API server's 10 KiB is denied (a server-side
+    dry run creates no template the API server could refuse)."""
+    p = pod(ctr("c", {"nvidia.com/gpu": "1"}), annotations={"nvidia.com/use-gputype": "é" * 4000})
+    pod_file = tmp_path / "pod.yaml"
+    pod_file.write_text(yaml.safe_dump(p, allow_unicode=True))
+    assert main(["translate-pod", "-f", str(pod_file)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("denied: annotation nvidia.com/use-gputype becomes a CEL selector")
+    assert "more than the 10240 the API server accepts" in out

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -24,12 +24,14 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.unit.webhook.pods import FACTS, ctr, pod
 from vgpu_dra.dev.localcluster.certs import make_pki
+from vgpu_dra.kube.rest import Rest
 from vgpu_dra.serving.https import CertReloader, ServerSettings
+from vgpu_dra.webhook.app import WebhookSettings, build_sweep
 from vgpu_dra.webhook.kube import TemplateError
 from vgpu_dra.webhook.review import parse_review
-from vgpu_dra.webhook.server import make_app, serve
+from vgpu_dra.webhook.server import Sweep, make_app, serve
 from vgpu_dra.webhook.service import Admitter, StaticFacts
-from vgpu_dra.webhook.translate import TranslateSettings
+from vgpu_dra.webhook.translate import TranslateSettings, WebhookMode
 
 JSON = dict[str, Any]
 GPU_POD = pod(ctr("c", {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "3000"}))
@@ -49,7 +51,13 @@ class Recorder:
         self.ensured.append(template)
 
 
-def review(obj: Any, dry_run: bool = False, kind: str = "Pod", op: str = "CREATE") -> JSON:
+def review(
+    obj: Any,
+    dry_run: bool = False,
+    kind: str = "Pod",
+    op: str = "CREATE",
+    namespace: str = "team-a",
+) -> JSON:
     return {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
@@ -57,7 +65,7 @@ def review(obj: Any, dry_run: bool = False, kind: str = "Pod", op: str = "CREATE
             "uid": str(uuid.uuid4()),
             "kind": {"group": "", "version": "v1", "kind": kind},
             "operation": op,
-            "namespace": "team-a",
+            "namespace": namespace,
             "dryRun": dry_run,
             "object": obj,
         },
@@ -68,7 +76,9 @@ def run_client(
     sink: Recorder, fn: Callable[[TestClient[Any, Any]], Awaitable[None]], max_body: int = 1 << 20
 ) -> None:
     async def main() -> None:
-        admitter = Admitter(TranslateSettings(), StaticFacts(FACTS), sink)
+        admitter = Admitter(
+            TranslateSettings(), StaticFacts(FACTS), sink, exclude_namespaces=["kube-system"]
+        )
         async with TestClient(TestServer(make_app(admitter, lambda: True, max_body))) as c:
             await fn(c)
 
@@ -261,3 +271,114 @@ def test_a_slow_api_server_is_a_timely_denial() -> None:
 
     resp = asyncio.run(main())["response"]
     assert resp["allowed"] is False and "in time" in resp["status"]["message"]
+
+
+# ---- forged reviews ----------------------------------------------------------------------
+
+
+async def _admit(obj: Any, sink: Recorder, **kw: Any) -> JSON:
+    admitter = Admitter(
+        TranslateSettings(), StaticFacts(FACTS), sink, exclude_namespaces=["kube-system", "vgpu"]
+    )
+    resp: JSON = (await admitter.admit(parse_review(json.dumps(review(obj, **kw)).encode())))[
+        "response"
+    ]
+    return resp
+
+
+def test_excluded_namespaces_are_left_alone_even_when_a_review_is_forged() -> None:
+    """The webhook configuration never sends these; a review sent straight to the
+    Service changes nothing there (no patch, no template)."""
+    sink = Recorder()
+    for kw in ({"namespace": "kube-system"}, {"namespace": "vgpu"}):
+        resp = asyncio.run(_admit(GPU_POD, sink, **kw))
+        assert resp["allowed"] is True and "patch" not in resp
+    inside = json.loads(json.dumps(GPU_POD))
+    inside["metadata"]["namespace"] = "kube-system"
+    resp = asyncio.run(_admit(inside, sink))  # the request says team-a, the pod kube-system
+    assert resp["allowed"] is True and "patch" not in resp
+    assert sink.ensured == []
+
+
+@pytest.mark.parametrize(
+    ("namespace", "own", "message"),
+    [
+        ("", None, "names no namespace"),
+        ("team-a", "team-b", "metadata.namespace 'team-b' differs from the request's namespace"),
+    ],
+)
+def test_a_review_that_does_not_say_plainly_where_the_pod_goes_is_denied(
+    namespace: str, own: str | None, message: str
+) -> None:
+    sink = Recorder()
+    obj = json.loads(json.dumps(GPU_POD))
+    if own:
+        obj["metadata"]["namespace"] = own
+    resp = asyncio.run(_admit(obj, sink, namespace=namespace))
+    assert resp["allowed"] is False and message in resp["status"]["message"]
+    assert sink.ensured == []
+
+
+def test_a_template_the_api_server_refuses_is_a_client_error() -> None:
+    sink = Recorder(TemplateError("the API server refused ResourceClaimTemplate x: too long", 400))
+    resp = asyncio.run(_admit(GPU_POD, sink))
+    assert resp["allowed"] is False and resp["status"]["code"] == 400
+    assert "refused" in resp["status"]["message"]
+
+
+def test_templates_of_one_review_are_ensured_together_within_one_deadline() -> None:
+    shapes = 4
+    arrived = threading.Barrier(shapes, timeout=10)
+
+    class AllAtOnce(Recorder):
+        def ensure(self, template: JSON) -> None:
+            arrived.wait()  # only returns once every template is being ensured
+            super().ensure(template)
+
+    sink = AllAtOnce()
+    p = pod(
+        *(
+            ctr(f"c{i}", {"nvidia.com/gpu": "1", "nvidia.com/gpumem": str(100 + i)})
+            for i in range(shapes)
+        )
+    )
+    resp = asyncio.run(_admit(p, sink))
+    assert resp["allowed"] is True and len(sink.ensured) == shapes
+
+
+def test_the_sweep_runs_on_its_interval_and_survives_failures() -> None:
+    calls: list[int] = []
+    passes = threading.Event()
+
+    def sweep() -> int:
+        calls.append(1)
+        if len(calls) >= 3:
+            passes.set()
+        if len(calls) == 1:
+            raise RuntimeError("API server unreachable")  # logged; the next pass runs
+        return 0
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        admitter = Admitter(TranslateSettings(), StaticFacts(FACTS), Recorder())
+        task = asyncio.create_task(
+            serve(
+                admitter, ServerSettings(host="127.0.0.1", port=0), stop, sweep=Sweep(sweep, 0.01)
+            )
+        )
+        assert await asyncio.to_thread(passes.wait, 10)
+        stop.set()
+        await task
+
+    asyncio.run(main())
+    assert len(calls) >= 3
+
+
+def test_the_sweep_runs_only_in_dra_mode_when_enabled() -> None:
+    rest = cast(Rest, object())
+    legacy = Admitter(TranslateSettings(mode=WebhookMode.LEGACY), StaticFacts(FACTS), None)
+    dra = Admitter(TranslateSettings(), StaticFacts(FACTS), None)
+    assert build_sweep(WebhookSettings(), rest, legacy) is None
+    assert build_sweep(WebhookSettings(gc_interval_s=0), rest, dra) is None
+    sweep = build_sweep(WebhookSettings(), rest, dra)
+    assert sweep is not None and sweep.interval_s == 300

@@ -12,9 +12,10 @@ import logging
 import os
 import signal
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -30,9 +31,17 @@ from vgpu_dra.legacy.extender.http import MAX_BODY, ExtenderServer
 from vgpu_dra.legacy.extender.informer import Informer
 from vgpu_dra.legacy.extender.metrics import ExtenderMetrics
 from vgpu_dra.legacy.extender.state import ClusterState
+from vgpu_dra.serving.flags import add_server_limit_arguments, server_limits
 from vgpu_dra.serving.https import ServerSettings
 
 log = logging.getLogger("vgpu_dra.extender.app")
+SERVER = ServerSettings(
+    port=8888,
+    max_body_bytes=MAX_BODY,
+    max_inflight_bytes=MAX_BODY,
+    max_connections=64,  # one kube-scheduler (and its leader-election standbys)
+)
+"""The extender's HTTP defaults (the flags override the limits)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,8 @@ class ExtenderSettings:
     placement: PlacementSettings = field(default_factory=PlacementSettings)
     lock_expiry_s: float = 300.0
     events: bool = True
+    server_limits: dict[str, Any] = field(default_factory=dict)
+    """`ServerSettings` limit fields that differ from `SERVER`'s."""
 
 
 class ExtenderApp:
@@ -88,12 +99,13 @@ class ExtenderApp:
         self.registry = CollectorRegistry()
         self.metrics = ExtenderMetrics(self.registry)  # served at GET /metrics
         self.server = ExtenderServer(
-            ServerSettings(
+            replace(
+                SERVER,
                 host=settings.bind_address,
                 port=settings.port,
                 cert_file=settings.cert_file,
                 key_file=settings.key_file,
-                max_body_bytes=MAX_BODY,
+                **settings.server_limits,
             ),
             self.extender,
             self.metrics,
@@ -137,6 +149,7 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str = "extender") -> None:
     int_option(p, "--port", env="VGPU_DRA_EXTENDER_PORT", default=8888, lo=0, hi=65535)
     p.add_argument("--cert-file", type=Path, default=os.environ.get("VGPU_DRA_TLS_CERT") or None)
     p.add_argument("--key-file", type=Path, default=os.environ.get("VGPU_DRA_TLS_KEY") or None)
+    add_server_limit_arguments(p, SERVER)
     p.add_argument(
         "--node-scheduler-policy",
         choices=["binpack", "spread"],
@@ -173,6 +186,7 @@ def main(ns: argparse.Namespace) -> int:
             cert_file=ns.cert_file,
             key_file=ns.key_file,
             lock_expiry_s=ns.node_lock_timeout,
+            server_limits=server_limits(ns),
             placement=PlacementSettings(
                 node_policy=ns.node_scheduler_policy,
                 gpu_policy=ns.gpu_scheduler_policy,

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from vgpu_dra.legacy.extender.extender import Extender
 from vgpu_dra.legacy.extender.metrics import ExtenderMetrics
-from vgpu_dra.serving.https import CertReloader, HttpsServer, ServerSettings
+from vgpu_dra.serving.https import CertReloader, HttpsServer, ServerSettings, request_body
 
 log = logging.getLogger("vgpu_dra.extender.http")
 
@@ -109,7 +109,7 @@ class ExtenderServer:
         if handler is None:
             return await self._not_found(request)
         try:
-            body = await request.read()
+            body = await request_body(request)
         except web.HTTPRequestEntityTooLarge:
             return _json(413, {"error": "body too large or bad Content-Length"})
         try:

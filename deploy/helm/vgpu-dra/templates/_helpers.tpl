@@ -26,6 +26,13 @@ app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 {{- if .Values.webhook.mode -}}{{ .Values.webhook.mode }}{{- else if eq .Values.mode "legacy" -}}legacy{{- else -}}auto{{- end -}}
 {{- end -}}
 
+{{/* The namespaces the webhook leaves alone: webhook.excludeNamespaces plus the release
+namespace, comma-separated. The MutatingWebhookConfiguration's namespaceSelector and the
+webhook's --exclude-namespaces get this same list. */}}
+{{- define "vgpu-dra.webhookExcluded" -}}
+{{- append .Values.webhook.excludeNamespaces .Release.Namespace | uniq | join "," -}}
+{{- end -}}
+
 {{/* The inventory ConfigMap is needed when a component runs on simulated discovery. */}}
 {{- define "vgpu-dra.needsInventory" -}}
 {{- if or (and .Values.kubeletPlugin.enabled (eq .Values.kubeletPlugin.discovery "simulated")) (and .Values.devicePlugin.enabled (eq .Values.devicePlugin.discovery "simulated")) .Values.controller.enabled -}}true{{- end -}}
