@@ -93,11 +93,22 @@ class CardUsage:
         return max(self.slots - self.used_slots, 0)
 
 
+@dataclass(frozen=True, order=True)
+class NodeWarning:
+    """Something on `node` that could not be read (shown, never guessed around)."""
+
+    node: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
 @dataclass(frozen=True)
 class Occupancy:
     cards: tuple[CardUsage, ...]
     device_card: Mapping[DeviceKey, CardKey] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[NodeWarning, ...] = ()
 
     def card(self, key: CardKey) -> CardUsage | None:
         for c in self.cards:
@@ -240,7 +251,7 @@ def legacy_occupancy(
     nodes: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]
 ) -> Occupancy:
     """Cards from HAMi's node registrations, tenants from pods' allocated devices."""
-    warnings: list[str] = []
+    warnings: list[NodeWarning] = []
     registered: dict[tuple[str, str], Any] = {}  # (node, uuid) -> NodeDevice
     for n in nodes:
         value = _annotations(n).get(NODE_REGISTER_NVIDIA)
@@ -251,7 +262,7 @@ def legacy_occupancy(
             for d in decode_node_devices(value):
                 registered[(node, d.id)] = d
         except AnnotationError as e:
-            warnings.append(f"node {node}: {e}")
+            warnings.append(NodeWarning(node, f"node {node}: {e}"))
     key = vendor_keys("nvidia").allocated
     held: dict[tuple[str, str], dict[tuple[str, str], list[int]]] = {k: {} for k in registered}
     prio: dict[tuple[str, str], int] = {}
@@ -266,13 +277,17 @@ def legacy_occupancy(
         try:
             containers = decode_pod_devices(value, key)
         except AnnotationError as e:
-            warnings.append(f"pod {ns}/{name}: {e}")
+            warnings.append(NodeWarning(node, f"pod {ns}/{name}: {e}"))
             continue
         prio[(ns, name)] = pod_priority(p)
         for ctr in containers:
             for dev in ctr:
                 if (node, dev.uuid) not in held:
-                    warnings.append(f"pod {ns}/{name}: card {dev.uuid} is not registered on {node}")
+                    warnings.append(
+                        NodeWarning(
+                            node, f"pod {ns}/{name}: card {dev.uuid} is not registered on {node}"
+                        )
+                    )
                     continue
                 acc = held[(node, dev.uuid)].setdefault((ns, name), [0, 0, 0])
                 acc[0] += dev.usedmem * MIB

@@ -211,7 +211,10 @@ def _only(occ: Occupancy, nodes: Sequence[str]) -> Occupancy:
     missing = sorted(set(nodes) - {c.node for c in cards})
     if missing:
         raise PluginError(f'no vGPU cards on node "{missing[0]}"')
-    return Occupancy(cards, occ.device_card, occ.warnings)
+    # only the warnings about the nodes asked for: another node's bad annotation is
+    # not this answer's business
+    warnings = tuple(w for w in occ.warnings if w.node in nodes)
+    return Occupancy(cards, occ.device_card, warnings)
 
 
 def cards(rest: Rest, f: Flags, st: Style) -> str:

@@ -152,7 +152,7 @@ def cards_doc(occ: Occupancy) -> dict[str, Any]:
             }
             for c in occ.cards
         ],
-        "warnings": list(occ.warnings),
+        "warnings": [str(w) for w in occ.warnings],
     }
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tests.unit.core.published import card, slices
-from vgpu_dra.core.occupancy import dra_occupancy
+from vgpu_dra.core.occupancy import NodeWarning, dra_occupancy
 from vgpu_dra.core.slices import CapacityMode
 from vgpu_dra.kubectl import app, render
 
@@ -84,3 +85,15 @@ def test_render_is_deterministic_and_uncoloured_by_default() -> None:
     assert [i["card"] for i in json.loads(doc)["items"]] == ["gpu-0", "gpu-1"]
     styled = render.cards_text(occ, wide=False, style=render.Style(colour=True, bars=True))
     assert "[--------------------] 0% memory" in styled and "\033[32m" in styled
+
+
+def test_a_node_filter_keeps_only_that_nodes_warnings() -> None:
+    """`cards kv-a` reports what could not be read on kv-a, not another node's bad
+    annotation (a full integration run once put other tests' garbage in the output)."""
+    occ = dra_occupancy(slices("n1", [card(0, "GPU-a")], CapacityMode.CONSUMABLE), [], [])
+    noisy = replace(
+        occ,
+        warnings=(NodeWarning("n1", "node n1: bad"), NodeWarning("n2", "node n2: bad")),
+    )
+    assert [str(w) for w in app._only(noisy, ["n1"]).warnings] == ["node n1: bad"]
+    assert len(app._only(noisy, []).warnings) == 2
