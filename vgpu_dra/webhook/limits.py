@@ -8,8 +8,8 @@ the webhook can check alone is checked before anything is created, in dry runs a
 offline (`translate-pod`) alike, and denied with a message the user can act on:
 
 - the pod: at most `MAX_CONTAINERS` containers and init containers, each named, no
-  name used twice (the API server's own rule, checked before it would leave claim
-  templates behind);
+  name used twice, every claim a container uses defined in `spec.resourceClaims` (the
+  API server's own rules, checked before it would leave claim templates behind);
 - at most `MAX_TEMPLATES` distinct request shapes per pod (equal shapes share one
   template), so one review creates at most that many objects;
 - the ResourceClaimTemplate: resource.k8s.io/v1 validation limits
@@ -78,6 +78,24 @@ def check_containers(spec: Mapping[str, Any], containers: Sequence[Container]) -
                 "containers"
             )
         seen[name] = where
+    _check_claim_references(spec, containers)
+
+
+def _check_claim_references(spec: Mapping[str, Any], containers: Sequence[Container]) -> None:
+    """Every `resources.claims[].name` of a container names an entry of
+    `spec.resourceClaims` (the API server's rule: a pod that breaks it is refused, and
+    any template made for it first would be left behind)."""
+    defined = {rc.get("name") for rc in spec.get("resourceClaims") or [] if isinstance(rc, Mapping)}
+    for c in containers:
+        resources = c.body.get("resources")
+        refs = resources.get("claims") if isinstance(resources, Mapping) else None
+        for ref in refs if isinstance(refs, list) else []:
+            name = ref.get("name") if isinstance(ref, Mapping) else None
+            if name not in defined:
+                raise DenyError(
+                    f"{c.where} uses claim {name!r}, which spec.resourceClaims does not "
+                    "define; add it there or remove it from resources.claims"
+                )
 
 
 def check_filter_selectors(f: CardFilter, v: VendorResources, driver: str) -> None:

@@ -167,6 +167,11 @@ CORPUS = [
         "resources.claims must be a list",
     ),
     Bad(
+        "container uses a claim the pod does not define",
+        pod(ctr("c", resources={"limits": {"amd.com/gpu": "1"}, "claims": [{"name": "vgpu-c-x"}]})),
+        "uses claim 'vgpu-c-x', which spec.resourceClaims does not define",
+    ),
+    Bad(
         "duplicate container names",
         pod(ctr("c", {GPU: "1"}), ctr("c")),
         "container name 'c' is used twice (spec.containers[0] and spec.containers[1])",
