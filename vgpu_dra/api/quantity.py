@@ -63,6 +63,21 @@ def parse_quantity(text: str | int) -> Fraction:
     return num * _DECIMAL[m.group("dec") or ""]
 
 
+class NotWholeError(QuantityError):
+    """A well-formed quantity that is negative or has a fractional part."""
+
+
+def parse_whole(text: str | int) -> int:
+    """A non-negative whole quantity (bytes, cores, slots). Raises QuantityError for
+    anything else: NotWholeError when it parses but is negative or fractional."""
+    if isinstance(text, bool) or not isinstance(text, (str, int)):
+        raise QuantityError(f"quantity {text!r} must be a string or an integer")
+    q = parse_quantity(text)
+    if q < 0 or q.denominator != 1:
+        raise NotWholeError(f"quantity {text!r} is not a non-negative whole number")
+    return int(q)
+
+
 def format_binary(value: int) -> str:
     """Integer -> the shortest exact binary-SI form ("80Gi", "1536Mi", "1000")."""
     if value == 0:

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from vgpu_dra.api.quantity import QuantityError, parse_quantity
+from vgpu_dra.api.quantity import NotWholeError, QuantityError, parse_whole
 from vgpu_dra.api.vgpu_config import VGpuConfig
 from vgpu_dra.core import cdi
 from vgpu_dra.core.allocation import (
@@ -133,12 +133,11 @@ class ClaimPlan:
 def _whole(value: Any, what: str, kind: str) -> int:
     """A non-negative whole quantity (bytes, percent). Raises PlanError naming `what`."""
     try:
-        q = parse_quantity(value)
+        return parse_whole(value)
+    except NotWholeError:
+        raise PlanError(f"{what}: {value!r} is not a whole {kind}") from None
     except QuantityError as e:
         raise PlanError(f"{what}: {e}") from None
-    if q < 0 or q.denominator != 1:
-        raise PlanError(f"{what}: {value!r} is not a whole {kind}")
-    return int(q)
 
 
 def _bytes(value: Any, what: str) -> int:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vgpu_dra.api.quantity import QuantityError, parse_quantity
+from vgpu_dra.api.quantity import QuantityError, parse_whole
 from vgpu_dra.core.slices import DRIVER_NAME
 
 CardKey = tuple[str, str]  # (pool, card uuid)
@@ -75,15 +75,10 @@ class Published:
 
 def whole_quantity(value: object) -> int | None:
     """A non-negative whole quantity, else None (a bad value is not invented into one)."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        return None
     try:
-        q = parse_quantity(value)
+        return parse_whole(value)  # type: ignore[arg-type]  # any JSON value: checked there
     except QuantityError:
         return None
-    if q < 0 or q.denominator != 1:
-        return None
-    return int(q)
 
 
 def _attr(device: Mapping[str, Any], name: str) -> str | None:
