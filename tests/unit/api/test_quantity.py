@@ -10,10 +10,12 @@ from hypothesis import strategies as st
 
 from vgpu_dra.api.quantity import (
     MAX_LEN,
+    NotWholeError,
     QuantityError,
     format_binary,
     format_int,
     parse_quantity,
+    parse_whole,
     quantities_equal,
     to_int_ceil,
 )
@@ -261,3 +263,27 @@ def test_to_int_ceil_is_ceiling(num: int, den: int) -> None:
     value = Fraction(num, den)
     c = to_int_ceil(value)
     assert c - 1 < value <= c
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("3000Mi", 3000 * 2**20), ("0", 0), (30, 30), ("1k", 1000)],
+)
+def test_parse_whole(text: str | int, expected: int) -> None:
+    assert parse_whole(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("-1", NotWholeError),
+        ("0.5", NotWholeError),
+        ("1m", NotWholeError),
+        ("x", QuantityError),
+        (True, QuantityError),
+        (1.5, QuantityError),
+    ],
+)
+def test_parse_whole_refuses(text: object, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        parse_whole(text)  # type: ignore[arg-type]
