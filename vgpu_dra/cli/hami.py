@@ -1,12 +1,30 @@
-"""HAMi's request defaults as flags (`defaultGPUNum`, `defaultMemory`, `defaultCores`,
-`memoryFactor`), shared by the webhook and the extender so both parse a pod alike."""
+"""HAMi's scheduler device config as flags, shared by every process that reads a
+pod's request so they parse it alike:
+
+- the request defaults (`defaultGPUNum`, `defaultMemory`, `defaultCores`,
+  `memoryFactor`): the webhook and the extender;
+- the NVIDIA resource names (`resourceCountName`, `resourceMemoryName`,
+  `resourceMemoryPercentageName`, `resourceCoreName`, `resourcePriorityName`): the
+  webhook, the extender and the device plugin (which registers the count name with
+  the kubelet). One definition here, so the three cannot disagree on a flag's name,
+  env twin, default or check.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from vgpu_dra.cli.options import int_option
-from vgpu_dra.core.hami.requests import MAX_COUNT, MAX_MEMORY_MIB, AskSettings
+from vgpu_dra.cli.options import int_option, text_option
+from vgpu_dra.core.hami.requests import (
+    DEFAULT_VENDORS,
+    MAX_COUNT,
+    MAX_MEMORY_MIB,
+    NVIDIA,
+    AskSettings,
+    VendorResources,
+    renamed,
+    resource_name_problem,
+)
 
 
 def add_default_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,3 +53,54 @@ def ask_settings(ns: argparse.Namespace) -> AskSettings:
         default_cores=ns.default_cores,
         memory_factor=ns.memory_factor,
     )
+
+
+# flag, env twin, VendorResources field, HAMi's Helm value
+RESOURCE_NAME_FLAGS = (
+    ("--resource-name", "VGPU_DRA_RESOURCE_NAME", "count", "resourceName"),
+    ("--resource-mem", "VGPU_DRA_RESOURCE_MEM", "memory", "resourceMem"),
+    (
+        "--resource-mem-percentage",
+        "VGPU_DRA_RESOURCE_MEM_PERCENTAGE",
+        "memory_percentage",
+        "resourceMemPercentage",
+    ),
+    ("--resource-cores", "VGPU_DRA_RESOURCE_CORES", "cores", "resourceCores"),
+    ("--resource-priority", "VGPU_DRA_RESOURCE_PRIORITY", "priority", "resourcePriority"),
+)
+
+
+def _resource_name(raw: str) -> str:
+    name = raw.strip()
+    problem = resource_name_problem(name) if name else None
+    if problem:
+        raise ValueError(problem)
+    return name
+
+
+def add_resource_name_arguments(p: argparse.ArgumentParser) -> None:
+    """The NVIDIA resource names (read back by `vendor_table` / `nvidia_resources`)."""
+    for flag, env, field, value in RESOURCE_NAME_FLAGS:
+        default = str(getattr(NVIDIA, field))
+        text_option(
+            p,
+            flag,
+            env=env,
+            default=default,
+            check=_resource_name,
+            help=f"NVIDIA {field.replace('_', ' ')} resource (HAMi {value})"
+            + ("" if field == "count" else "; empty: not recognised"),
+        )
+
+
+def vendor_table(ns: argparse.Namespace) -> tuple[VendorResources, ...]:
+    """Every vendor's resource names, NVIDIA's as the flags say. Raises ValueError
+    (exit 2) for an empty count name or a name used twice."""
+    names = {
+        field: getattr(ns, flag[2:].replace("-", "_")) for flag, _, field, _ in RESOURCE_NAME_FLAGS
+    }
+    return renamed(DEFAULT_VENDORS, NVIDIA.vendor, names)
+
+
+def nvidia_resources(ns: argparse.Namespace) -> VendorResources:
+    return next(v for v in vendor_table(ns) if v.vendor == NVIDIA.vendor)

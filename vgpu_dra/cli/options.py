@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 N = TypeVar("N", int, float)
+T = TypeVar("T")
 
 
 def _parser(kind: type[N], lo: N, hi: N) -> Callable[[str], N]:
@@ -84,3 +85,73 @@ def float_option(
 ) -> None:
     """`flag` (and `$env`, which sets its default) as a finite number in [lo, hi]."""
     _add(p, flag, float, env=env, default=default, lo=lo, hi=hi, help=help)
+
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def _checked(flag: str, env: str | None, check: Callable[[str], T]) -> Callable[[str], T]:
+    """`check` as an argparse type whose message also names the environment twin.
+
+    Flags of this kind read their twin as a string default that argparse converts at
+    parse time (not when the parser is built), so a bad `$env` ends the command with
+    the usage error like a bad flag does."""
+    where = f" (the flag, or ${env})" if env else ""
+
+    def parse(raw: str) -> T:
+        try:
+            return check(raw)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{e}{where}") from None
+
+    parse.__name__ = flag.lstrip("-")
+    return parse
+
+
+def parse_bool(raw: str) -> bool:
+    """true/false, 1/0, yes/no, on/off (any case). Raises ValueError."""
+    v = raw.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ValueError(f"{raw!r} is not a boolean: write true or false")
+
+
+def bool_option(
+    p: argparse.ArgumentParser,
+    flag: str,
+    *,
+    env: str | None,
+    default: bool,
+    help: str | None = None,
+) -> None:
+    """`flag` (alone: true; `flag=false`: false), as Go's boolean flags that HAMi's
+    commands take, and `$env` (true/false) setting its default."""
+    raw = (os.environ.get(env) if env else None) or ("true" if default else "false")
+    p.add_argument(
+        flag,
+        nargs="?",
+        const=True,
+        type=_checked(flag, env, parse_bool),
+        default=raw,
+        metavar="BOOL",
+        help=help,
+    )
+
+
+def text_option(
+    p: argparse.ArgumentParser,
+    flag: str,
+    *,
+    env: str | None,
+    default: str,
+    check: Callable[[str], str],
+    help: str | None = None,
+) -> None:
+    """`flag` (and `$env`, which sets its default) as a string that `check` accepts
+    (returning it, perhaps normalised) or refuses with ValueError. The default goes
+    through `check` too, so `check` must accept it (an empty string, say)."""
+    raw = (os.environ.get(env) if env else None) or default
+    p.add_argument(flag, type=_checked(flag, env, check), default=raw, help=help)

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from vgpu_dra.api import documents
 from vgpu_dra.cli import hami as hami_flags
-from vgpu_dra.cli.options import float_option, int_option
+from vgpu_dra.cli.options import bool_option, float_option, int_option, text_option
 from vgpu_dra.core.slices import CapacityMode
 from vgpu_dra.host.files import read_user_file
 from vgpu_dra.kube.flags import add_kubeconfig_argument
@@ -61,6 +62,8 @@ class WebhookSettings:
     """How often unused templates are swept; 0: never."""
     gc_grace_s: float = 600.0
     """A template younger, or used more recently, than this is kept."""
+    annotation_writers: frozenset[str] = frozenset()
+    """Legacy mode: users that may change a pod's scheduler-owned keys."""
 
 
 def namespace_list(raw: str) -> frozenset[str]:
@@ -97,6 +100,7 @@ def build_admitter(settings: WebhookSettings, rest: Rest) -> Admitter:
         TemplateStore(rest, ttl_s=settings.template_cache_ttl_s),
         metrics=AdmissionMetrics(CollectorRegistry()),
         exclude_namespaces=settings.exclude_namespaces,
+        annotation_writers=settings.annotation_writers,
     )
 
 
@@ -180,6 +184,29 @@ def _add_translate_arguments(p: argparse.ArgumentParser) -> None:
         help="legacy mode: the scheduler that vGPU pods are sent to",
     )
     hami_flags.add_default_arguments(p)
+    hami_flags.add_resource_name_arguments(p)
+    bool_option(
+        p,
+        "--force-overwrite-default-scheduler",
+        env="VGPU_DRA_FORCE_OVERWRITE_DEFAULT_SCHEDULER",
+        default=True,
+        help="legacy mode: also take over pods whose schedulerName is default-scheduler",
+    )
+    bool_option(
+        p,
+        "--overwrite-env",
+        env="VGPU_DRA_OVERWRITE_ENV",
+        default=False,
+        help="NVIDIA_VISIBLE_DEVICES=none in containers asking for no NVIDIA device",
+    )
+    text_option(
+        p,
+        "--runtime-class-name",
+        env="VGPU_DRA_RUNTIME_CLASS_NAME",
+        default="",
+        check=_runtime_class_name,
+        help="runtimeClassName for pods asking for NVIDIA devices that set none",
+    )
     p.add_argument(
         "--core-limit-policy",
         choices=["default", "force", "disable"],
@@ -193,9 +220,23 @@ def _add_translate_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def _runtime_class_name(raw: str) -> str:
+    name = raw.strip()
+    if name and (len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name)):
+        raise ValueError(f"{raw!r} is not a RuntimeClass name (a DNS subdomain, e.g. nvidia)")
+    return name
+
+
 def _translate_settings(ns: argparse.Namespace) -> TranslateSettings:
     return TranslateSettings(
         mode=WebhookMode("dra" if ns.mode == "auto" else ns.mode),
+        vendors=hami_flags.vendor_table(ns),
+        force_overwrite_default_scheduler=ns.force_overwrite_default_scheduler,
+        overwrite_env=ns.overwrite_env,
+        runtime_class_name=ns.runtime_class_name,
         asks=hami_flags.ask_settings(ns),
         templates=TemplateSettings(
             driver_name=ns.driver_name,
@@ -270,6 +311,12 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str) -> None:
         default=os.environ.get("VGPU_DRA_WEBHOOK_MODE", "auto"),
         help="auto: DRA when the API server serves resource.k8s.io/v1",
     )
+    p.add_argument(
+        "--annotation-writers",
+        default=os.environ.get("VGPU_DRA_WEBHOOK_ANNOTATION_WRITERS", ""),
+        help="legacy mode: comma list of users (the extender's and the device plugin's "
+        "service accounts) that may change a pod's scheduler-owned hami.io keys",
+    )
     _add_translate_arguments(p)
 
 
@@ -289,6 +336,7 @@ def webhook_settings(ns: argparse.Namespace) -> WebhookSettings:
         mode=ns.mode,
         kubeconfig=ns.kubeconfig,
         exclude_namespaces=namespace_list(ns.exclude_namespaces),
+        annotation_writers=namespace_list(ns.annotation_writers),
         gc_interval_s=ns.template_gc_interval_minutes * 60,
         gc_grace_s=ns.template_gc_grace_minutes * 60,
     )

@@ -37,6 +37,13 @@ class TranslateSettings:
     scheduler_name: str = "vgpu-dra-scheduler"
     """Legacy mode: the scheduler (with our extender) that vGPU pods are sent to."""
     force_overwrite_default_scheduler: bool = True
+    """HAMi `--force-overwrite-default-scheduler`: legacy mode takes over pods whose
+    schedulerName is `default-scheduler` (off: such pods are left alone)."""
+    overwrite_env: bool = False
+    """HAMi `overwriteEnv`: `NVIDIA_VISIBLE_DEVICES=none` in every container that asks
+    for no NVIDIA device (`runtime.hide_devices`)."""
+    runtime_class_name: str = ""
+    """HAMi `runtimeClassName`: set on pods asking for NVIDIA devices that have none."""
 
     @functools.cached_property
     def legacy_names(self) -> frozenset[str]:

@@ -33,10 +33,18 @@ class Review:
     namespace: str
     dry_run: bool
     obj: Any
+    old_obj: Any = None
+    """UPDATE: the object before the change."""
+    user: str = ""
+    """`userInfo.username` of whoever made the request ("" when absent)."""
 
     @property
     def is_pod_create(self) -> bool:
         return self.operation == "CREATE" and self.kind == ("", "v1", "Pod")
+
+    @property
+    def is_pod_update(self) -> bool:
+        return self.operation == "UPDATE" and self.kind == ("", "v1", "Pod")
 
 
 def parse_review(body: bytes | bytearray) -> Review:
@@ -65,7 +73,14 @@ def parse_review(body: bytes | bytearray) -> Review:
         namespace=str(req.get("namespace") or ""),
         dry_run=req.get("dryRun") is True,
         obj=req.get("object"),
+        old_obj=req.get("oldObject"),
+        user=_username(req.get("userInfo")),
     )
+
+
+def _username(info: object) -> str:
+    name = info.get("username") if isinstance(info, Mapping) else None
+    return name if isinstance(name, str) else ""
 
 
 def response(uid: str, decision: Decision) -> JSON:

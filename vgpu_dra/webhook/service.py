@@ -1,6 +1,8 @@
 """One admission review, end to end, independent of the HTTP server.
 
-Leaves pods in excluded namespaces alone (the MutatingWebhookConfiguration excludes
+Pod UPDATEs matter only in legacy mode, where a change to the scheduler's bookkeeping
+by anyone but its writers is refused (`ownership.py`). Leaves pods in excluded
+namespaces alone (the MutatingWebhookConfiguration excludes
 them too, but anyone who reaches the Service can send a review: docs/security.md
 "The webhook trusts the API server"), reads the cluster facts only for pods with
 vGPU resources (and only when the cached ones are stale), translates, ensures the
@@ -20,14 +22,18 @@ from typing import Any, Protocol
 from vgpu_dra.webhook.facts import ClusterFacts
 from vgpu_dra.webhook.kube import TemplateError
 from vgpu_dra.webhook.metrics import AdmissionMetrics
+from vgpu_dra.webhook.ownership import update_problem
+from vgpu_dra.webhook.podspec import DenyError, mapping
 from vgpu_dra.webhook.review import Review, response
 from vgpu_dra.webhook.translate import (
     Allowed,
     Decision,
     Denied,
     TranslateSettings,
+    WebhookMode,
     has_vgpu_resources,
     translate,
+    translate_plain,
 )
 
 JSON = dict[str, Any]
@@ -69,9 +75,13 @@ class Admitter:
         metrics: AdmissionMetrics | None = None,
         clock: Callable[[], float] = time.perf_counter,
         exclude_namespaces: Collection[str] = (),
+        annotation_writers: Collection[str] = (),
     ) -> None:
         self.settings = settings
         self.exclude_namespaces = frozenset(exclude_namespaces)
+        self.annotation_writers = frozenset(annotation_writers)
+        """Legacy mode: the users (the extender's and the device plugin's service
+        accounts) that may change a pod's scheduler-owned keys (`ownership.py`)."""
         self.metrics = metrics
         self._clock = clock
         self._facts = facts
@@ -112,14 +122,29 @@ class Admitter:
             )
         return None
 
+    def _update(self, review: Review) -> Decision:
+        """A pod UPDATE: legacy mode refuses changes to scheduler-owned keys by anyone
+        but the configured writers; anything else passes unchanged."""
+        if self.settings.mode is not WebhookMode.LEGACY:
+            return Allowed(reason="not a pod CREATE")
+        try:
+            old = mapping(mapping(review.old_obj, "oldObject").get("metadata"), "metadata")
+            new = mapping(mapping(review.obj, "object").get("metadata"), "metadata")
+            problem = update_problem(old, new, review.user, self.annotation_writers)
+        except DenyError as d:
+            return Denied(d.message, d.code)
+        return Allowed(reason="pod UPDATE") if problem is None else Denied(problem, 403)
+
     async def decide(self, review: Review) -> Decision:
-        if not review.is_pod_create:
+        if not (review.is_pod_create or review.is_pod_update):
             return Allowed(reason="not a pod CREATE")
         excluded = self._excluded(review)
         if excluded is not None:
             return excluded
+        if review.is_pod_update:
+            return self._update(review)
         if not has_vgpu_resources(review.obj, self.settings):
-            return Allowed(reason="no vGPU resources")
+            return translate_plain(review.obj, self.settings)
         foreign = self._foreign(review)
         if foreign is not None:
             return foreign

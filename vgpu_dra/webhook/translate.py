@@ -8,22 +8,36 @@ parsed and validated, and a privileged container or a preset `spec.nodeName` in 
 pod with vGPU resources is denied, as is one the API server would refuse after its
 templates were made, or with too many containers (`limits.check_containers`).
 Then `dra.translate_dra` (claims from templates, DESIGN §5) or
-`legacy.translate_legacy` (HAMi's schedulerName rules, §6) decides.
+`legacy.translate_legacy` (HAMi's schedulerName rules, §6) decides. Every allowed
+pod, with or without vGPU resources, then gets HAMi's runtime options where they
+are configured (`runtime.py`: `NVIDIA_VISIBLE_DEVICES=none`, `runtimeClassName`) and,
+in legacy mode, loses the scheduler-owned `hami.io/*` keys (`ownership.py`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from vgpu_dra.core.hami.filters import CardFilter, CardFilterError, card_filter
-from vgpu_dra.core.hami.requests import AskError, container_asks
+from vgpu_dra.core.hami.requests import NVIDIA, AskError, container_asks
+from vgpu_dra.webhook import jsonpatch
 from vgpu_dra.webhook.decision import Allowed, Decision, Denied, TranslateSettings, WebhookMode
 from vgpu_dra.webhook.dra import TRANSLATED_ANNOTATION, translate_dra
 from vgpu_dra.webhook.facts import ClusterFacts
 from vgpu_dra.webhook.legacy import other_scheduler, translate_legacy
 from vgpu_dra.webhook.limits import check_containers
-from vgpu_dra.webhook.podspec import ContainerAsks, DenyError, containers, has_legacy, mapping
+from vgpu_dra.webhook.ownership import strip_patch
+from vgpu_dra.webhook.podspec import (
+    Container,
+    ContainerAsks,
+    DenyError,
+    containers,
+    has_legacy,
+    mapping,
+)
+from vgpu_dra.webhook.runtime import hide_devices, runtime_class
 
 __all__ = [
     "TRANSLATED_ANNOTATION",
@@ -34,6 +48,7 @@ __all__ = [
     "WebhookMode",
     "has_vgpu_resources",
     "translate",
+    "translate_plain",
 ]
 IGNORE_LABEL = "hami.io/webhook"
 
@@ -53,11 +68,64 @@ def translate(
 ) -> Decision:
     """The decision for creating `pod` in `namespace`. Never raises for bad input."""
     try:
-        return _translate(pod, namespace, s, facts)
+        decision = _translate(pod, namespace, s, facts)
+        return _with_extras(pod, s, decision) if isinstance(decision, Allowed) else decision
     except DenyError as d:
         return Denied(d.message, d.code)
     except (AskError, CardFilterError) as e:
         return Denied(str(e), 400)
+
+
+def translate_plain(pod: object, s: TranslateSettings) -> Decision:
+    """The decision for a pod that `has_vgpu_resources` says has none: no patch, unless
+    the NVIDIA env or (legacy mode) the scheduler-owned keys call for one. The admission
+    hot path: with those off it returns at once."""
+    plain = Allowed(reason="no vGPU resources")
+    if not (s.overwrite_env or s.mode is WebhookMode.LEGACY) or not isinstance(pod, Mapping):
+        return plain
+    try:
+        return _with_extras(pod, s, plain)
+    except DenyError as d:
+        return Denied(d.message, d.code)
+    except AskError as e:
+        return Denied(str(e), 400)
+
+
+def _nvidia_asking(pod_containers: list[Container], s: TranslateSettings) -> set[tuple[str, int]]:
+    """`(kind, index)` of the containers that ask for at least one NVIDIA device."""
+    nvidia = next((v for v in s.vendors if v.vendor == NVIDIA.vendor), None)
+    if nvidia is None or not has_legacy(pod_containers, frozenset(nvidia.names())):
+        return set()
+    return {
+        (c.kind, c.index)
+        for c in pod_containers
+        if container_asks(c.resources, (nvidia,), s.asks, c.where)[1]
+    }
+
+
+def _with_extras(pod: Mapping[str, Any], s: TranslateSettings, base: Allowed) -> Allowed:
+    """`base` plus HAMi's runtime options (`runtime.py`) and, in legacy mode, the
+    removal of scheduler-owned keys (`ownership.py`), computed on the pod as `base`
+    leaves it (so two patches never add the same `env`). Raises DenyError, AskError."""
+    legacy = s.mode is WebhookMode.LEGACY
+    if not (s.overwrite_env or s.runtime_class_name or legacy):
+        return base
+    view = jsonpatch.apply(pod, base.patch) if base.patch else pod
+    meta = mapping(view.get("metadata"), "metadata")
+    spec = mapping(view.get("spec"), "spec")
+    patch = strip_patch(meta) if legacy else []
+    ignored = mapping(meta.get("labels"), "metadata.labels").get(IGNORE_LABEL) == "ignore"
+    # HAMi's webhook leaves a pod sent to another scheduler alone, env included.
+    if not ignored and not (legacy and other_scheduler(spec, s)):
+        # Asks are read from the pod as created: DRA mode has replaced them by claims.
+        asking = _nvidia_asking(containers(mapping(pod.get("spec"), "spec")), s)
+        if s.overwrite_env:
+            patch += hide_devices(containers(spec), asking)
+        if asking:
+            patch += runtime_class(spec, s.runtime_class_name)
+    if not patch:
+        return base
+    return replace(base, patch=[*base.patch, *patch])
 
 
 def _translate(

@@ -41,6 +41,7 @@ VGPU_NODE: Final = "hami.io/vgpu-node"
 VGPU_TIME: Final = "hami.io/vgpu-time"
 BIND_PHASE: Final = "hami.io/bind-phase"
 BIND_TIME: Final = "hami.io/bind-time"
+MIG_ALLOCATIONS: Final = "hami.io/vgpu-mig-allocations"
 
 PHASE_ALLOCATING: Final = "allocating"
 PHASE_SUCCESS: Final = "success"
@@ -114,6 +115,33 @@ VENDOR_KEYS: Final[Mapping[str, VendorKeys]] = {
         ),
     )
 }
+
+
+# ---- who writes what ------------------------------------------------------------------
+
+_SCHEDULER_OWNED: Final = frozenset(
+    {VGPU_NODE, VGPU_TIME, BIND_PHASE, BIND_TIME, MIG_ALLOCATIONS}
+    | {k for v in VENDOR_KEYS.values() for k in (v.to_allocate, v.allocated)}
+)
+SCHEDULER_OWNED_LABELS: Final = frozenset({VGPU_NODE})
+"""Pod labels only the scheduler (extender) writes: HAMi labels a placed pod with its
+node, and the extender watches pods by this label."""
+
+
+def scheduler_owned(key: str) -> bool:
+    """True for a pod annotation that only the scheduler extender and the device plugin
+    write: the placement (`hami.io/vgpu-node`, `-time`), the bind phase and time, the
+    MIG allocations, and every vendor's `hami.io/<device>-devices-to-allocate` /
+    `-devices-allocated` (HAMi's other vendors included, whose keys follow the same
+    pattern). The extender counts a card's usage from them, so a pod creator who wrote
+    them could make its own usage look different. The user-facing annotations
+    (`hami.io/*-scheduler-policy`, `hami.io/device-scoring-weights`, the card filters,
+    `nvidia.com/numa-bind`) are not owned."""
+    if key in _SCHEDULER_OWNED:
+        return True
+    return key.startswith("hami.io/") and (
+        key.endswith("-devices-to-allocate") or key.endswith("-devices-allocated")
+    )
 
 
 class AnnotationError(ValueError):

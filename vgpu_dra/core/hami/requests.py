@@ -21,8 +21,9 @@ a memory of 0 means "unset", as in HAMi.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any, Final
 
@@ -125,6 +126,76 @@ DEFAULT_VENDORS: tuple[VendorResources, ...] = (
         nouse_uuid="metax-tech.com/nouse-gpuuuid",
     ),
 )
+
+
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_EXTENDED_NAME = re.compile(
+    rf"(?P<prefix>{_DNS_LABEL}(\.{_DNS_LABEL})*)/(?P<name>[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)",
+    re.ASCII,
+)
+
+
+def resource_name_problem(name: str) -> str | None:
+    """Why `name` cannot be an extended resource name (None when it can): the API
+    server takes only `<domain>/<name>` outside `kubernetes.io`, a DNS subdomain of at
+    most 253 characters before the slash and at most 63 characters after it."""
+    m = _EXTENDED_NAME.fullmatch(name)
+    if m is None:
+        return (
+            f"{name!r} is not an extended resource name: write <domain>/<name>, such as "
+            "nvidia.com/gpu (lower-case domain; letters, digits, '-', '_', '.' after the slash)"
+        )
+    prefix = m.group("prefix")
+    if len(prefix) > 253 or len(m.group("name")) > 63:
+        return f"{name!r} is too long (253 characters before the slash, 63 after it)"
+    if (
+        prefix == "kubernetes.io"
+        or prefix.endswith(".kubernetes.io")
+        or name.startswith("requests.")
+    ):
+        return f"{name!r} is reserved by Kubernetes; use your own domain"
+    return None
+
+
+def renamed(
+    table: Sequence[VendorResources], vendor: str, names: Mapping[str, str]
+) -> tuple[VendorResources, ...]:
+    """`table` with `vendor`'s resource names replaced by `names` (fields `count`,
+    `memory`, `memory_percentage`, `cores`, `priority`; "" turns that resource off,
+    except `count`), as HAMi's `resourceCountName`, `resourceMemoryName`, ... options.
+
+    Raises ValueError naming the problem: an invalid name, an empty count, or a name
+    used twice in the table (the vendors would read each other's requests).
+    """
+    fields = ("count", "memory", "memory_percentage", "cores", "priority")
+    if set(names) - set(fields):
+        raise ValueError(f"unknown resource fields: {sorted(set(names) - set(fields))}")
+    if not names.get("count", "x"):
+        raise ValueError(f"{vendor}: the count resource name cannot be empty")
+    for field_name in fields:
+        problem = resource_name_problem(names[field_name]) if names.get(field_name) else None
+        if problem:
+            raise ValueError(f"{vendor} {field_name.replace('_', ' ')} resource: {problem}")
+    out = tuple(
+        replace(
+            v,
+            count=names.get("count", v.count),
+            memory=names.get("memory", v.memory),
+            memory_percentage=names.get("memory_percentage", v.memory_percentage),
+            cores=names.get("cores", v.cores),
+            priority=names.get("priority", v.priority),
+        )
+        if v.vendor == vendor
+        else v
+        for v in table
+    )
+    seen: dict[str, str] = {}
+    for v in out:
+        for n in v.names():
+            if n in seen:
+                raise ValueError(f"resource name {n!r} is used twice ({seen[n]} and {v.vendor})")
+            seen[n] = v.vendor
+    return out
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import signal
 import threading
 from pathlib import Path
 
+from vgpu_dra.cli import hami as hami_flags
 from vgpu_dra.cli.options import float_option, int_option
 from vgpu_dra.core.prepare import PrepareSettings
 from vgpu_dra.gpu.backend import open_discoveries
@@ -49,12 +50,14 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str = "device-plugin") -> Non
     float_option(
         p, "--node-lock-timeout", env="VGPU_DRA_NODE_LOCK_TIMEOUT", default=300, lo=1, hi=86400
     )
+    hami_flags.add_resource_name_arguments(p)
 
 
 def settings(ns: argparse.Namespace) -> DevicePluginSettings:
     return DevicePluginSettings(
         node_name=node_name(ns),
         plugin_dir=ns.device_plugin_dir.absolute(),
+        resource_name=hami_flags.nvidia_resources(ns).count,
         default_slots=ns.slots,
         core_scaling=ns.core_scaling,
         memory_scaling=ns.memory_scaling,

@@ -173,6 +173,7 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str = "extender") -> None:
         help="seconds /bind waits for another pod's node lock (keep below httpTimeout)",
     )
     hami_flags.add_default_arguments(p)
+    hami_flags.add_resource_name_arguments(p)
 
 
 def main(ns: argparse.Namespace) -> int:
@@ -190,6 +191,7 @@ def main(ns: argparse.Namespace) -> int:
             placement=PlacementSettings(
                 node_policy=ns.node_scheduler_policy,
                 gpu_policy=ns.gpu_scheduler_policy,
+                vendor=hami_flags.nvidia_resources(ns),
                 defaults=hami_flags.ask_settings(ns),
                 bind_lock_wait_s=ns.bind_lock_wait,
             ),
