@@ -28,21 +28,21 @@ VISIBLE_DEVICES = "NVIDIA_VISIBLE_DEVICES"
 HIDDEN = {"name": VISIBLE_DEVICES, "value": "none"}
 
 
-def _uses_claims(c: Container) -> bool:
+def uses_claims(c: Container) -> bool:
+    """The container names DRA claims of its own (`resources.claims`)."""
     r = c.body.get("resources")
     return isinstance(r, Mapping) and bool(r.get("claims"))
 
 
-def hide_devices(
-    containers: Sequence[Container], asking: Collection[tuple[str, int]]
-) -> list[JSON]:
+def hide_devices(containers: Sequence[Container], skip: Collection[tuple[str, int]]) -> list[JSON]:
     """The patch that gives `NVIDIA_VISIBLE_DEVICES=none` to every container whose
-    `(kind, index)` is not in `asking` (those with an NVIDIA device ask) and that uses
-    no DRA claim. Idempotent: a container that already has exactly that entry, and no
-    other of the name, gets nothing. Raises DenyError when `env` is not a list."""
+    `(kind, index)` is not in `skip` (the caller's: those asking for an NVIDIA device
+    and those using DRA claims of their own). Idempotent: a container that already has
+    exactly that entry, and no other of the name, gets nothing. Raises DenyError when
+    `env` is not a list."""
     patch: list[JSON] = []
     for c in containers:
-        if (c.kind, c.index) in asking or _uses_claims(c):
+        if (c.kind, c.index) in skip:
             continue
         env = c.body.get("env")
         if env is None:

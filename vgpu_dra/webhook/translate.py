@@ -37,7 +37,7 @@ from vgpu_dra.webhook.podspec import (
     has_legacy,
     mapping,
 )
-from vgpu_dra.webhook.runtime import hide_devices, runtime_class
+from vgpu_dra.webhook.runtime import hide_devices, runtime_class, uses_claims
 
 __all__ = [
     "TRANSLATED_ANNOTATION",
@@ -117,10 +117,13 @@ def _with_extras(pod: Mapping[str, Any], s: TranslateSettings, base: Allowed) ->
     ignored = mapping(meta.get("labels"), "metadata.labels").get(IGNORE_LABEL) == "ignore"
     # HAMi's webhook leaves a pod sent to another scheduler alone, env included.
     if not ignored and not (legacy and other_scheduler(spec, s)):
-        # Asks are read from the pod as created: DRA mode has replaced them by claims.
-        asking = _nvidia_asking(containers(mapping(pod.get("spec"), "spec")), s)
+        # Asks and claims are read from the pod as created (DRA mode has replaced the
+        # asks by claims of ours), the env from the pod as `base` leaves it.
+        created = containers(mapping(pod.get("spec"), "spec"))
+        asking = _nvidia_asking(created, s)
         if s.overwrite_env:
-            patch += hide_devices(containers(spec), asking)
+            skip = asking | {(c.kind, c.index) for c in created if uses_claims(c)}
+            patch += hide_devices(containers(spec), skip)
         if asking:
             patch += runtime_class(spec, s.runtime_class_name)
     if not patch:

@@ -8,16 +8,20 @@ that they accept or refuse it alike, with the same message text.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, cast
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.unit.webhook.pods import FACTS, ctr, pod
 from vgpu_dra.core.hami import annotations as ann
 from vgpu_dra.core.hami.filters import MAX_ANNOTATION_LENGTH
 from vgpu_dra.core.hami.policy import pod_policy
 from vgpu_dra.core.hami.requests import (
+    DEFAULT_VENDORS,
     NVIDIA,
     AskError,
     AskSettings,
@@ -25,6 +29,8 @@ from vgpu_dra.core.hami.requests import (
     container_where,
     init_container_count,
     pod_requests,
+    renamed,
+    resource_name_problem,
 )
 from vgpu_dra.kube.nodelock import NodeLocker
 from vgpu_dra.kube.rest import Rest
@@ -314,3 +320,112 @@ def test_container_where(kind: str, body: JSON, where: str) -> None:
 def test_policy_filters_come_from_the_card_filter_parser() -> None:
     p = pod_policy({NVIDIA.use_type: " A100 ,, H100 ,A100", NVIDIA.nouse_uuid: "GPU-x, GPU-x"})
     assert p.use_types == ("A100", "H100") and p.nouse_uuids == {"GPU-x"}
+
+
+# ---- configurable resource names (HAMi resourceCountName & co.) ---------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("nvidia.com/gpu", None),
+        ("example.com/vgpu-mem_2.x", None),
+        ("a.b.c/X", None),
+        ("gpu", "not an extended resource name"),
+        ("Example.com/gpu", "not an extended resource name"),
+        ("example.com/", "not an extended resource name"),
+        ("example.com/-gpu", "not an extended resource name"),
+        ("example.com/gpu/x", "not an extended resource name"),
+        ("kubernetes.io/gpu", "reserved by Kubernetes"),
+        ("foo.kubernetes.io/gpu", "reserved by Kubernetes"),
+        ("requests.example.com/gpu", "reserved by Kubernetes"),
+        ("example.com/" + "g" * 64, "too long"),
+        ("a" * 254 + "/gpu", "too long"),
+        ("nvidia.com/gpu\n", "not an extended resource name"),
+    ],
+)
+def test_resource_name_problem(name: str, problem: str | None) -> None:
+    got = resource_name_problem(name)
+    assert got == problem if problem is None else problem in str(got)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_resource_name_problem_accepts_only_qualified_ascii_names(name: str) -> None:
+    got = resource_name_problem(name)
+    if got is None:
+        prefix, _, rest = name.partition("/")
+        assert name.isascii() and prefix == prefix.lower() and rest and "/" not in rest
+    else:
+        assert got.startswith(repr(name))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.from_regex(
+        r"[a-z0-9]{1,10}(\.[a-z0-9]{1,10}){1,3}/[A-Za-z0-9]([-_.A-Za-z0-9]{0,20}[A-Za-z0-9])?",
+        fullmatch=True,
+    )
+)
+def test_resource_name_problem_accepts_extended_names(name: str) -> None:
+    reserved = name.split("/")[0].endswith("kubernetes.io") or name.startswith("requests.")
+    assert (resource_name_problem(name) is None) is not reserved
+
+
+RENAMED = {
+    "count": "example.com/vgpu",
+    "memory": "example.com/vgpu-mem",
+    "memory_percentage": "",
+    "cores": "example.com/vgpu-cores",
+    "priority": "example.com/vgpu-priority",
+}
+
+
+def test_renamed_replaces_one_vendor() -> None:
+    table = renamed(DEFAULT_VENDORS, "nvidia", RENAMED)
+    nv = next(v for v in table if v.vendor == "nvidia")
+    assert nv.names() == (
+        "example.com/vgpu",
+        "example.com/vgpu-mem",
+        "example.com/vgpu-cores",
+        "example.com/vgpu-priority",
+    )
+    assert nv.use_type == NVIDIA.use_type  # the card filters keep their annotation names
+    assert [v for v in table if v.vendor != "nvidia"] == [
+        v for v in DEFAULT_VENDORS if v.vendor != "nvidia"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("names", "error"),
+    [
+        ({**RENAMED, "count": ""}, "count resource name cannot be empty"),
+        ({**RENAMED, "memory": "vgpu-mem"}, "nvidia memory resource: 'vgpu-mem' is not"),
+        ({**RENAMED, "cores": "example.com/vgpu"}, "'example.com/vgpu' is used twice"),
+        ({**RENAMED, "count": "amd.com/gpu"}, "'amd.com/gpu' is used twice (nvidia and amd)"),
+        ({"colour": "x"}, "unknown resource fields"),
+    ],
+)
+def test_renamed_refuses(names: dict[str, str], error: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(error)):
+        renamed(DEFAULT_VENDORS, "nvidia", names)
+
+
+@pytest.mark.parametrize("mode", [WebhookMode.DRA, WebhookMode.LEGACY])
+def test_renamed_resources_are_read_by_webhook_and_extender_alike(mode: WebhookMode) -> None:
+    table = renamed(DEFAULT_VENDORS, "nvidia", RENAMED)
+    nv = next(v for v in table if v.vendor == "nvidia")
+    s = TranslateSettings(mode=mode, vendors=table)
+    mine = pod(ctr("c", {"example.com/vgpu": "1", "example.com/vgpu-mem": "3000"}))
+    assert pod_requests(mine, nv) == (ContainerRequest(1, memreq=3000, coresreq=0),)
+    d = translate(mine, "ns", s, FACTS)
+    assert isinstance(d, Allowed) and d.patch
+    # The default names are now someone else's business: no vGPU request at all.
+    theirs = pod(ctr("c", {GPU: "1", MEM: "3000"}))
+    assert pod_requests(theirs, nv) == (None,)
+    assert translate(theirs, "ns", s, FACTS) == Allowed(reason="no vGPU resources")
+    bad = pod(ctr("c", {"example.com/vgpu": "1", "example.com/vgpu-cores": "500"}))
+    d = translate(bad, "ns", s, FACTS)
+    assert isinstance(d, Denied) and "example.com/vgpu-cores is '500'" in d.message
+    with pytest.raises(AskError, match=re.escape("example.com/vgpu-cores is '500'")):
+        pod_requests(bad, nv)
