@@ -13,6 +13,7 @@ pod's request so they parse it alike:
 from __future__ import annotations
 
 import argparse
+from typing import NamedTuple
 
 from vgpu_dra.cli.options import int_option, text_option
 from vgpu_dra.core.hami.requests import (
@@ -55,18 +56,46 @@ def ask_settings(ns: argparse.Namespace) -> AskSettings:
     )
 
 
-# flag, env twin, VendorResources field, HAMi's Helm value
+class NameFlag(NamedTuple):
+    flag: str
+    env: str
+    field: str
+    """The `VendorResources` field it sets."""
+    hami: str
+    """HAMi's device-config option."""
+
+
 RESOURCE_NAME_FLAGS = (
-    ("--resource-name", "VGPU_DRA_RESOURCE_NAME", "count", "resourceName"),
-    ("--resource-mem", "VGPU_DRA_RESOURCE_MEM", "memory", "resourceMem"),
-    (
-        "--resource-mem-percentage",
-        "VGPU_DRA_RESOURCE_MEM_PERCENTAGE",
-        "memory_percentage",
-        "resourceMemPercentage",
+    NameFlag(
+        flag="--resource-name",
+        env="VGPU_DRA_RESOURCE_NAME",
+        field="count",
+        hami="resourceCountName",
     ),
-    ("--resource-cores", "VGPU_DRA_RESOURCE_CORES", "cores", "resourceCores"),
-    ("--resource-priority", "VGPU_DRA_RESOURCE_PRIORITY", "priority", "resourcePriority"),
+    NameFlag(
+        flag="--resource-mem",
+        env="VGPU_DRA_RESOURCE_MEM",
+        field="memory",
+        hami="resourceMemoryName",
+    ),
+    NameFlag(
+        flag="--resource-mem-percentage",
+        env="VGPU_DRA_RESOURCE_MEM_PERCENTAGE",
+        field="memory_percentage",
+        hami="resourceMemoryPercentageName",
+    ),
+    NameFlag(
+        flag="--resource-cores",
+        env="VGPU_DRA_RESOURCE_CORES",
+        field="cores",
+        hami="resourceCoreName",
+    ),
+    NameFlag(
+        flag="--resource-priority",
+        env="VGPU_DRA_RESOURCE_PRIORITY",
+        field="priority",
+        hami="resourcePriorityName",
+    ),
 )
 
 

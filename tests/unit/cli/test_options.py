@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from vgpu_dra.__main__ import main
+from vgpu_dra.cli.options import parse_bool
 
 CASES = [
     # (command, flag, bad value, env twin, what the message names)
@@ -54,3 +55,27 @@ def test_bad_environment_twin_is_a_usage_error(
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert f"${env} (the environment twin of {flag})" in err and message in err, err
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("yes", True),
+        ("on", True),
+        ("false", False),
+        ("0", False),
+        ("No", False),
+        (" off ", False),
+    ],
+)
+def test_parse_bool(raw: str, want: bool) -> None:
+    assert parse_bool(raw) is want
+
+
+@pytest.mark.parametrize("raw", ["", "2", "maybe", "t"])
+def test_parse_bool_refuses(raw: str) -> None:
+    with pytest.raises(ValueError, match="is not a boolean"):
+        parse_bool(raw)

@@ -157,7 +157,7 @@ def decide(body: JSON, s: TranslateSettings = LEGACY) -> Any:
 
 
 def placed(p: JSON, value: str) -> JSON:
-    out = json.loads(json.dumps(p))
+    out: JSON = json.loads(json.dumps(p))
     out["metadata"]["annotations"] = {ann.VGPU_NODE: "n", "hami.io/vgpu-devices-allocated": value}
     out["metadata"]["labels"] = {ann.VGPU_NODE: "n"}
     return out
