@@ -51,3 +51,21 @@ webhook's --exclude-namespaces get this same list. */}}
 {{- toYaml .Values.simulatedInventory -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The NVIDIA resource names, as the flags the webhook, the extender and the device
+plugin share (vgpu_dra/cli/hami.py). One list item per line, for an `args:` list. */}}
+{{- define "vgpu-dra.resourceNameArgs" -}}
+- --resource-name={{ .Values.resourceName }}
+- --resource-mem={{ .Values.resourceMem }}
+- --resource-mem-percentage={{ .Values.resourceMemPercentage }}
+- --resource-cores={{ .Values.resourceCores }}
+- --resource-priority={{ .Values.resourcePriority }}
+{{- end -}}
+
+{{/* Legacy mode: the users that may change a pod's scheduler-owned hami.io keys: the
+extender's and the node agent's (device plugin's) service accounts, plus
+webhook.annotationWriters. Comma-separated. */}}
+{{- define "vgpu-dra.annotationWriters" -}}
+{{- $sa := printf "system:serviceaccount:%s:" .Release.Namespace -}}
+{{- concat (list (print $sa "vgpu-dra-extender") (print $sa "vgpu-dra-node-agent")) .Values.webhook.annotationWriters | uniq | join "," -}}
+{{- end -}}
