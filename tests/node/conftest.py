@@ -21,6 +21,7 @@ from tests.node.agent import NodeAgent
 from vgpu_dra.dev.localcluster.build import BuildSettings, ensure_built
 from vgpu_dra.dev.localcluster.cluster import DEFAULT_VERSION, ClusterSettings, LocalCluster
 from vgpu_dra.dev.localnode.build import NodeArtifacts, NodeBuildSettings, ensure_node_built
+from vgpu_dra.dev.localnode.images import hook_image_spec, write_oci_archive
 from vgpu_dra.dev.localnode.node import (
     APISERVER_ARGS,
     LocalNode,
@@ -90,6 +91,21 @@ def hook_build() -> Path:
 @pytest.fixture(scope="session")
 def libvgpu(hook_build: Path) -> Path:
     return hook_build / "libvgpu.so"
+
+
+HOOK_IMAGE = "docker.io/library/vgpu-hook-harness:local"
+
+
+@pytest.fixture(scope="session")
+def hook_image(node: LocalNode, hook_build: Path, tmp_path_factory: pytest.TempPathFactory
+               ) -> str:
+    """An image in which libvgpu.so runs over the fake CUDA driver (busybox, the
+    harness, the fake libcuda/libnvidia-ml: images.hook_image_spec), imported into the
+    node; its reference (pods use imagePullPolicy Never)."""
+    archive = tmp_path_factory.mktemp("hook-image") / "harness.tar"
+    write_oci_archive(archive, hook_image_spec(HOOK_IMAGE, Path("/bin/busybox"), hook_build))
+    node.import_image(HOOK_IMAGE, archive)
+    return HOOK_IMAGE
 
 
 @pytest.fixture(scope="session")
