@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import IDENTITIES, REPO
+from tests.integration.conftest import IDENTITIES, REPO, service_account
 from tests.integration.test_slices import a100, inventory
 from tests.node.agent import NodeAgent
 from vgpu_dra.dev.localcluster.build import BuildSettings, ensure_built
@@ -35,6 +35,9 @@ HOOK = REPO / "vgpu_hook"
 # NodeRestriction: what a production API server runs, so a node identity may write
 # only its own node's objects (ResourceSlices included).
 NODE_APISERVER_ARGS = (*APISERVER_ARGS, "--enable-admission-plugins=NodeRestriction")
+# The legacy mode's second kube-scheduler (test_legacy.py) runs as a ServiceAccount of
+# its own, with the built-in roles the chart binds for it (templates/rbac-scheduler.yaml).
+SCHEDULER_IDENTITY = "vgpu-dra-scheduler"
 
 
 def _cache() -> Path:
@@ -57,7 +60,8 @@ def node_cluster(node_artifacts: NodeArtifacts) -> Iterator[LocalCluster]:
     c = LocalCluster(
         ClusterSettings(
             bin_dir=bin_dir,
-            identities={**IDENTITIES, node_identity_name(NODE): node_identity(NODE)},
+            identities={**IDENTITIES, node_identity_name(NODE): node_identity(NODE),
+                        SCHEDULER_IDENTITY: service_account(SCHEDULER_IDENTITY)},
             extra_apiserver_args=NODE_APISERVER_ARGS,
         )
     )
