@@ -126,8 +126,9 @@ def legacy(node_cluster: LocalCluster, node: LocalNode, libvgpu: Path,
     d = tmp_path_factory.mktemp("legacy")
     inv = inventory(d / "inv.yaml", {node.name: [a100()]})
     with contextlib.ExitStack() as undo:
-        plugin = DevicePluginProcess(node_cluster, node, inv, libvgpu).start()
-        undo.callback(plugin.cleanup)
+        plugin = DevicePluginProcess(node_cluster, node, inv, libvgpu)
+        undo.callback(plugin.cleanup)  # its dir, also when it does not come up
+        plugin.start()
         extender = ExtenderApp(ExtenderSettings(port=0),
                                rest=node_cluster.rest(EXTENDER)).start()
         undo.callback(extender.stop)

@@ -31,7 +31,8 @@ API server's `ApiError`), after undoing
 whatever it started. `stop()` is idempotent and never raises: it deletes the pods
 bound to the node (so the kubelet unprepares their claims and tears down sandboxes),
 stops the kubelet, kills any container left, stops containerd and its shims, unmounts
-every mount under the private dir, removes the cgroups, the bridge and the dir.
+every mount under the private dir, removes the cgroups, the bridge, the kubelet's files
+in the device plugin dir and the private dir.
 kubelet and containerd die with the process that started them (PR_SET_PDEATHSIG).
 """
 
@@ -631,6 +632,10 @@ class LocalNode:
                 with contextlib.suppress(OSError):
                     if link.is_symlink() and str(link.readlink()).startswith(str(self.dir)):
                         link.unlink()
+        # The kubelet's socket and device checkpoint in the fixed device plugin dir: a
+        # later node must not start with this one's device assignments.
+        for name in ("kubelet.sock", "kubelet_internal_checkpoint"):
+            (DEVICE_PLUGINS_DIR / name).unlink(missing_ok=True)
         cache = Path("/var/lib/cni/results")
         if cache.is_dir():
             for f in cache.glob(f"{self.network}-*"):
