@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,9 +182,15 @@ def _pod_spec(limits: dict[str, str], node: str = NODE, **extra: Any) -> JSON:
     }
 
 
-def _wait_translating(rest: Rest, ns: str) -> None:
+def _claims_added(pod: JSON) -> bool:
+    return bool(pod["spec"].get("resourceClaims"))
+
+
+def _wait_translating(
+    rest: Rest, ns: str, translated: Callable[[JSON], bool] = _claims_added
+) -> None:
     """The API server picks up a new webhook configuration asynchronously: dry-run a
-    GPU pod until it comes back translated (a dry run creates nothing)."""
+    GPU pod until it comes back `translated` (a dry run creates nothing)."""
 
     def probe() -> bool:
         pod = rest.request(
@@ -198,7 +204,7 @@ def _wait_translating(rest: Rest, ns: str) -> None:
             },
             query=[("dryRun", "All")],
         )
-        return bool(pod["spec"].get("resourceClaims"))
+        return translated(pod)
 
     kube.wait_for(probe, 30, "the API server to call the webhook")
 

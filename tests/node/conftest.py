@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import IDENTITIES, REPO
+from tests.integration.conftest import IDENTITIES, REPO, service_account
 from tests.integration.test_slices import a100, inventory
 from tests.node.agent import NodeAgent
 from vgpu_dra.dev.localcluster.build import BuildSettings, ensure_built
 from vgpu_dra.dev.localcluster.cluster import DEFAULT_VERSION, ClusterSettings, LocalCluster
 from vgpu_dra.dev.localnode.build import NodeArtifacts, NodeBuildSettings, ensure_node_built
+from vgpu_dra.dev.localnode.images import hook_image_spec, write_oci_archive
 from vgpu_dra.dev.localnode.node import (
     APISERVER_ARGS,
     LocalNode,
@@ -34,6 +35,9 @@ HOOK = REPO / "vgpu_hook"
 # NodeRestriction: what a production API server runs, so a node identity may write
 # only its own node's objects (ResourceSlices included).
 NODE_APISERVER_ARGS = (*APISERVER_ARGS, "--enable-admission-plugins=NodeRestriction")
+# The legacy mode's second kube-scheduler (test_legacy.py) runs as a ServiceAccount of
+# its own, with the built-in roles the chart binds for it (templates/rbac-scheduler.yaml).
+SCHEDULER_IDENTITY = "vgpu-dra-scheduler"
 
 
 def _cache() -> Path:
@@ -56,7 +60,8 @@ def node_cluster(node_artifacts: NodeArtifacts) -> Iterator[LocalCluster]:
     c = LocalCluster(
         ClusterSettings(
             bin_dir=bin_dir,
-            identities={**IDENTITIES, node_identity_name(NODE): node_identity(NODE)},
+            identities={**IDENTITIES, node_identity_name(NODE): node_identity(NODE),
+                        SCHEDULER_IDENTITY: service_account(SCHEDULER_IDENTITY)},
             extra_apiserver_args=NODE_APISERVER_ARGS,
         )
     )
@@ -90,6 +95,21 @@ def hook_build() -> Path:
 @pytest.fixture(scope="session")
 def libvgpu(hook_build: Path) -> Path:
     return hook_build / "libvgpu.so"
+
+
+HOOK_IMAGE = "docker.io/library/vgpu-hook-harness:local"
+
+
+@pytest.fixture(scope="session")
+def hook_image(node: LocalNode, hook_build: Path, tmp_path_factory: pytest.TempPathFactory
+               ) -> str:
+    """An image in which libvgpu.so runs over the fake CUDA driver (busybox, the
+    harness, the fake libcuda/libnvidia-ml: images.hook_image_spec), imported into the
+    node; its reference (pods use imagePullPolicy Never)."""
+    archive = tmp_path_factory.mktemp("hook-image") / "harness.tar"
+    write_oci_archive(archive, hook_image_spec(HOOK_IMAGE, Path("/bin/busybox"), hook_build))
+    node.import_image(HOOK_IMAGE, archive)
+    return HOOK_IMAGE
 
 
 @pytest.fixture(scope="session")

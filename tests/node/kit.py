@@ -9,12 +9,15 @@ and a 1 s grace period, so deleting one takes a few seconds.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from tests.integration import kube
-from tests.node.agent import NodeAgent
+from tests.node.agent import NodeAgent, NodeProcess
+from vgpu_dra.core import hook_abi
 from vgpu_dra.dev.localcluster.cluster import LocalCluster
+from vgpu_dra.dev.localnode.images import HARNESS_DIR
 from vgpu_dra.dev.localnode.node import LocalNode
 from vgpu_dra.kube.rest import JSON, ApiError, Rest
 
@@ -25,6 +28,80 @@ SHOW_LIMITS = (
     "env | sort; echo '--- limits'; cat /etc/vgpu/limits; "
     f"echo '{END}'; exec sleep 3600"
 )
+# The container edits as the container sees them: env, the limits file, its mount
+# (read-only?), whether it can be written, /etc/ld.so.preload and the library it names.
+# Checked by `check_edits`; end it with STAY_UP (or more output first).
+SHOW_EDITS = (
+    "env | sort; "
+    "echo '--- limits'; cat /etc/vgpu/limits; "
+    "echo '--- mounts'; grep -E ' /etc/vgpu/limits | /etc/ld.so.preload ' /proc/mounts; "
+    "if echo x >> /etc/vgpu/limits 2>/dev/null; then echo LIMITS-WRITABLE; "
+    "else echo LIMITS-READONLY; fi; "
+    "test -f /etc/ld.so.preload && echo PRELOAD=$(cat /etc/ld.so.preload); "
+    "test -f \"$(cat /etc/ld.so.preload)\" && echo LIB-PRESENT; "
+)
+# Stay up: a claim's (or a legacy container's) prepared state lives as long as its pod.
+STAY_UP = f"echo '{END}'; exec sleep 3600"
+
+MiB = 1 << 20
+OOM = 2  # the harness's rc for CUDA_ERROR_OUT_OF_MEMORY
+
+
+def enforcement_script(limit_mib: int) -> str:
+    """Sections `--- env`, `--- empty`, `--- forged` of `check_enforced`: the harness in
+    the hook image (images.hook_image_spec) allocates 1000 MiB above and below
+    `limit_mib` through dlsym'd cuMemAlloc, with the container's environment, with an
+    empty one (`env -i`: the limits come from /etc/vgpu/limits alone), and with forged
+    limits in it (a user gains nothing)."""
+    harness = f"{HARNESS_DIR}/harness_dl"
+    ops = (f"init hookinfo alloc:dlsym:mem:{(limit_mib + 1000) * MiB} "
+           f"alloc:dlsym:mem:{(limit_mib - 1000) * MiB}")
+    return (
+        f"echo '--- env'; {harness} {ops}; "
+        f"echo '--- empty'; env -i {harness} {ops}; "
+        "echo '--- forged'; env -i CUDA_DEVICE_MEMORY_LIMIT=64g CUDA_DEVICE_MEMORY_LIMIT_0=64g "
+        f"VGPU_LIMITS_FILE=/dev/null {harness} {ops}; "
+    )
+
+
+def _section(out: str, name: str) -> list[dict[str, str]]:
+    body = out.split(f"--- {name}\n", 1)[1].split("\n--- ", 1)[0]
+    return [dict(kv.split("=", 1) for kv in ln.split()) for ln in body.splitlines()
+            if ln.startswith("op=")]
+
+
+def check_enforced(out: str, limit_mib: int, sm: int) -> None:
+    """libvgpu.so, preloaded from the mounted /etc/ld.so.preload and configured by the
+    limits file, refused the allocation above `limit_mib` and granted the one below, in
+    every section of `enforcement_script`'s output."""
+    for name in ("env", "empty", "forged"):
+        ops = _section(out, name)
+        assert [o["op"] for o in ops] == ["init", "hookinfo", "alloc", "alloc"], (name, out)
+        init, info, above, below = ops
+        assert init["rc"] == "0", (name, out)
+        assert info["hooked"] == "1", (name, out)
+        assert info["source"] == str(hook_abi.SOURCE_FILE), (name, out)
+        assert info["mem0"] == str(limit_mib * MiB), (name, out)
+        assert info["sm0"] == str(sm), (name, out)
+        assert info["region"] == "/var/lib/vgpu/cache/vgpu.cache", (name, out)
+        assert above["rc"] == str(OOM), (name, out)
+        assert below["rc"] == "0", (name, out)
+
+
+def check_edits(logs: str, memory: str = "3000m", sm: str = "30") -> None:
+    """SHOW_EDITS' output: the memory and SM limits in the env and in the limits file,
+    that file mounted read-only and not writable, the preload file and its library."""
+    env = dict(line.split("=", 1) for line in logs.splitlines() if "=" in line)
+    assert env.get("CUDA_DEVICE_MEMORY_LIMIT_0") == memory, logs
+    assert re.search(rf"^CUDA_DEVICE_SM_LIMIT(_0)?={sm}$", logs, re.MULTILINE), logs
+    limits = logs.split("--- limits\n", 1)[1].split("--- mounts", 1)[0]
+    assert f"CUDA_DEVICE_MEMORY_LIMIT_0={memory}" in limits, logs
+    mounts = logs.split("--- mounts\n", 1)[1].splitlines()
+    limits_mount = [m for m in mounts if " /etc/vgpu/limits " in m]
+    assert limits_mount and "ro" in limits_mount[0].split()[3].split(","), logs
+    assert any(" /etc/ld.so.preload " in m for m in mounts), logs
+    assert "LIMITS-READONLY" in logs and "LIMITS-WRITABLE" not in logs, logs
+    assert "PRELOAD=/" in logs and "LIB-PRESENT" in logs, logs
 
 
 def pod_path(ns: str, name: str = "") -> str:
@@ -101,7 +178,7 @@ def deleted_after(rest: Rest, ns: str, *names: str) -> Iterator[None]:
             delete_pod(rest, ns, n)
 
 
-def wait_output(c: LocalCluster, rest: Rest, ns: str, name: str, agent: NodeAgent | None = None,
+def wait_output(c: LocalCluster, rest: Rest, ns: str, name: str, agent: NodeProcess | None = None,
                 container_name: str = "", marker: str = END, timeout: float = 120) -> str:
     """The container's log once it printed `marker`; fails (with the pod's status and
     the agent's log) if the pod ends first or the deadline passes."""

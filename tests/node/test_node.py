@@ -8,7 +8,6 @@ images were imported from OCI archives: there is no registry).
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import pytest
@@ -48,31 +47,19 @@ def test_plain_pod_runs_to_completion(node_cluster: LocalCluster, admin: Rest,
         assert pod["spec"]["nodeName"] == node.name
 
 
-SCRIPT = (
-    "env | sort; "
-    "echo '--- limits'; cat /etc/vgpu/limits; "
-    "echo '--- mounts'; grep -E ' /etc/vgpu/limits | /etc/ld.so.preload ' /proc/mounts; "
-    "if echo x >> /etc/vgpu/limits 2>/dev/null; then echo LIMITS-WRITABLE; "
-    "else echo LIMITS-READONLY; fi; "
-    "test -f /etc/ld.so.preload && echo PRELOAD=$(cat /etc/ld.so.preload); "
-    "test -f \"$(cat /etc/ld.so.preload)\" && echo LIB-PRESENT; "
-    # Stay up: the claim and its prepared state live as long as the pod does.
-    "echo '--- end'; exec sleep 3600"
-)
-
-
 def test_claim_prepared_by_real_kubelet_then_unprepared(
     node_cluster: LocalCluster, admin: Rest, node: LocalNode, running_agent: NodeAgent
 ) -> None:
     agent = running_agent
     kit.claim_template(admin, NS, "vgpu-3g", {"memory": "3000Mi", "cores": "30"})
-    kit.create(admin, _pod("vgpu", node.artifacts.busybox_ref, SCRIPT, "vgpu-3g"))
+    kit.create(admin, _pod("vgpu", node.artifacts.busybox_ref,
+                            kit.SHOW_EDITS + kit.STAY_UP, "vgpu-3g"))
     with kit.deleted_after(admin, NS, "vgpu"):
         claim: Any = kube.wait_for(lambda: kit.claim_of(admin, NS, "vgpu"), 60,
                                    "the generated claim")
         uid = claim["metadata"]["uid"]
         logs = kit.wait_output(node_cluster, admin, NS, "vgpu", agent)
-        _check_limits(logs)
+        kit.check_edits(logs)
         # The spec containerd applied is the agent's, for this claim.
         [spec_file] = list(node.cdi_dir.glob(f"*_{uid}.json"))
         assert json.loads(spec_file.read_text())["kind"].startswith("vgpu.hami.io/")
@@ -84,15 +71,3 @@ def test_claim_prepared_by_real_kubelet_then_unprepared(
         lambda: kit.gone(admin, f"{kube.CLAIMS.format(ns=NS)}/{claim['metadata']['name']}"),
         60, "the generated claim to be deleted")
 
-
-def _check_limits(logs: str) -> None:
-    env = dict(line.split("=", 1) for line in logs.splitlines() if "=" in line)
-    assert env.get("CUDA_DEVICE_MEMORY_LIMIT_0") == "3000m", logs
-    assert re.search(r"^CUDA_DEVICE_SM_LIMIT(_0)?=30$", logs, re.MULTILINE), logs
-    limits = logs.split("--- limits\n", 1)[1].split("--- mounts", 1)[0]
-    assert "CUDA_DEVICE_MEMORY_LIMIT_0=3000m" in limits, logs
-    mounts = logs.split("--- mounts\n", 1)[1].splitlines()
-    limits_mount = [m for m in mounts if " /etc/vgpu/limits " in m]
-    assert limits_mount and "ro" in limits_mount[0].split()[3].split(","), logs
-    assert "LIMITS-READONLY" in logs and "LIMITS-WRITABLE" not in logs, logs
-    assert "LIB-PRESENT" in logs, logs

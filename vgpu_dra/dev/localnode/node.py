@@ -4,9 +4,12 @@ Everything lives under one short private dir (/tmp/vn*: unix socket paths must s
 under 108 bytes): containerd's root, state, socket and config; the CNI config and IPAM
 state; the CDI spec dir containerd reads (`cdi_dir`, hand it to the node agent as
 --cdi-dir); the kubelet's root dir (`kubelet_root`: its plugins_registry and plugins
-dirs are where a DRA driver registers), pod logs and config. Containers land in the
-cgroup-v1 subtree /<cgroup_root> of every hierarchy; pods get 10.88.x.0/24 addresses
-on a bridge of their own (no iptables here: ipMasq off, so pods reach only the host).
+dirs are where a DRA driver registers), pod logs and config. One host path is the
+kubelet's whatever its root dir: the device plugin dir /var/lib/kubelet/device-plugins
+(`device_plugins_dir`, compiled into the kubelet), so one LocalNode runs at a time.
+Containers land in the cgroup-v1 subtree /<cgroup_root> of every hierarchy; pods get
+10.88.x.0/24 addresses on a bridge of their own (no iptables here: ipMasq off, so pods
+reach only the host).
 
 Host constraints this encodes (measured on the CI machine): root lacks
 CAP_SYS_RESOURCE, so containerd must not hand out negative oom_score_adj values
@@ -28,7 +31,8 @@ API server's `ApiError`), after undoing
 whatever it started. `stop()` is idempotent and never raises: it deletes the pods
 bound to the node (so the kubelet unprepares their claims and tears down sandboxes),
 stops the kubelet, kills any container left, stops containerd and its shims, unmounts
-every mount under the private dir, removes the cgroups, the bridge and the dir.
+every mount under the private dir, removes the cgroups, the bridge, the kubelet's files
+in the device plugin dir and the private dir.
 kubelet and containerd die with the process that started them (PR_SET_PDEATHSIG).
 """
 
@@ -61,6 +65,7 @@ from vgpu_dra.kube.rest import ApiError, Rest
 # Give these to ClusterSettings(extra_apiserver_args=...) for pods/log and exec.
 APISERVER_ARGS = ("--kubelet-preferred-address-types=InternalIP",)
 NOT_READY_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+DEVICE_PLUGINS_DIR = Path("/var/lib/kubelet/device-plugins")  # k8s.io/kubelet DevicePluginPath
 _CGROUP_FS = Path("/sys/fs/cgroup")
 _MNT_DETACH = 2
 _PR_SET_PDEATHSIG = 1
@@ -183,6 +188,14 @@ class LocalNode:
     @property
     def plugins_dir(self) -> Path:
         return self.kubelet_root / "plugins"
+
+    @property
+    def device_plugins_dir(self) -> Path:
+        """Where the kubelet serves its device plugin Registration socket (kubelet.sock)
+        and where a device plugin puts its own (hand it to `vgpu-dra device-plugin` as
+        --device-plugin-dir). Not under `kubelet_root`: the kubelet uses the device
+        plugin API's fixed path whatever its --root-dir."""
+        return DEVICE_PLUGINS_DIR
 
     @property
     def pod_logs_dir(self) -> Path:
@@ -619,6 +632,10 @@ class LocalNode:
                 with contextlib.suppress(OSError):
                     if link.is_symlink() and str(link.readlink()).startswith(str(self.dir)):
                         link.unlink()
+        # The kubelet's socket and device checkpoint in the fixed device plugin dir: a
+        # later node must not start with this one's device assignments.
+        for name in ("kubelet.sock", "kubelet_internal_checkpoint"):
+            (DEVICE_PLUGINS_DIR / name).unlink(missing_ok=True)
         cache = Path("/var/lib/cni/results")
         if cache.is_dir():
             for f in cache.glob(f"{self.network}-*"):
