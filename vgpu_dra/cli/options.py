@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 N = TypeVar("N", int, float)
+T = TypeVar("T")
 
 
 def _parser(kind: type[N], lo: N, hi: N) -> Callable[[str], N]:
@@ -39,16 +40,13 @@ def _parser(kind: type[N], lo: N, hi: N) -> Callable[[str], N]:
 def _add(
     p: argparse.ArgumentParser,
     flag: str,
-    kind: type[N],
+    parse: Callable[[str], T],
     *,
     env: str | None,
-    default: N,
-    lo: N,
-    hi: N,
+    default: T,
     help: str | None,
 ) -> None:
-    parse = _parser(kind, lo, hi)
-    value = kind(default)  # 300 -> 300.0 for a float option, as a parsed value would be
+    value = default
     raw = os.environ.get(env) if env else None
     if raw is not None:
         try:
@@ -69,7 +67,7 @@ def int_option(
     help: str | None = None,
 ) -> None:
     """`flag` (and `$env`, which sets its default) as an integer in [lo, hi]."""
-    _add(p, flag, int, env=env, default=default, lo=lo, hi=hi, help=help)
+    _add(p, flag, _parser(int, lo, hi), env=env, default=int(default), help=help)
 
 
 def float_option(
@@ -83,4 +81,27 @@ def float_option(
     help: str | None = None,
 ) -> None:
     """`flag` (and `$env`, which sets its default) as a finite number in [lo, hi]."""
-    _add(p, flag, float, env=env, default=default, lo=lo, hi=hi, help=help)
+    # 300 -> 300.0, as a parsed value would be
+    _add(p, flag, _parser(float, lo, hi), env=env, default=float(default), help=help)
+
+
+def parsed_option(
+    p: argparse.ArgumentParser,
+    flag: str,
+    *,
+    env: str | None,
+    parse: Callable[[str], T],
+    default: T,
+    help: str | None = None,
+) -> None:
+    """`flag` (and `$env`, which sets its default) read by `parse`, whose ValueError
+    becomes the usage error (exit 2) naming the flag or the variable."""
+
+    def checked(raw: str) -> T:
+        try:
+            return parse(raw)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    checked.__name__ = flag.lstrip("-")
+    _add(p, flag, checked, env=env, default=default, help=help)

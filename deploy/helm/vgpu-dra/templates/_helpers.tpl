@@ -51,3 +51,16 @@ webhook's --exclude-namespaces get this same list. */}}
 {{- toYaml .Values.simulatedInventory -}}
 {{- end -}}
 {{- end -}}
+
+{{/* HAMi's filterdevices as the flags of both node plugins: cards listed by UUID or by
+index are never published or used (nodeAgent.filterDevices). */}}
+{{- define "vgpu-dra.filterDeviceArgs" -}}
+{{- with .Values.nodeAgent.filterDevices }}
+{{- if .uuid }}
+- --filter-device-uuids={{ join "," .uuid }}
+{{- end }}
+{{- if .index }}
+- --filter-device-indexes={{ join "," .index }}
+{{- end }}
+{{- end }}
+{{- end -}}
