@@ -25,8 +25,10 @@ from vgpu_dra.api.vgpu_config import default_config
 from vgpu_dra.core import prepare
 from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.hami import annotations as ann
+from vgpu_dra.core.hami.register_filter import NO_FILTER, RegisterFilter
 from vgpu_dra.core.model import MIB
 from vgpu_dra.dev.localcluster.cluster import LocalCluster
+from vgpu_dra.gpu.backend import open_discoveries
 from vgpu_dra.gpu.simulated import SimulatedDiscovery
 from vgpu_dra.kube.nodelock import NodeLocker
 from vgpu_dra.kube.nodes import create_fake_node
@@ -59,8 +61,10 @@ def setup(dra_cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator
     kube.namespace(admin, node)
     root = Path(tempfile.mkdtemp(prefix="dp-", dir="/tmp"))  # short: unix socket paths
     inv = inventory(root / "inv.yaml", {node: [a100(count=2)]})
-    discovery = SimulatedDiscovery(inv, node)
-    uuids = [c.uuid for c in discovery.discover().cards]
+    uuids = [c.uuid for c in SimulatedDiscovery(inv, node).discover().cards]
+    # as `vgpu-dra device-plugin` opens it, with the registration filter a test asks for
+    exclude = getattr(request, "param", NO_FILTER)
+    [discovery] = open_discoveries((node,), inventory=inv, use_nvml=False, exclude=exclude).values()
     settings = DevicePluginSettings(
         node_name=node,
         plugin_dir=root / "dp",
@@ -211,6 +215,20 @@ def test_register_list_allocate_and_health(setup: Setup) -> None:
         10,
         "register annotation shows card 0 unhealthy",
     )
+
+
+@pytest.mark.parametrize("setup", [RegisterFilter(indexes=frozenset({0}))], indirect=True)
+def test_filtered_card_is_not_registered_nor_listed(setup: Setup) -> None:
+    """HAMi's filterdevices (index 0 here): the card is absent from
+    hami.io/node-nvidia-register and from the devices reported to the kubelet, so a
+    decision naming it has no device to allocate."""
+    s = setup
+    u0, u1 = s.uuids
+    devs = ann.decode_node_devices(node_annotations(s)[ann.NODE_REGISTER_NVIDIA])
+    assert [(d.id, d.index) for d in devs] == [(u1, 1)]
+    s.kubelet.start_watch()
+    assert {i for i, _ in s.kubelet.next_update()} == {f"{u1}-{k}" for k in range(10)}
+    assert s.plugin.board.card(u0) is None and s.plugin.board.card(u1) is not None
 
 
 def test_dangling_lock_nodename_preset_and_garbage(setup: Setup) -> None:

@@ -319,6 +319,26 @@ def test_node_agent_daemonset(helm: Path) -> None:
     compile(probe[2], "<liveness probe>", "exec")  # at least valid Python
 
 
+def test_filter_devices_reach_both_plugins(helm: Path) -> None:
+    """nodeAgent.filterDevices (HAMi's filterdevices) becomes the same filter flags in
+    the kubelet plugin and the device plugin, parsed by the real CLI; unset, neither
+    gets them."""
+    uuid = "GPU-8dcd427f-483b-b48f-d7e5-75fb19a52b76"
+    extra = (
+        "--set", "devicePlugin.enabled=true",
+        "--set", f"nodeAgent.filterDevices.uuid={{{uuid}}}",
+        "--set", "nodeAgent.filterDevices.index={0,3}",
+    )
+    for sets, want in ((extra, True), (extra[:2], False)):
+        ds = by_kind_name(objects(render(helm, (), sets)))[("DaemonSet", "vgpu-dra-node-agent")]
+        containers = ds["spec"]["template"]["spec"]["containers"]
+        assert [c["name"] for c in containers] == ["kubelet-plugin", "device-plugin"]
+        for c in containers:
+            ns = cli_parser().parse_args(c["args"])
+            assert ns.filter_device_uuids == ({uuid} if want else set()), c["args"]
+            assert ns.filter_device_indexes == ({0, 3} if want else set()), c["args"]
+
+
 def test_liveness_probe_checks_the_plugin_socket(helm: Path) -> None:
     """The DaemonSet's exec probe, run as the kubelet would (same argv, POD_UID in the
     environment), against a real plugin server: healthy while serving, failing after."""

@@ -23,6 +23,7 @@ from tests.integration.agent import Agent, AgentDirs
 from tests.integration.test_slices import a100, inventory
 from vgpu_dra.core.claims import ClaimRef
 from vgpu_dra.dev.localcluster.cluster import LocalCluster
+from vgpu_dra.gpu.simulated import SimulatedDiscovery
 from vgpu_dra.kube.rest import Rest
 
 pytestmark = pytest.mark.integration
@@ -241,6 +242,41 @@ def test_claim_of_another_driver_is_refused(dra_cluster: LocalCluster, admin: Re
                          device_class="other.example.com")
         err = agent.client.prepare([ref])[ref.uid].error
         assert err is not None and "vgpu.hami.io" in err
+    finally:
+        agent.stop()
+
+
+def _published(admin: Rest, node: str, want: list[str]) -> None:
+    def devices() -> list[str] | None:
+        got = sorted(d["name"] for s in kube.pool_slices(admin, node) for d in s["spec"]["devices"])
+        return got if got == want else None
+
+    kube.wait_for(devices, 15, f"{node}'s slices to hold exactly {want}")
+
+
+def test_filtered_cards_are_never_published_or_prepared(
+    dra_cluster: LocalCluster, admin: Rest, tmp_path: Path, dirs: AgentDirs
+) -> None:
+    """HAMi's filterdevices: a card named by UUID or by index is in no slice and no
+    health report, and a claim allocated on it before the filter is refused."""
+    node = "kp-filter"
+    inv = _setup(dra_cluster, admin, tmp_path, node)
+    uuid1 = SimulatedDiscovery(inv, node).discover().cards[1].uuid
+    agent = Agent(dra_cluster, inv, node, dirs, extra=("--filter-device-uuids", uuid1))
+    try:
+        _published(admin, node, ["gpu-0"])
+        with agent.client.watch_health() as watch:
+            assert {d.device_name for d in watch.next(timeout=10)} == {"gpu-0"}
+        ref = _allocated(admin, node, "on-card-0", node, capacity={"memory": "1Gi"})
+        assert [r["device"] for r in kube.allocation(admin, node, "on-card-0") or []] == ["gpu-0"]
+    finally:
+        agent.stop()
+    agent = Agent(dra_cluster, inv, node, dirs, extra=("--filter-device-indexes", "0"))
+    try:
+        _published(admin, node, ["gpu-1"])
+        err = agent.client.prepare([ref])[ref.uid].error
+        assert err is not None and "card 0, which discovery no" in err, err
+        assert _leftovers(dirs, ref.uid) == []
     finally:
         agent.stop()
 

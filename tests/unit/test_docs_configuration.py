@@ -108,7 +108,7 @@ def _expected_default(a: argparse.Action) -> str | None:
     """The doc's default cell: the first code span, or None where it must say "—"."""
     if isinstance(a, argparse._StoreTrueAction):
         return "false"
-    if a.default is None or a.default in ("", []):
+    if a.default is None or a.default in ("", [], frozenset()):
         return None
     return str(a.default)
 

@@ -40,16 +40,13 @@ def _parser(kind: type[N], lo: N, hi: N) -> Callable[[str], N]:
 def _add(
     p: argparse.ArgumentParser,
     flag: str,
-    kind: type[N],
+    parse: Callable[[str], T],
     *,
     env: str | None,
-    default: N,
-    lo: N,
-    hi: N,
+    default: T,
     help: str | None,
 ) -> None:
-    parse = _parser(kind, lo, hi)
-    value = kind(default)  # 300 -> 300.0 for a float option, as a parsed value would be
+    value = default
     raw = os.environ.get(env) if env else None
     if raw is not None:
         try:
@@ -70,7 +67,7 @@ def int_option(
     help: str | None = None,
 ) -> None:
     """`flag` (and `$env`, which sets its default) as an integer in [lo, hi]."""
-    _add(p, flag, int, env=env, default=default, lo=lo, hi=hi, help=help)
+    _add(p, flag, _parser(int, lo, hi), env=env, default=int(default), help=help)
 
 
 def float_option(
@@ -84,7 +81,8 @@ def float_option(
     help: str | None = None,
 ) -> None:
     """`flag` (and `$env`, which sets its default) as a finite number in [lo, hi]."""
-    _add(p, flag, float, env=env, default=default, lo=lo, hi=hi, help=help)
+    # 300 -> 300.0, as a parsed value would be
+    _add(p, flag, _parser(float, lo, hi), env=env, default=float(default), help=help)
 
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -155,3 +153,18 @@ def text_option(
     through `check` too, so `check` must accept it (an empty string, say)."""
     raw = (os.environ.get(env) if env else None) or default
     p.add_argument(flag, type=_checked(flag, env, check), default=raw, help=help)
+
+
+def parsed_option(
+    p: argparse.ArgumentParser,
+    flag: str,
+    *,
+    env: str | None,
+    parse: Callable[[str], T],
+    default: T,
+    help: str | None = None,
+) -> None:
+    """`flag` (and `$env`, which sets its default) read by `parse`, whose ValueError
+    becomes the usage error (exit 2) naming the flag or the variable. Unlike
+    `text_option`, `$env` is read when the parser is built (`_add` names it)."""
+    _add(p, flag, _checked(flag, None, parse), env=env, default=default, help=help)

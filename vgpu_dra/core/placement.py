@@ -404,38 +404,67 @@ def _apply(devices: Sequence[DeviceUsage], ctr: ContainerDevices) -> tuple[Devic
     )
 
 
+ContainerAsk = ContainerRequest | Sequence[ContainerRequest] | None
+"""What one container asks: nothing, one vendor's request, or one request per vendor
+(HAMi's ContainerDeviceRequests, a container asking e.g. NVIDIA and DCU cards)."""
+
+
+def _asks(req: ContainerAsk) -> tuple[ContainerRequest, ...]:
+    if req is None:
+        return ()
+    return (req,) if isinstance(req, ContainerRequest) else tuple(req)
+
+
 def fit_pod(
     node: NodeState,
-    requests: Sequence[ContainerRequest | None],
+    requests: Sequence[ContainerAsk],
     pol: PodPolicy = DEFAULT_POLICY,
     *,
     init_count: int = 0,
     default_gpu_policy: str = DEFAULT_GPU_POLICY,
 ) -> NodeFit:
-    """Fit every container of a pod on one node (init containers first)."""
+    """Fit every container of a pod on one node (init containers first).
+
+    A container asking several vendors gets one allocation per vendor, fitted in the
+    order given, each against the node as the container's earlier requests left it
+    (HAMi's fitInDevices over a container's requests); its devices are the
+    concatenation, each carrying its vendor's type (`split_by_type` separates them for
+    the vendors' annotations). The vendors' cards are disjoint, so the order changes
+    no choice, only which equal cards the next container sees first."""
     score = node.score
     base = node.devices
     work = base
     out: list[ContainerDevices] = []
     for i, req in enumerate(requests):
-        if req is None:
-            out.append(())
-            continue
-        against = base if i < init_count else work
-        fit = fit_container(
-            against,
-            req,
-            pol,
-            cordoned=node.cordoned,
-            default_gpu_policy=default_gpu_policy,
-            pair_scores=node.pair_scores,
-        )
-        if fit.devices is None:
-            return NodeFit(node.name, None, score, fit.reason())
-        out.append(fit.devices)
-        if i >= init_count:  # later containers see it, in the order it left (HAMi sorts in place)
-            work = _apply(fit.order, fit.devices)
+        current = base if i < init_count else work
+        taken: list[ContainerDevice] = []
+        for ask in _asks(req):
+            fit = fit_container(
+                current,
+                ask,
+                pol,
+                cordoned=node.cordoned,
+                default_gpu_policy=default_gpu_policy,
+                pair_scores=node.pair_scores,
+            )
+            if fit.devices is None:
+                return NodeFit(node.name, None, score, fit.reason())
+            taken.extend(fit.devices)
+            # the container's next request, and (for a regular container) the later
+            # containers, see it, in the order it left (HAMi sorts in place)
+            current = _apply(fit.order, fit.devices)
+        out.append(tuple(taken))
+        if i >= init_count and taken:
+            work = current
     return NodeFit(node.name, tuple(out), score)
+
+
+def split_by_type(devices: PodDevices) -> dict[str, PodDevices]:
+    """A pod's devices per vendor type (`ContainerDevice.type`), every container kept
+    (empty where it uses none of that type), as each vendor's pod annotations hold
+    them (HAMi's PodDevices map)."""
+    types = dict.fromkeys(d.type for ctr in devices for d in ctr)
+    return {t: tuple(tuple(d for d in ctr if d.type == t) for ctr in devices) for t in types}
 
 
 def _preferred_first(nodes: list[NodeState], *, spread: bool) -> Iterator[NodeState]:
@@ -455,7 +484,7 @@ def _preferred_first(nodes: list[NodeState], *, spread: bool) -> Iterator[NodeSt
 
 def choose_node(
     nodes: Iterable[NodeState],
-    requests: Sequence[ContainerRequest | None],
+    requests: Sequence[ContainerAsk],
     pol: PodPolicy = DEFAULT_POLICY,
     *,
     init_count: int = 0,

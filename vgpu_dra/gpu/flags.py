@@ -1,10 +1,20 @@
-"""The discovery flags (--inventory | --nvml) of every process that finds cards."""
+"""The discovery flags (--inventory | --nvml) of every process that finds cards, and
+the registration filter (--filter-device-uuids, --filter-device-indexes) of those
+that publish a node's cards."""
 
 from __future__ import annotations
 
 import argparse
 import os
 from pathlib import Path
+
+from vgpu_dra.cli.options import parsed_option
+from vgpu_dra.core.hami.register_filter import (
+    NO_FILTER,
+    RegisterFilter,
+    parse_indexes,
+    parse_uuids,
+)
 
 
 def add_discovery_arguments(p: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
@@ -26,3 +36,28 @@ def node_name(ns: argparse.Namespace) -> str:
     if not ns.node:
         raise ValueError("--node or $NODE_NAME is required")
     return str(ns.node)
+
+
+def add_filter_arguments(p: argparse.ArgumentParser) -> None:
+    """--filter-device-uuids, --filter-device-indexes (HAMi's `filterdevices`; read back
+    by `register_filter`)."""
+    parsed_option(
+        p,
+        "--filter-device-uuids",
+        env="VGPU_DRA_FILTER_DEVICE_UUIDS",
+        parse=parse_uuids,
+        default=NO_FILTER.uuids,
+        help="comma list of card UUIDs never published or used on this node",
+    )
+    parsed_option(
+        p,
+        "--filter-device-indexes",
+        env="VGPU_DRA_FILTER_DEVICE_INDEXES",
+        parse=parse_indexes,
+        default=NO_FILTER.indexes,
+        help="comma list of card indexes never published or used on this node",
+    )
+
+
+def register_filter(ns: argparse.Namespace) -> RegisterFilter:
+    return RegisterFilter(uuids=ns.filter_device_uuids, indexes=ns.filter_device_indexes)

@@ -20,11 +20,18 @@ from vgpu_dra.cli.options import float_option, int_option
 from vgpu_dra.core.allocation import device_name
 from vgpu_dra.core.checkpoint import Checkpoint
 from vgpu_dra.core.claims import ClaimRef, DeviceHealth
+from vgpu_dra.core.hami.register_filter import NO_FILTER, RegisterFilter
 from vgpu_dra.core.prepare import PrepareSettings
 from vgpu_dra.core.slices import CapacityMode, SliceSettings
 from vgpu_dra.gpu.backend import open_discoveries
 from vgpu_dra.gpu.discovery import Discovery, UtilizationSource
-from vgpu_dra.gpu.flags import add_discovery_arguments, add_node_argument, node_name
+from vgpu_dra.gpu.flags import (
+    add_discovery_arguments,
+    add_filter_arguments,
+    add_node_argument,
+    node_name,
+    register_filter,
+)
 from vgpu_dra.gpu.nvidia_cdi import detect_nvidia_cdi_kind
 from vgpu_dra.kube.claims import get_claim
 from vgpu_dra.kube.flags import add_kubeconfig_argument
@@ -55,6 +62,8 @@ class NodeAgentSettings:
     health_interval_s: float = 10.0
     metrics_port: int = 0
     compute_coordinator: str = "auto"  # auto (on with NVML) | on | off
+    exclude: RegisterFilter = NO_FILTER
+    """Cards never published or prepared (HAMi's filterdevices)."""
 
 
 def coordinator_enabled(setting: str, use_nvml: bool) -> bool:
@@ -119,7 +128,7 @@ def run(
         start_http_server(s.metrics_port, addr="0.0.0.0", registry=registry)  # noqa: S104
     rest = Rest.from_kubeconfig(s.kubeconfig)
     [discovery] = open_discoveries(
-        (s.node_name,), inventory=s.inventory, use_nvml=s.use_nvml
+        (s.node_name,), inventory=s.inventory, use_nvml=s.use_nvml, exclude=s.exclude
     ).values()
     ctl = SliceController(rest, {s.node_name: discovery}, s.controller, metrics)
     mode = ctl.resolve_mode()
@@ -187,6 +196,7 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str = "kubelet-plugin") -> No
     add_kubeconfig_argument(p)
     add_discovery_arguments(p)
     add_node_argument(p)
+    add_filter_arguments(p)
     p.add_argument(
         "--registry-dir",
         type=Path,
@@ -291,6 +301,7 @@ def main(ns: argparse.Namespace) -> int:
             health_interval_s=ns.health_interval_seconds,
             metrics_port=ns.metrics_port,
             compute_coordinator=ns.compute_coordinator,
+            exclude=register_filter(ns),
         ),
         step_hook=hook,
     )

@@ -24,6 +24,15 @@ CASES = [
     ("kubelet-plugin", "--slots", "-3", "VGPU_DRA_SLOTS", "from 1 to 1000"),
     ("controller", "--core-scaling", "1.5", "VGPU_DRA_CORE_SCALING", "not an integer"),
     ("render-slices", "--slots", "1e9", "VGPU_DRA_SLOTS", "not an integer"),
+    # the registration filter (vgpu_dra.core.hami.register_filter), both plugins
+    ("kubelet-plugin", "--filter-device-indexes", "0,-1", "VGPU_DRA_FILTER_DEVICE_INDEXES",
+     "'-1' is not a card index"),
+    ("device-plugin", "--filter-device-indexes", "a", "VGPU_DRA_FILTER_DEVICE_INDEXES",
+     "'a' is not a card index"),
+    ("kubelet-plugin", "--filter-device-uuids", "GPU-1 GPU-2", "VGPU_DRA_FILTER_DEVICE_UUIDS",
+     "'GPU-1 GPU-2' is not a card UUID"),
+    ("device-plugin", "--filter-device-uuids", "GPU-1;x", "VGPU_DRA_FILTER_DEVICE_UUIDS",
+     "is not a card UUID"),
 ]
 IDS = [f"{c}{f}={v}" for c, f, v, _, _ in CASES]
 

@@ -13,7 +13,7 @@ HAMi's bare `NodeInsufficientDevice` (was "2/2 NodeInsufficientDevice").
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from hypothesis import given, settings
@@ -343,6 +343,89 @@ def test_containers_accumulate_but_init_containers_do_not() -> None:
     # containers without a request keep their (empty) entry
     fit2 = pl.fit_pod(n, [None, req(mem=10)])
     assert fit2.devices == ((), (ContainerDevice("GPU-0", "NVIDIA", 10, 0),))
+
+
+DCU = "DCU-Z100L"
+
+
+def dcu(i: int, *, mem: int = 8000, used: int = 0, usedmem: int = 0) -> DeviceUsage:
+    d = card(i, typ=DCU, mem=mem, used=used, usedmem=usedmem)
+    return replace(d, device=replace(d.device, id=f"DCU-{i}"))
+
+
+def dreq(nums: int = 1, mem: int = 1000, cores: int = 0) -> ContainerRequest:
+    return ContainerRequest(nums=nums, type="DCU", memreq=mem, coresreq=cores)
+
+
+MIXED = (card(0), card(1, used=1, usedmem=1000), dcu(2), dcu(3, usedmem=7000))
+
+
+@pytest.mark.parametrize(
+    ("name", "requests", "init_count", "expected"),
+    [
+        # one container, both vendors: one allocation each (spread: the emptier card)
+        ("both vendors", [(req(), dreq())], 0,
+         (("GPU-0", "NVIDIA"), ("DCU-2", "DCU"))),
+        # vendor order as given: the devices follow it
+        ("order as given", [(dreq(), req())], 0,
+         (("DCU-2", "DCU"), ("GPU-0", "NVIDIA"))),
+        ("two of each", [(req(nums=2, mem=500), dreq(nums=2, mem=500))], 0,
+         (("GPU-0", "NVIDIA"), ("GPU-1", "NVIDIA"), ("DCU-2", "DCU"), ("DCU-3", "DCU"))),
+        # one vendor's request that does not fit fails the node with its reason
+        ("DCU memory short", [(req(), dreq(nums=2, mem=2000))], 0,
+         "1/2 AllocatedCardsInsufficientRequest, 1/2 CardInsufficientMemory"),
+        ("too many DCUs", [(req(), dreq(nums=3))], 0, "NodeInsufficientDevice"),
+        # a DCU request never lands on an NVIDIA card, even with the NVIDIA ones free
+        ("type kept apart", [dreq(nums=2, mem=1500)], 0,
+         "1/2 AllocatedCardsInsufficientRequest, 1/2 CardInsufficientMemory"),
+    ],
+)
+def test_a_container_asking_two_vendors(
+    name: str,
+    requests: list[pl.ContainerAsk],
+    init_count: int,
+    expected: tuple[tuple[str, str], ...] | str,
+) -> None:
+    fit = pl.fit_pod(node("a", *MIXED), requests, init_count=init_count)
+    if isinstance(expected, str):
+        assert fit.devices is None and fit.reason == expected
+        return
+    assert fit.devices is not None
+    assert [(d.uuid, d.type) for d in fit.devices[0]] == list(expected)
+
+
+def test_two_vendor_containers_accumulate_per_card() -> None:
+    """A later container sees the earlier one's share on both vendors' cards; init
+    containers fit against the node as it was before the pod."""
+    n = node("a", card(0, mem=8000), dcu(1, mem=8000))
+    both = (req(mem=5000), dreq(mem=5000))
+    assert pl.fit_pod(n, [both, both]).reason == "1/1 CardInsufficientMemory"
+    fit = pl.fit_pod(n, [both, both], init_count=1)
+    assert fit.devices is not None
+    assert pl.split_by_type(fit.devices) == {
+        "NVIDIA": ((ContainerDevice("GPU-0", "NVIDIA", 5000, 0),),) * 2,
+        "DCU": ((ContainerDevice("DCU-1", "DCU", 5000, 0),),) * 2,
+    }
+
+
+def test_split_by_type_keeps_every_container() -> None:
+    g, d = ContainerDevice("GPU-0", "NVIDIA", 1, 0), ContainerDevice("DCU-1", "DCU", 2, 0)
+    assert pl.split_by_type(((g, d), (), (d,))) == {
+        "NVIDIA": ((g,), (), ()),
+        "DCU": ((d,), (), (d,)),
+    }
+    assert pl.split_by_type(((), ())) == {}
+
+
+def test_node_score_covers_every_vendors_cards() -> None:
+    """HAMi's node score (ComputeDefaultScore) sums over all the node's devices, of
+    every vendor; Hygon's ScoreNode adds 0 (pkg/device/hygon/device.go), so a node's
+    DCU usage moves its score exactly as NVIDIA usage does."""
+    only_gpu = node("a", card(0, used=1, usedmem=4000, mem=8000), dcu(1, mem=8000))
+    only_dcu = node("b", card(0, mem=8000), dcu(1, used=1, usedmem=4000, mem=8000))
+    assert only_gpu.score == only_dcu.score == pytest.approx(10 * (1 / 20 + 4000 / 16000))
+    d = pl.choose_node([only_gpu, node("c", card(0), dcu(1))], [(req(), dreq())])
+    assert d.node == "a"  # binpack: the busier node, its DCU usage counted
 
 
 def test_equal_cards_keep_the_order_the_previous_container_left() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from vgpu_dra.core.hami.register_filter import RegisterFilter
 from vgpu_dra.core.inventory import InventoryError
 from vgpu_dra.gpu.backend import open_discoveries
 from vgpu_dra.gpu.nvml import NvmlDiscovery
@@ -72,3 +73,29 @@ def test_nvml_one_backend_per_node_without_touching_nvml() -> None:
 def test_neither_backend() -> None:
     with pytest.raises(ValueError, match="--inventory FILE"):
         open_discoveries(("n",), inventory=None, use_nvml=False)
+
+
+@pytest.mark.parametrize(
+    ("exclude", "want"),
+    [
+        (RegisterFilter(), {"b": [0, 1], "a": [0]}),
+        (RegisterFilter(indexes=frozenset({0})), {"b": [1], "a": []}),  # every node
+        (RegisterFilter(indexes=frozenset({7})), {"b": [0, 1], "a": [0]}),
+    ],
+)
+def test_simulated_registration_filter(
+    inventory: Path, exclude: RegisterFilter, want: dict[str, list[int]]
+) -> None:
+    got = open_discoveries((), inventory=inventory, use_nvml=False, exclude=exclude)
+    assert {n: [c.index for c in d.discover().cards] for n, d in got.items()} == want
+
+
+def test_simulated_registration_filter_by_uuid(inventory: Path) -> None:
+    [b] = open_discoveries(("b",), inventory=inventory, use_nvml=False).values()
+    uuid1 = b.discover().cards[1].uuid
+    got = open_discoveries(
+        ("b", "a"), inventory=inventory, use_nvml=False,
+        exclude=RegisterFilter(uuids=frozenset({uuid1})),
+    )
+    assert [c.uuid for c in got["b"].discover().cards] == [b.discover().cards[0].uuid]
+    assert len(got["a"].discover().cards) == 1

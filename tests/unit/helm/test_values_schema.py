@@ -95,6 +95,11 @@ def test_every_default_key_is_in_the_schema() -> None:
         ),
         ({"hostPaths": {"cdi": "var/run/cdi"}}, "hostPaths/cdi"),
         ({"image": {"pullPolicy": "Sometimes"}}, "image/pullPolicy"),
+        ({"nodeAgent": {"filterDevices": {"index": [-1]}}}, "nodeAgent/filterDevices/index/0"),
+        ({"nodeAgent": {"filterDevices": {"index": ["0"]}}}, "nodeAgent/filterDevices/index/0"),
+        ({"nodeAgent": {"filterDevices": {"uuid": ["GPU-1,GPU-2"]}}},
+         "nodeAgent/filterDevices/uuid/0"),
+        ({"nodeAgent": {"filterDevices": {"uuids": []}}}, "nodeAgent/filterDevices"),
     ],
 )
 def test_bad_values_are_rejected(patch: dict[str, Any], where: str) -> None:

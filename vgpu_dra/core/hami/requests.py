@@ -519,14 +519,15 @@ def container_request(ask: Ask, device_type: str = "NVIDIA") -> ContainerRequest
     )
 
 
-def pod_requests(
+def pod_vendor_requests(
     pod: Mapping[str, Any],
-    v: VendorResources = NVIDIA,
+    vendors: Sequence[tuple[VendorResources, str]],
     s: AskSettings = AskSettings(),
-    device_type: str = "NVIDIA",
-) -> tuple[ContainerRequest | None, ...]:
-    """Vendor `v`'s request per container, init containers first (HAMi's pod device
-    order), None for a container that asks `v` for nothing, so indexes are kept.
+) -> tuple[tuple[ContainerRequest, ...], ...]:
+    """Per container, init containers first (HAMi's pod device order), one request per
+    vendor it asks for, in the order of `vendors` (pairs of the vendor's names and its
+    HAMi device type, e.g. `(NVIDIA, "NVIDIA")`); `()` for a container asking none, so
+    indexes are kept.
 
     Containers are parsed in the webhook's order (app containers, then init
     containers), so both report the same first error. Raises AskError.
@@ -536,8 +537,21 @@ def pod_requests(
         spec = {}
     if not isinstance(spec, Mapping):
         raise AskError(f"spec must be an object, got {type(spec).__name__}")
-    by_kind: dict[str, list[ContainerRequest | None]] = {APP: [], INIT: []}
+    types = {v.vendor: t for v, t in vendors}
+    names = tuple(v for v, _ in vendors)
+    by_kind: dict[str, list[tuple[ContainerRequest, ...]]] = {APP: [], INIT: []}
     for kind, i, c in containers_of(spec):
-        _, asks = container_asks(c.get("resources"), (v,), s, container_where(kind, i, c))
-        by_kind[kind].append(container_request(asks[0], device_type) if asks else None)
+        _, asks = container_asks(c.get("resources"), names, s, container_where(kind, i, c))
+        by_kind[kind].append(tuple(container_request(a, types[a.vendor]) for a in asks))
     return (*by_kind[INIT], *by_kind[APP])
+
+
+def pod_requests(
+    pod: Mapping[str, Any],
+    v: VendorResources = NVIDIA,
+    s: AskSettings = AskSettings(),
+    device_type: str = "NVIDIA",
+) -> tuple[ContainerRequest | None, ...]:
+    """`pod_vendor_requests` for the one vendor `v`: its request per container, None
+    for a container that asks `v` for nothing. Raises AskError."""
+    return tuple(r[0] if r else None for r in pod_vendor_requests(pod, ((v, device_type),), s))

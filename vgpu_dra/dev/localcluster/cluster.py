@@ -1,8 +1,9 @@
 """A real, local Kubernetes control plane on 127.0.0.1 for tests and the demo.
 
 etcd, kube-apiserver (TLS, static token auth, RBAC), kube-scheduler and
-kube-controller-manager (only the resourceclaim, garbage-collector, deployment and
-replicaset controllers: node-lifecycle would taint and evict our fake nodes) run as child
+kube-controller-manager (only the resourceclaim, garbage-collector, deployment,
+replicaset and resourcequota controllers: node-lifecycle would taint and evict our fake
+nodes) run as child
 processes in a private work dir. There is no kubelet: Nodes are plain API objects.
 
 Contract: `start()` returns only once /readyz is ok and the scheduler and
@@ -261,6 +262,7 @@ class LocalCluster:
             "replicaset-controller",
             "resource-claim-controller",
             "generic-garbage-collector",
+            "resourcequota-controller",
         ):
             self.rest().request(
                 "POST",
@@ -290,7 +292,7 @@ class LocalCluster:
                 str(s.bin_dir / "kube-controller-manager"),
                 f"--kubeconfig={self.kubeconfig_for('kube-controller-manager')}",
                 "--controllers=resourceclaim-controller,garbage-collector-controller,"
-                "deployment-controller,replicaset-controller",
+                "deployment-controller,replicaset-controller,resourcequota-controller",
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={kcm_port}",

@@ -14,7 +14,13 @@ from vgpu_dra.cli import hami as hami_flags
 from vgpu_dra.cli.options import float_option, int_option
 from vgpu_dra.core.prepare import PrepareSettings
 from vgpu_dra.gpu.backend import open_discoveries
-from vgpu_dra.gpu.flags import add_discovery_arguments, add_node_argument, node_name
+from vgpu_dra.gpu.flags import (
+    add_discovery_arguments,
+    add_filter_arguments,
+    add_node_argument,
+    node_name,
+    register_filter,
+)
 from vgpu_dra.gpu.nvidia_cdi import DEFAULT_CDI_DIRS, detect_nvidia_cdi_kind
 from vgpu_dra.kube.flags import add_kubeconfig_argument
 from vgpu_dra.kube.rest import Rest
@@ -25,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str = "device-plugin") -> Non
     add_kubeconfig_argument(p, documented=False)
     add_discovery_arguments(p)
     add_node_argument(p)
+    add_filter_arguments(p)
     p.add_argument(
         "--device-plugin-dir",
         type=Path,
@@ -75,7 +82,7 @@ def settings(ns: argparse.Namespace) -> DevicePluginSettings:
 def main(ns: argparse.Namespace) -> int:
     s = settings(ns)
     [discovery] = open_discoveries(
-        (s.node_name,), inventory=ns.inventory, use_nvml=ns.nvml
+        (s.node_name,), inventory=ns.inventory, use_nvml=ns.nvml, exclude=register_filter(ns)
     ).values()
     plugin = DevicePlugin(s, Rest.from_kubeconfig(ns.kubeconfig), discovery).start()
     done = threading.Event()

@@ -69,3 +69,16 @@ webhook.annotationWriters. Comma-separated. */}}
 {{- $sa := printf "system:serviceaccount:%s:" .Release.Namespace -}}
 {{- concat (list (print $sa "vgpu-dra-extender") (print $sa "vgpu-dra-node-agent")) .Values.webhook.annotationWriters | uniq | join "," -}}
 {{- end -}}
+
+{{/* HAMi's filterdevices as the flags of both node plugins: cards listed by UUID or by
+index are never published or used (nodeAgent.filterDevices). */}}
+{{- define "vgpu-dra.filterDeviceArgs" -}}
+{{- with .Values.nodeAgent.filterDevices }}
+{{- if .uuid }}
+- --filter-device-uuids={{ join "," .uuid }}
+{{- end }}
+{{- if .index }}
+- --filter-device-indexes={{ join "," .index }}
+{{- end }}
+{{- end }}
+{{- end -}}

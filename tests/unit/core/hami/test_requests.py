@@ -26,9 +26,11 @@ from vgpu_dra.core.hami.requests import (
     AskError,
     AskSettings,
     ContainerRequest,
+    VendorResources,
     container_where,
     init_container_count,
     pod_requests,
+    pod_vendor_requests,
     renamed,
     resource_name_problem,
 )
@@ -292,6 +294,47 @@ def test_malformed_pods(p: JSON, error: str) -> None:
     with pytest.raises(AskError) as e:
         pod_requests(p)
     assert str(e.value) == error
+
+
+HYGON = VendorResources(
+    vendor="hygon", count="hygon.com/dcunum", memory="hygon.com/dcumem",
+    cores="hygon.com/dcucores",
+)
+BOTH = ((NVIDIA, "NVIDIA"), (HYGON, "DCU"))
+
+
+@pytest.mark.parametrize(
+    ("p", "vendors", "want"),
+    [
+        # one container asking two vendors: one request each, in the order given
+        (one({GPU: "1", MEM: "3000", "hygon.com/dcunum": "2", "hygon.com/dcumem": "1000"}),
+         BOTH, ((ContainerRequest(1, memreq=3000),
+                 ContainerRequest(2, type="DCU", memreq=1000)),)),
+        (one({GPU: "1", MEM: "3000", "hygon.com/dcunum": "2", "hygon.com/dcumem": "1000"}),
+         BOTH[::-1], ((ContainerRequest(2, type="DCU", memreq=1000),
+                       ContainerRequest(1, memreq=3000)),)),
+        # a vendor not configured is not read
+        (one({GPU: "1", MEM: "3000", "hygon.com/dcunum": "1"}), BOTH[:1],
+         ((ContainerRequest(1, memreq=3000),),)),
+        # init containers first; a container asking nothing keeps its place
+        (pod(ctr("app", {"hygon.com/dcunum": "1", "hygon.com/dcucores": "30"}), ctr("idle", {}),
+             init=(ctr("init", {GPU: "1", MEM: "10"}),)),
+         BOTH, ((ContainerRequest(1, memreq=10),),
+                (ContainerRequest(1, type="DCU", mem_percentage=100, coresreq=30),), ())),
+    ],
+)
+def test_pod_vendor_requests(
+    p: JSON, vendors: tuple[tuple[VendorResources, str], ...],
+    want: tuple[tuple[ContainerRequest, ...], ...],
+) -> None:
+    assert pod_vendor_requests(p, vendors) == want
+
+
+def test_pod_vendor_requests_refuses_as_pod_requests() -> None:
+    p = one({GPU: "1", "hygon.com/dcunum": "20"})
+    with pytest.raises(AskError, match=r"hygon\.com/dcunum"):
+        pod_vendor_requests(p, BOTH)
+    assert pod_requests(p) == (ContainerRequest(1, mem_percentage=100, coresreq=100),)
 
 
 def test_pod_without_spec_asks_nothing() -> None:
