@@ -683,6 +683,26 @@ def decode_region(data: bytes) -> RegionSnapshot:
     )
 
 
+def encode_region_header(limits: HookLimits) -> bytes:
+    """The first REGION_HEADER_SIZE bytes of a new region stamped for `limits`, as the
+    library's own initialisation stamps them (`init_region_locked` in region.c):
+    version and size, every device's effective memory and SM limit, the priority
+    (DEFAULT_PRIORITY when unset), `utilization_switch` 1, every assigned rate unset.
+    `magic` and the mutex bytes are left ZERO: the writer initialises the mutex in
+    place (it is glibc's) and stores the magic last, so no reader ever sees a
+    region with a magic but no mutex."""
+    out = bytearray(REGION_HEADER_SIZE)
+    o = REGION_OFFSETS
+    struct.pack_into("<HHII", out, o["major"], REGION_MAJOR, REGION_MINOR, REGION_SIZE, MAX_DEVICES)
+    for d in range(MAX_DEVICES):
+        struct.pack_into("<Q", out, o["limit"] + 8 * d, limits.effective_memory_limit(d))
+        struct.pack_into("<I", out, o["sm_limit"] + 4 * d, limits.effective_sm_limit(d))
+        struct.pack_into("<H", out, o["assigned_rate"] + 2 * d, RATE_UNSET)
+    priority = DEFAULT_PRIORITY if limits.priority is None else limits.priority
+    struct.pack_into("<ii", out, o["priority"], priority, 1)
+    return bytes(out)
+
+
 def usage_by_device(procs: tuple[ProcSlot, ...]) -> tuple[int, ...]:
     """Per-device bytes used by the given slots (e.g. the live ones)."""
     return tuple(sum(p.used[d] for p in procs) for d in range(MAX_DEVICES))

@@ -7,7 +7,11 @@ the owner of slot i holds an OFD write lock on byte `SLOT_LOCK_BASE + i` of the
 file, which the kernel drops when the process dies. The reader never takes the
 region's mutex and never writes; values are individually atomic, not a snapshot.
 
-`write_coordinator` is the only writer: it stores the minor-1 coordinator fields
+`create_region` makes a claim's region at prepare (the node agent's, before any
+container can see it): the library never creates or initialises a region the limits
+file names, so the region a tenant finds is always the one the agent stamped.
+
+`write_coordinator` is the only writer of a live region: it stores the minor-1 coordinator fields
 (`assigned_rate[]`, `coord_epoch`, `coord_heartbeat_ns`) and nothing else, each with
 one aligned typed store into a MAP_SHARED mapping, the heartbeat last (the order
 `hook_abi.encode_coordinator_fields` gives). Hooks read those fields concurrently
@@ -21,6 +25,7 @@ import fcntl
 import mmap
 import os
 import struct
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +33,18 @@ from pathlib import Path
 from vgpu_dra.core.hook_abi import (
     MAX_DEVICES,
     REGION_HEADER_SIZE,
+    REGION_LOCK_BYTES,
     REGION_MAGIC,
     REGION_MAJOR,
     REGION_OFFSETS,
+    REGION_SIZE,
+    HookLimits,
     ProcSlot,
     RegionFormatError,
     RegionSnapshot,
     decode_region,
     encode_coordinator_fields,
+    encode_region_header,
     slot_lock_offset,
     usage_by_device,
 )
@@ -46,6 +55,66 @@ _CTYPE = {"H": ctypes.c_uint16, "I": ctypes.c_uint32, "Q": ctypes.c_uint64}
 # off_t l_len, pid_t l_pid (+ padding)
 _FLOCK = "hhxxxxqqixxxx"
 _F_OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", 36)
+
+# Every process of the container (any uid) maps the region read-write.
+REGION_FILE_MODE = 0o666
+# glibc's values (the hooks' libc; the agent's image is glibc-based as well)
+_PTHREAD_PROCESS_SHARED = 1
+_PTHREAD_MUTEX_ROBUST = 1
+_ATTR_BYTES = 64  # room for pthread_mutexattr_t (4 bytes on glibc)
+
+
+def _init_robust_mutex(m: mmap.mmap, offset: int) -> None:
+    """pthread_mutex_init a process-shared robust mutex at `offset` of the mapping,
+    with the C library's own functions (the layout of pthread_mutex_t is libc's
+    business: nothing here guesses it). Raises OSError when a call fails."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = ctypes.create_string_buffer(_ATTR_BYTES)
+    lock = (ctypes.c_char * REGION_LOCK_BYTES).from_buffer(m, offset)
+    try:
+        for name, args in (
+            ("pthread_mutexattr_init", (attr,)),
+            ("pthread_mutexattr_setpshared", (attr, _PTHREAD_PROCESS_SHARED)),
+            ("pthread_mutexattr_setrobust", (attr, _PTHREAD_MUTEX_ROBUST)),
+            ("pthread_mutex_init", (lock, attr)),
+            ("pthread_mutexattr_destroy", (attr,)),
+        ):
+            rc = getattr(libc, name)(*args)
+            if rc != 0:
+                raise OSError(rc, f"{name}: {os.strerror(rc)}")
+    finally:
+        del lock  # release the export before the mapping closes
+
+
+def create_region(path: str | Path, limits: HookLimits) -> bool:
+    """Create the region file at `path` for a claim whose limits are `limits`, unless
+    a file is already there (a repeated prepare must not replace a region in use:
+    running containers keep the one they have). Returns True when created.
+
+    The file is complete before it appears under `path`: REGION_SIZE bytes, the
+    header `hook_abi.encode_region_header` gives, the robust process-shared mutex
+    initialised by the C library, then the magic; mode 0666 (every uid of the
+    container maps it read-write). It is built under a temporary name in the same
+    directory and hard-linked into place (EEXIST: someone else's, kept). Raises
+    OSError."""
+    final = Path(path)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.ftruncate(fd, REGION_SIZE)
+        with mmap.mmap(fd, REGION_HEADER_SIZE) as m:
+            m[:REGION_HEADER_SIZE] = encode_region_header(limits)
+            _init_robust_mutex(m, REGION_OFFSETS["lock"])
+            struct.pack_into("<I", m, REGION_OFFSETS["magic"], REGION_MAGIC)
+        os.fchmod(fd, REGION_FILE_MODE)
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

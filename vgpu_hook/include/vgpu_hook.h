@@ -125,8 +125,18 @@ extern "C" {
  *
  * Compatibility: readers accept magic == VGPU_REGION_MAGIC and
  * major == VGPU_REGION_MAJOR; minor versions only append fields inside
- * `reserved` areas. A process that finds another major keeps process-local
- * accounting and logs an error.
+ * `reserved` areas.
+ *
+ * Trust: every process of the container can write the file, so nothing in it
+ * may loosen a limit. A region that cannot be opened, is not a regular file,
+ * is shorter than VGPU_REGION_SIZE, cannot be mapped, or has another magic or
+ * major is never used nor re-initialised: every device with a memory limit
+ * refuses allocations (fails closed) and the reason is logged. A region named
+ * by the limits file is created and initialised by the node agent only (a
+ * missing file or a zero magic fails closed too); one named by the environment
+ * (HAMi-core's contract) is created by the first process when absent or empty.
+ * A region truncated while mapped (SIGBUS) fails closed the same way from then
+ * on. A charge is tested against max(used_total, sum of active slots).
  *
  * Concurrency: `lock` holds a process-shared, robust pthread mutex (glibc,
  * x86-64/aarch64 size 40 bytes, padded). Writers change `used_total` and a

@@ -110,7 +110,9 @@ static void compute_effective(void)
     for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
         uint64_t a = vgpu_cfg.mem_limit[d], b = vgpu_region_limit(d);
         vgpu_mem_limit[d] = (a && b) ? (a < b ? a : b) : (a ? a : b);
-        vgpu_mem_blocked[d] = vgpu_cfg.mem_fail_closed[d];
+        /* a limited device without a usable region has no shared account */
+        vgpu_mem_blocked[d] = vgpu_cfg.mem_fail_closed[d] ||
+                              (vgpu_region_failed() && vgpu_mem_limit[d] != 0);
         uint32_t s = vgpu_cfg.sm_limit[d], t = vgpu_region_sm_limit(d);
         vgpu_sm_limit[d] = (s && t) ? (s < t ? s : t) : (s ? s : t);
         if (vgpu_cfg.sm_fail_closed[d])

@@ -70,6 +70,9 @@ uint64_t vgpu_region_limit(int dev);
 uint32_t vgpu_region_sm_limit(int dev);
 int vgpu_region_utilization_switch(void);
 int vgpu_region_is_shared(void);
+/* Non-zero when the region could not be used or was truncated while mapped
+ * (region.c, "Tamper rules"): every device with a memory limit fails closed. */
+int vgpu_region_failed(void);
 void vgpu_region_add_launch(uint64_t throttled_ns);
 /* Coordinator fields (minor 1; vgpu_hook.h part 3), inline for the launch
  * path. The region mapping (NULL before vgpu_region_init). */

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -136,3 +137,30 @@ def test_write_coordinator_refuses_what_is_not_a_region(
 def test_write_coordinator_needs_the_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         hook_region.write_coordinator(tmp_path / "absent", [30.0], epoch=1, heartbeat_ns=1)
+
+
+def test_create_region_is_complete_before_it_appears(tmp_path: Path) -> None:
+    limits = hook_abi.HookLimits(
+        memory_limits={0: 3 << 30}, memory_limit_all=1 << 30, sm_limits={1: 30}, priority=0
+    )
+    path = tmp_path / "vgpu.cache"
+    assert hook_region.create_region(path, limits) is True
+    data = path.read_bytes()
+    assert len(data) == hook_abi.REGION_SIZE
+    snap = hook_abi.decode_region(data)
+    assert snap.limits[:3] == (3 << 30, 1 << 30, 1 << 30)
+    assert snap.sm_limits[:2] == (0, 30)
+    assert (snap.priority, snap.utilization_switch, snap.procs) == (0, 1, ())
+    assert snap.assigned_rate == (hook_abi.RATE_UNSET,) * hook_abi.MAX_DEVICES
+    lock = data[hook_abi.REGION_OFFSETS["lock"] : hook_abi.REGION_OFFSETS["limit"]]
+    assert lock != bytes(len(lock))  # initialised by libc (robust, process-shared)
+    assert stat.S_IMODE(path.stat().st_mode) == hook_region.REGION_FILE_MODE == 0o666
+    assert [q.name for q in tmp_path.iterdir()] == ["vgpu.cache"]  # no temporary file left
+
+
+def test_create_region_never_replaces_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "vgpu.cache"
+    path.write_bytes(b"in use")
+    assert hook_region.create_region(path, hook_abi.HookLimits()) is False
+    assert path.read_bytes() == b"in use"
+    assert [q.name for q in tmp_path.iterdir()] == ["vgpu.cache"]
