@@ -74,6 +74,11 @@ class Hook:
     def region(self) -> Path:
         return self.tmp / "region"
 
+    @property
+    def ledger(self) -> Path:
+        """Named by VGPU_LEDGER_FILE in every run; no ledger until a test creates it."""
+        return self.tmp / "ledger"
+
     def env(
         self, extra: Mapping[str, str] | None = None, *, hook: bool = True, region: bool = True
     ) -> dict[str, str]:
@@ -82,6 +87,7 @@ class Hook:
         env["LIBCUDA_LOG_LEVEL"] = "2"
         if region:
             env[hook_abi.ENV_SHARED_CACHE] = str(self.region)
+        env[hook_abi.ENV_LEDGER_FILE] = str(self.ledger)
         if hook:
             env["LD_PRELOAD"] = str(self.lib)
         env.update(extra or {})

@@ -37,6 +37,7 @@ from vgpu_dra.core.claims import ClaimRef, PreparedDevice
 from vgpu_dra.core.hook_abi import (
     ENV_MEMORY_LIMIT,
     ENV_SM_LIMIT,
+    LEDGER_FILE_DEFAULT,
     LIMITS_FILE_DEFAULT,
     CorePolicy,
     HookAbiError,
@@ -58,6 +59,13 @@ CONTAINER_REGION: Final = f"{CONTAINER_CACHE_DIR}/{SHARED_CACHE_FILE}"
 # Containers run as arbitrary UIDs and create HAMi-core's lock files; sticky like /tmp.
 SHARED_DIR_MODE: Final = 0o1777
 CLAIM_DIR_MODE: Final = 0o755
+# What libvgpu.so charges a process for its first context on a device, until the node
+# agent measures the claim's footprint (vgpu_hook.h part 4, `context_charge`): the
+# context, CUDA library workspaces and driver-internal memory a process holds beyond
+# its allocations. Measured on an H200 with PyTorch: under a 4096 MiB limit the
+# process held 4.84 GB on the card, 4.84e9 - 4096 MiB = 545 MB = 520 MiB more than it
+# allocated.
+DEFAULT_CONTEXT_CHARGE: Final = 520 * MIB
 
 
 class PlanError(ValueError):
@@ -80,6 +88,7 @@ class PrepareSettings:
     nvidia_cdi_kind: str | None = None
     log_level: int | None = None
     default_slots: int = 10  # cards without their own slot count (replicas default memory)
+    context_charge: int = DEFAULT_CONTEXT_CHARGE  # bytes per context, stamped in the ledger
 
     @property
     def cdi_kind(self) -> str:
@@ -115,7 +124,9 @@ class ContainerEdits:
     enforced: bool = True
     hook_limits: HookLimits | None = None
     """What the region is stamped with when the node agent creates it (None: the
-    vendor's limits are not enforced by libvgpu.so, no region)."""
+    vendor's limits are not enforced by libvgpu.so, no region and no ledger)."""
+    context_charge: int = 0
+    """Bytes per context stamped into the ledger the node agent creates."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +143,7 @@ class ClaimPlan:
     memory_by_card: Mapping[str, int]  # card uuid -> bytes (replicas overcommit check)
     card_uuids: tuple[str, ...] = ()  # exposure order: limit index i is card_uuids[i]
     hook_limits: HookLimits | None = None  # stamped into the region the agent creates
+    context_charge: int = 0  # stamped into the ledger the agent creates
 
     @property
     def claim_dir(self) -> str:
@@ -268,6 +280,7 @@ def container_edits(
         cdi.Mount(settings.lib_path, settings.lib_path),
         cdi.Mount(settings.preload_path, CONTAINER_PRELOAD),
         cdi.Mount(paths.limits, LIMITS_FILE_DEFAULT),
+        cdi.Mount(paths.ledger, LEDGER_FILE_DEFAULT),
         cdi.Mount(paths.region, CONTAINER_REGION, read_only=False),
         cdi.Mount(settings.vgpulock_dir, CONTAINER_VGPULOCK, read_only=False),
     )
@@ -283,6 +296,7 @@ def container_edits(
         cards=cards,
         card_env=card_env,
         hook_limits=limits,
+        context_charge=settings.context_charge,
     )
 
 
@@ -341,6 +355,7 @@ def plan_claim(
         memory_by_card={c.card.uuid: c.memory_bytes for c in edits.cards},
         card_uuids=tuple(c.card.uuid for c in edits.cards),
         hook_limits=edits.hook_limits,
+        context_charge=edits.context_charge,
     )
 
 

@@ -17,7 +17,7 @@ from typing import Final
 from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.hook_abi import HookLimits
 from vgpu_dra.host.files import FileWrite, atomic_write
-from vgpu_dra.host.hook_region import create_region
+from vgpu_dra.host.hook_region import create_ledger, create_region
 
 # Read-only for everyone, the owner included: a container (or a bug of ours) must not
 # change its own limits; a re-prepare replaces the file by rename, which the mode does
@@ -28,13 +28,15 @@ LIMITS_FILE_MODE: Final = 0o444
 @dataclass(frozen=True)
 class ClaimFiles:
     """What one claim (or legacy container) gets on the host: every dir of `host_dirs`
-    with its mode, `limits_text` (when not None) in `paths.limits`, and the shared
-    region `paths.region` stamped with `hook_limits` (when not None)."""
+    with its mode, `limits_text` (when not None) in `paths.limits`, and, when
+    `hook_limits` is not None, the shared region `paths.region` stamped with them and
+    the ledger `paths.ledger` with `context_charge` bytes per context."""
 
     paths: ClaimPaths
     host_dirs: Sequence[tuple[str, int]]
     limits_text: str | None
     hook_limits: HookLimits | None = None
+    context_charge: int = 0
 
 
 def write_claim_files(
@@ -42,6 +44,7 @@ def write_claim_files(
     host_dirs: Iterable[tuple[str, int]],
     limits_text: str | None,
     hook_limits: HookLimits | None = None,
+    context_charge: int = 0,
 ) -> None:
     """Create every dir of `host_dirs` with its mode, the region (`make_claim_state`),
     then write `limits_text` (when not None) to `paths.limits`, mode 0444, atomically.
@@ -50,7 +53,7 @@ def write_claim_files(
     again even on dirs that exist, as mkdir's mode is masked by the umask and a dir
     may predate us). Raises OSError; a failure can leave some dirs created, never a
     partial limits file or region."""
-    files = ClaimFiles(paths, tuple(host_dirs), limits_text, hook_limits)
+    files = ClaimFiles(paths, tuple(host_dirs), limits_text, hook_limits, context_charge)
     (error,) = make_claim_dirs([files])
     (error,) = [error] if error is not None else make_claim_state([files])
     if error is not None:
@@ -79,15 +82,17 @@ def make_claim_dirs(claims: Sequence[ClaimFiles]) -> list[OSError | None]:
 
 def make_claim_state(claims: Sequence[ClaimFiles]) -> list[OSError | None]:
     """The files libvgpu.so shares at run time, for many claims (after
-    `make_claim_dirs`): the region `paths.region`, created complete with
-    `hook_limits` stamped unless one is already there (a repeated prepare keeps the
-    region running containers use; `hook_region.create_region`). One result per
-    claim, in order, None or the OSError that stopped it."""
+    `make_claim_dirs`): the ledger `paths.ledger` (`hook_region.create_ledger`) and
+    the region `paths.region` (`hook_region.create_region`, `hook_limits` stamped),
+    each created complete unless one is already there (a repeated prepare keeps what
+    running containers have mounted). One result per claim, in order, None or the
+    OSError that stopped it."""
     errors: list[OSError | None] = [None] * len(claims)
     for i, c in enumerate(claims):
         if c.hook_limits is None:
             continue
         try:
+            create_ledger(c.paths.ledger, c.context_charge)
             create_region(c.paths.region, c.hook_limits)
         except OSError as e:
             errors[i] = e

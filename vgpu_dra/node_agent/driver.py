@@ -283,13 +283,15 @@ class VGpuDriver:
         self._step("started", planned)
 
         files = {
-            ref.uid: ClaimFiles(p.paths, p.host_dirs, p.limits_file, p.hook_limits)
+            ref.uid: ClaimFiles(
+                p.paths, p.host_dirs, p.limits_file, p.hook_limits, p.context_charge
+            )
             for ref, p in planned
         }
         errors = make_claim_dirs([files[ref.uid] for ref, _ in planned])
         planned = self._keep_done(planned, errors, results)
-        # The region before the CDI spec: a container must never start without it
-        # (the library does not create a region the limits file names).
+        # Region and ledger before the CDI spec: a container must never start without
+        # them (the library does not create a region the limits file names).
         errors = make_claim_state([files[ref.uid] for ref, _ in planned])
         planned = self._keep_done(planned, errors, results)
         self._step("claim-dir", planned)

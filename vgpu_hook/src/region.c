@@ -136,11 +136,19 @@ static uint64_t slots_used_locked(int dev)
 }
 
 /* The device's usage as a charge sees it: used_total, unless the slots say more
- * (a tenant that zeroed used_total frees nothing). */
+ * (a tenant that zeroed used_total frees nothing), moved by the ledger's fresh
+ * usage_adjust (the driver's view of the footprint minus the region's, as the
+ * node agent measured them: a tenant that zeroed the slots too is charged its
+ * footprint again from the agent's next cycle). */
 static uint64_t usage_locked(int dev)
 {
     uint64_t total = R->used_total[dev], slots = slots_used_locked(dev);
-    return total > slots ? total : slots;
+    uint64_t base = total > slots ? total : slots;
+    int64_t adj = vgpu_ledger_usage_adjust(dev, vgpu_now_ns());
+    if (adj >= 0)
+        return base + (uint64_t)adj < base ? UINT64_MAX : base + (uint64_t)adj;
+    uint64_t less = (uint64_t)0 - (uint64_t)adj;
+    return less >= base ? 0 : base - less;
 }
 
 static void region_lock(void)
