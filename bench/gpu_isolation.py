@@ -43,13 +43,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vgpu_dra.core import checkpoint as ckpt
 from vgpu_dra.core import hook_abi
 from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.claims import PreparedDevice
+from vgpu_dra.core.prepare import DEFAULT_CONTEXT_CHARGE
 from vgpu_dra.gpu.discovery import CardUtilization, ProcessSample
 from vgpu_dra.host import hook_region
+
+if TYPE_CHECKING:
+    from vgpu_dra.gpu.nvml import NvmlDiscovery
 from vgpu_dra.node_agent.coordinator import Coordinator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,8 +131,8 @@ def _uid(case: int, tenant: int) -> str:
 
 @dataclass
 class Setup:
-    """The node-side files of one case: per tenant a claim dir with its limits file
-    (the region is created by the hook, or by the dry run), and the checkpoint."""
+    """The node-side files of one case: per tenant a claim dir with its limits file,
+    region and ledger (created as prepare creates them), and the checkpoint."""
 
     claims: Path
     uuid: str
@@ -140,20 +145,26 @@ class Setup:
     def limits(self, name: str) -> Path:
         return Path(ClaimPaths.for_claim(str(self.claims), self.uids[name]).limits)
 
+    def ledger(self, name: str) -> Path:
+        return Path(ClaimPaths.for_claim(str(self.claims), self.uids[name]).ledger)
 
-def setup(root: Path, index: int, case: Case, uuid: str) -> Setup:
+
+def setup(root: Path, index: int, case: Case, uuid: str, memory: int | None = None) -> Setup:
     s = Setup(root / f"case{index}", uuid)
     for i, t in enumerate(case.tenants):
         uid = _uid(index, i)
         s.uids[t.name] = uid
         s.region(t.name).parent.mkdir(parents=True)
         limits = hook_abi.HookLimits(
+            memory_limit_all=memory,
             sm_limit_all=t.sm_limit or None,
             priority=t.priority,
             core_policy=hook_abi.CorePolicy(t.policy),
             shared_cache=str(s.region(t.name)),
         )
         s.limits(t.name).write_text(hook_abi.render_limits_file(limits))
+        hook_region.create_region(s.region(t.name), limits)  # as prepare does
+        hook_region.create_ledger(s.ledger(t.name), DEFAULT_CONTEXT_CHARGE)
         dev = PreparedDevice(("gpu",), "bench", "gpu-0", (), None)
         s.cp = ckpt.started(s.cp, uid, "bench", t.name, (dev,), "x.json", {}, (uuid,), (t.name,))
         s.cp = ckpt.completed(s.cp, uid, (dev,))
@@ -182,26 +193,6 @@ def water_fill(offers: Sequence[float]) -> list[float]:
     return out
 
 
-def _init_region(path: Path, sm_limit: int, priority: int) -> None:
-    """What the hook writes at its first CUDA call (the header fields read here)."""
-    data = bytearray(hook_abi.REGION_SIZE)
-    struct.pack_into(
-        "<IHHII",
-        data,
-        0,
-        hook_abi.REGION_MAGIC,
-        hook_abi.REGION_MAJOR,
-        hook_abi.REGION_MINOR,
-        hook_abi.REGION_SIZE,
-        1,
-    )
-    struct.pack_into("<I", data, hook_abi.REGION_OFFSETS["sm_limit"], sm_limit)
-    struct.pack_into("<i", data, hook_abi.REGION_OFFSETS["priority"], priority)
-    struct.pack_into(f"<{hook_abi.MAX_DEVICES}H", data, hook_abi.REGION_OFFSETS["assigned_rate"],
-                     *([hook_abi.RATE_UNSET] * hook_abi.MAX_DEVICES))  # fmt: skip
-    path.write_bytes(bytes(data))
-
-
 class SimCard:
     """The dry run's card, tenants and NVML (a `UtilizationSource`), on a fake clock.
     Each tick the simulated hooks read their region (fresh heartbeat: the assigned
@@ -216,7 +207,6 @@ class SimCard:
         self.device_util = 0.0
         self.shares: dict[str, list[tuple[float, float]]] = {t.name: [] for t in case.tenants}
         for t in case.tenants:
-            _init_region(s.region(t.name), t.sm_limit, t.priority)
             st = s.region(t.name).stat()
             d = proc / str(self.pids[t.name])
             d.mkdir(parents=True)
@@ -230,7 +220,7 @@ class SimCard:
     def tick(self, at: float, dt: float) -> None:
         offers, names = [], []
         for t in self.case.tenants:
-            snap = hook_region.read_region(self.s.region(t.name))
+            snap = hook_region.read_ledger(self.s.ledger(t.name))
             rate = hook_abi.field_to_rate(snap.assigned_rate[0])
             if rate is None or not hook_abi.heartbeat_fresh(snap.coord_heartbeat_ns, self.mono_ns):
                 rate = float(t.sm_limit or 100)
@@ -314,7 +304,9 @@ if mode == "memory":
     try:
         while len(held) < 4096: held.append(alloc(block))
     except Exception: pass
-    print(json.dumps({"allocated": len(held) * block})); sys.exit(0)
+    print(json.dumps({"allocated": len(held) * block}), flush=True)
+    time.sleep(3.0)  # held while the bench reads the footprint NVML reports
+    sys.exit(0)
 if mode == "launch":
     sync(); t = time.perf_counter(); [tiny() for _ in range(20000)]; sync()
     print(json.dumps({"us": (time.perf_counter() - t) / 20000 * 1e6})); sys.exit(0)
@@ -357,6 +349,7 @@ def _env(s: Setup | None, name: str | None, hook: bool = True) -> dict[str, str]
     if s is not None and name is not None:
         env[hook_abi.ENV_LIMITS_FILE] = str(s.limits(name))
         env[hook_abi.ENV_SHARED_CACHE] = str(s.region(name))
+        env[hook_abi.ENV_LEDGER_FILE] = str(s.ledger(name))
     return env
 
 
@@ -404,21 +397,37 @@ def run_gpu(root: Path) -> list[tuple[str, str, str, float, float]]:
                 n = len([t for t in done[name] if ph.start <= t < ph.end])
                 rows.append((case.name, ph.name, name, want, 100 * n / (ph.end - ph.start) / alone))
         print(f"  {case.name}: coordinator errors {coord.errors}", file=sys.stderr)
-    _extras(root, uuid)
+    _extras(root, uuid, nvml)
     return rows
 
 
-def _extras(root: Path, uuid: str) -> None:
+def _extras(root: Path, uuid: str, nvml: NvmlDiscovery) -> None:
+    """Memory as the card sees it (issue 17 item 4): a process allocating 256 MiB
+    blocks until refused under a 4 GiB limit, with the agent's coordinator measuring
+    the footprint; then the footprint NVML reports for every process on the card (the
+    bench must have the card alone) against the limit (want: within +1%)."""
+    limit = 4 << 30
     case = Case("memory", (TenantSpec("m"),), ())
-    s = setup(root, 98, case, uuid)
-    s.limits("m").write_text(
-        hook_abi.render_limits_file(
-            hook_abi.HookLimits(memory_limit_all=4 << 30, shared_cache=str(s.region("m")))
-        )
+    s = setup(root, 98, case, uuid, memory=limit)
+    coord = Coordinator(s.claims, lambda: s.cp, nvml)
+    coord.start()
+    try:
+        p = _spawn(["memory", "0", "0", "[]"], _env(s, "m"))
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        while line and "allocated" not in line:
+            line = p.stdout.readline()
+        got = json.loads(line)["allocated"] if line else 0
+        procs = nvml.process_memory(uuid) or ()
+        footprint = sum(x.used_bytes for x in procs)
+        p.communicate()
+    finally:
+        coord.stop()
+    print(f"memory: allocated {got / 2**30:.2f} GiB under a {limit / 2**30:.2f} GiB limit")
+    print(
+        f"memory: footprint {footprint / 2**30:.2f} GiB as NVML reports it "
+        f"({100 * (footprint / limit - 1):+.1f}% of the limit; want <= +1%)"
     )
-    p = _spawn(["memory", "0", "0", "[]"], _env(s, "m"))
-    got = json.loads(p.communicate()[0].strip().splitlines()[-1])["allocated"]
-    print(f"memory: allocated {got / 2**30:.2f} GiB under a 4.00 GiB limit")
     for hook in (False, True):
         p = _spawn(["launch", "0", "0", "[]"], _env(None, None, hook))
         us = json.loads(p.communicate()[0].strip().splitlines()[-1])["us"]

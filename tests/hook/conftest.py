@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from vgpu_dra.core import hook_abi
+from vgpu_dra.host import hook_region
 
 ROOT = Path(__file__).resolve().parents[2]
 HOOK_DIR = ROOT / "vgpu_hook"
@@ -73,6 +74,11 @@ class Hook:
     def region(self) -> Path:
         return self.tmp / "region"
 
+    @property
+    def ledger(self) -> Path:
+        """Named by VGPU_LEDGER_FILE in every run; no ledger until a test creates it."""
+        return self.tmp / "ledger"
+
     def env(
         self, extra: Mapping[str, str] | None = None, *, hook: bool = True, region: bool = True
     ) -> dict[str, str]:
@@ -81,10 +87,21 @@ class Hook:
         env["LIBCUDA_LOG_LEVEL"] = "2"
         if region:
             env[hook_abi.ENV_SHARED_CACHE] = str(self.region)
+        env[hook_abi.ENV_LEDGER_FILE] = str(self.ledger)
         if hook:
             env["LD_PRELOAD"] = str(self.lib)
         env.update(extra or {})
         return env
+
+    def agent_region(
+        self, path: Path | None = None, limits: hook_abi.HookLimits | None = None
+    ) -> Path:
+        """Create the region as the node agent does at prepare (`create_region`): a
+        region named by a limits file must exist, the library never creates it.
+        `limits` default to none stamped (the file's own limits then apply)."""
+        target = path or self.region
+        hook_region.create_region(target, limits or hook_abi.HookLimits())
+        return target
 
     def cmd(self, args: Sequence[str], *, linked: bool = False) -> list[str]:
         exe = BUILD / ("harness_linked" if linked else "harness_dl")
@@ -100,15 +117,20 @@ class Hook:
         timeout: float = 60,
         pass_fds: Sequence[int] = (),
         check: bool = True,
+        user: int | None = None,
+        prefix: Sequence[str] = (),
     ) -> Result:
+        """`user`: run as that uid; `prefix`: a command line the harness is appended
+        to (e.g. a shell that changes the mount namespace first)."""
         r = subprocess.run(
-            self.cmd(args, linked=linked),
+            [*prefix, *self.cmd(args, linked=linked)],
             env=self.env(env, hook=hook),
             capture_output=True,
             text=True,
             timeout=timeout,
             pass_fds=tuple(pass_fds),
             check=False,
+            user=user,
         )
         res = Result(r.returncode, r.stdout, r.stderr, parse_ops(r.stdout))
         if check and r.returncode != 0:

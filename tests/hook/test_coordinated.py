@@ -1,5 +1,6 @@
-"""The hook obeys the node agent (region minor 1): the test writes the coordinator
-fields into the region with the agent's own writer (`host.hook_region`) and drives the
+"""The hook obeys the node agent: the test writes the coordinator fields into the
+claim's ledger (vgpu_hook.h part 4; they lived in the region up to minor 1) with the
+agent's own writer (`host.hook_region`) and drives the
 real library over the fake driver.
 
 No timing assertions: throttling is checked as the token bucket's guarantee (cost
@@ -13,7 +14,9 @@ measured in seconds. Waiting is on conditions with a generous bound, never a sle
 
 from __future__ import annotations
 
+import mmap
 import os
+import struct
 import subprocess
 import threading
 import time
@@ -76,7 +79,8 @@ class Agent:
 @contextmanager
 def agent(hook: Hook, rates: Sequence[float | None], env: dict[str, str]) -> Iterator[Agent]:
     hook.run(["init", "hookinfo"], env)  # the library creates and initialises the region
-    a = Agent(hook.region, rates)
+    hook_region.create_ledger(hook.ledger, 0)  # the agent's, at prepare
+    a = Agent(hook.ledger, rates)
     try:
         yield a
     finally:
@@ -98,9 +102,27 @@ def wait_for(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None
 def test_a_new_region_is_not_coordinated(hook: Hook) -> None:
     hook.run(["init", "hookinfo"])
     snap = region(hook)
-    assert snap.minor == hook_abi.REGION_MINOR == 1
+    assert snap.minor == hook_abi.REGION_MINOR == 2
     assert snap.coord_heartbeat_ns == 0
     assert set(snap.assigned_rate) == {hook_abi.RATE_UNSET}
+
+
+def test_coordinator_fields_a_tenant_writes_into_the_region_have_no_effect(hook: Hook) -> None:
+    """Minor 2: the region's coordinator fields are ignored. A tenant that writes a
+    fresh heartbeat and rate 100 there stays under its own controller (throttled,
+    NVML sampled)."""
+    hook.run(["init", "hookinfo"], BUSY_FORCE)
+    with hook.region.open("r+b") as f, mmap.mmap(f.fileno(), hook_abi.REGION_SIZE) as m:
+        for st in hook_abi.encode_coordinator_fields(
+            [100.0], epoch=1, heartbeat_ns=time.monotonic_ns() + 10**9
+        ):
+            off = st.offset - hook_abi.LEDGER_OFFSETS["coord_heartbeat_ns"]
+            struct.pack_into(
+                "<" + st.code, m, hook_abi.REGION_OFFSETS["coord_heartbeat_ns"] + off, st.value
+            )
+    r = hook.run(["init", "throttle:dlsym:kernel:20000:1000"], BUSY_FORCE)
+    assert int(r.op(1)["throttled"]) > 0, r.op(1)
+    assert int(r.op(1)["samples"]) >= 1
 
 
 @pytest.mark.parametrize("kind", ["kernel", "graph"])
@@ -212,7 +234,8 @@ def test_a_stale_heartbeat_falls_back_to_the_own_controller(
     """Rate 0 under a stale (or future) heartbeat: not paused, and the own controller
     throttles exactly as without an agent (NVML sampled)."""
     hook.run(["init", "hookinfo"], BUSY_FORCE)
-    hook_region.write_coordinator(hook.region, [0.0, 0.0], epoch=1, heartbeat_ns=heartbeat())
+    hook_region.create_ledger(hook.ledger, 0)
+    hook_region.write_coordinator(hook.ledger, [0.0, 0.0], epoch=1, heartbeat_ns=heartbeat())
     r = hook.run(["init", "throttle:dlsym:kernel:20000:1000"], BUSY_FORCE)
     op = r.op(1)
     assert int(op["throttled"]) > 0, op
@@ -223,14 +246,14 @@ def test_a_stale_heartbeat_falls_back_to_the_own_controller(
 
 
 def test_zero_rates_without_a_heartbeat_are_ignored(hook: Hook) -> None:
-    """A region whose coordinator space is all zero (as a minor-0 library leaves
-    it): heartbeat 0 means never coordinated, so rate 0 does not pause."""
+    """A ledger whose rates are all zero and heartbeat never written: heartbeat 0
+    means never coordinated, so rate 0 does not pause."""
     hook.run(["init", "hookinfo"])
-    with hook.region.open("r+b") as f:
-        off = hook_abi.REGION_OFFSETS["assigned_rate"]
-        f.seek(off)
-        f.write(bytes(2 * hook_abi.MAX_DEVICES))
-    assert region(hook).assigned_rate[0] == 0
+    hook.ledger.write_bytes(
+        hook_abi.encode_ledger(0)[: hook_abi.LEDGER_OFFSETS["assigned_rate"]]
+        + bytes(hook_abi.LEDGER_SIZE - hook_abi.LEDGER_OFFSETS["assigned_rate"])
+    )
+    assert hook_region.read_ledger(hook.ledger).assigned_rate[0] == 0
     r = hook.run(["init", "launch:dlsym:kernel:1000:10"])
     assert r.op(1)["hook_launches"] == "1000"
 

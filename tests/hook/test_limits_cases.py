@@ -24,6 +24,7 @@ def run_case(hook: Hook, case: LimitsCase) -> dict[str, dict[str, str]]:
         path = hook.tmp / "limits"
         text = case.file.replace(REGION_PLACEHOLDER, str(hook.region))
         path.write_bytes(text.encode("utf-8", "surrogateescape"))
+        hook.agent_region()  # the node agent creates the region the file names
         env[hook_abi.ENV_LIMITS_FILE] = str(path)
     else:
         assert case.env is not None

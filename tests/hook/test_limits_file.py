@@ -11,6 +11,7 @@ import pytest
 
 from tests.hook.conftest import Hook
 from vgpu_dra.core import hook_abi
+from vgpu_dra.host import hook_region
 
 OOM = 2
 MiB = 1 << 20
@@ -18,9 +19,13 @@ MiB = 1 << 20
 
 def _write(tmp: Path, text: str) -> Path:
     """Writes a read-only limits file. The file is the whole truth, the region path
-    included, so every file names the test's own region (never the global default)."""
+    included, so every file names the test's own region (never the global default),
+    which the node agent creates (the library never creates a region a file names)."""
     if hook_abi.ENV_SHARED_CACHE not in text:
         text += f"{hook_abi.ENV_SHARED_CACHE}={tmp / 'region'}\n"
+    region = hook_abi.parse_limits_file(text).limits.shared_cache
+    if region is not None and not Path(region).exists():
+        hook_region.create_region(region, hook_abi.HookLimits())
     path = tmp / "limits"
     path.write_text(text)
     path.chmod(0o444)

@@ -133,17 +133,19 @@ def test_process_killed_holding_the_region_lock(hook: Hook) -> None:
     assert hook_region.read_region(hook.region).used_total[0] == 0
 
 
-def test_region_of_another_major_version_is_not_trusted(hook: Hook) -> None:
+def test_region_of_another_major_version_fails_closed(hook: Hook) -> None:
+    """Not trusted and not re-initialised: the limited devices refuse every allocation
+    (process-local accounting would give the process a limit of its own)."""
     header = bytearray(hook_abi.REGION_SIZE)
     struct.pack_into("<IHH", header, 0, hook_abi.REGION_MAGIC, hook_abi.REGION_MAJOR + 1, 0)
     hook.region.write_bytes(bytes(header))
-    r = hook.run(
-        ["init", "hookinfo", f"alloc:dlsym:mem:{2 * MiB}", f"alloc:dlsym:mem:{MiB}"], LIMIT
-    )
-    assert r.op(1)["shared"] == "0"  # process-local accounting...
-    assert r.rc(2) == OOM  # ...that still enforces the limit
-    assert r.rc(3) == 0
-    assert "this library speaks" in r.stderr
+    r = hook.run(["init", "hookinfo", f"alloc:dlsym:mem:{4096}", "info:dlsym"], LIMIT)
+    assert r.op(1)["shared"] == "0"
+    assert int(r.op(1)["memfc"]) == 0xFFFF  # every device has the un-indexed limit
+    assert r.rc(2) == OOM
+    assert (r.op(3)["total"], r.op(3)["free"]) == ("0", "0")
+    assert "this library speaks" in r.stderr and "fails closed" in r.stderr
+    assert hook.region.read_bytes() == bytes(header)  # left as it was
     with pytest.raises(hook_abi.RegionFormatError):
         hook_region.read_region(hook.region)
 
@@ -181,3 +183,21 @@ def test_sequential_processes_do_not_inherit_usage(hook: Hook) -> None:
     hook.run(["init", f"alloc:dlsym:mem:{512 * 1024}"], LIMIT)  # exits without freeing
     r = hook.run(["init", "info:dlsym"], LIMIT)
     assert int(r.op(1)["free"]) == MiB
+
+
+def test_the_agents_region_header_is_the_librarys_own(hook: Hook) -> None:
+    """`create_region` stamps what the library's own initialisation stamps for the
+    same limits (the mutex aside: its bytes are libc's, initialised in place)."""
+    env = {
+        "CUDA_DEVICE_MEMORY_LIMIT": "1m",
+        "CUDA_DEVICE_MEMORY_LIMIT_1": "3m",
+        "CUDA_DEVICE_SM_LIMIT_0": "30",
+        "CUDA_TASK_PRIORITY": "0",
+    }
+    hook.run(["init", "hookinfo"], env)  # the library creates the region
+    agent = hook.tmp / "agent-region"
+    hook_region.create_region(agent, hook_abi.parse_env(env))
+    lock = slice(hook_abi.REGION_OFFSETS["lock"], hook_abi.REGION_OFFSETS["limit"])
+    mine, theirs = bytearray(agent.read_bytes()), bytearray(hook.region.read_bytes())
+    mine[lock] = theirs[lock] = b""
+    assert mine == theirs

@@ -35,6 +35,7 @@ from vgpu_dra.core.names import validate_uid
 
 DEVICE_PREFIX: Final = "gpu-"
 LIMITS_FILE_NAME: Final = "limits"
+LEDGER_FILE_NAME: Final = "ledger"
 CACHE_DIR_NAME: Final = "cache"
 SHARED_CACHE_FILE: Final = "vgpu.cache"
 LEGACY_DIR: Final = "legacy"
@@ -248,8 +249,9 @@ class ClaimPaths:
     """The host paths of one claim's (or legacy container's) files:
 
         <dir>/limits              the read-only limits file (mounted at /etc/vgpu/limits)
-        <dir>/cache/              shared by the claim's containers (world-writable, sticky)
-        <dir>/cache/vgpu.cache    libvgpu.so's shared accounting region
+        <dir>/ledger              the node agent's ledger (mounted read-only at /etc/vgpu/ledger)
+        <dir>/cache/              holds the region (only the agent creates files there)
+        <dir>/cache/vgpu.cache    libvgpu.so's shared accounting region (bind-mounted file)
         <cdi_dir>/<vendor>-<class>_<claimUID>.json   the claim's CDI spec (`cdi_spec`)
 
     Build with `for_claim` / `for_container`, which refuse a UID or name that is not
@@ -283,6 +285,10 @@ class ClaimPaths:
     @property
     def limits(self) -> str:
         return f"{self.dir}/{LIMITS_FILE_NAME}"
+
+    @property
+    def ledger(self) -> str:
+        return f"{self.dir}/{LEDGER_FILE_NAME}"
 
     @property
     def cache_dir(self) -> str:

@@ -16,7 +16,10 @@ when the two diverge. Three parts, as in the header:
    `ParsedLimits` reports exactly that (tests/hook/limits_cases.py pins the C and
    Python parsers to the same answers);
 3. the shared region: one mmap'd file per container, per-process slots and per-device
-   totals, decoded here from bytes (reading the file is `vgpu_dra.host.hook_region`).
+   totals, decoded here from bytes (reading the file is `vgpu_dra.host.hook_region`);
+4. the ledger: the node agent's record of a claim, read-only in the container (the
+   context charge, the compute coordinator's fields, the usage adjustment that makes
+   charges follow the driver's view of the footprint).
 
 Values in, values out: no I/O here.
 """
@@ -41,6 +44,7 @@ ENV_TASK_PRIORITY: Final = "CUDA_TASK_PRIORITY"
 ENV_CORE_POLICY: Final = "GPU_CORE_UTILIZATION_POLICY"
 ENV_LOG_LEVEL: Final = "LIBCUDA_LOG_LEVEL"
 ENV_LIMITS_FILE: Final = "VGPU_LIMITS_FILE"
+ENV_LEDGER_FILE: Final = "VGPU_LEDGER_FILE"
 
 DEFAULT_SHARED_CACHE: Final = "/tmp/cudevshr.cache"  # noqa: S108 (HAMi-core's default)
 DEFAULT_PRIORITY: Final = 1
@@ -77,7 +81,7 @@ PATH_MAX: Final = 256
 
 REGION_MAGIC: Final = 0x56475055
 REGION_MAJOR: Final = 1
-REGION_MINOR: Final = 1
+REGION_MINOR: Final = 2  # minor 2: the coordinator fields moved to the ledger
 MAX_DEVICES: Final = 16
 MAX_PROCS: Final = 1024
 REGION_LOCK_BYTES: Final = 64
@@ -129,6 +133,32 @@ REGION_HEADER_FIELDS: Final[tuple[tuple[str, str, int], ...]] = (
 )
 
 
+# ---------------------------------------------------------------------------
+# 4. Ledger
+# ---------------------------------------------------------------------------
+
+LEDGER_FILE_DEFAULT: Final = "/etc/vgpu/ledger"
+LEDGER_MAGIC: Final = 0x5647504C
+LEDGER_MAJOR: Final = 1
+LEDGER_MINOR: Final = 0
+LEDGER_FIELDS: Final[tuple[tuple[str, str, int], ...]] = (
+    ("magic", "I", 1),
+    ("major", "H", 1),
+    ("minor", "H", 1),
+    ("size", "I", 1),
+    ("device_count", "I", 1),
+    ("context_charge", "Q", 1),
+    ("coord_heartbeat_ns", "Q", 1),
+    ("coord_epoch", "I", 1),
+    ("coord_flags", "I", 1),
+    ("assigned_rate", "H", MAX_DEVICES),
+    ("usage_heartbeat_ns", "Q", 1),
+    ("usage_adjust", "q", MAX_DEVICES),
+    ("footprint", "Q", MAX_DEVICES),
+    ("reserved", "Q", 8),
+)
+
+
 def _format(fields: tuple[tuple[str, str, int], ...]) -> str:
     return "<" + "".join(f"{n}{code}" if n > 1 else code for _, code, n in fields)
 
@@ -152,6 +182,9 @@ def field_offsets(fields: tuple[tuple[str, str, int], ...]) -> dict[str, int]:
 
 REGION_OFFSETS: Final = field_offsets(REGION_HEADER_FIELDS)
 SLOT_OFFSETS: Final = field_offsets(SLOT_FIELDS)
+LEDGER_FORMAT: Final = _format(LEDGER_FIELDS)
+LEDGER_SIZE: Final = struct.calcsize(LEDGER_FORMAT)
+LEDGER_OFFSETS: Final = field_offsets(LEDGER_FIELDS)
 
 
 def slot_offset(index: int) -> int:
@@ -683,13 +716,33 @@ def decode_region(data: bytes) -> RegionSnapshot:
     )
 
 
+def encode_region_header(limits: HookLimits) -> bytes:
+    """The first REGION_HEADER_SIZE bytes of a new region stamped for `limits`, as the
+    library's own initialisation stamps them (`init_region_locked` in region.c):
+    version and size, every device's effective memory and SM limit, the priority
+    (DEFAULT_PRIORITY when unset), `utilization_switch` 1, every assigned rate unset.
+    `magic` and the mutex bytes are left ZERO: the writer initialises the mutex in
+    place (it is glibc's) and stores the magic last, so no reader ever sees a
+    region with a magic but no mutex."""
+    out = bytearray(REGION_HEADER_SIZE)
+    o = REGION_OFFSETS
+    struct.pack_into("<HHII", out, o["major"], REGION_MAJOR, REGION_MINOR, REGION_SIZE, MAX_DEVICES)
+    for d in range(MAX_DEVICES):
+        struct.pack_into("<Q", out, o["limit"] + 8 * d, limits.effective_memory_limit(d))
+        struct.pack_into("<I", out, o["sm_limit"] + 4 * d, limits.effective_sm_limit(d))
+        struct.pack_into("<H", out, o["assigned_rate"] + 2 * d, RATE_UNSET)
+    priority = DEFAULT_PRIORITY if limits.priority is None else limits.priority
+    struct.pack_into("<ii", out, o["priority"], priority, 1)
+    return bytes(out)
+
+
 def usage_by_device(procs: tuple[ProcSlot, ...]) -> tuple[int, ...]:
     """Per-device bytes used by the given slots (e.g. the live ones)."""
     return tuple(sum(p.used[d] for p in procs) for d in range(MAX_DEVICES))
 
 
 # ---------------------------------------------------------------------------
-# Coordinator fields (minor 1): what the node agent writes
+# Ledger fields (part 4): what the node agent writes
 # ---------------------------------------------------------------------------
 
 _COUNTER_MOD: Final = 1 << 16
@@ -729,8 +782,8 @@ def counter_delta(before: int, after: int) -> int:
 
 @dataclass(frozen=True)
 class FieldStore:
-    """One single-field store into the region: `code` is the struct code of the
-    field's type (H, I or Q), the store must be one aligned typed write."""
+    """One single-field store into the ledger: `code` is the struct code of the
+    field's type (H, I, Q or q), the store must be one aligned typed write."""
 
     offset: int
     code: str
@@ -750,8 +803,104 @@ def encode_coordinator_fields(
     if heartbeat_ns <= 0:
         raise ValueError("heartbeat 0 means 'never written'")
     values = [rate_to_field(r) for r in rates] + [RATE_UNSET] * (MAX_DEVICES - len(rates))
-    base = REGION_OFFSETS["assigned_rate"]
+    base = LEDGER_OFFSETS["assigned_rate"]
     stores = [FieldStore(base + 2 * d, "H", v) for d, v in enumerate(values)]
-    stores.append(FieldStore(REGION_OFFSETS["coord_epoch"], "I", epoch % (1 << 32)))
-    stores.append(FieldStore(REGION_OFFSETS["coord_heartbeat_ns"], "Q", heartbeat_ns))
+    stores.append(FieldStore(LEDGER_OFFSETS["coord_epoch"], "I", epoch % (1 << 32)))
+    stores.append(FieldStore(LEDGER_OFFSETS["coord_heartbeat_ns"], "Q", heartbeat_ns))
     return tuple(stores)
+
+
+_I64: Final = (-(1 << 63), (1 << 63) - 1)
+
+
+def usage_adjust(footprint: int, accounted: int) -> int:
+    """What the hook adds to the region's usage of a device so that it charges the
+    driver's view: the claim's `footprint` on the card (bytes the driver reports for
+    its processes: allocations, contexts, library workspaces, driver-internal memory)
+    minus what the region `accounted` for at the same time. Negative when the region
+    over-counts (a context charge above the real context); clamped to int64."""
+    if footprint < 0 or accounted < 0:
+        raise ValueError(f"footprint {footprint} and accounted {accounted} must be >= 0")
+    return max(_I64[0], min(_I64[1], footprint - accounted))
+
+
+def encode_usage_fields(
+    adjust: Sequence[int | None], footprint: Sequence[int | None], *, heartbeat_ns: int
+) -> tuple[FieldStore, ...]:
+    """The ledger stores of one usage sample, IN ORDER: each measured device's
+    `usage_adjust` and `footprint` (None: not measured this cycle, left as it was),
+    then `usage_heartbeat_ns` last, so a hook that sees the new heartbeat (acquire)
+    sees the adjustments it covers. A device that could not be measured this cycle
+    keeps its previous value under the new heartbeat: the caller passes 0 rather than
+    None for a device it knows to be idle."""
+    if len(adjust) > MAX_DEVICES or len(footprint) != len(adjust):
+        raise ValueError(f"{len(adjust)} / {len(footprint)} values for {MAX_DEVICES} devices")
+    if heartbeat_ns <= 0:
+        raise ValueError("heartbeat 0 means 'never written'")
+    stores: list[FieldStore] = []
+    for d, (a, f) in enumerate(zip(adjust, footprint, strict=True)):
+        if a is not None:
+            if not _I64[0] <= a <= _I64[1]:
+                raise ValueError(f"adjust {a} outside int64")
+            stores.append(FieldStore(LEDGER_OFFSETS["usage_adjust"] + 8 * d, "q", a))
+        if f is not None:
+            stores.append(FieldStore(LEDGER_OFFSETS["footprint"] + 8 * d, "Q", f))
+    stores.append(FieldStore(LEDGER_OFFSETS["usage_heartbeat_ns"], "Q", heartbeat_ns))
+    return tuple(stores)
+
+
+def encode_ledger(context_charge: int) -> bytes:
+    """A new ledger (LEDGER_SIZE bytes): magic, version, size, the context charge in
+    bytes (0: none), every rate unset, heartbeats 0 (never written)."""
+    if not 0 <= context_charge <= _U64_MAX:
+        raise ValueError(f"context charge {context_charge} outside 0..2^64-1")
+    out = bytearray(LEDGER_SIZE)
+    o = LEDGER_OFFSETS
+    struct.pack_into(
+        "<IHHIIQ",
+        out,
+        0,
+        LEDGER_MAGIC,
+        LEDGER_MAJOR,
+        LEDGER_MINOR,
+        LEDGER_SIZE,
+        MAX_DEVICES,
+        context_charge,
+    )
+    for d in range(MAX_DEVICES):
+        struct.pack_into("<H", out, o["assigned_rate"] + 2 * d, RATE_UNSET)
+    return bytes(out)
+
+
+@dataclass(frozen=True)
+class LedgerSnapshot:
+    """A decoded ledger (fields individually atomic, not a snapshot)."""
+
+    minor: int
+    context_charge: int
+    coord_heartbeat_ns: int
+    coord_epoch: int
+    assigned_rate: tuple[int, ...]
+    usage_heartbeat_ns: int
+    usage_adjust: tuple[int, ...]
+    footprint: tuple[int, ...]
+
+
+def decode_ledger(data: bytes) -> LedgerSnapshot:
+    """Decode ledger bytes. Raises RegionFormatError when short or of another magic
+    or major version (what the hook fails closed on)."""
+    if len(data) < LEDGER_SIZE:
+        raise RegionFormatError(f"ledger is {len(data)} bytes, want {LEDGER_SIZE}")
+    h = _unpack(LEDGER_FIELDS, LEDGER_FORMAT, data, 0)
+    if h["magic"][0] != LEDGER_MAGIC or h["major"][0] != LEDGER_MAJOR:
+        raise RegionFormatError(f"ledger magic {h['magic'][0]:#x} major {h['major'][0]}")
+    return LedgerSnapshot(
+        minor=h["minor"][0],
+        context_charge=h["context_charge"][0],
+        coord_heartbeat_ns=h["coord_heartbeat_ns"][0],
+        coord_epoch=h["coord_epoch"][0],
+        assigned_rate=h["assigned_rate"],
+        usage_heartbeat_ns=h["usage_heartbeat_ns"][0],
+        usage_adjust=h["usage_adjust"],
+        footprint=h["footprint"],
+    )

@@ -37,6 +37,7 @@ from vgpu_dra.core.claims import ClaimRef, PreparedDevice
 from vgpu_dra.core.hook_abi import (
     ENV_MEMORY_LIMIT,
     ENV_SM_LIMIT,
+    LEDGER_FILE_DEFAULT,
     LIMITS_FILE_DEFAULT,
     CorePolicy,
     HookAbiError,
@@ -51,9 +52,20 @@ from vgpu_dra.core.vendor_env import VisibleCard, env_profile, exposure_env
 CONTAINER_PRELOAD: Final = "/etc/ld.so.preload"
 CONTAINER_VGPULOCK: Final = "/tmp/vgpulock"  # noqa: S108 (HAMi-core's lock dir)
 CONTAINER_CACHE_DIR: Final = "/var/lib/vgpu/cache"
-# Containers run as arbitrary UIDs and must create the shared region; sticky like /tmp.
+# The region as the container sees it: one bind-mounted FILE (the node agent creates
+# it at prepare), so a tenant cannot unlink it or rename another file over it (EBUSY
+# on a mount point) and every process of the claim shares the agent's file.
+CONTAINER_REGION: Final = f"{CONTAINER_CACHE_DIR}/{SHARED_CACHE_FILE}"
+# Containers run as arbitrary UIDs and create HAMi-core's lock files; sticky like /tmp.
 SHARED_DIR_MODE: Final = 0o1777
 CLAIM_DIR_MODE: Final = 0o755
+# What libvgpu.so charges a process for its first context on a device, until the node
+# agent measures the claim's footprint (vgpu_hook.h part 4, `context_charge`): the
+# context, CUDA library workspaces and driver-internal memory a process holds beyond
+# its allocations. Measured on an H200 with PyTorch: under a 4096 MiB limit the
+# process held 4.84 GB on the card, 4.84e9 - 4096 MiB = 545 MB = 520 MiB more than it
+# allocated.
+DEFAULT_CONTEXT_CHARGE: Final = 520 * MIB
 
 
 class PlanError(ValueError):
@@ -76,6 +88,7 @@ class PrepareSettings:
     nvidia_cdi_kind: str | None = None
     log_level: int | None = None
     default_slots: int = 10  # cards without their own slot count (replicas default memory)
+    context_charge: int = DEFAULT_CONTEXT_CHARGE  # bytes per context, stamped in the ledger
 
     @property
     def cdi_kind(self) -> str:
@@ -109,6 +122,11 @@ class ContainerEdits:
     cards: tuple[CardShare, ...]
     card_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     enforced: bool = True
+    hook_limits: HookLimits | None = None
+    """What the region is stamped with when the node agent creates it (None: the
+    vendor's limits are not enforced by libvgpu.so, no region and no ledger)."""
+    context_charge: int = 0
+    """Bytes per context stamped into the ledger the node agent creates."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +142,8 @@ class ClaimPlan:
     host_dirs: tuple[tuple[str, int], ...]
     memory_by_card: Mapping[str, int]  # card uuid -> bytes (replicas overcommit check)
     card_uuids: tuple[str, ...] = ()  # exposure order: limit index i is card_uuids[i]
+    hook_limits: HookLimits | None = None  # stamped into the region the agent creates
+    context_charge: int = 0  # stamped into the ledger the agent creates
 
     @property
     def claim_dir(self) -> str:
@@ -214,8 +234,9 @@ def container_edits(
     """Env, mounts and host dirs for containers that use `shares` (any order; merged
     per card and exposed in physical order). `paths` are the per-claim (or, for the
     device plugin, per-container) host paths of the limits file and the shared
-    accounting region. Raises PlanError for an empty list, mixed vendors or limits
-    the hook cannot express."""
+    accounting region (created by the host side with `hook_limits` stamped, mounted as
+    one file). Raises PlanError for an empty list, mixed vendors or limits the hook
+    cannot express."""
     cards = merge_by_card(shares)
     if not cards:
         raise PlanError("no device to prepare")
@@ -238,7 +259,7 @@ def container_edits(
             # The un-indexed SM limit only when every card has the same one: the hook
             # applies it to any device without its own value.
             sm_limit_all=cores[0] if len(cores) == len(cards) and len(set(cores)) == 1 else None,
-            shared_cache=f"{CONTAINER_CACHE_DIR}/{SHARED_CACHE_FILE}",
+            shared_cache=CONTAINER_REGION,
             priority=config.priority,
             core_policy=CorePolicy(config.core_limit_policy) if config.core_limit_policy else None,
             log_level=settings.log_level,
@@ -259,7 +280,8 @@ def container_edits(
         cdi.Mount(settings.lib_path, settings.lib_path),
         cdi.Mount(settings.preload_path, CONTAINER_PRELOAD),
         cdi.Mount(paths.limits, LIMITS_FILE_DEFAULT),
-        cdi.Mount(paths.cache_dir, CONTAINER_CACHE_DIR, read_only=False),
+        cdi.Mount(paths.ledger, LEDGER_FILE_DEFAULT),
+        cdi.Mount(paths.region, CONTAINER_REGION, read_only=False),
         cdi.Mount(settings.vgpulock_dir, CONTAINER_VGPULOCK, read_only=False),
     )
     return ContainerEdits(
@@ -268,11 +290,13 @@ def container_edits(
         limits_file=render_limits_file(limits),
         host_dirs=(
             (paths.dir, CLAIM_DIR_MODE),
-            (paths.cache_dir, SHARED_DIR_MODE),
+            (paths.cache_dir, CLAIM_DIR_MODE),  # only the agent creates files there
             (settings.vgpulock_dir, SHARED_DIR_MODE),
         ),
         cards=cards,
         card_env=card_env,
+        hook_limits=limits,
+        context_charge=settings.context_charge,
     )
 
 
@@ -330,6 +354,8 @@ def plan_claim(
         host_dirs=edits.host_dirs,
         memory_by_card={c.card.uuid: c.memory_bytes for c in edits.cards},
         card_uuids=tuple(c.card.uuid for c in edits.cards),
+        hook_limits=edits.hook_limits,
+        context_charge=edits.context_charge,
     )
 
 

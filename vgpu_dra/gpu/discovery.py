@@ -52,6 +52,16 @@ class CardUtilization:
     device_util: float | None = None
 
 
+@dataclass(frozen=True)
+class ProcessMemory:
+    """One process's memory on a card as the driver reports it (NVML
+    `usedGpuMemory`: its allocations, context, library workspaces and
+    driver-internal memory). `pid` is a HOST pid."""
+
+    pid: int
+    used_bytes: int
+
+
 class UtilizationError(Exception):
     """A card's utilization could not be read (NVML error, card gone); the message
     names the call and the error."""
@@ -67,4 +77,16 @@ class UtilizationSource(Protocol):
         NVML still holds) and the card's utilization. Raises UtilizationError; "no
         sample newer than `since_us`" is not an error but an empty `samples`. Safe to
         call from one thread while `discover()` runs in another."""
+        ...
+
+
+@runtime_checkable
+class MemorySource(Protocol):
+    """Anything that can report per-process memory of a card (the compute
+    coordinator re-derives each claim's footprint from it every cycle)."""
+
+    def process_memory(self, uuid: str) -> tuple[ProcessMemory, ...] | None:
+        """Every process holding memory on the card `uuid`; None when the driver does
+        not report per-process memory (MIG, some vGPU modes). Raises
+        UtilizationError."""
         ...

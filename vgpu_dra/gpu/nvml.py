@@ -32,7 +32,7 @@ import pynvml
 
 from vgpu_dra.core import pci, versions
 from vgpu_dra.core.model import Card, NodeInventory
-from vgpu_dra.gpu.discovery import CardUtilization, ProcessSample, UtilizationError
+from vgpu_dra.gpu.discovery import CardUtilization, ProcessMemory, ProcessSample, UtilizationError
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class NvmlModule(Protocol):
     def nvmlDeviceGetHandleByUUID(self, uuid: str) -> Any: ...  # noqa: N802
     def nvmlDeviceGetProcessUtilization(self, handle: Any, since_us: int) -> Any: ...  # noqa: N802
     def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Any: ...  # noqa: N802
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> Any: ...  # noqa: N802
 
 
 class PciSysfs(Protocol):
@@ -193,6 +194,33 @@ class NvmlDiscovery:
             key=lambda x: (x.timestamp_us, x.pid),
         )
         return CardUtilization(tuple(samples), float(device.gpu))
+
+    def process_memory(self, uuid: str) -> tuple[ProcessMemory, ...] | None:
+        """`MemorySource`: `nvmlDeviceGetComputeRunningProcesses(handle)` (host pids,
+        `usedGpuMemory` in bytes). None when NVML reports no per-process figure for
+        some process (`usedGpuMemory` unavailable: MIG, some vGPU modes). Same
+        initialisation, handle cache and locking as `process_utilization`; an NVML
+        error raises UtilizationError naming the call."""
+        nvml = self._nvml
+        with self._lock:
+            try:
+                if not self._sampling:
+                    nvml.nvmlInit()
+                    self._sampling = True
+                handle = self._handles.get(uuid)
+                if handle is None:
+                    handle = self._handles[uuid] = nvml.nvmlDeviceGetHandleByUUID(uuid)
+                raw = nvml.nvmlDeviceGetComputeRunningProcesses(handle)
+            except nvml.NVMLError as exc:
+                self._handles.pop(uuid, None)
+                raise UtilizationError(f"NVML processes of {uuid}: {_describe(exc)}") from exc
+        out = []
+        for r in raw:
+            used = getattr(r, "usedGpuMemory", None)
+            if used is None:
+                return None
+            out.append(ProcessMemory(int(r.pid), int(used)))
+        return tuple(out)
 
     def _discover_cards(self, problems: list[str]) -> tuple[Card, ...]:
         driver = self._driver_version(problems)
@@ -362,7 +390,7 @@ def _error_name(exc: BaseException) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    """"NVML_ERROR_GPU_IS_LOST (GPU is lost)"."""
+    """ "NVML_ERROR_GPU_IS_LOST (GPU is lost)"."""
     name = _error_name(exc)
     try:
         text = str(exc)

@@ -18,7 +18,7 @@ from vgpu_dra.api.inventory import SimulatedInventory
 from vgpu_dra.core import inventory
 from vgpu_dra.core.inventory import InventoryError, Issue
 from vgpu_dra.core.model import NodeInventory
-from vgpu_dra.gpu.discovery import CardUtilization
+from vgpu_dra.gpu.discovery import CardUtilization, ProcessMemory
 from vgpu_dra.host.files import read_user_file
 
 __all__ = [
@@ -110,6 +110,11 @@ class SimulatedDiscovery:
         """`UtilizationSource`: a simulated card runs no process, so no samples and
         no known utilization (the coordinator then decides from region counters)."""
         return CardUtilization()
+
+    def process_memory(self, uuid: str) -> tuple[ProcessMemory, ...] | None:
+        """`MemorySource`: a simulated card does not report per-process memory (the
+        hooks then charge the ledger's per-context amount alone)."""
+        return None
 
 
 def load_inventory(path: str | Path) -> SimulatedInventory:

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Final
 
 from vgpu_dra.core.allocation import ClaimPaths
+from vgpu_dra.core.hook_abi import HookLimits
 from vgpu_dra.host.files import FileWrite, atomic_write
+from vgpu_dra.host.hook_region import create_ledger, create_region
 
 # Read-only for everyone, the owner included: a container (or a bug of ours) must not
 # change its own limits; a re-prepare replaces the file by rename, which the mode does
@@ -26,25 +28,34 @@ LIMITS_FILE_MODE: Final = 0o444
 @dataclass(frozen=True)
 class ClaimFiles:
     """What one claim (or legacy container) gets on the host: every dir of `host_dirs`
-    with its mode, and `limits_text` (when not None) in `paths.limits`."""
+    with its mode, `limits_text` (when not None) in `paths.limits`, and, when
+    `hook_limits` is not None, the shared region `paths.region` stamped with them and
+    the ledger `paths.ledger` with `context_charge` bytes per context."""
 
     paths: ClaimPaths
     host_dirs: Sequence[tuple[str, int]]
     limits_text: str | None
+    hook_limits: HookLimits | None = None
+    context_charge: int = 0
 
 
 def write_claim_files(
-    paths: ClaimPaths, host_dirs: Iterable[tuple[str, int]], limits_text: str | None
+    paths: ClaimPaths,
+    host_dirs: Iterable[tuple[str, int]],
+    limits_text: str | None,
+    hook_limits: HookLimits | None = None,
+    context_charge: int = 0,
 ) -> None:
-    """Create every dir of `host_dirs` with its mode, then write `limits_text` (when
-    not None) to `paths.limits`, mode 0444, atomically.
+    """Create every dir of `host_dirs` with its mode, the region (`make_claim_state`),
+    then write `limits_text` (when not None) to `paths.limits`, mode 0444, atomically.
 
     Idempotent: a repeat with the same values leaves the same files (modes are set
     again even on dirs that exist, as mkdir's mode is masked by the umask and a dir
     may predate us). Raises OSError; a failure can leave some dirs created, never a
-    partial limits file."""
-    files = ClaimFiles(paths, tuple(host_dirs), limits_text)
+    partial limits file or region."""
+    files = ClaimFiles(paths, tuple(host_dirs), limits_text, hook_limits, context_charge)
     (error,) = make_claim_dirs([files])
+    (error,) = [error] if error is not None else make_claim_state([files])
     if error is not None:
         raise error
     limits = limits_write(files)
@@ -64,6 +75,25 @@ def make_claim_dirs(claims: Sequence[ClaimFiles]) -> list[OSError | None]:
                 d = Path(path)
                 d.mkdir(parents=True, exist_ok=True)
                 d.chmod(mode)
+        except OSError as e:
+            errors[i] = e
+    return errors
+
+
+def make_claim_state(claims: Sequence[ClaimFiles]) -> list[OSError | None]:
+    """The files libvgpu.so shares at run time, for many claims (after
+    `make_claim_dirs`): the ledger `paths.ledger` (`hook_region.create_ledger`) and
+    the region `paths.region` (`hook_region.create_region`, `hook_limits` stamped),
+    each created complete unless one is already there (a repeated prepare keeps what
+    running containers have mounted). One result per claim, in order, None or the
+    OSError that stopped it."""
+    errors: list[OSError | None] = [None] * len(claims)
+    for i, c in enumerate(claims):
+        if c.hook_limits is None:
+            continue
+        try:
+            create_ledger(c.paths.ledger, c.context_charge)
+            create_region(c.paths.region, c.hook_limits)
         except OSError as e:
             errors[i] = e
     return errors

@@ -21,7 +21,8 @@ from vgpu_dra.core.allocation import device_name
 from vgpu_dra.core.checkpoint import Checkpoint
 from vgpu_dra.core.claims import ClaimRef, DeviceHealth
 from vgpu_dra.core.hami.register_filter import NO_FILTER, RegisterFilter
-from vgpu_dra.core.prepare import PrepareSettings
+from vgpu_dra.core.model import MIB
+from vgpu_dra.core.prepare import DEFAULT_CONTEXT_CHARGE, PrepareSettings
 from vgpu_dra.core.slices import CapacityMode, SliceSettings
 from vgpu_dra.gpu.backend import open_discoveries
 from vgpu_dra.gpu.discovery import Discovery, UtilizationSource
@@ -72,7 +73,6 @@ def coordinator_enabled(setting: str, use_nvml: bool) -> bool:
     if setting not in COORDINATOR_CHOICES:
         raise ValueError(f"--compute-coordinator {setting!r}: want one of {COORDINATOR_CHOICES}")
     return setting == "on" or (setting == "auto" and use_nvml)
-
 
 
 def device_health(
@@ -253,6 +253,16 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str = "kubelet-plugin") -> No
         default=os.environ.get("VGPU_DRA_COMPUTE_COORDINATOR", "auto"),
         help="per-card compute isolation loop: auto = on with --nvml, off when simulated",
     )
+    int_option(
+        p,
+        "--context-charge-mib",
+        env="VGPU_DRA_CONTEXT_CHARGE_MIB",
+        default=DEFAULT_CONTEXT_CHARGE // MIB,
+        lo=0,
+        hi=1 << 20,
+        help="MiB libvgpu.so charges per process and card for its context until the "
+        "agent measures the footprint (0: none)",
+    )
     slice_flags.add_slice_arguments(p)
 
 
@@ -265,6 +275,7 @@ def main(ns: argparse.Namespace) -> int:
         preload_path=ns.preload_path,
         claims_dir=str(ns.claims_dir),
         nvidia_cdi_kind=detect_nvidia_cdi_kind((Path("/etc/cdi"), ns.cdi_dir)),
+        context_charge=ns.context_charge_mib * MIB,
     )
     hook: Callable[[str, ClaimRef], None] = NO_HOOK
     crash_at = os.environ.get("VGPU_DRA_TEST_CRASH_AT")  # test hook: die at a prepare step

@@ -6,11 +6,13 @@ every card it serves and writes it into the tenants' regions (issue 17; the desi
 A thin shell: one thread with a stop event, every `period_s` (100 ms):
 
 1. the claims prepared on this node from the checkpoint (COMPLETED entries with
-   cards); each claim's region `<claims_dir>/<uid>/cache/vgpu.cache` that exists
-   (a claim no process has used yet has none and is no tenant). A *tenant* is one
-   (claim, device index) pair: device i of the region is the card `card_uuids[i]`,
-   its key `"<claim uid>/<i>"`. SM limit and priority are the region's (what the
-   hook applies), the utilization policy is the claim's limits file's;
+   cards) that have a region `<claims_dir>/<uid>/cache/vgpu.cache` and a ledger
+   `<claims_dir>/<uid>/ledger` (both created at prepare; a claim prepared before the
+   ledger existed is not coordinated). A *tenant* is one (claim, device index)
+   pair: device i of the region is the card `card_uuids[i]`, its key
+   `"<claim uid>/<i>"`. SM limit, priority and utilization policy are the claim's
+   limits file's (the agent's own, read-only in the container), never the region's,
+   which the tenant can write;
 2. per card: NVML's per-process samples newer than the newest seen
    (`UtilizationSource.process_utilization`, host pids) and the card's utilization,
    folded into ONE `isolation.Window` per cycle (a pid's samples are averaged, a
@@ -26,17 +28,28 @@ A thin shell: one thread with a stop event, every `period_s` (100 ms):
    into cumulative `isolation.Counters` with `hook_abi.counter_delta` (read every
    100 ms, far inside the 65 s wrap);
 5. `isolation.step` with `now` from the monotonic clock passed in, then one
-   `hook_region.write_coordinator` per region with every device's rate and a
-   heartbeat.
+   `hook_region.write_coordinator` per claim's LEDGER with every device's rate and a
+   heartbeat;
+6. memory as the card sees it (issue 17 item 4, issue 14): where the discovery
+   backend is a `MemorySource`, NVML's per-process used memory on each card (host
+   pids, attributed like the samples) summed per tenant is the claim's footprint
+   (context and driver-internal memory included); `hook_abi.usage_adjust` of it and
+   the region's live usage, clamped at 0 (a process the agent could not attribute
+   must never loosen a limit), is stored with a usage heartbeat
+   (`hook_region.write_usage`). The hooks charge region usage + adjust while it is
+   fresh, so a tenant that zeroes its region is charged its footprint again from
+   the next cycle, and the context is charged at what the driver reports.
 
-**Shared memory, no lock.** The regions are written by this thread while the hooks
-of every tenant read them: `write_coordinator` stores only the coordinator fields,
-each with one aligned typed store, rates first, then the epoch, the heartbeat last
-(hooks load it with acquire ordering), so a hook sees this cycle's rates or the
-previous cycle's, never a torn value; it never touches what the hooks write. The
-hooks' counters are read with plain loads of atomically updated fields (a value may
-be one launch old). A region may vanish at any point (the claim is unprepared): a
-missing file is skipped for the cycle, silently.
+**Shared memory, no lock.** The ledgers are written by this thread while the hooks
+of every tenant read them: each field with one aligned typed store, rates (and
+adjustments) first, the heartbeats last (hooks load them with acquire ordering), so
+a hook sees this cycle's values or the previous cycle's, never a torn value. The
+regions (tenant-writable) are only ever read, with read(2), never mapped: a tenant
+that truncates its region cannot SIGBUS the agent. The hooks' counters are read with
+plain loads of atomically updated fields (a value may be one launch old; a tenant
+can forge its own, which only changes how busy it looks). A claim's files may
+vanish at any point (the claim is unprepared): a missing file is skipped for the
+cycle, silently.
 
 **Clock.** The heartbeat is `CLOCK_MONOTONIC` nanoseconds (`time.monotonic_ns` by
 default): the agent runs on the same host and kernel as every hook, and containers
@@ -71,10 +84,13 @@ from vgpu_dra.core import isolation as iso
 from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.checkpoint import COMPLETED, Checkpoint, ClaimEntry
 from vgpu_dra.core.hook_abi import (
+    DEFAULT_PRIORITY,
     CorePolicy,
+    HookLimits,
     RegionFormatError,
     counter_delta,
     parse_limits_file,
+    usage_adjust,
 )
 from vgpu_dra.core.pidmap import (
     FileId,
@@ -85,8 +101,19 @@ from vgpu_dra.core.pidmap import (
     parse_nspid,
     parse_pod_uid,
 )
-from vgpu_dra.gpu.discovery import CardUtilization, UtilizationError, UtilizationSource
-from vgpu_dra.host.hook_region import RegionUsage, read_usage, write_coordinator
+from vgpu_dra.gpu.discovery import (
+    CardUtilization,
+    MemorySource,
+    UtilizationError,
+    UtilizationSource,
+)
+from vgpu_dra.host.hook_region import (
+    RegionUsage,
+    read_ledger,
+    read_usage,
+    write_coordinator,
+    write_usage,
+)
 
 log = logging.getLogger("vgpu_dra.node_agent.coordinator")
 
@@ -109,6 +136,11 @@ class TenantView:
     sm_limit: int
     assignment: iso.Assignment
     observed: float | None
+    memory_limit: int = 0
+    """Bytes (0 = none), from the limits file."""
+    footprint: int | None = None
+    """Bytes the driver reports for the tenant's processes on the card this cycle
+    (None: not measured)."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +158,17 @@ class _Region:
     path: Path
     usage: RegionUsage
     file: FileId
-    policy: CorePolicy
+    limits: HookLimits  # the limits file's: what the tenant cannot write
+    ledger: Path
+    epoch: int  # the ledger's coord_epoch when read
+
+    @property
+    def policy(self) -> CorePolicy:
+        return self.limits.core_policy or CorePolicy.DEFAULT
+
+    @property
+    def priority(self) -> int:
+        return DEFAULT_PRIORITY if self.limits.priority is None else self.limits.priority
 
     def key(self, dev: int) -> str:
         return f"{self.uid}/{dev}"
@@ -292,17 +334,20 @@ class Coordinator:
         rates: dict[str, list[float | None]] = {
             r.uid: [None] * len(r.entry.card_uuids) for r in regions
         }
+        usage: dict[str, list[int | None]] = {
+            r.uid: [None] * len(r.entry.card_uuids) for r in regions
+        }
         views: list[TenantView] = []
         cards = sorted({u for r in regions for u in r.entry.card_uuids})
         sampled: set[int] = set()
         for uuid in cards:
             try:
-                views += self._card(uuid, regions, now, rates, sampled)
+                views += self._card(uuid, regions, now, rates, sampled, usage)
             except Exception as e:  # one card's trouble must not stop the others
                 self._error(f"card {uuid}", "coordinator: card %s: %s", uuid, e)
         self._forget(cards, regions, sampled)
         for r in regions:
-            self._write(r, rates[r.uid], now_ns)
+            self._write(r, rates[r.uid], usage[r.uid], now_ns)
         self._view = CoordinatorView(tuple(views), self._errors)
 
     def _regions(self, cp: Checkpoint) -> list[_Region]:
@@ -315,21 +360,17 @@ class Coordinator:
                 path = Path(paths.region)
                 file = _file_id(path.stat())
                 usage = read_usage(path)
+                epoch = read_ledger(paths.ledger).coord_epoch
+                limits = parse_limits_file(Path(paths.limits).read_text(errors="replace"))
             except FileNotFoundError:
-                continue  # no process has used the GPU yet, or the claim just went
+                continue  # the claim just went, or was prepared before the ledger
             except (OSError, RegionFormatError, ValueError) as e:
                 self._error(f"claim {uid}", "coordinator: region of claim %s: %s", uid, e)
                 continue
-            out.append(_Region(uid, entry, path, usage, file, self._policy(Path(paths.limits))))
+            out.append(
+                _Region(uid, entry, path, usage, file, limits.limits, Path(paths.ledger), epoch)
+            )
         return out
-
-    @staticmethod
-    def _policy(limits: Path) -> CorePolicy:
-        try:
-            parsed = parse_limits_file(limits.read_text(errors="replace"))
-        except OSError:
-            return CorePolicy.DEFAULT
-        return parsed.limits.core_policy or CorePolicy.DEFAULT
 
     def _card(
         self,
@@ -338,6 +379,7 @@ class Coordinator:
         now: float,
         rates: dict[str, list[float | None]],
         sampled: set[int],
+        usage: dict[str, list[int | None]],
     ) -> list[TenantView]:
         here = [(r, i) for r in regions for i, u in enumerate(r.entry.card_uuids) if u == uuid]
         card = self._cards.setdefault(uuid, _Card())
@@ -345,8 +387,8 @@ class Coordinator:
         tenants = tuple(
             iso.Tenant(
                 r.key(i),
-                sm_limit=r.usage.snapshot.sm_limits[i],
-                priority=r.usage.snapshot.priority,
+                sm_limit=r.limits.effective_sm_limit(i),
+                priority=r.priority,
                 policy=r.policy,
             )
             for r, i in here
@@ -354,9 +396,13 @@ class Coordinator:
         counters = {r.key(i): self._count(r, i) for r, i in here}
         obs = iso.Observation(tenants, counters, window)
         card.state, out = iso.step(card.state, obs, now, self._settings)
+        footprints = self._footprints(uuid, here)
         views: list[TenantView] = []
         for a, (r, i) in zip(out, here, strict=True):
             rates[r.uid][i] = a.rate
+            footprint = footprints.get(r.key(i)) if footprints is not None else None
+            if footprint is not None:
+                usage[r.uid][i] = footprint
             if a.observed is not None:
                 self._observed[a.key] = a.observed
             pod = r.entry.consumers[0] if r.entry.consumers else r.entry.name
@@ -367,12 +413,40 @@ class Coordinator:
                     pod,
                     i,
                     uuid,
-                    r.usage.snapshot.sm_limits[i],
+                    r.limits.effective_sm_limit(i),
                     a,
                     self._observed.get(a.key),
+                    r.limits.effective_memory_limit(i),
+                    footprint,
                 )
             )
         return views
+
+    def _footprints(self, uuid: str, here: Sequence[tuple[_Region, int]]) -> dict[str, int] | None:
+        """Each tenant's footprint on card `uuid` (bytes the driver reports for the
+        processes attributed to it; 0 for a tenant with none), None when the backend
+        does not report per-process memory or the read failed (counted)."""
+        if not isinstance(self._source, MemorySource):
+            return None
+        try:
+            procs = self._source.process_memory(uuid)
+        except UtilizationError as e:
+            self._error(f"memory {uuid}", "coordinator: %s", e)
+            return None
+        if procs is None:
+            return None
+        refs = [
+            RegionRef(r.key(i), r.file, frozenset(p.pid for p in r.usage.live)) for r, i in here
+        ]
+        known = frozenset(ref.file for ref in refs)
+        pids = sorted({p.pid for p in procs})
+        owners = attribute((self._procs.process(pid, known) for pid in pids), refs)
+        out = {r.key(i): 0 for r, i in here}
+        for p in procs:
+            key = owners.tenants.get(p.pid)
+            if key is not None:
+                out[key] += p.used_bytes
+        return out
 
     def _sample(self, uuid: str, since_us: int) -> CardUtilization:
         try:
@@ -440,10 +514,25 @@ class Coordinator:
         self._observed = {k: v for k, v in self._observed.items() if k in keys}
         self._procs.forget_except(pids)
 
-    def _write(self, r: _Region, rates: Sequence[float | None], now_ns: int) -> None:
-        epoch = r.usage.snapshot.coord_epoch + 1  # continues across agent restarts
+    def _write(
+        self,
+        r: _Region,
+        rates: Sequence[float | None],
+        footprints: Sequence[int | None],
+        now_ns: int,
+    ) -> None:
+        """One cycle's ledger stores of claim `r`: the usage sample (when any device
+        was measured; the adjust never below 0), then the coordinator's fields."""
+        epoch = r.epoch + 1  # continues across agent restarts
+        used = r.usage.used
+        adjust = [
+            None if f is None else max(0, usage_adjust(f, used[i]))
+            for i, f in enumerate(footprints)
+        ]
         try:
-            write_coordinator(r.path, rates, epoch=epoch, heartbeat_ns=now_ns)
+            if any(f is not None for f in footprints):
+                write_usage(r.ledger, adjust, list(footprints), heartbeat_ns=now_ns)
+            write_coordinator(r.ledger, rates, epoch=epoch, heartbeat_ns=now_ns)
         except FileNotFoundError:
             return  # unprepared since it was read: nothing to coordinate
         except (OSError, RegionFormatError, ValueError) as e:

@@ -58,6 +58,7 @@ from vgpu_dra.host.claim_files import (
     ClaimFiles,
     limits_write,
     make_claim_dirs,
+    make_claim_state,
     remove_claim_files,
 )
 from vgpu_dra.host.files import (
@@ -281,8 +282,17 @@ class VGpuDriver:
             return
         self._step("started", planned)
 
-        files = {ref.uid: ClaimFiles(p.paths, p.host_dirs, p.limits_file) for ref, p in planned}
+        files = {
+            ref.uid: ClaimFiles(
+                p.paths, p.host_dirs, p.limits_file, p.hook_limits, p.context_charge
+            )
+            for ref, p in planned
+        }
         errors = make_claim_dirs([files[ref.uid] for ref, _ in planned])
+        planned = self._keep_done(planned, errors, results)
+        # Region and ledger before the CDI spec: a container must never start without
+        # them (the library does not create a region the limits file names).
+        errors = make_claim_state([files[ref.uid] for ref, _ in planned])
         planned = self._keep_done(planned, errors, results)
         self._step("claim-dir", planned)
 

@@ -18,7 +18,9 @@ decision per container and card, under the same labels: the observed utilization
 (`hami_container_device_utilization_ratio`, HAMi's name, read by `kubectl vgpu
 top`), the share and the hook's rate (`vgpu_dra_container_assigned_share_ratio`,
 `vgpu_dra_container_assigned_rate_ratio`), the rule (`..._coordinator_reason`, 1 with
-a `reason` label), the learnt gain, and `vgpu_dra_coordinator_cycle_errors_total`.
+a `reason` label), the learnt gain, the footprint the driver reports
+(`vgpu_dra_container_device_footprint_bytes`, compare with the memory limit metric),
+and `vgpu_dra_coordinator_cycle_errors_total`.
 The SM limit (`vgpu_dra_container_core_limit_ratio`, 100 = none) comes from the
 region, coordinator or not.
 
@@ -194,8 +196,16 @@ def coordinator_metrics(view: CoordinatorView) -> tuple[Metric, ...]:
         "Card percent one rate percent buys for the container (learnt)",
         labels=labels,
     )
+    footprint = GaugeMetricFamily(
+        "vgpu_dra_container_device_footprint_bytes",
+        "Memory the driver reports for the container's processes on the card (context "
+        "and driver-internal included; NVML per-process, newest cycle)",
+        labels=labels,
+    )
     for t in view.tenants:
         lv = [t.namespace, t.pod, "", str(t.vdevice_index), t.device_uuid, "vGPU"]
+        if t.footprint is not None:
+            footprint.add_metric(lv, t.footprint)
         if t.observed is not None:
             used.add_metric(lv, t.observed)
         share.add_metric(lv, t.assignment.share)
@@ -207,4 +217,4 @@ def coordinator_metrics(view: CoordinatorView) -> tuple[Metric, ...]:
         "Coordinator errors (checkpoint, region, NVML, /proc), cycles continue",
         value=view.errors,
     )
-    return (used, share, rate, reason, gain, errors)
+    return (used, share, rate, reason, gain, footprint, errors)

@@ -10,10 +10,11 @@
  *   - structs in the region section declare one field per line as
  *     `type name;` or `type name[CONSTANT];`, types from <stdint.h> only.
  *
- * Three parts:
+ * Four parts:
  *   1. the environment contract (HAMi-core compatible names),
  *   2. the limits file (read-only, wins over the environment),
- *   3. the shared region (one mmap'd file per container or claim).
+ *   3. the shared region (one mmap'd file per container or claim),
+ *   4. the ledger (the node agent's record, read-only in the container).
  */
 #ifndef VGPU_HOOK_H
 #define VGPU_HOOK_H
@@ -125,8 +126,18 @@ extern "C" {
  *
  * Compatibility: readers accept magic == VGPU_REGION_MAGIC and
  * major == VGPU_REGION_MAJOR; minor versions only append fields inside
- * `reserved` areas. A process that finds another major keeps process-local
- * accounting and logs an error.
+ * `reserved` areas.
+ *
+ * Trust: every process of the container can write the file, so nothing in it
+ * may loosen a limit. A region that cannot be opened, is not a regular file,
+ * is shorter than VGPU_REGION_SIZE, cannot be mapped, or has another magic or
+ * major is never used nor re-initialised: every device with a memory limit
+ * refuses allocations (fails closed) and the reason is logged. A region named
+ * by the limits file is created and initialised by the node agent only (a
+ * missing file or a zero magic fails closed too); one named by the environment
+ * (HAMi-core's contract) is created by the first process when absent or empty.
+ * A region truncated while mapped (SIGBUS) fails closed the same way from then
+ * on. A charge is tested against max(used_total, sum of active slots).
  *
  * Concurrency: `lock` holds a process-shared, robust pthread mutex (glibc,
  * x86-64/aarch64 size 40 bytes, padded). Writers change `used_total` and a
@@ -175,7 +186,11 @@ extern "C" {
  */
 #define VGPU_REGION_MAGIC 0x56475055u
 #define VGPU_REGION_MAJOR 1
-#define VGPU_REGION_MINOR 1
+/* Minor 2: the coordinator fields moved to the ledger (part 4); the region's
+ * coord_heartbeat_ns, coord_epoch, coord_flags and assigned_rate are no longer
+ * read by anyone (a tenant can write them) and stay for the layout (a new
+ * region still starts with every rate unset, for minor-1 readers). */
+#define VGPU_REGION_MINOR 2
 #define VGPU_MAX_DEVICES 16
 #define VGPU_MAX_PROCS 1024
 #define VGPU_REGION_LOCK_BYTES 64
@@ -224,6 +239,69 @@ struct vgpu_region {
 #define VGPU_PROC_SLOT_SIZE 184
 #define VGPU_REGION_HEADER_SIZE 552
 #define VGPU_REGION_SIZE 188968
+
+/* ------------------------------------------------------------------ */
+/* 4. Ledger                                                           */
+/* ------------------------------------------------------------------ */
+/*
+ * One file per claim, written ONLY by the node agent on the host and mounted
+ * read-only at VGPU_LEDGER_FILE_DEFAULT: what the tenant cannot write.
+ * VGPU_ENV_LEDGER_FILE names another path, honoured only when the default does
+ * not exist. Created complete at prepare (never resized, never replaced: the
+ * agent stores into it in place, so the container's bind mount keeps seeing
+ * it). The hook maps it read-only.
+ *
+ *   - absent (ENOENT at the path): no ledger (a region named by the
+ *     environment, a claim prepared before the ledger existed): no context
+ *     charge, no coordinator, the region's accounting alone;
+ *   - present but unreadable, short, or of another magic or major: every device
+ *     with a memory limit fails closed (as for the region, part 3).
+ *
+ * Fields, each naturally aligned, at most 64 bits, stored by the agent with one
+ * typed store and loaded by the hook with __atomic loads (no lock):
+ *   context_charge: bytes charged to a process's region slot on a device when
+ *     it creates a context there (cuDevicePrimaryCtxRetain, cuCtxCreate_v2),
+ *     BEFORE the driver is called: a context that does not fit fails with
+ *     CUDA_ERROR_OUT_OF_MEMORY. Stands for the context and driver-internal
+ *     memory until the agent measures them. 0 = none. Set at prepare;
+ *   coord_*, assigned_rate: the compute coordinator's fields, same meaning and
+ *     write order as they had in the region (minor 1, part 3): rates, then
+ *     coord_epoch, then coord_heartbeat_ns last (release / acquire);
+ *   usage_adjust[d]: signed bytes the hook adds to the region's usage of
+ *     device d while usage_heartbeat_ns is fresh (same rule as the coordinator
+ *     heartbeat, VGPU_COORD_STALE_NS): the claim's footprint on the card as the
+ *     driver reports it (context and driver-internal memory included) minus the
+ *     region's accounting, both read by the agent in one cycle. Charges then
+ *     follow the driver's view; a region whose counters a tenant zeroed is
+ *     charged its real footprint from the agent's next cycle on. The usage the
+ *     hook enforces is max(0, region usage + usage_adjust[d]). Stored before
+ *     usage_heartbeat_ns (release / acquire);
+ *   footprint[d]: the footprint the adjust was computed from (diagnostics).
+ */
+#define VGPU_ENV_LEDGER_FILE "VGPU_LEDGER_FILE"
+#define VGPU_LEDGER_FILE_DEFAULT "/etc/vgpu/ledger"
+#define VGPU_LEDGER_MAGIC 0x5647504cu
+#define VGPU_LEDGER_MAJOR 1
+#define VGPU_LEDGER_MINOR 0
+
+struct vgpu_ledger {
+    uint32_t magic;
+    uint16_t major;
+    uint16_t minor;
+    uint32_t size;
+    uint32_t device_count;
+    uint64_t context_charge;
+    uint64_t coord_heartbeat_ns;
+    uint32_t coord_epoch;
+    uint32_t coord_flags;
+    uint16_t assigned_rate[VGPU_MAX_DEVICES];
+    uint64_t usage_heartbeat_ns;
+    int64_t usage_adjust[VGPU_MAX_DEVICES];
+    uint64_t footprint[VGPU_MAX_DEVICES];
+    uint64_t reserved[8];
+};
+
+#define VGPU_LEDGER_SIZE 400
 
 /* ------------------------------------------------------------------ */
 /* Introspection (exported by libvgpu.so, for tests and diagnostics)   */

@@ -5,6 +5,7 @@
  * bytes (pitch allocations: pitch x height). Launches go through the rate
  * limiter. */
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <string.h>
 
 #include "internal.h"
@@ -60,6 +61,86 @@ static bool reserve(int dev, uint64_t bytes)
         if (VGPU_UNLIKELY(vgpu_cu.fn == NULL))     \
             return CUDA_ERROR_NOT_FOUND;           \
     } while (0)
+
+/* ---------------- contexts ---------------- */
+
+/* A context's own memory (context, library workspaces, driver-internal) is on
+ * the card too: the first context of this process on a device is charged the
+ * ledger's context_charge BEFORE the driver creates it, so one that does not fit
+ * fails cleanly with CUDA_ERROR_OUT_OF_MEMORY. The charge stays with the process
+ * (its slot) until it exits; once the node agent measures the footprint, the
+ * ledger's usage_adjust replaces the estimate by the driver's figure. */
+static pthread_mutex_t ctx_mu = PTHREAD_MUTEX_INITIALIZER;
+static bool ctx_charged[VGPU_MAX_DEVICES];
+
+/* Returns true when the caller charged dev now (and must undo it if the driver
+ * fails); *refused when the charge does not fit. */
+static bool charge_context(int dev, bool *refused)
+{
+    *refused = false;
+    uint64_t c = vgpu_ledger_context_charge();
+    if (c == 0 || dev < 0 || dev >= VGPU_MAX_DEVICES ||
+        (vgpu_mem_limit[dev] == 0 && !vgpu_mem_blocked[dev]))
+        return false;
+    pthread_mutex_lock(&ctx_mu);
+    bool charged = false;
+    if (!ctx_charged[dev]) {
+        if (reserve(dev, c)) {
+            ctx_charged[dev] = charged = true;
+        } else {
+            *refused = true;
+            VLOG(VGPU_LOG_ERROR, "device %d: a context (%llu bytes charged per context) does "
+                 "not fit the memory limit: out of memory", dev, (unsigned long long)c);
+        }
+    }
+    pthread_mutex_unlock(&ctx_mu);
+    return charged;
+}
+
+static void uncharge_context(int dev)
+{
+    pthread_mutex_lock(&ctx_mu);
+    ctx_charged[dev] = false;
+    pthread_mutex_unlock(&ctx_mu);
+    vgpu_region_uncharge(dev, vgpu_ledger_context_charge());
+}
+
+VGPU_EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
+{
+    NEED(cuDevicePrimaryCtxRetain);
+    bool refused, charged = charge_context(dev, &refused);
+    if (refused)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    CUresult r = vgpu_cu.cuDevicePrimaryCtxRetain(pctx, dev);
+    if (r != CUDA_SUCCESS && charged)
+        uncharge_context(dev);
+    return r;
+}
+
+VGPU_EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev)
+{
+    NEED(cuCtxCreate_v2);
+    bool refused, charged = charge_context(dev, &refused);
+    if (refused)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    CUresult r = vgpu_cu.cuCtxCreate_v2(pctx, flags, dev);
+    if (r != CUDA_SUCCESS && charged)
+        uncharge_context(dev);
+    return r;
+}
+
+static void contexts_after_fork_child(void)
+{
+    /* the child has a slot of its own, charged at its own first context */
+    pthread_mutex_init(&ctx_mu, NULL);
+    for (int d = 0; d < VGPU_MAX_DEVICES; d++)
+        ctx_charged[d] = false;
+}
+
+__attribute__((constructor)) static void contexts_atfork(void)
+{
+    pthread_atfork(NULL, NULL, contexts_after_fork_child);
+}
 
 /* ---------------- plain allocations ---------------- */
 
@@ -560,6 +641,8 @@ VGPU_EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec g, CUstream s)
 const struct vgpu_hook_entry vgpu_hooks[] = {
     HOOK(cuGetProcAddress),
     HOOK(cuGetProcAddress_v2),
+    HOOK(cuDevicePrimaryCtxRetain),
+    HOOK(cuCtxCreate_v2),
     HOOK(cuMemAlloc_v2),
     HOOK(cuMemAllocManaged),
     HOOK(cuMemAllocPitch_v2),

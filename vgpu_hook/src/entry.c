@@ -110,7 +110,10 @@ static void compute_effective(void)
     for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
         uint64_t a = vgpu_cfg.mem_limit[d], b = vgpu_region_limit(d);
         vgpu_mem_limit[d] = (a && b) ? (a < b ? a : b) : (a ? a : b);
-        vgpu_mem_blocked[d] = vgpu_cfg.mem_fail_closed[d];
+        /* a limited device without a usable region has no shared account */
+        vgpu_mem_blocked[d] = vgpu_cfg.mem_fail_closed[d] ||
+                              ((vgpu_region_failed() || vgpu_ledger_failed()) &&
+                               vgpu_mem_limit[d] != 0);
         uint32_t s = vgpu_cfg.sm_limit[d], t = vgpu_region_sm_limit(d);
         vgpu_sm_limit[d] = (s && t) ? (s < t ? s : t) : (s ? s : t);
         if (vgpu_cfg.sm_fail_closed[d])
@@ -128,6 +131,7 @@ void vgpu_ensure_config(void)
     if (!config_ready) {
         vgpu_config_load(&vgpu_cfg);
         vgpu_region_init(&vgpu_cfg);
+        vgpu_ledger_init();
         compute_effective();
         __atomic_store_n(&config_ready, 1, __ATOMIC_RELEASE);
     }
@@ -236,6 +240,7 @@ static const struct {
     {"cuArrayCreate", 3020, "cuArrayCreate_v2"},
     {"cuArray3DCreate", 3020, "cuArray3DCreate_v2"},
     {"cuGetProcAddress", 12000, "cuGetProcAddress_v2"},
+    {"cuCtxCreate", 3020, "cuCtxCreate_v2"},
 };
 
 /* The hook to hand out in place of the driver's pointer `p` for `symbol`. */

@@ -70,22 +70,36 @@ uint64_t vgpu_region_limit(int dev);
 uint32_t vgpu_region_sm_limit(int dev);
 int vgpu_region_utilization_switch(void);
 int vgpu_region_is_shared(void);
+/* Non-zero when the region could not be used or was truncated while mapped
+ * (region.c, "Tamper rules"): every device with a memory limit fails closed. */
+int vgpu_region_failed(void);
 void vgpu_region_add_launch(uint64_t throttled_ns);
-/* Coordinator fields (minor 1; vgpu_hook.h part 3), inline for the launch
- * path. The region mapping (NULL before vgpu_region_init). */
+/* The region mapping (NULL before vgpu_region_init). */
 extern struct vgpu_region *vgpu_region_map;
-/* The heartbeat is loaded with acquire ordering, so a rate loaded after it is
- * at least as new as the agent's write that published it. 0 when never
- * written (or no region). */
-static inline uint64_t vgpu_region_coord_heartbeat(void)
+
+/* ---------------- ledger.c (vgpu_hook.h part 4) ---------------- */
+/* Maps the ledger read-only if there is one (called once, after the config). */
+void vgpu_ledger_init(void);
+/* Non-zero when a ledger exists but cannot be trusted: memory fails closed. */
+int vgpu_ledger_failed(void);
+/* The ledger mapping; NULL when there is none. */
+extern const struct vgpu_ledger *vgpu_ledger_map;
+/* Bytes charged per context (0: none or no ledger). */
+uint64_t vgpu_ledger_context_charge(void);
+/* usage_adjust[dev] while the usage heartbeat is fresh at now_ns, else 0. */
+int64_t vgpu_ledger_usage_adjust(int dev, uint64_t now_ns);
+/* Coordinator fields, inline for the launch path. The heartbeat is loaded with
+ * acquire ordering, so a rate loaded after it is at least as new as the
+ * agent's write that published it. 0 when never written (or no ledger). */
+static inline uint64_t vgpu_coord_heartbeat(void)
 {
-    struct vgpu_region *r = vgpu_region_map;
-    return VGPU_LIKELY(r != NULL) ? __atomic_load_n(&r->coord_heartbeat_ns, __ATOMIC_ACQUIRE) : 0;
+    const struct vgpu_ledger *l = vgpu_ledger_map;
+    return VGPU_LIKELY(l != NULL) ? __atomic_load_n(&l->coord_heartbeat_ns, __ATOMIC_ACQUIRE) : 0;
 }
-/* dev must be 0..VGPU_MAX_DEVICES-1 and the region mapped (heartbeat seen). */
-static inline uint16_t vgpu_region_assigned_rate(int dev)
+/* dev must be 0..VGPU_MAX_DEVICES-1 and the ledger mapped (heartbeat seen). */
+static inline uint16_t vgpu_coord_assigned_rate(int dev)
 {
-    return __atomic_load_n(&vgpu_region_map->assigned_rate[dev], __ATOMIC_RELAXED);
+    return __atomic_load_n(&vgpu_ledger_map->assigned_rate[dev], __ATOMIC_RELAXED);
 }
 /* Per-device hook counters, atomic adds wrapping mod 2^16 (same conditions). */
 static inline void vgpu_region_count_device(int dev, uint16_t launches, uint16_t throttled_ms)
@@ -197,6 +211,8 @@ struct vgpu_real {
     CUresult (*cuGetProcAddress_v2)(const char *, void **, int, cuuint64_t,
                                     CUdriverProcAddressQueryResult *);
     CUresult (*cuCtxGetDevice)(CUdevice *);
+    CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
+    CUresult (*cuCtxCreate_v2)(CUcontext *, unsigned int, CUdevice);
     CUresult (*cuDeviceGetCount)(int *);
     CUresult (*cuDeviceGetMemPool)(CUmemoryPool *, CUdevice);
     CUresult (*cuMemPoolGetAttribute)(CUmemoryPool, int, void *);

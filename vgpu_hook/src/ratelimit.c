@@ -209,8 +209,8 @@ static int pause_while_zero(struct dev_limiter *l, int dev, uint16_t *rate, uint
         sleep_ns((uint64_t)VGPU_COORD_PAUSE_MS * 1000000ULL);
         *paused_ns += (uint64_t)VGPU_COORD_PAUSE_MS * 1000000ULL;
         vgpu_region_count_device(dev, 0, VGPU_COORD_PAUSE_MS);
-        uint64_t hb = vgpu_region_coord_heartbeat();
-        *rate = vgpu_region_assigned_rate(dev);
+        uint64_t hb = vgpu_coord_heartbeat();
+        *rate = vgpu_coord_assigned_rate(dev);
         *now = vgpu_now_ns();
         mode = vgpu_coord_mode(hb, *rate, *now);
     }
@@ -226,7 +226,7 @@ __attribute__((noinline)) static uint64_t coordinated_launch(uint64_t cost, bool
         return 0;
     struct dev_limiter *l = &devs[dev];
     uint64_t now = vgpu_now_ns(), paused = 0, wait = 0;
-    uint16_t rate = vgpu_region_assigned_rate(dev);
+    uint16_t rate = vgpu_coord_assigned_rate(dev);
     int mode = vgpu_coord_mode(hb, rate, now);
     if (VGPU_UNLIKELY(mode == VGPU_COORD_PAUSE))
         mode = pause_while_zero(l, dev, &rate, &now, &paused);
@@ -274,7 +274,7 @@ void vgpu_limiter_launch(uint64_t cost, bool graph)
 {
     __atomic_fetch_add(&st_launches, 1, __ATOMIC_RELAXED);
     uint64_t wait = 0;
-    uint64_t hb = vgpu_region_coord_heartbeat();
+    uint64_t hb = vgpu_coord_heartbeat();
     if (VGPU_UNLIKELY(hb != 0)) {
         wait = coordinated_launch(cost, graph, hb, vgpu_any_sm_limit && throttling_on());
     } else if (VGPU_UNLIKELY(vgpu_any_sm_limit) && throttling_on()) {

@@ -1,8 +1,26 @@
 /* region.c: the shared region (vgpu_hook.h part 3): per-process slots,
- * per-device totals, a robust process-shared mutex, OFD-lock liveness. */
+ * per-device totals, a robust process-shared mutex, OFD-lock liveness.
+ *
+ * Tamper rules (vgpu_hook/README.md "Shared region"): the region is writable by
+ * every process of the container, so nothing in it is trusted to say "no limit".
+ *   - A region that cannot be opened, is not a regular file, is shorter than
+ *     VGPU_REGION_SIZE, cannot be mapped, or carries another magic or major is
+ *     not used and never re-initialised: the process keeps process-local
+ *     bookkeeping and region_failed makes every device with a memory limit
+ *     refuse allocations (entry.c, compute_effective).
+ *   - A region named by the limits file is created by the node agent
+ *     (host/hook_region.create_region) and bind-mounted: the hook never creates
+ *     or initialises it, so a missing file or a zero magic fails closed too.
+ *   - A region truncated while mapped raises SIGBUS on the next access; the
+ *     handler below swaps the lost pages for anonymous zero pages and sets
+ *     region_lost, after which every charge is refused (the access in flight
+ *     completes on zeros and is refused before it returns).
+ *   - A charge is tested against the larger of used_total and the sum of the
+ *     active slots, so zeroing the 8 bytes of used_total frees nothing. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -26,6 +44,9 @@ static int R_shared;
 static int my_slot = -1;
 static volatile int forked_child;
 static char R_path[256];
+static int region_failed;             /* the region could not be used (see above) */
+static volatile sig_atomic_t region_lost; /* truncated while mapped (SIGBUS handler) */
+static struct sigaction prev_sigbus;
 
 static pthread_mutex_t *region_mutex(void) { return (pthread_mutex_t *)(void *)R->lock; }
 
@@ -99,6 +120,37 @@ static void rebuild_locked(void)
     R->generation++;
 }
 
+/* What the active slots hold on dev (lock held). Cheaper than a reap (no
+ * fcntl): dead slots still count until reaped, which errs on the safe side. */
+static uint64_t slots_used_locked(int dev)
+{
+    uint64_t sum = 0;
+    for (int i = 0; i < VGPU_MAX_PROCS; i++) {
+        const struct vgpu_proc_slot *s = &R->procs[i];
+        if (s->status != VGPU_SLOT_ACTIVE)
+            continue;
+        uint64_t u = s->used[dev];
+        sum = sum + u < sum ? UINT64_MAX : sum + u;
+    }
+    return sum;
+}
+
+/* The device's usage as a charge sees it: used_total, unless the slots say more
+ * (a tenant that zeroed used_total frees nothing), moved by the ledger's fresh
+ * usage_adjust (the driver's view of the footprint minus the region's, as the
+ * node agent measured them: a tenant that zeroed the slots too is charged its
+ * footprint again from the agent's next cycle). */
+static uint64_t usage_locked(int dev)
+{
+    uint64_t total = R->used_total[dev], slots = slots_used_locked(dev);
+    uint64_t base = total > slots ? total : slots;
+    int64_t adj = vgpu_ledger_usage_adjust(dev, vgpu_now_ns());
+    if (adj >= 0)
+        return base + (uint64_t)adj < base ? UINT64_MAX : base + (uint64_t)adj;
+    uint64_t less = (uint64_t)0 - (uint64_t)adj;
+    return less >= base ? 0 : base - less;
+}
+
 static void region_lock(void)
 {
     int r = pthread_mutex_lock(region_mutex());
@@ -152,14 +204,75 @@ static void use_local(const struct vgpu_config *cfg)
     R_shared = 0;
 }
 
-static int open_region_fd(const char *path)
+/* `create`: the region may be created here (a region named by the environment,
+ * HAMi-core's contract); otherwise it must exist (the node agent made it). */
+static int open_region_fd(const char *path, bool create)
 {
+    if (!create)
+        return open(path, O_RDWR | O_CLOEXEC | O_NONBLOCK);
     int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd >= 0) {
         fchmod(fd, 0666); /* every user of the container shares it (umask-proof) */
         return fd;
     }
-    return open(path, O_RDWR | O_CLOEXEC);
+    return open(path, O_RDWR | O_CLOEXEC | O_NONBLOCK);
+}
+
+/* SIGBUS inside the region mapping: the file was truncated under us. Replace
+ * the whole mapping with anonymous zero pages (mmap is a plain system call, safe
+ * here in practice) and let the faulting access restart on them; region_lost
+ * makes every later charge fail closed. Any other SIGBUS goes to the handler
+ * that was installed before ours, or gets the default action. */
+static void on_sigbus(int sig, siginfo_t *info, void *uctx)
+{
+    char *base = (char *)vgpu_region_map, *addr = info != NULL ? (char *)info->si_addr : NULL;
+    if (R_shared && base != NULL && addr >= base && addr < base + sizeof(struct vgpu_region) &&
+        info->si_code > 0) {
+        void *m = mmap(base, sizeof(struct vgpu_region), PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        if (m != MAP_FAILED) {
+            region_lost = 1;
+            return;
+        }
+    }
+    if (prev_sigbus.sa_flags & SA_SIGINFO) {
+        prev_sigbus.sa_sigaction(sig, info, uctx);
+    } else if (prev_sigbus.sa_handler != SIG_DFL && prev_sigbus.sa_handler != SIG_IGN) {
+        prev_sigbus.sa_handler(sig);
+    } else {
+        /* default action: a fault re-executes and dies by the default; a sent
+         * signal is re-raised */
+        signal(SIGBUS, SIG_DFL);
+        if (info == NULL || info->si_code <= 0)
+            raise(sig);
+    }
+}
+
+static void install_sigbus(void)
+{
+    static int installed;
+    if (installed++)
+        return;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, &prev_sigbus);
+}
+
+/* The region cannot be used: process-local bookkeeping, and devices with a memory
+ * limit refuse every allocation (vgpu_region_failed). */
+static void fail_closed(const struct vgpu_config *cfg, int fd, const char *why)
+{
+    VLOG(VGPU_LOG_ERROR, "region %s: %s; every device with a memory limit refuses "
+         "allocations (fails closed)", R_path, why);
+    if (fd >= 0) {
+        flock(fd, LOCK_UN);
+        close(fd);
+    }
+    use_local(cfg);
+    region_failed = 1;
 }
 
 static void after_fork_in_child(void)
@@ -177,41 +290,50 @@ void vgpu_region_init(const struct vgpu_config *cfg)
         use_local(cfg);
         return;
     }
-    int fd = open_region_fd(R_path);
+    /* The limits file (the node agent's) names a region the agent created. */
+    bool agent_made = cfg->source == VGPU_SOURCE_FILE;
+    char why[160];
+    int fd = open_region_fd(R_path, !agent_made);
     if (fd < 0) {
-        VLOG(VGPU_LOG_ERROR, "cannot open region %s: %s; accounting is process-local", R_path,
-             strerror(errno));
-        use_local(cfg);
+        snprintf(why, sizeof(why), "cannot open: %s", strerror(errno));
+        fail_closed(cfg, -1, why);
         return;
     }
     while (flock(fd, LOCK_EX) != 0 && errno == EINTR) {
     }
     struct stat st;
     void *m = MAP_FAILED;
-    if (fstat(fd, &st) == 0 &&
-        (st.st_size >= (off_t)sizeof(struct vgpu_region) ||
-         ftruncate(fd, (off_t)sizeof(struct vgpu_region)) == 0))
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        fail_closed(cfg, fd, "not a regular file");
+        return;
+    }
+    /* Size 0 is a region being created (by us or a process racing us to the
+     * flock); anything else shorter than the layout was truncated. */
+    bool fresh = st.st_size == 0 && !agent_made;
+    if (!fresh && st.st_size < (off_t)sizeof(struct vgpu_region)) {
+        snprintf(why, sizeof(why), "%lld bytes, shorter than the %zu of a region (truncated)",
+                 (long long)st.st_size, sizeof(struct vgpu_region));
+        fail_closed(cfg, fd, why);
+        return;
+    }
+    if (!fresh || ftruncate(fd, (off_t)sizeof(struct vgpu_region)) == 0)
         m = mmap(NULL, sizeof(struct vgpu_region), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (m == MAP_FAILED) {
-        VLOG(VGPU_LOG_ERROR, "cannot map region %s: %s; accounting is process-local", R_path,
-             strerror(errno));
-        flock(fd, LOCK_UN);
-        close(fd);
-        use_local(cfg);
+        snprintf(why, sizeof(why), "cannot map: %s", strerror(errno));
+        fail_closed(cfg, fd, why);
         return;
     }
     struct vgpu_region *r = m;
     uint32_t magic = __atomic_load_n(&r->magic, __ATOMIC_ACQUIRE);
-    if (magic == 0) {
+    if (magic == 0 && !agent_made) {
         init_region_locked(r, cfg);
         VLOG(VGPU_LOG_INFO, "created region %s", R_path);
     } else if (magic != VGPU_REGION_MAGIC || r->major != VGPU_REGION_MAJOR) {
-        VLOG(VGPU_LOG_ERROR, "region %s has magic %#x version %u.%u, this library speaks %u.x; "
-             "accounting is process-local", R_path, magic, r->major, r->minor, VGPU_REGION_MAJOR);
+        snprintf(why, sizeof(why), "magic %#x version %u.%u, this library speaks %#x %u.x%s",
+                 magic, r->major, r->minor, VGPU_REGION_MAGIC, VGPU_REGION_MAJOR,
+                 magic == 0 ? " (the node agent initialises it; zeroed since)" : "");
         munmap(m, sizeof(struct vgpu_region));
-        flock(fd, LOCK_UN);
-        close(fd);
-        use_local(cfg);
+        fail_closed(cfg, fd, why);
         return;
     } else {
         for (int d = 0; d < VGPU_MAX_DEVICES; d++)
@@ -225,6 +347,21 @@ void vgpu_region_init(const struct vgpu_config *cfg)
     __atomic_store_n(&vgpu_region_map, R, __ATOMIC_RELEASE);
     R_fd = fd;
     R_shared = 1;
+    install_sigbus();
+}
+
+int vgpu_region_failed(void) { return region_failed || region_lost; }
+
+/* Logs the loss of a truncated region once (never from the signal handler). */
+static bool lost(void)
+{
+    if (VGPU_LIKELY(!region_lost))
+        return false;
+    static int logged;
+    if (!__atomic_exchange_n(&logged, 1, __ATOMIC_RELAXED))
+        VLOG(VGPU_LOG_ERROR, "region %s was truncated while in use; every device with a "
+             "memory limit refuses allocations (fails closed)", R_path);
+    return true;
 }
 
 /* Claims a slot for this process (under the region lock). */
@@ -278,6 +415,8 @@ int vgpu_region_charge(int dev, uint64_t bytes, uint64_t limit)
 {
     if (dev < 0 || dev >= VGPU_MAX_DEVICES)
         return limit == 0 ? 0 : -1;
+    if (lost() || (region_failed && limit != 0))
+        return -1;
     check_fork();
     region_lock();
     int slot = my_slot_locked();
@@ -286,10 +425,10 @@ int vgpu_region_charge(int dev, uint64_t bytes, uint64_t limit)
         return -1; /* cannot account: refuse (fail closed) */
     }
     if (limit != 0) {
-        uint64_t used = R->used_total[dev];
+        uint64_t used = usage_locked(dev);
         if (used > limit || bytes > limit - used) {
             if (reap_locked() > 0)
-                used = R->used_total[dev];
+                used = usage_locked(dev);
             if (used > limit || bytes > limit - used) {
                 region_unlock();
                 VLOG(VGPU_LOG_WARN, "device %d: OOM, %llu + %llu > limit %llu", dev,
@@ -302,12 +441,13 @@ int vgpu_region_charge(int dev, uint64_t bytes, uint64_t limit)
     R->procs[slot].used[dev] += bytes;
     R->used_total[dev] += bytes;
     region_unlock();
-    return 0;
+    /* truncated during this charge: it ran on zero pages, refuse it */
+    return lost() && limit != 0 ? -1 : 0;
 }
 
 void vgpu_region_uncharge(int dev, uint64_t bytes)
 {
-    if (dev < 0 || dev >= VGPU_MAX_DEVICES || bytes == 0)
+    if (dev < 0 || dev >= VGPU_MAX_DEVICES || bytes == 0 || region_lost)
         return;
     check_fork();
     region_lock();
@@ -324,10 +464,12 @@ uint64_t vgpu_region_used(int dev)
 {
     if (dev < 0 || dev >= VGPU_MAX_DEVICES)
         return 0;
+    if (lost() || region_failed)
+        return UINT64_MAX; /* nothing can be promised */
     check_fork();
     region_lock();
     reap_locked();
-    uint64_t v = R->used_total[dev];
+    uint64_t v = usage_locked(dev);
     region_unlock();
     return v;
 }
@@ -351,6 +493,8 @@ int vgpu_region_is_shared(void) { return R_shared; }
 
 void vgpu_region_add_launch(uint64_t throttled_ns)
 {
+    if (VGPU_UNLIKELY(region_lost))
+        return;
     check_fork();
     if (VGPU_UNLIKELY(my_slot < 0)) {
         region_lock();
@@ -368,6 +512,8 @@ void vgpu_region_add_launch(uint64_t throttled_ns)
 uint32_t vgpu_region_active_on(int dev, uint64_t *prev)
 {
     uint32_t n = 0;
+    if (region_lost)
+        return 1;
     for (int i = 0; i < VGPU_MAX_PROCS; i++) {
         struct vgpu_proc_slot *s = &R->procs[i];
         uint64_t launches = __atomic_load_n(&s->launches, __ATOMIC_RELAXED);
@@ -383,7 +529,7 @@ uint32_t vgpu_region_active_on(int dev, uint64_t *prev)
 
 __attribute__((destructor)) static void region_fini(void)
 {
-    if (R == NULL || forked_child || my_slot < 0)
+    if (R == NULL || forked_child || my_slot < 0 || region_lost)
         return;
     region_lock();
     free_slot_locked(my_slot);

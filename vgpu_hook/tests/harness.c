@@ -353,16 +353,23 @@ static int hook_info(struct vgpu_hook_info *out)
     return f(out);
 }
 
-static void set_device(int d)
+/* Makes device d's primary context current; returns the retain's status (a
+ * context the hook refuses is CUDA_ERROR_OUT_OF_MEMORY, reported, not fatal). */
+static CUresult set_device(int d)
 {
     CUresult (*get)(CUdevice *, int) = (CUresult(*)(CUdevice *, int))lib_sym(cuda, "cuDeviceGet");
     CUresult (*retain)(CUcontext *, CUdevice) =
         (CUresult(*)(CUcontext *, CUdevice))lib_sym(cuda, "cuDevicePrimaryCtxRetain");
     CUresult (*setcur)(CUcontext) = (CUresult(*)(CUcontext))lib_sym(cuda, "cuCtxSetCurrent");
     CUdevice dev;
-    if (get(&dev, d) != CUDA_SUCCESS || retain(&ctx, dev) != CUDA_SUCCESS ||
-        setcur(ctx) != CUDA_SUCCESS)
+    if (get(&dev, d) != CUDA_SUCCESS)
+        die("cannot get the device", NULL);
+    CUresult r = retain(&ctx, dev);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (setcur(ctx) != CUDA_SUCCESS)
         die("cannot make a context current", NULL);
+    return CUDA_SUCCESS;
 }
 
 int main(int argc, char **argv)
@@ -383,8 +390,7 @@ int main(int argc, char **argv)
         if (!strcmp(op, "init")) {
             CUresult (*init)(unsigned) = (CUresult(*)(unsigned))lib_sym(cuda, "cuInit");
             init(0);
-            set_device(nf > 1 ? atoi(f[1]) : 0);
-            printf("op=init rc=0\n");
+            printf("op=init rc=%d\n", set_device(nf > 1 ? atoi(f[1]) : 0));
         } else if (!strcmp(op, "alloc") && nf == 4) {
             uint64_t key = 0;
             CUresult r = do_alloc(f[1], f[2], strtoull(f[3], NULL, 0), &key);

@@ -29,7 +29,14 @@ ROOT = Path(__file__).resolve().parents[3]
 HEADER = ROOT / "vgpu_hook" / "include" / "vgpu_hook.h"
 
 _DEFINE = re.compile(r"^#define\s+(VGPU_\w+)\s+(.+?)\s*(?:/\*.*)?$", re.MULTILINE)
-_CTYPES = {"int32_t": "i", "uint32_t": "I", "uint16_t": "H", "uint64_t": "Q", "uint8_t": "B"}
+_CTYPES = {
+    "int32_t": "i",
+    "uint32_t": "I",
+    "uint16_t": "H",
+    "uint64_t": "Q",
+    "int64_t": "q",
+    "uint8_t": "B",
+}
 
 
 def header_defines() -> dict[str, int | str]:
@@ -112,6 +119,12 @@ def test_constants_match_the_header() -> None:
         "VGPU_SOURCE_NONE": hook_abi.SOURCE_NONE,
         "VGPU_SOURCE_ENV": hook_abi.SOURCE_ENV,
         "VGPU_SOURCE_FILE": hook_abi.SOURCE_FILE,
+        "VGPU_ENV_LEDGER_FILE": hook_abi.ENV_LEDGER_FILE,
+        "VGPU_LEDGER_FILE_DEFAULT": hook_abi.LEDGER_FILE_DEFAULT,
+        "VGPU_LEDGER_MAGIC": hook_abi.LEDGER_MAGIC,
+        "VGPU_LEDGER_MAJOR": hook_abi.LEDGER_MAJOR,
+        "VGPU_LEDGER_MINOR": hook_abi.LEDGER_MINOR,
+        "VGPU_LEDGER_SIZE": hook_abi.LEDGER_SIZE,
     }
     assert {k: d.get(k) for k in expected} == expected
     # every ABI constant of the header is mirrored (new ones must be added above)
@@ -121,7 +134,11 @@ def test_constants_match_the_header() -> None:
 
 @pytest.mark.parametrize(
     ("struct_name", "fields"),
-    [("vgpu_proc_slot", hook_abi.SLOT_FIELDS), ("vgpu_region", None)],
+    [
+        ("vgpu_proc_slot", hook_abi.SLOT_FIELDS),
+        ("vgpu_region", None),
+        ("vgpu_ledger", hook_abi.LEDGER_FIELDS),
+    ],
 )
 def test_region_structs_match_the_header(
     struct_name: str, fields: tuple[tuple[str, str, int], ...] | None
@@ -167,6 +184,9 @@ def test_compiled_layout_matches(tmp_path: Path) -> None:
     for name, off in hook_abi.SLOT_OFFSETS.items():
         assert int(got[f"offset.vgpu_proc_slot.{name}"]) == off, name
     assert int(got["VGPU_REGION_MAGIC"]) == hook_abi.REGION_MAGIC
+    assert int(got["sizeof.vgpu_ledger"]) == hook_abi.LEDGER_SIZE
+    for name, off in hook_abi.LEDGER_OFFSETS.items():
+        assert int(got[f"offset.vgpu_ledger.{name}"]) == off, name
 
 
 # --------------------------------------------------------------------- sizes
@@ -465,22 +485,49 @@ def test_encoded_coordinator_fields_decode_and_are_ordered() -> None:
     stores = hook_abi.encode_coordinator_fields([30.0, 0.0, None], epoch=7, heartbeat_ns=123)
     # rates first, epoch, heartbeat LAST (the hook's acquire load pairs with it)
     assert [s.offset for s in stores[-2:]] == [
-        hook_abi.REGION_OFFSETS["coord_epoch"],
-        hook_abi.REGION_OFFSETS["coord_heartbeat_ns"],
+        hook_abi.LEDGER_OFFSETS["coord_epoch"],
+        hook_abi.LEDGER_OFFSETS["coord_heartbeat_ns"],
     ]
-    data = _region()
+    data = bytearray(hook_abi.encode_ledger(5 << 20))
     for s in stores:
         struct.pack_into("<" + s.code, data, s.offset, s.value)
-    snap = hook_abi.decode_region(bytes(data))
+    snap = hook_abi.decode_ledger(bytes(data))
     assert snap.coord_heartbeat_ns == 123
     assert snap.coord_epoch == 7
     assert snap.assigned_rate[:3] == (3000, 0, hook_abi.RATE_UNSET)
     assert set(snap.assigned_rate[3:]) == {hook_abi.RATE_UNSET}
-    # only coordinator fields are touched
-    touched = {s.offset for s in stores}
-    lo = hook_abi.REGION_OFFSETS["coord_heartbeat_ns"]
-    hi = hook_abi.REGION_OFFSETS["launch_count"]
-    assert all(lo <= off < hi for off in touched)
+    assert snap.context_charge == 5 << 20  # only coordinator fields are touched
+    assert (snap.usage_heartbeat_ns, set(snap.usage_adjust)) == (0, {0})
+
+
+def test_usage_fields_store_the_adjust_before_the_heartbeat() -> None:
+    stores = hook_abi.encode_usage_fields([-5, None, 7], [10, None, 20], heartbeat_ns=9)
+    assert stores[-1].offset == hook_abi.LEDGER_OFFSETS["usage_heartbeat_ns"]
+    data = bytearray(hook_abi.encode_ledger(0))
+    for s in stores:
+        struct.pack_into("<" + s.code, data, s.offset, s.value)
+    snap = hook_abi.decode_ledger(bytes(data))
+    assert snap.usage_adjust[:3] == (-5, 0, 7)
+    assert snap.footprint[:3] == (10, 0, 20)
+    assert snap.usage_heartbeat_ns == 9
+    with pytest.raises(ValueError, match="never written"):
+        hook_abi.encode_usage_fields([0], [0], heartbeat_ns=0)
+
+
+@given(st.integers(0, 2**70), st.integers(0, 2**70))
+def test_usage_adjust_is_the_difference_within_int64(footprint: int, accounted: int) -> None:
+    a = hook_abi.usage_adjust(footprint, accounted)
+    assert -(2**63) <= a < 2**63
+    if abs(footprint - accounted) < 2**63:
+        assert a == footprint - accounted
+
+
+def test_a_ledger_of_another_magic_or_short_is_refused() -> None:
+    good = hook_abi.encode_ledger(0)
+    with pytest.raises(hook_abi.RegionFormatError):
+        hook_abi.decode_ledger(good[:-1])
+    with pytest.raises(hook_abi.RegionFormatError):
+        hook_abi.decode_ledger(b"\0" * len(good))
 
 
 @pytest.mark.parametrize(

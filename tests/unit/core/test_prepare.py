@@ -544,18 +544,22 @@ def test_mounts() -> None:
     preload = _mount_to(p, "/etc/ld.so.preload")
     assert preload["hostPath"] == s.preload_path
     assert preload["options"][0] == "ro"
-    cache = _mount_to(p, "/var/lib/vgpu/cache")
-    assert cache["hostPath"] == f"{claim_dir}/cache"
-    assert cache["options"][0] == "rw"
+    # The region is one bind-mounted file (unlink / rename onto it: EBUSY), the
+    # agent's: not a writable dir where a tenant could replace it.
+    region = _mount_to(p, "/var/lib/vgpu/cache/vgpu.cache")
+    assert region["hostPath"] == f"{claim_dir}/cache/vgpu.cache"
+    assert region["options"][0] == "rw"
+    assert not [m for m in mounts(p) if m["containerPath"] == "/var/lib/vgpu/cache"]
     lock = _mount_to(p, "/tmp/vgpulock")
     assert lock["hostPath"] == s.vgpulock_dir
     assert lock["options"][0] == "rw"
     for m in mounts(p):
         assert {"nosuid", "nodev", "bind"} <= set(m["options"])
         assert "ro" not in m["options"] or "rw" not in m["options"]
-    # The shared accounting region lies inside the writable cache mount.
-    shared = container_env(p)["CUDA_DEVICE_MEMORY_SHARED_CACHE"]
-    assert shared.startswith(cache["containerPath"] + "/")
+    # The library is told the mounted file's path, and it is stamped with the limits.
+    assert container_env(p)["CUDA_DEVICE_MEMORY_SHARED_CACHE"] == region["containerPath"]
+    assert p.hook_limits is not None
+    assert p.hook_limits.shared_cache == region["containerPath"]
 
 
 def test_host_dirs() -> None:
@@ -563,12 +567,13 @@ def test_host_dirs() -> None:
     p = plan([share(card(0), memory="1Gi")], settings_=s)
     assert dict(p.host_dirs) == {
         f"/x/claims/{UID}": 0o755,
-        f"/x/claims/{UID}/cache": 0o1777,
+        f"/x/claims/{UID}/cache": 0o755,  # the agent's region only: nobody else writes
         "/x/lock": 0o1777,
     }
-    # Every writable mount's host path is created before the container starts.
+    # Every writable mount's host path is created before the container starts (the
+    # region by the host side, from `hook_limits`).
     rw = {m["hostPath"] for m in mounts(p) if "rw" in m["options"]}
-    assert rw <= set(dict(p.host_dirs))
+    assert rw <= set(dict(p.host_dirs)) | {p.paths.region}
 
 
 def test_plan_identity_fields() -> None:

@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 
 from vgpu_dra.core.allocation import ClaimPaths
+from vgpu_dra.core.hook_abi import HookLimits
+from vgpu_dra.host import hook_region
 from vgpu_dra.host.claim_files import (
     LIMITS_FILE_MODE,
     ClaimFiles,
     limits_write,
     make_claim_dirs,
+    make_claim_state,
     remove_claim_files,
     write_claim_files,
 )
@@ -80,3 +83,36 @@ def test_the_limits_write_is_read_only_and_absent_without_limits(tmp_path: Path)
     assert w is not None
     assert (str(w.path), w.data, w.mode) == (p.limits, b"CUDA_DEVICE_MEMORY_LIMIT_0=1g\n", 0o444)
     assert limits_write(ClaimFiles(p, [], None)) is None
+
+
+def test_the_region_is_created_once_and_kept_by_a_repeat(tmp_path: Path) -> None:
+    """A repeated prepare never replaces a region: running containers keep using the
+    file they have, so a new one would split the claim's accounting."""
+    p = ClaimPaths.for_claim(str(tmp_path), UID)
+    files = ClaimFiles(
+        p, [(p.dir, 0o755), (p.cache_dir, 0o755)], "x\n", HookLimits(memory_limits={0: 1 << 30})
+    )
+    write_claim_files(p, files.host_dirs, files.limits_text, files.hook_limits)
+    region = Path(p.region)
+    first = region.stat().st_ino
+    with region.open("r+b") as f:  # a process is using it
+        f.write(b"\x55")
+    assert make_claim_state([files]) == [None]
+    assert region.stat().st_ino == first
+    assert region.read_bytes()[:1] == b"\x55"
+    assert mode(region) == 0o666
+
+
+def test_no_region_for_an_unenforced_vendor_and_errors_per_claim(tmp_path: Path) -> None:
+    ok = ClaimPaths.for_claim(str(tmp_path), UID)
+    Path(ok.cache_dir).mkdir(parents=True)
+    missing = ClaimPaths.for_container(str(tmp_path), "pod-1", "main")  # no dir made
+    claims = [
+        ClaimFiles(ok, [], None, None),
+        ClaimFiles(missing, [], None, HookLimits()),
+        ClaimFiles(ok, [], None, HookLimits()),
+    ]
+    errors = make_claim_state(claims)
+    assert errors[0] is None and errors[2] is None
+    assert isinstance(errors[1], FileNotFoundError)
+    assert hook_region.read_region(ok.region).limits == (0,) * 16

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -95,38 +96,41 @@ def test_not_a_region(tmp_path: Path) -> None:
 # ----------------------------------------------------------- coordinator writer
 
 
-def test_write_coordinator_touches_only_the_coordinator_fields(tmp_path: Path) -> None:
-    path = tmp_path / "region"
-    _write_region(path, {3: (42, [7])})
-    before = bytearray(path.read_bytes())
-    counters = hook_abi.REGION_OFFSETS["launch_count"]
-    struct.pack_into("<H", before, counters, 65535)  # a hook's counter: must survive
-    path.write_bytes(before)
+def test_write_coordinator_touches_only_the_coordinator_fields_of_the_ledger(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger"
+    assert hook_region.create_ledger(path, 5 << 20) is True
+    assert stat.S_IMODE(path.stat().st_mode) == hook_region.LEDGER_FILE_MODE == 0o644
+    hook_region.write_usage(path, [7], [9], heartbeat_ns=3)
+    before = path.read_bytes()
     hook_region.write_coordinator(path, [30.0, 0.0], epoch=9, heartbeat_ns=12345)
     after = path.read_bytes()
-    lo = hook_abi.REGION_OFFSETS["coord_heartbeat_ns"]
-    assert len(after) == len(before)
-    assert after[:lo] == before[:lo]
-    assert after[counters:] == before[counters:]
-    snap = hook_region.read_region(path)
-    assert snap.coord_heartbeat_ns == 12345
-    assert snap.coord_epoch == 9
+    lo = hook_abi.LEDGER_OFFSETS["coord_heartbeat_ns"]
+    hi = hook_abi.LEDGER_OFFSETS["usage_heartbeat_ns"]
+    assert len(after) == len(before) == hook_abi.LEDGER_SIZE
+    assert (after[:lo], after[hi:]) == (before[:lo], before[hi:])
+    snap = hook_region.read_ledger(path)
+    assert (snap.coord_heartbeat_ns, snap.coord_epoch) == (12345, 9)
     assert snap.assigned_rate[:3] == (3000, 0, hook_abi.RATE_UNSET)
-    assert snap.launch_count[0] == 65535
-    assert snap.coord_flags == 0
+    assert (snap.context_charge, snap.usage_adjust[0], snap.footprint[0]) == (5 << 20, 7, 9)
+    assert snap.usage_heartbeat_ns == 3
+    assert hook_region.create_ledger(path, 0) is False  # never replaced
+    assert hook_region.read_ledger(path).coord_epoch == 9
 
 
 @pytest.mark.parametrize(
     ("content", "message"),
     [
         (b"", "shorter"),
-        (bytes(hook_abi.REGION_SIZE), "magic 0x0"),  # not initialised by a hook yet
+        (bytes(hook_abi.LEDGER_SIZE), "magic 0x0"),
+        (bytes(hook_abi.REGION_SIZE), "magic 0x0"),  # a region is not a ledger
     ],
 )
-def test_write_coordinator_refuses_what_is_not_a_region(
+def test_write_coordinator_refuses_what_is_not_a_ledger(
     tmp_path: Path, content: bytes, message: str
 ) -> None:
-    path = tmp_path / "region"
+    path = tmp_path / "ledger"
     path.write_bytes(content)
     with pytest.raises(hook_abi.RegionFormatError, match=message):
         hook_region.write_coordinator(path, [30.0], epoch=1, heartbeat_ns=1)
@@ -136,3 +140,30 @@ def test_write_coordinator_refuses_what_is_not_a_region(
 def test_write_coordinator_needs_the_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         hook_region.write_coordinator(tmp_path / "absent", [30.0], epoch=1, heartbeat_ns=1)
+
+
+def test_create_region_is_complete_before_it_appears(tmp_path: Path) -> None:
+    limits = hook_abi.HookLimits(
+        memory_limits={0: 3 << 30}, memory_limit_all=1 << 30, sm_limits={1: 30}, priority=0
+    )
+    path = tmp_path / "vgpu.cache"
+    assert hook_region.create_region(path, limits) is True
+    data = path.read_bytes()
+    assert len(data) == hook_abi.REGION_SIZE
+    snap = hook_abi.decode_region(data)
+    assert snap.limits[:3] == (3 << 30, 1 << 30, 1 << 30)
+    assert snap.sm_limits[:2] == (0, 30)
+    assert (snap.priority, snap.utilization_switch, snap.procs) == (0, 1, ())
+    assert snap.assigned_rate == (hook_abi.RATE_UNSET,) * hook_abi.MAX_DEVICES
+    lock = data[hook_abi.REGION_OFFSETS["lock"] : hook_abi.REGION_OFFSETS["limit"]]
+    assert lock != bytes(len(lock))  # initialised by libc (robust, process-shared)
+    assert stat.S_IMODE(path.stat().st_mode) == hook_region.REGION_FILE_MODE == 0o666
+    assert [q.name for q in tmp_path.iterdir()] == ["vgpu.cache"]  # no temporary file left
+
+
+def test_create_region_never_replaces_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "vgpu.cache"
+    path.write_bytes(b"in use")
+    assert hook_region.create_region(path, hook_abi.HookLimits()) is False
+    assert path.read_bytes() == b"in use"
+    assert [q.name for q in tmp_path.iterdir()] == ["vgpu.cache"]

@@ -19,7 +19,12 @@ from vgpu_dra.core import checkpoint as ckpt
 from vgpu_dra.core import hook_abi
 from vgpu_dra.core.claims import PreparedDevice
 from vgpu_dra.core.isolation import Reason
-from vgpu_dra.gpu.discovery import CardUtilization, ProcessSample, UtilizationError
+from vgpu_dra.gpu.discovery import (
+    CardUtilization,
+    ProcessMemory,
+    ProcessSample,
+    UtilizationError,
+)
 from vgpu_dra.host import hook_region
 from vgpu_dra.node_agent.coordinator import Coordinator, ProcReader
 
@@ -58,6 +63,7 @@ class FakeSamples:
     device_util: float = 90.0
     calls: list[tuple[str, int]] = field(default_factory=list)
     during: Callable[[], None] | None = None
+    memory: dict[int, int] | None = None  # host pid -> bytes (None: not reported)
 
     def process_utilization(self, uuid: str, since_us: int) -> CardUtilization:
         self.calls.append((uuid, since_us))
@@ -71,13 +77,28 @@ class FakeSamples:
             tuple(ProcessSample(pid, ts, u) for pid, u in sorted(got.items())), self.device_util
         )
 
+    def process_memory(self, uuid: str) -> tuple[ProcessMemory, ...] | None:
+        """A `MemorySource` too: NVML's per-process used memory of the card."""
+        if self.memory is None:
+            return None
+        return tuple(ProcessMemory(pid, b) for pid, b in sorted(self.memory.items()))
 
-def _region(path: Path, sm_limit: int, launches: int = 0, priority: int = 1) -> None:
+
+def _claim_files(path: Path, sm_limit: int, launches: int = 0, priority: int = 1) -> None:
+    """The claim's files as prepare leaves them: the limits file (the agent's: where
+    SM limit and priority come from), the ledger, and the region, whose own limit and
+    priority fields say something else (a tenant can write them)."""
+    claim_dir = path.parent.parent
     path.parent.mkdir(parents=True, exist_ok=True)
+    limits = hook_abi.HookLimits(
+        memory_limits={0: 1 << 30}, sm_limits={0: sm_limit}, priority=priority
+    )
+    (claim_dir / "limits").write_text(hook_abi.render_limits_file(limits))
+    hook_region.create_ledger(claim_dir / "ledger", 0)
     _write_region(path, {0: (1, [0])})
     data = bytearray(path.read_bytes())
-    struct.pack_into("<I", data, hook_abi.REGION_OFFSETS["sm_limit"], sm_limit)
-    struct.pack_into("<i", data, hook_abi.REGION_OFFSETS["priority"], priority)
+    struct.pack_into("<I", data, hook_abi.REGION_OFFSETS["sm_limit"], 0)  # tenant: "none"
+    struct.pack_into("<i", data, hook_abi.REGION_OFFSETS["priority"], 0)  # tenant: "high"
     struct.pack_into("<H", data, hook_abi.REGION_OFFSETS["launch_count"], launches)
     path.write_bytes(bytes(data))
 
@@ -114,7 +135,7 @@ class World:
                 (f"pod-{uid[-1]}",),
             )
             cp = ckpt.completed(cp, uid, (dev,))
-            _region(self.region(uid), self.limits[uid])
+            _claim_files(self.region(uid), self.limits[uid])
         self.cp = cp
         owners: tuple[tuple[int, str | None], ...] = ((PID_A, A), (PID_B, B), (PID_OTHER, None))
         for pid, owner in owners:
@@ -147,8 +168,11 @@ class World:
             wall_us=self.clock.wall_us,
         )
 
+    def ledger(self, uid: str) -> Path:
+        return self.claims / uid / "ledger"
+
     def written(self, uid: str) -> tuple[float | None, int, int]:
-        snap = hook_region.read_region(self.region(uid))
+        snap = hook_region.read_ledger(self.ledger(uid))
         return (
             hook_abi.field_to_rate(snap.assigned_rate[0]),
             snap.coord_epoch,
@@ -184,7 +208,7 @@ def test_one_cycle_writes_rates_and_a_fresh_heartbeat(
         assert hook_abi.heartbeat_fresh(heartbeat, w.clock.ns)
     view = {t.claim_uid: t for t in c.view().tenants}
     assert {u: (t.assignment.rate, t.assignment.reason) for u, t in view.items()} == want
-    assert view[A].sm_limit == 30
+    assert view[A].sm_limit == 30  # the limits file's, not what the region says (0)
     assert (view[A].namespace, view[A].pod, view[A].device_uuid) == ("team", "pod-a", CARD)
     assert c.errors == 0
     # NVML was asked for the last second's samples of the card, once
@@ -228,6 +252,7 @@ def test_a_tenant_whose_region_is_gone_is_skipped(tmp_path: Path) -> None:
     assert w.written(A)[0] == 30.0
     assert c.errors == 0
     assert not w.region(B).exists()  # never recreated by the writer
+    assert hook_region.read_ledger(w.ledger(B)).coord_heartbeat_ns == 0  # B not written
 
 
 def test_a_region_that_vanishes_mid_cycle_is_skipped(tmp_path: Path) -> None:
@@ -295,7 +320,7 @@ def test_stop_ends_the_thread_and_the_heartbeats(tmp_path: Path) -> None:
     c.stop()
     assert not c.running
     assert all(t.name != "compute-coordinator" for t in threading.enumerate())
-    assert hook_region.read_region(w.region(A)).coord_heartbeat_ns > 0  # it did write
+    assert hook_region.read_ledger(w.ledger(A)).coord_heartbeat_ns > 0  # it did write
     with pytest.raises(RuntimeError, match="already started"):
         c.start()
 
@@ -352,3 +377,33 @@ def test_proc_reader_caches_a_known_region_by_start_time(tmp_path: Path) -> None
     assert r.process(77, frozenset({region})).mapped == frozenset({region})  # cached
     (tmp_path / "77" / "stat").write_text(STAT.replace("98765", "98766"))  # pid reused
     assert r.process(77, frozenset({region})).mapped == frozenset()
+
+
+def test_the_footprint_the_driver_reports_is_charged_through_the_ledger(tmp_path: Path) -> None:
+    """NVML's per-process memory, attributed by the region each process maps, is the
+    claim's footprint; the adjust is footprint minus the region's live usage (here
+    none: the slots' owners hold no OFD lock), never below 0. A process outside every
+    region is nobody's; a tenant without processes has footprint 0."""
+    w = World(tmp_path)
+    w.source.memory = {PID_A: 700 << 20, PID_OTHER: 5 << 30}
+    c = w.coordinator()
+    c.cycle()
+    a, b = hook_region.read_ledger(w.ledger(A)), hook_region.read_ledger(w.ledger(B))
+    assert (a.usage_adjust[0], a.footprint[0], a.usage_heartbeat_ns) == (
+        700 << 20,
+        700 << 20,
+        T0_NS,
+    )
+    assert (b.usage_adjust[0], b.footprint[0], b.usage_heartbeat_ns) == (0, 0, T0_NS)
+    view = {t.claim_uid: t for t in c.view().tenants}
+    assert (view[A].footprint, view[A].memory_limit) == (700 << 20, 1 << 30)
+
+
+def test_without_per_process_memory_no_usage_is_written(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    c = w.coordinator()
+    c.cycle()
+    snap = hook_region.read_ledger(w.ledger(A))
+    assert snap.usage_heartbeat_ns == 0  # the hooks keep charging the context estimate
+    assert snap.coord_heartbeat_ns == T0_NS
+    assert c.view().tenants[0].footprint is None

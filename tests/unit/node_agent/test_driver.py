@@ -19,6 +19,7 @@ from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.claims import ClaimRef
 from vgpu_dra.core.prepare import PrepareSettings
 from vgpu_dra.gpu.simulated import SimulatedDiscovery
+from vgpu_dra.host import hook_region
 from vgpu_dra.kube.rest import JSON, ApiError
 from vgpu_dra.node_agent.driver import (
     CHECKPOINT_FILE,
@@ -155,6 +156,10 @@ def test_prepare_writes_spec_limits_and_checkpoint(node: Node) -> None:
     limits = Path(node.paths(A).limits)
     assert "CUDA_DEVICE_MEMORY_LIMIT_0=3000m" in limits.read_text()
     assert mode(limits) == 0o444
+    # the region exists before any container can start, stamped with the limits
+    region = hook_region.read_region(node.paths(A).region)
+    assert region.limits[0] == 3000 << 20
+    assert region.procs == ()
     entry = node.checkpoint().claims[A.uid]
     assert entry.state == ckpt.COMPLETED
     assert (entry.namespace, entry.name, entry.consumers) == ("ns", "a", ("pod-a",))

@@ -157,7 +157,10 @@ def test_coordinator_decisions_per_container(tmp_path: Path) -> None:
         dev: int, uuid: str, reason: Reason, share: float, observed: float | None
     ) -> TenantView:
         a = Assignment(f"{UID}/{dev}", reason, share, share / 2, True, 2.0, observed)
-        return TenantView(UID, "team-a", "notebook-0", dev, uuid, 30, a, observed)
+        footprint = 5 << 30 if observed is not None else None
+        return TenantView(
+            UID, "team-a", "notebook-0", dev, uuid, 30, a, observed, 8 << 30, footprint
+        )
 
     view = CoordinatorView(
         (
@@ -185,6 +188,8 @@ def test_coordinator_decisions_per_container(tmp_path: Path) -> None:
     assert got[key("vgpu_dra_container_coordinator_reason", 0, "GPU-aaa", ("reason", "limit"))] == 1
     assert got[key("vgpu_dra_container_coordinator_reason", 1, "GPU-bbb", ("reason", "held"))] == 1
     assert got[("vgpu_dra_coordinator_cycle_errors_total", ())] == 3
+    assert got[key("vgpu_dra_container_device_footprint_bytes", 0, "GPU-aaa")] == 5 << 30
+    assert key("vgpu_dra_container_device_footprint_bytes", 1, "GPU-bbb") not in got
 
 
 def test_no_coordinator_no_decision_metrics(tmp_path: Path) -> None:

@@ -205,7 +205,13 @@ class DevicePluginServicer:
             except ValueError as e:
                 raise AllocateError(f"container {share.container}: {e}") from None
             try:
-                write_claim_files(paths, edits.host_dirs, edits.limits_file)
+                write_claim_files(
+                    paths,
+                    edits.host_dirs,
+                    edits.limits_file,
+                    edits.hook_limits,
+                    edits.context_charge,
+                )
             except OSError as e:
                 raise AllocateError(f"container {share.container}: host files: {e}") from None
             kind = self._settings.nvidia_cdi_kind

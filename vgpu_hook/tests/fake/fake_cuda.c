@@ -11,6 +11,12 @@
  * - FAKE_CUDA_BLOCK_SIZE=<n>: an allocation of exactly n bytes writes one byte
  *   to fd FAKE_CUDA_READY_FD, then blocks reading fd FAKE_CUDA_HOLD_FD (tests
  *   kill the process at that known point).
+ * - FAKE_CUDA_CONTEXT_BYTES=<n>: the first context of the process on a device
+ *   (primary or created) takes n bytes of the card, as a real context and the
+ *   driver's internal allocations do; they count in the process's footprint.
+ * - FAKE_CUDA_FOOTPRINT_DIR=<dir>: after every change, the process's footprint
+ *   per device (what NVML reports as a process's used memory) is written to
+ *   <dir>/<pid> as "<device> <bytes>" lines (write + rename: never torn).
  * - fake_cuda_stat(name) exposes counters to the harnesses. */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -29,6 +35,9 @@ static int ndev = 2;
 static uint64_t total_mem = 16ULL << 30;
 static uint64_t block_size;
 static int ready_fd = -1, hold_fd = -1;
+static uint64_t context_bytes;
+static const char *footprint_dir;
+static int ctx_made[MAXDEV];
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -79,6 +88,8 @@ static void init_once(void)
     block_size = parse_env("FAKE_CUDA_BLOCK_SIZE", 0);
     ready_fd = (int)parse_env("FAKE_CUDA_READY_FD", (uint64_t)-1);
     hold_fd = (int)parse_env("FAKE_CUDA_HOLD_FD", (uint64_t)-1);
+    context_bytes = parse_env("FAKE_CUDA_CONTEXT_BYTES", 0);
+    footprint_dir = getenv("FAKE_CUDA_FOOTPRINT_DIR");
     for (int i = 0; i < MAXDEV; i++) {
         pools[i].dev = i;
         ctxs[i].dev = i;
@@ -99,6 +110,46 @@ static void maybe_block(uint64_t size)
         ssize_t r = read(hold_fd, &c, 1);
         (void)r;
     }
+}
+
+/* Writes this process's footprint (mu held). The whole card is this process's
+ * in the fake, so used[] is its footprint. */
+static void publish_locked(void)
+{
+    if (footprint_dir == NULL)
+        return;
+    char path[512], tmp[540], text[MAXDEV * 32];
+    size_t n = 0;
+    for (int d = 0; d < ndev && d < MAXDEV; d++)
+        n += (size_t)snprintf(text + n, sizeof(text) - n, "%d %llu\n", d,
+                              (unsigned long long)used[d]);
+    snprintf(path, sizeof(path), "%s/%d", footprint_dir, (int)getpid());
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL)
+        return;
+    fwrite(text, 1, n, f);
+    fclose(f);
+    rename(tmp, path);
+}
+
+/* The first context on dev takes context_bytes of the card. */
+static CUresult make_context(int d)
+{
+    pthread_mutex_lock(&mu);
+    if (!ctx_made[d] && context_bytes != 0) {
+        if (used[d] + context_bytes > total_mem) {
+            pthread_mutex_unlock(&mu);
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        }
+        used[d] += context_bytes;
+        if (used[d] > peak[d])
+            peak[d] = used[d];
+    }
+    ctx_made[d] = 1;
+    publish_locked();
+    pthread_mutex_unlock(&mu);
+    return CUDA_SUCCESS;
 }
 
 /* kind: 1 mem, 2 pool, 3 handle, 4 array */
@@ -131,6 +182,7 @@ static CUresult take(int dev, uint64_t size, int kind, int pool, uint64_t *key_o
         recs = realloc(recs, caprecs * sizeof(*recs));
     }
     recs[nrecs++] = (struct rec){key, size, dev, pool, kind};
+    publish_locked();
     pthread_mutex_unlock(&mu);
     *key_out = key;
     return CUDA_SUCCESS;
@@ -151,6 +203,7 @@ static CUresult give(uint64_t key, int kind)
         } else {
             used[r.dev] -= r.size;
         }
+        publish_locked();
         pthread_mutex_unlock(&mu);
         return CUDA_SUCCESS;
     }
@@ -203,8 +256,18 @@ static CUresult f_cuDevicePrimaryCtxRetain(CUcontext *c, CUdevice d)
     INIT();
     if (d < 0 || d >= ndev)
         return CUDA_ERROR_INVALID_DEVICE;
-    *c = (CUcontext)(void *)&ctxs[d];
-    return CUDA_SUCCESS;
+    CUresult r = make_context(d);
+    if (r == CUDA_SUCCESS)
+        *c = (CUcontext)(void *)&ctxs[d];
+    return r;
+}
+static CUresult f_cuCtxCreate_v2(CUcontext *c, unsigned flags, CUdevice d)
+{
+    (void)flags;
+    CUresult r = f_cuDevicePrimaryCtxRetain(c, d);
+    if (r == CUDA_SUCCESS)
+        cur = d; /* a created context is made current */
+    return r;
 }
 static CUresult f_cuDevicePrimaryCtxRelease_v2(CUdevice d) { (void)d; return CUDA_SUCCESS; }
 static CUresult f_cuCtxSetCurrent(CUcontext c)
@@ -507,6 +570,7 @@ static const struct entry table[] = {
     E("cuDeviceGetAttribute", 2000, f_cuDeviceGetAttribute),
     E("cuDeviceTotalMem", 3020, f_cuDeviceTotalMem_v2),
     E("cuDevicePrimaryCtxRetain", 7000, f_cuDevicePrimaryCtxRetain),
+    E("cuCtxCreate", 3020, f_cuCtxCreate_v2),
     E("cuDevicePrimaryCtxRelease", 11000, f_cuDevicePrimaryCtxRelease_v2),
     E("cuCtxSetCurrent", 4000, f_cuCtxSetCurrent),
     E("cuCtxGetDevice", 2000, f_cuCtxGetDevice),
@@ -604,6 +668,7 @@ EXPORT(cuDeviceGet, f_cuDeviceGet);
 EXPORT(cuDeviceGetAttribute, f_cuDeviceGetAttribute);
 EXPORT(cuDeviceTotalMem_v2, f_cuDeviceTotalMem_v2);
 EXPORT(cuDevicePrimaryCtxRetain, f_cuDevicePrimaryCtxRetain);
+EXPORT(cuCtxCreate_v2, f_cuCtxCreate_v2);
 EXPORT(cuDevicePrimaryCtxRelease_v2, f_cuDevicePrimaryCtxRelease_v2);
 EXPORT(cuCtxSetCurrent, f_cuCtxSetCurrent);
 EXPORT(cuCtxGetDevice, f_cuCtxGetDevice);

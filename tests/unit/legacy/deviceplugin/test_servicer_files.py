@@ -14,6 +14,7 @@ from vgpu_dra.core import prepare
 from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.hami import annotations as ann
 from vgpu_dra.core.model import MIB, Card
+from vgpu_dra.host import hook_region
 from vgpu_dra.legacy.deviceplugin.pending import (
     ContainerShare,
     PendingPods,
@@ -74,7 +75,11 @@ def test_limits_file_is_read_only_like_the_dra_path(tmp_path: Path) -> None:
         assert "CUDA_DEVICE_MEMORY_LIMIT_0=3000m" in limits.read_text()
         assert stat.S_IMODE(limits.stat().st_mode) == 0o444
         assert stat.S_IMODE(Path(paths.dir).stat().st_mode) == prepare.CLAIM_DIR_MODE
-        assert stat.S_IMODE(Path(paths.cache_dir).stat().st_mode) == prepare.SHARED_DIR_MODE
+        assert stat.S_IMODE(Path(paths.cache_dir).stat().st_mode) == prepare.CLAIM_DIR_MODE
+        # the region exists before the container starts, made like the DRA path's
+        region = hook_region.read_region(paths.region)
+        assert region.limits[0] == 3000 * 1024 * 1024
+        assert stat.S_IMODE(Path(paths.region).stat().st_mode) == 0o666
         mounts = {m.container_path: m.host_path for m in resp.mounts}
         assert mounts["/etc/vgpu/limits"] == paths.limits
 
