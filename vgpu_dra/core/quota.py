@@ -33,7 +33,7 @@ from fractions import Fraction
 from typing import Any, Final, Literal
 
 from vgpu_dra.api.quantity import QuantityError, parse_quantity
-from vgpu_dra.api.vgpu_config import ConfigError, merge_configs
+from vgpu_dra.api.vgpu_config import ConfigError, ConfigSource, merge_configs
 from vgpu_dra.core.hami.requests import VendorResources
 from vgpu_dra.core.model import MIB
 from vgpu_dra.core.vendors import device_class_name
@@ -122,9 +122,9 @@ class VendorCards:
     """What a request without an amount takes of one vendor's cards."""
 
     whole_mib: int | None = None
-    """The largest published card's memory (consumable mode); None: none published."""
-    replica_mib: int | None = None
-    """The largest replica's even share of its card (replicas mode)."""
+    """The largest published card's memory; None: none published. Also what an
+    amount-less replica counts: its even share depends on the card's replica count,
+    which replicas-mode slices do not publish, so the whole card bounds it."""
     replicas: bool = False
     """The vendor's cards are published as replicas: amounts travel in VGpuConfig."""
 
@@ -152,13 +152,13 @@ def _config(spec: Mapping[str, Any], request: str, driver: str) -> tuple[int | N
     """(memory MiB, cores) of the claim's VGpuConfig entries that apply to `request`."""
     devices = spec.get("devices") or {}
     sources = []
-    for e in devices.get("config") or []:
+    for i, e in enumerate(devices.get("config") or []):
         opaque = e.get("opaque") if isinstance(e, Mapping) else None
         if not isinstance(opaque, Mapping) or opaque.get("driver") != driver:
             continue
         reqs = {str(r).split("/", 1)[0] for r in e.get("requests") or []}
         if not reqs or request in reqs:
-            sources.append(opaque.get("parameters") or {})
+            sources.append(ConfigSource("claim", i, opaque.get("parameters") or {}))
     try:
         cfg = merge_configs(sources)
     except ConfigError as e:
@@ -185,7 +185,7 @@ def _one(
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise QuotaError(f"request {request!r}: count must be a whole number, got {count!r}")
     if cards.replicas:
-        memory, cores = config[0] or cards.replica_mib, config[1] or 0
+        memory, cores = config[0] or cards.whole_mib, config[1] or 0
     else:
         asked = (sub.get("capacity") or {}).get("requests") or {}
         m, c = asked.get("memory"), asked.get("cores")
@@ -224,9 +224,10 @@ def claim_amounts(
     Per request: `count` devices of the class; memory from `capacity.requests.memory`
     (rounded up to MiB), else the whole card (the largest published, as the driver
     grants an absent amount); cores from `capacity.requests.cores`, else 0. A vendor
-    published as replicas reads `VGpuConfig` memory/cores instead (else the even
-    share of the largest card). A `firstAvailable` request counts the largest of its
-    alternatives per resource (the one allocated is not known yet).
+    published as replicas reads the claim's `VGpuConfig` memory/cores instead (no
+    memory: the largest card, an upper bound of its share). A `firstAvailable`
+    request counts the largest of its alternatives per resource (the one allocated
+    is not known yet).
     Raises QuotaError for a request that cannot be bounded (allocationMode All, a
     whole card when none is published, an invalid amount or VGpuConfig)."""
     classes = {device_class_name(v.vendor, driver): v for v in vendors}

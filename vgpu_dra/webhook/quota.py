@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vgpu_dra.core.allocation import even_split
 from vgpu_dra.core.hami.requests import VendorResources
 from vgpu_dra.core.model import MIB
 from vgpu_dra.core.quota import (
@@ -164,7 +163,6 @@ def vendor_cards(facts: ClusterFacts) -> dict[str, VendorCards]:
         models = facts.models_of(vendor)
         out[vendor] = VendorCards(
             whole_mib=max(m.memory_bytes for m in models) // MIB,
-            replica_mib=max(even_split(m.memory_bytes, m.slots) for m in models) // MIB,
             replicas=facts.replicas(vendor),
         )
     return out
