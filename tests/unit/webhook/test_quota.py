@@ -4,16 +4,29 @@ amount-less request is charged. The ledger traffic runs against the real API ser
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import uuid
+from typing import Any, cast
 
+import kubernetes.client as k8s
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
 
 from tests.unit.webhook.pods import FACTS, REPLICA_FACTS, ctr, pod
+from tests.unit.webhook.test_server import review
 from vgpu_dra.core.hami.requests import DEFAULT_VENDORS
 from vgpu_dra.core.quota import VendorCards, claim_amounts
+from vgpu_dra.kube.rest import Rest
+from vgpu_dra.webhook.app import build_quota
 from vgpu_dra.webhook.decision import TranslateSettings
-from vgpu_dra.webhook.quota import pod_claim_specs, vendor_cards
+from vgpu_dra.webhook.kube import SliceFacts
+from vgpu_dra.webhook.quota import QuotaSettings, pod_claim_specs, vendor_cards
+from vgpu_dra.webhook.server import MUTATE_PATH, VALIDATE_CLAIMS_PATH, make_app
+from vgpu_dra.webhook.service import Admitter, StaticFacts
 from vgpu_dra.webhook.translate import Allowed, translate
+
+JSON = dict[str, Any]
 
 MEM = "nvidia.com/gpumem"
 CORES = "nvidia.com/gpucores"
@@ -65,3 +78,79 @@ def test_a_pod_with_no_new_claims_asks_nothing() -> None:
 )
 def test_vendor_cards_from_published_models(facts: Any, cards: VendorCards) -> None:
     assert vendor_cards(facts) == {"nvidia": cards}
+
+
+# ---- the validating route, with an API server that cannot be reached -------------------
+def _claim_review(obj: Any, namespace: str = "team-a", op: str = "CREATE") -> JSON:
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": {"group": "resource.k8s.io", "version": "v1", "kind": "ResourceClaim"},
+            "operation": op,
+            "namespace": namespace,
+            "object": obj,
+        },
+    }
+
+
+CLAIM = {
+    "metadata": {"name": "c", "uid": "0000-1"},
+    "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {
+        "deviceClassName": "nvidia.vgpu.hami.io", "capacity": {"requests": {"memory": "1Gi"}}}}]}},
+}
+
+
+def _unreachable() -> Rest:
+    """A real client of an API server that is not there: any call is an ApiError."""
+    return Rest(k8s.Configuration(host="https://127.0.0.1:1"), timeout_s=1)
+
+
+def _post(admitter: Admitter, path: str, body: JSON) -> JSON:
+    async def main() -> JSON:
+        async with TestClient(TestServer(make_app(admitter, lambda: True, 1 << 20))) as c:
+            r = await c.post(path, json=body)
+            assert r.status == 200
+            return cast(JSON, (await r.json())["response"])
+
+    return asyncio.run(main())
+
+
+def _admitter(quota: bool = True) -> Admitter:
+    ts = TranslateSettings()
+    rest = _unreachable()
+    q = build_quota(QuotaSettings(), ts, rest, SliceFacts(rest, "vgpu.hami.io"),
+                    CollectorRegistry()) if quota else None
+    return Admitter(ts, StaticFacts(FACTS), None, exclude_namespaces=["kube-system"], quota=q)
+
+
+@pytest.mark.parametrize(
+    ("review", "quota", "allowed", "message"),
+    [
+        # never sent by the configuration; a forged one charges nothing, asks nothing
+        (_claim_review(CLAIM, namespace="kube-system"), True, True, ""),
+        (_claim_review({**CLAIM, "metadata": {**CLAIM["metadata"], "namespace": "kube-system"}}),
+         True, True, ""),
+        (_claim_review({**CLAIM, "metadata": {**CLAIM["metadata"], "namespace": "team-b"}}),
+         True, False, "differs from the request's namespace"),
+        (_claim_review(CLAIM, op="UPDATE"), True, True, ""),
+        (_claim_review(CLAIM), False, True, ""),  # enforcement off
+        # the quota cannot be read: denied with a message (fail closed), never HTTP 500
+        (_claim_review(CLAIM), True, False, "the GPU quota could not be checked"),
+    ],
+)
+def test_claim_reviews(review: JSON, quota: bool, allowed: bool, message: str) -> None:
+    resp = _post(_admitter(quota), VALIDATE_CLAIMS_PATH, review)
+    assert resp["allowed"] is allowed
+    if not allowed:
+        assert message in resp["status"]["message"]
+
+
+def test_the_early_pod_check_is_not_binding() -> None:
+    """An API failure in the early check lets the GPU pod through: its claims are
+    checked when they are created."""
+    body = review(pod(ctr("a", {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "3000"})),
+                  dry_run=True)
+    resp = _post(_admitter(), MUTATE_PATH, body)
+    assert resp["allowed"] is True and "patch" in resp
