@@ -95,7 +95,7 @@ def _claim_review(obj: Any, namespace: str = "team-a", op: str = "CREATE") -> JS
     }
 
 
-CLAIM = {
+CLAIM: JSON = {
     "metadata": {"name": "c", "uid": "0000-1"},
     "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {
         "deviceClassName": "nvidia.vgpu.hami.io", "capacity": {"requests": {"memory": "1Gi"}}}}]}},
