@@ -43,7 +43,7 @@ class AdmissionMetrics:
         self.registry = registry
         self.total = Counter(
             "vgpu_dra_admission_total",
-            "Pod admissions by decision",
+            "Admissions (pods, and ResourceClaims for the quota) by decision",
             ["decision"],
             registry=registry,
         )

@@ -29,6 +29,8 @@ VALIDATE_CLAIMS_PATH = "/validate-claims"
 
 
 def _add_mutate_route(app: web.Application, admitter: Admitter) -> None:
+    """Both admission routes: pods (mutating) and ResourceClaims (the quota)."""
+
     def route(answer: Callable[[Review], Awaitable[JSON]]) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
             body = await request_body(request)  # read within the limits (413 above the max)
