@@ -221,11 +221,11 @@ def test_chart_rbac_equals_deploy_rbac_files(helm: Path) -> None:
     checked = set()
     for o in files:
         key = (o["kind"], o["metadata"]["name"])
-        if o["kind"] == "ClusterRole":
+        if o["kind"] in ("ClusterRole", "Role"):
             assert key in chart, f"the chart has no {key}"
             assert _rules(chart[key]["rules"]) == _rules(o["rules"]), key
             checked.add(key)
-        elif o["kind"] == "ClusterRoleBinding":
+        elif o["kind"] in ("ClusterRoleBinding", "RoleBinding"):
             assert key in chart, f"the chart has no {key}"
             assert chart[key]["roleRef"] == o["roleRef"], key
             assert chart[key]["subjects"] == o["subjects"], key
@@ -418,6 +418,43 @@ def test_webhook_and_its_configuration_exclude_the_same_namespaces(
     assert settings.server.max_inflight_bytes == 6 * 1024 * 1024
     assert (settings.gc_interval_s, settings.gc_grace_s) == (300, 600)
     assert container["resources"]["limits"]["memory"] == "256Mi"
+
+
+def test_quota_webhook_is_the_deploy_file_and_can_be_turned_off(helm: Path) -> None:
+    """The chart's ValidatingWebhookConfiguration for the namespace GPU quota is the
+    reviewed deploy/webhook file (rules, policy, matchConditions, no objectSelector),
+    shares the mutating webhook's CA and exclusions, and `webhook.quota.enabled=false`
+    removes it, its RBAC and the webhook's enforcement together; legacy mode has none."""
+    objs = by_kind_name(objects(render(helm)))
+    (hook,) = objs[("ValidatingWebhookConfiguration", "vgpu-dra-quota")]["webhooks"]
+    (shipped,) = file_objects(REPO / "deploy" / "webhook" / "validatingwebhookconfiguration.yaml")[
+        0
+    ]["webhooks"]
+    for field in ("name", "rules", "matchPolicy", "failurePolicy", "sideEffects",
+                  "matchConditions", "admissionReviewVersions"):
+        assert hook[field] == shipped[field], field
+    assert "objectSelector" not in hook and "objectSelector" not in shipped
+    (mutating,) = objs[("MutatingWebhookConfiguration", "vgpu-dra-webhook")]["webhooks"]
+    assert hook["clientConfig"]["caBundle"] == mutating["clientConfig"]["caBundle"]
+    assert hook["namespaceSelector"] == mutating["namespaceSelector"]
+    assert hook["clientConfig"]["service"]["path"] == "/validate-claims"
+    (container,) = objs[("Deployment", "vgpu-dra-webhook")]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    settings = webhook_settings(cli_parser().parse_args(container["args"]))
+    assert settings.quota.enabled and settings.quota.namespace == NAMESPACE
+
+    off = by_kind_name(objects(render(helm, (), ("--set", "webhook.quota.enabled=false"))))
+    assert ("ValidatingWebhookConfiguration", "vgpu-dra-quota") not in off
+    assert ("Role", "vgpu-dra-webhook-quota") not in off
+    rules = off[("ClusterRole", "vgpu-dra-webhook")]["rules"]
+    assert not [r for r in rules if "resourcequotas" in r["resources"]]
+    (container,) = off[("Deployment", "vgpu-dra-webhook")]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert not webhook_settings(cli_parser().parse_args(container["args"])).quota.enabled
+    legacy = by_kind_name(objects(render(helm, VALUE_SETS["legacy"])))
+    assert ("ValidatingWebhookConfiguration", "vgpu-dra-quota") not in legacy
 
 
 def test_cert_manager_mode(helm: Path) -> None:

@@ -370,14 +370,15 @@ def test_denial_reaches_the_user_and_ignore_label_skips(
 
 def test_webhook_identity_is_limited(dra_cluster: LocalCluster, webhook: Webhook) -> None:
     """deploy/rbac/webhook.yaml: templates (create, patch, list, delete), pods and
-    slices (list); nothing else. That it is enough is what the other tests show."""
+    slices (list), plus the quota's (test_quota.py); nothing else. That it is enough is
+    what the other tests show."""
     rest = dra_cluster.rest(IDENTITY)
     for method, path in (
         ("GET", "/api/v1/secrets"),
         ("GET", "/api/v1/namespaces/default/pods/any"),  # list, but no get
         ("POST", "/api/v1/namespaces/default/pods"),
         ("DELETE", "/api/v1/namespaces/default/pods/any"),
-        ("GET", "/apis/resource.k8s.io/v1/resourceclaims"),
+        ("GET", "/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/x"),  # list only
         ("GET", TEMPLATES.format(ns="default") + "/x"),  # no get: create is idempotent
         ("DELETE", "/apis/resource.k8s.io/v1/resourceslices/x"),
         ("GET", "/apis/resource.k8s.io/v1/deviceclasses"),

@@ -292,12 +292,27 @@ def _percent(p: float | None) -> str:
     return "-" if p is None else f"{int(p)}%"
 
 
+NO_LIMIT: Final = "none"
+"""What COMPUTE USED/LIMIT shows for a container without an SM limit."""
+
+
+def sm_limit(r: UsageRow) -> float | None:
+    """The container's SM limit in percent; None when none is set. The agent reports
+    "no limit" as 100 (`vgpu_dra_container_core_limit_ratio`), which must not read as a
+    limit of 100%."""
+    limit = r.compute_limit
+    return None if limit is None or limit >= 100 else limit
+
+
 def _compute(r: UsageRow) -> str:
+    """`used/limit`; `used/none` without an SM limit, `used` alone when no agent
+    reports a limit, `-` when nothing is known."""
     if r.compute_used is None and r.compute_limit is None:
         return "-"
     if r.compute_limit is None:
         return _percent(r.compute_used)
-    return f"{_percent(r.compute_used)}/{_percent(r.compute_limit)}"
+    limit = sm_limit(r)
+    return f"{_percent(r.compute_used)}/{NO_LIMIT if limit is None else _percent(limit)}"
 
 
 def top_text(t: UsageTable, all_namespaces: bool, wide: bool, empty: str) -> str:
@@ -327,7 +342,8 @@ def _round(p: float | None) -> float | None:
 
 
 def top_doc(t: UsageTable) -> dict[str, Any]:
-    """The `-o json|yaml` document: bytes, percentages (2 decimals, null when unknown)."""
+    """The `-o json|yaml` document: bytes, percentages (2 decimals, null when unknown);
+    `compute.limit` is null when no SM limit is set."""
     return {
         "apiVersion": API_VERSION,
         "kind": "UsageList",
@@ -341,7 +357,7 @@ def top_doc(t: UsageTable) -> dict[str, Any]:
                 "deviceUUID": r.device_uuid,
                 "memory": {"used": r.used_bytes, "limit": r.limit_bytes,
                            "percent": _round(r.memory_percent)},
-                "compute": {"used": _round(r.compute_used), "limit": _round(r.compute_limit)},
+                "compute": {"used": _round(r.compute_used), "limit": _round(sm_limit(r))},
             }
             for r in t.rows
         ],

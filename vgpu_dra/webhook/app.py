@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from vgpu_dra.api import documents
 from vgpu_dra.cli import hami as hami_flags
 from vgpu_dra.cli.options import bool_option, float_option, int_option, text_option
+from vgpu_dra.core.quota import quota_resources
 from vgpu_dra.core.slices import CapacityMode
 from vgpu_dra.host.files import read_user_file
 from vgpu_dra.kube.flags import add_kubeconfig_argument
@@ -38,7 +39,8 @@ from vgpu_dra.webhook import jsonpatch
 from vgpu_dra.webhook.decision import TemplateSettings
 from vgpu_dra.webhook.facts import ClusterFacts, facts_from_slices
 from vgpu_dra.webhook.kube import SliceFacts, TemplateStore, TemplateSweeper, dra_available
-from vgpu_dra.webhook.metrics import AdmissionMetrics
+from vgpu_dra.webhook.metrics import AdmissionMetrics, QuotaMetrics
+from vgpu_dra.webhook.quota import QuotaEnforcer, QuotaSettings, QuotaStore, vendor_cards
 from vgpu_dra.webhook.server import Sweep, serve
 from vgpu_dra.webhook.service import Admitter, StaticFacts
 from vgpu_dra.webhook.translate import Allowed, TranslateSettings, WebhookMode, translate
@@ -64,6 +66,7 @@ class WebhookSettings:
     """A template younger, or used more recently, than this is kept."""
     annotation_writers: frozenset[str] = frozenset()
     """Legacy mode: users that may change a pod's scheduler-owned keys."""
+    quota: QuotaSettings = field(default_factory=QuotaSettings)
 
 
 def namespace_list(raw: str) -> frozenset[str]:
@@ -94,27 +97,62 @@ def build_admitter(settings: WebhookSettings, rest: Rest) -> Admitter:
         ttl_s=settings.facts_ttl_s,
         default_slots=10,
     )
+    metrics = AdmissionMetrics(CollectorRegistry())
     return Admitter(
         ts,
         facts,
         TemplateStore(rest, ttl_s=settings.template_cache_ttl_s),
-        metrics=AdmissionMetrics(CollectorRegistry()),
+        metrics=metrics,
         exclude_namespaces=settings.exclude_namespaces,
         annotation_writers=settings.annotation_writers,
+        quota=build_quota(settings.quota, ts, rest, facts, metrics.registry),
     )
+
+
+def build_quota(
+    qs: QuotaSettings,
+    ts: TranslateSettings,
+    rest: Rest,
+    facts: SliceFacts,
+    registry: CollectorRegistry,
+) -> QuotaEnforcer | None:
+    """The namespace GPU quota (DRA mode, when enabled), else None."""
+    if not qs.enabled or ts.mode is not WebhookMode.DRA:
+        return None
+    return QuotaEnforcer(
+        QuotaStore(rest, qs.namespace),
+        quota_resources(ts.vendors, ts.asks.memory_factor),
+        ts.vendors,
+        ts.templates.driver_name,
+        lambda: vendor_cards(facts.get()),
+        qs,
+        QuotaMetrics(registry),
+    )
+
+
+def build_quota_sweep(admitter: Admitter) -> Sweep | None:
+    """The periodic quota resync (when the quota is enforced and the interval is > 0)."""
+    quota = admitter.quota
+    if quota is None or quota.settings.resync_s <= 0:
+        return None
+    return Sweep(quota.resync, quota.settings.resync_s, what="resync of the GPU quota ledgers")
 
 
 def run(settings: WebhookSettings) -> int:
     rest = Rest.from_kubeconfig(settings.kubeconfig)
     admitter = build_admitter(settings, rest)
     sweep = build_sweep(settings, rest, admitter)
+    quota_sweep = build_quota_sweep(admitter)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(admitter, settings.server, stop, sweep=sweep)
+        await serve(
+            admitter, settings.server, stop, sweep=sweep,
+            sweeps=[quota_sweep] if quota_sweep is not None else [],
+        )
 
     asyncio.run(main())
     return 0
@@ -317,7 +355,43 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str) -> None:
         help="legacy mode: comma list of users (the extender's and the device plugin's "
         "service accounts) that may change a pod's scheduler-owned hami.io keys",
     )
+    _add_quota_arguments(p)
     _add_translate_arguments(p)
+
+
+def _add_quota_arguments(p: argparse.ArgumentParser) -> None:
+    """The namespace GPU quota (docs/webhook.md "Quota")."""
+    p.add_argument(
+        "--namespace-quota",
+        choices=["on", "off"],
+        default=os.environ.get("VGPU_DRA_NAMESPACE_QUOTA", "on"),
+        help="DRA mode: cap each namespace's GPU memory and cores at its ResourceQuotas' "
+        "requests./limits.nvidia.com/gpumem and gpucores (and the other vendors' names)",
+    )
+    p.add_argument(
+        "--quota-namespace",
+        default=os.environ.get("VGPU_DRA_QUOTA_NAMESPACE", "vgpu-dra"),
+        help="where the per-namespace quota ledgers (ConfigMaps) are kept: the webhook's own",
+    )
+    float_option(
+        p,
+        "--quota-grace-seconds",
+        env="VGPU_DRA_QUOTA_GRACE",
+        default=120,
+        lo=1,
+        hi=3600,
+        help="a charge whose claim never came to exist is released after this",
+    )
+    float_option(
+        p,
+        "--quota-resync-seconds",
+        env="VGPU_DRA_QUOTA_RESYNC",
+        default=60,
+        lo=0,
+        hi=3600,
+        help="how often the ledgers are reconciled with the claims (and the metric "
+        "refreshed); 0: only when a claim would be denied",
+    )
 
 
 def webhook_settings(ns: argparse.Namespace) -> WebhookSettings:
@@ -339,6 +413,12 @@ def webhook_settings(ns: argparse.Namespace) -> WebhookSettings:
         annotation_writers=namespace_list(ns.annotation_writers),
         gc_interval_s=ns.template_gc_interval_minutes * 60,
         gc_grace_s=ns.template_gc_grace_minutes * 60,
+        quota=QuotaSettings(
+            enabled=ns.namespace_quota == "on",
+            namespace=ns.quota_namespace,
+            grace_s=ns.quota_grace_seconds,
+            resync_s=ns.quota_resync_seconds,
+        ),
     )
 
 

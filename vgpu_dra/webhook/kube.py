@@ -162,7 +162,7 @@ class TemplateStore:
                 raise _template_error(ns, name, e) from None
 
 
-def _pages(rest: Rest, path: str, query: Sequence[tuple[str, str]], limit: int) -> Iterator[JSON]:
+def pages(rest: Rest, path: str, query: Sequence[tuple[str, str]], limit: int) -> Iterator[JSON]:
     """Every item of a list, `limit` at a time (so a big namespace is never held whole)."""
     token = ""
     while True:
@@ -217,7 +217,7 @@ class TemplateSweeper:
 
     def _used(self, ns: str) -> set[str]:
         used: set[str] = set()
-        for pod in _pages(self._rest, PODS.format(ns=ns), (), self._page):
+        for pod in pages(self._rest, PODS.format(ns=ns), (), self._page):
             if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                 continue
             for rc in (pod.get("spec") or {}).get("resourceClaims") or []:
@@ -231,7 +231,7 @@ class TemplateSweeper:
         now = self._wall()
         selector = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
         stale: dict[str, list[tuple[str, str, str]]] = {}
-        for t in _pages(self._rest, ALL_TEMPLATES, [("labelSelector", selector)], self._page):
+        for t in pages(self._rest, ALL_TEMPLATES, [("labelSelector", selector)], self._page):
             if self._stale(t, now):
                 m = t["metadata"]
                 stale.setdefault(m["namespace"], []).append(

@@ -18,6 +18,7 @@ from vgpu_dra.webhook.translate import Allowed, Decision
 
 JSON = dict[str, Any]
 API_VERSION = "admission.k8s.io/v1"
+CLAIM_KIND = ("resource.k8s.io", "v1", "ResourceClaim")
 _REASONS = {400: "BadRequest", 403: "Forbidden", 500: "InternalError", 503: "ServiceUnavailable"}
 
 
@@ -45,6 +46,10 @@ class Review:
     @property
     def is_pod_update(self) -> bool:
         return self.operation == "UPDATE" and self.kind == ("", "v1", "Pod")
+
+    @property
+    def is_claim_create(self) -> bool:
+        return self.operation == "CREATE" and self.kind == CLAIM_KIND
 
 
 def parse_review(body: bytes | bytearray) -> Review:

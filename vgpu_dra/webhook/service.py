@@ -16,14 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Protocol
 
+from vgpu_dra.kube.rest import ApiError
 from vgpu_dra.webhook.facts import ClusterFacts
 from vgpu_dra.webhook.kube import TemplateError
 from vgpu_dra.webhook.metrics import AdmissionMetrics
 from vgpu_dra.webhook.ownership import update_problem
 from vgpu_dra.webhook.podspec import DenyError, mapping
+from vgpu_dra.webhook.quota import QuotaEnforcer, pod_claim_specs
 from vgpu_dra.webhook.review import Review, response
 from vgpu_dra.webhook.translate import (
     Allowed,
@@ -76,8 +78,11 @@ class Admitter:
         clock: Callable[[], float] = time.perf_counter,
         exclude_namespaces: Collection[str] = (),
         annotation_writers: Collection[str] = (),
+        quota: QuotaEnforcer | None = None,
     ) -> None:
         self.settings = settings
+        self.quota = quota
+        """Namespace GPU quota (docs/webhook.md "Quota"); None: not enforced."""
         self.exclude_namespaces = frozenset(exclude_namespaces)
         self.annotation_writers = frozenset(annotation_writers)
         """Legacy mode: the users (the extender's and the device plugin's service
@@ -153,6 +158,10 @@ class Admitter:
         except TimeoutError:
             return Denied("the API server did not list ResourceSlices in time; retry", 500)
         decision = translate(review.obj, review.namespace, self.settings, facts)
+        if isinstance(decision, Allowed) and decision.templates and self.quota is not None:
+            early = await self._quota_precheck(self.quota, review.namespace, decision)
+            if early is not None:
+                return early
         if isinstance(decision, Allowed) and decision.templates and not review.dry_run:
             if self._templates is None:
                 return Denied(
@@ -171,16 +180,60 @@ class Admitter:
                 )
         return decision
 
+    async def _quota_precheck(
+        self, quota: QuotaEnforcer, namespace: str, decision: Allowed
+    ) -> Denied | None:
+        """The early, non-binding quota check of the pod's claims (before any template
+        is made); a timeout lets the pod through: its claims are checked when made."""
+        try:
+            result: Denied | None = await self._call(
+                quota.precheck_pod, namespace, pod_claim_specs(decision)
+            )
+        except TimeoutError:
+            return None
+        return result
+
+    async def decide_claim(self, review: Review) -> Decision:
+        """The quota decision for a ResourceClaim CREATE (the validating route)."""
+        if not review.is_claim_create:
+            return Allowed(reason="not a ResourceClaim CREATE")
+        excluded = self._excluded(review)
+        if excluded is not None:
+            return excluded
+        foreign = self._foreign(review)
+        if foreign is not None:
+            return foreign
+        if self.quota is None or not isinstance(review.obj, Mapping):
+            return Allowed(reason="namespace GPU quota is not enforced")
+        try:
+            decision: Decision = await self._call(
+                self.quota.admit_claim, review.namespace, review.obj, review.dry_run
+            )
+        except TimeoutError:
+            return Denied("the API server did not answer the GPU quota check in time; retry", 500)
+        except ApiError as e:
+            return Denied(f"the GPU quota could not be checked: {e}; retry", 500)
+        return decision
+
     async def _ensure_all(self, sink: TemplateSink, templates: list[JSON]) -> None:
         calls = [asyncio.to_thread(sink.ensure, t) for t in templates]
         await asyncio.wait_for(asyncio.gather(*calls), self._timeout)
 
     async def admit(self, review: Review) -> JSON:
         """The AdmissionReview response; never raises (a bug becomes a denial)."""
+        return await self._answer(review, self.decide)
+
+    async def admit_claim(self, review: Review) -> JSON:
+        """The validating route's AdmissionReview response; never raises."""
+        return await self._answer(review, self.decide_claim)
+
+    async def _answer(
+        self, review: Review, decide: Callable[[Review], Awaitable[Decision]]
+    ) -> JSON:
         start = self._clock()
         decision: Decision
         try:
-            decision = await self.decide(review)
+            decision = await decide(review)
             if isinstance(decision, Denied):
                 log.info("denied %s in %s: %s", review.uid, review.namespace, decision.message)
         except Exception as e:  # a bug must deny with a message, never crash or 500

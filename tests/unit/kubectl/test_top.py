@@ -436,6 +436,8 @@ def test_human_bytes(n: int, text: str) -> None:
 
 ROW = UsageRow("n1", "ns", "p", "", 0, "GPU-a", 999 * MI, 1000 * MI)
 COMPUTE = UsageRow("n1", "ns", "q", "c", 1, "GPU-b", 0, 0, compute_used=35.7, compute_limit=30)
+UNLIMITED = UsageRow("n1", "ns", "u", "c", 2, "GPU-c", 0, 0, compute_limit=100)
+USED_ONLY = UsageRow("n1", "ns", "o", "c", 3, "GPU-d", 0, 0, compute_used=12.0)
 
 
 @pytest.mark.parametrize(
@@ -454,6 +456,12 @@ COMPUTE = UsageRow("n1", "ns", "q", "c", 1, "GPU-b", 0, 0, compute_used=35.7, co
             "POD   CONTAINER   NODE   GPU   MEMORY USED/LIMIT   MEMORY%   COMPUTE USED/LIMIT",
             "p     -           n1     0     999Mi/1000Mi        99%       -",
             "q     c           n1     1     0/-                 -         35%/30%",
+        ]),
+        # 100 is how the agent reports "no SM limit": never shown as a 100% limit
+        (UsageTable((UNLIMITED, USED_ONLY), scraped=1, compute=True), False, False, [
+            "POD   CONTAINER   NODE   GPU   MEMORY USED/LIMIT   MEMORY%   COMPUTE USED/LIMIT",
+            "u     c           n1     2     0/-                 -         -/none",
+            "o     c           n1     3     0/-                 -         12%",
         ]),
         (UsageTable((), ("w",), scraped=1), False, False, ["(empty)", "warning: w"]),
     ],
@@ -484,3 +492,12 @@ def test_empty_message_names_the_filters(server: Server) -> None:
 def test_scrape_type_is_what_core_expects() -> None:
     assert isinstance(metrics.parse(exposition())[0].value, float)
     assert Scrape("x").samples == ()
+
+
+@pytest.mark.parametrize(
+    ("row", "limit"), [(COMPUTE, 30), (UNLIMITED, None), (USED_ONLY, None)]
+)
+def test_top_doc_has_no_limit_without_an_sm_limit(row: UsageRow, limit: float | None) -> None:
+    """-o json agrees with the table: no SM limit is null, not 100."""
+    (item,) = render.top_doc(UsageTable((row,), scraped=1, compute=True))["items"]
+    assert item["compute"]["limit"] == limit

@@ -8,14 +8,15 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.unit.webhook.pods import FACTS, ctr, pod
 from tests.unit.webhook.test_server import GPU_POD, Recorder, review
+from vgpu_dra.core.quota import Status
 from vgpu_dra.webhook.decision import Allowed, Denied
 from vgpu_dra.webhook.kube import TemplateError
-from vgpu_dra.webhook.metrics import AdmissionMetrics, outcome
+from vgpu_dra.webhook.metrics import AdmissionMetrics, QuotaMetrics, outcome
 from vgpu_dra.webhook.server import make_app
 from vgpu_dra.webhook.service import Admitter, StaticFacts
 from vgpu_dra.webhook.translate import TranslateSettings
@@ -95,3 +96,35 @@ def _parsed(body: dict[str, Any]) -> Any:
     from vgpu_dra.webhook.review import parse_review
 
     return parse_review(json.dumps(body).encode())
+
+
+def test_quota_metrics_show_used_and_hard_per_namespace_and_resource() -> None:
+    registry = CollectorRegistry()
+    m = QuotaMetrics(registry)
+    m.set("team-a", [Status("nvidia.com/gpumem", 6000, 8000)])
+    m.set("team-b", [Status("nvidia.com/gpucores", 30, 200)])
+    m.denied("team-a")
+
+    def scrape() -> dict[tuple[str, str, str], float]:
+        return {
+            (s.name, s.labels.get("namespace", ""), s.labels.get("resource", "")): s.value
+            for fam in text_string_to_metric_families(generate_latest(registry).decode())
+            for s in fam.samples
+            if s.name.startswith("vgpu_dra_quota")
+        }
+
+    assert scrape() == {
+        ("vgpu_dra_quota_used", "team-a", "nvidia.com/gpumem"): 6000,
+        ("vgpu_dra_quota_hard", "team-a", "nvidia.com/gpumem"): 8000,
+        ("vgpu_dra_quota_used", "team-b", "nvidia.com/gpucores"): 30,
+        ("vgpu_dra_quota_hard", "team-b", "nvidia.com/gpucores"): 200,
+        ("vgpu_dra_quota_denials_total", "team-a", ""): 1,
+        ("vgpu_dra_quota_denials_created", "team-a", ""): pytest.approx(0, abs=1e10),
+    }
+    # a resync pass replaces the whole picture: a namespace without a quota disappears
+    m.replace({"team-b": [Status("nvidia.com/gpucores", 0, 200)]})
+    gauges = {k: v for k, v in scrape().items() if not k[0].startswith("vgpu_dra_quota_denials")}
+    assert gauges == {
+        ("vgpu_dra_quota_used", "team-b", "nvidia.com/gpucores"): 0,
+        ("vgpu_dra_quota_hard", "team-b", "nvidia.com/gpucores"): 200,
+    }
