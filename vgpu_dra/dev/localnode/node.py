@@ -6,7 +6,8 @@ state; the CDI spec dir containerd reads (`cdi_dir`, hand it to the node agent a
 --cdi-dir); the kubelet's root dir (`kubelet_root`: its plugins_registry and plugins
 dirs are where a DRA driver registers), pod logs and config. One host path is the
 kubelet's whatever its root dir: the device plugin dir /var/lib/kubelet/device-plugins
-(`device_plugins_dir`, compiled into the kubelet), so one LocalNode runs at a time.
+(`device_plugins_dir`, compiled into the kubelet), so one LocalNode runs at a time:
+start() waits for an exclusive lock on the host (`HOST_LOCK`) that stop() releases.
 Containers land in the cgroup-v1 subtree /<cgroup_root> of every hierarchy; pods get
 10.88.x.0/24 addresses on a bridge of their own (no iptables here: ipMasq off, so pods
 reach only the host).
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import secrets
@@ -66,6 +68,7 @@ from vgpu_dra.kube.rest import ApiError, Rest
 APISERVER_ARGS = ("--kubelet-preferred-address-types=InternalIP",)
 NOT_READY_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
 DEVICE_PLUGINS_DIR = Path("/var/lib/kubelet/device-plugins")  # k8s.io/kubelet DevicePluginPath
+HOST_LOCK = Path("/run/lock/vgpu-dra-localnode.lock")  # held from start() to stop()
 _CGROUP_FS = Path("/sys/fs/cgroup")
 _MNT_DETACH = 2
 _PR_SET_PDEATHSIG = 1
@@ -167,6 +170,7 @@ class LocalNode:
         self.kubelet_healthz_port = 0
         self.node_ip = ""
         self._kubelet_argv: list[str] = []
+        self._host_lock: int | None = None
 
     # ---- paths -----------------------------------------------------------------------
     @property
@@ -218,6 +222,12 @@ class LocalNode:
                 f"the cluster has no identity {ident!r}: start it with "
                 f"identities={{{ident!r}: node_identity({self.name!r})}}"
             )
+        # One LocalNode per host at a time (the device plugin dir is fixed, and two
+        # kubelets would fight over it): a second one, from another test session on
+        # the same machine, waits here until the first one's stop().
+        HOST_LOCK.parent.mkdir(parents=True, exist_ok=True)
+        self._host_lock = os.open(HOST_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._host_lock, fcntl.LOCK_EX)
         self.dir = Path(tempfile.mkdtemp(prefix="vn", dir="/tmp"))
         self._owned_dir = True
         try:
@@ -529,6 +539,9 @@ class LocalNode:
         if not self.settings.keep_work_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
         self._owned_dir = False
+        if self._host_lock is not None:
+            os.close(self._host_lock)  # releases the flock
+            self._host_lock = None
 
     def pods(self) -> list[dict[str, Any]]:
         """Pods bound to this node, all namespaces."""
