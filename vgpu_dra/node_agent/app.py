@@ -139,6 +139,8 @@ def run(
         step_hook,
         PluginMetrics(registry),
     )
+    # Before the kubelet can call us: claims an older agent prepared get their region.
+    driver.adopt_prepared()
     coordinator = _coordinator(s, discovery, driver.read_checkpoint)
     registry.register(
         UsageCollector(

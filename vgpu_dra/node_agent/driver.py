@@ -43,6 +43,7 @@ from vgpu_dra.api.vgpu_config import ConfigError, merge_configs
 from vgpu_dra.core import checkpoint as ckpt
 from vgpu_dra.core.allocation import ClaimPaths, claim_shares, config_sources
 from vgpu_dra.core.claims import ClaimRef, PrepareResult
+from vgpu_dra.core.hook_abi import parse_limits_file
 from vgpu_dra.core.model import Card
 from vgpu_dra.core.names import validate_namespace, validate_object_name, validate_uid
 from vgpu_dra.core.prepare import (
@@ -68,6 +69,7 @@ from vgpu_dra.host.files import (
     atomic_write_all,
     remove_stale_temps,
 )
+from vgpu_dra.host.hook_region import create_region
 from vgpu_dra.kube.rest import JSON, ApiError
 from vgpu_dra.node_agent.metrics import PluginMetrics
 
@@ -116,6 +118,9 @@ GET_THREADS = 6
 """GETs of one batch in flight at once: fewer than the API client's 8 pooled
 connections, as the slice controller's watch holds one (past 8, urllib3 opens a new
 TLS connection per extra GET and throws it away)."""
+
+LIMITS_READ_MAX = 64 << 10
+"""Bytes of a limits file read at most (the library reads 64 keys of 512 bytes)."""
 
 FSYNC_THREADS = 8
 """fsyncs in flight at once: concurrent fsyncs share the filesystem's journal commits."""
@@ -475,6 +480,55 @@ class VGpuDriver:
             for ref in claims:
                 out.setdefault(ref.uid, f"claim {ref}: {e}")
         return out
+
+    # ---- upgrade ---------------------------------------------------------------------
+    def adopt_prepared(self) -> int:
+        """Give each claim prepared by an earlier agent the region this version's
+        libvgpu.so expects. Agents before the tamper rules (issue 14) left the region
+        to the library, which no longer creates one its limits file names: a prepared
+        claim whose containers had not yet started a process would otherwise fail
+        closed for every new process until it is prepared again.
+
+        For every completed claim of the checkpoint with a limits file naming a
+        region and no region file yet, the region is created from that file's limits
+        (`hook_region.create_region`: complete before it appears, never replacing one
+        that is there). Idempotent; a claim that cannot be adopted is logged and left
+        as it was (its processes fail closed, as they would have). Returns how many
+        regions were created. Raises only what the node-wide lock or the checkpoint
+        load raise."""
+        with FileLock(self._s.state_dir / LOCK_FILE, self._s.lock_timeout_s):
+            cp = self._load()
+        created = 0
+        for uid, entry in cp.claims.items():
+            if entry.state != ckpt.COMPLETED:
+                continue
+            paths = ClaimPaths.for_claim(str(self._s.claims_host_dir), uid)
+            try:
+                text = Path(paths.limits).read_bytes()[:LIMITS_READ_MAX].decode()
+            except FileNotFoundError:
+                continue  # no limits: nothing for the library to enforce
+            except (OSError, UnicodeDecodeError) as e:
+                log.warning(
+                    "claim %s/%s:%s: limits unreadable (%s)", entry.namespace, entry.name, uid, e
+                )
+                continue
+            parsed = parse_limits_file(text)
+            if parsed.errors or parsed.limits.shared_cache is None:
+                continue  # the library fails closed on it anyway, or keeps local accounting
+            try:
+                if not Path(paths.region).exists() and create_region(paths.region, parsed.limits):
+                    created += 1
+                    log.info(
+                        "claim %s/%s:%s: region created for its running pods",
+                        entry.namespace,
+                        entry.name,
+                        uid,
+                    )
+            except OSError as e:
+                log.warning(
+                    "claim %s/%s:%s: region not created (%s)", entry.namespace, entry.name, uid, e
+                )
+        return created
 
     def _remove_files(self, uid: str, entry: ckpt.ClaimEntry | None) -> None:
         """Remove the CDI spec(s) and the claim dir of `uid`. Idempotent."""

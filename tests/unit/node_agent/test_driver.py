@@ -397,3 +397,32 @@ def test_a_batch_gets_only_the_claims_not_yet_prepared(node: Node) -> None:
     again = driver.prepare(refs)
     assert api.gets == 4
     assert {u: again[u] for u in first} == first
+
+
+def test_a_claim_prepared_by_an_older_agent_gets_its_region_at_start(node: Node) -> None:
+    # An agent before the tamper rules left the region to the library, which no longer
+    # creates one that its limits file names: the new agent creates it at start.
+    api = FakeApi(claim(A))
+    assert node.driver(api).prepare([A])[A.uid].error is None
+    region = Path(node.paths(A).region)
+    region.unlink()
+    restarted = node.driver(api)
+    assert restarted.adopt_prepared() == 1
+    assert hook_region.read_region(region).limits[0] == 3000 << 20
+    before = region.stat().st_ino
+    assert restarted.adopt_prepared() == 0  # idempotent: an existing region is kept
+    assert region.stat().st_ino == before
+
+
+def test_adoption_leaves_claims_without_limits_or_with_bad_ones_alone(node: Node) -> None:
+    api = FakeApi(claim(A))
+    assert node.driver(api).prepare([A])[A.uid].error is None
+    region = Path(node.paths(A).region)
+    region.unlink()
+    limits = Path(node.paths(A).limits)
+    limits.chmod(0o644)
+    limits.write_text("CUDA_DEVICE_MEMORY_LIMIT_0=lots\n")  # the library fails closed
+    assert node.driver(api).adopt_prepared() == 0
+    limits.unlink()
+    assert node.driver(api).adopt_prepared() == 0
+    assert not region.exists()
