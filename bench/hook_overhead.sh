@@ -5,7 +5,7 @@
 #   cuLaunchKernel (no SM limit, and with an SM limit under the force policy
 #   while the fake device reports 0% busy: the limiter's full bookkeeping
 #   without sleeping; and coordinated: a node agent's fresh heartbeat and rate
-#   100 in the region, rewritten every 100 ms by a Python loop standing in for
+#   100 in the ledger, rewritten every 100 ms by a Python loop standing in for
 #   the agent, so every launch reads the clock, the rate and counts per device).
 # Each loop runs in its own function (vgpu_hook/tests/bench.c); callgrind counts
 # only inside it (--toggle-collect), after a warm-up call, at two loop lengths;
@@ -60,13 +60,14 @@ row "cuMemFree_v2" bench_free_loop "${MEM[@]}"
 row "cuLaunchKernel (no SM limit)" bench_launch_loop "${MEM[@]}"
 row "cuLaunchKernel (SM limit, force, idle)" bench_launch_loop "${SM[@]}"
 
-# coordinated: the region exists (created by a first run), an "agent" keeps it fresh
+# coordinated: the agent's ledger (vgpu_hook.h part 4) exists, an "agent" keeps its
+# heartbeat fresh with rate 100 (the coordinator fields live in the ledger, which the
+# tenant cannot write, since region minor 2)
 coord_count() {
-  local n=$1 region="$TMP/coord.region"
-  rm -f "$region"
-  env -i PATH="$PATH" LD_LIBRARY_PATH="$B/fake" LD_PRELOAD="$HOOK" \
-    CUDA_DEVICE_MEMORY_SHARED_CACHE="$region" LIBCUDA_LOG_LEVEL=0 "$B/bench" 1 >/dev/null
-  .venv/bin/python - "$region" <<'PY' &
+  local n=$1 region="$TMP/coord.region" ledger="$TMP/coord.ledger"
+  rm -f "$region" "$ledger"
+  .venv/bin/python -c 'import sys; from vgpu_dra.host.hook_region import create_ledger; create_ledger(sys.argv[1], 0)' "$ledger"
+  .venv/bin/python - "$ledger" <<'PY' &
 import sys, time
 from vgpu_dra.host.hook_region import write_coordinator
 for epoch in range(1, 3000):  # at most 5 minutes
@@ -75,7 +76,7 @@ for epoch in range(1, 3000):  # at most 5 minutes
 PY
   local agent=$!
   env -i PATH="$PATH" LD_LIBRARY_PATH="$B/fake" LD_PRELOAD="$HOOK" \
-    CUDA_DEVICE_MEMORY_SHARED_CACHE="$region" LIBCUDA_LOG_LEVEL=0 \
+    CUDA_DEVICE_MEMORY_SHARED_CACHE="$region" VGPU_LEDGER_FILE="$ledger" LIBCUDA_LOG_LEVEL=0 \
     valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" --toggle-collect=bench_launch_loop \
     "$B/bench" "$n" >/dev/null 2>"$TMP/vg.log" || { kill "$agent"; cat "$TMP/vg.log" >&2; exit 1; }
   kill "$agent"
