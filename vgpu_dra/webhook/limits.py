@@ -81,15 +81,21 @@ def check_containers(spec: Mapping[str, Any], containers: Sequence[Container]) -
     _check_claim_references(spec, containers)
 
 
+def _list(value: object) -> list[Any]:
+    """`value` if it is a list, else no entries (its type is refused elsewhere)."""
+    return value if isinstance(value, list) else []
+
+
 def _check_claim_references(spec: Mapping[str, Any], containers: Sequence[Container]) -> None:
     """Every `resources.claims[].name` of a container names an entry of
     `spec.resourceClaims` (the API server's rule: a pod that breaks it is refused, and
     any template made for it first would be left behind)."""
-    defined = {rc.get("name") for rc in spec.get("resourceClaims") or [] if isinstance(rc, Mapping)}
+    claims = spec.get("resourceClaims")
+    defined = {rc.get("name") for rc in _list(claims) if isinstance(rc, Mapping)}
     for c in containers:
         resources = c.body.get("resources")
         refs = resources.get("claims") if isinstance(resources, Mapping) else None
-        for ref in refs if isinstance(refs, list) else []:
+        for ref in _list(refs):
             name = ref.get("name") if isinstance(ref, Mapping) else None
             if name not in defined:
                 raise DenyError(

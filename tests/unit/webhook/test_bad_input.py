@@ -115,6 +115,14 @@ CORPUS = [
         "metadata.annotations must be an object",
     ),
     Bad("pod is a list", [GPU], "no pod object"),
+    # found by tests/fuzz/fuzz_review.py: the patch added /metadata/annotations to a
+    # pod without metadata, which no JSON Patch can apply
+    Bad("no metadata", {"spec": {"containers": [ctr("c", {GPU: "1"})]}}, "has no metadata"),
+    Bad(
+        "metadata null",
+        {"metadata": None, "spec": {"containers": [ctr("c", {GPU: "1"})]}},
+        "has no metadata",
+    ),
     Bad(
         "only init containers",
         pod(init=(ctr("i", {GPU: "1"}),)),
@@ -159,6 +167,12 @@ CORPUS = [
     Bad(
         "resourceClaims not a list",
         pod(ctr("c", {GPU: "1"}), resourceClaims={"a": 1}),
+        "spec.resourceClaims must be a list",
+    ),
+    # found by tests/fuzz/fuzz_review.py: a TypeError (an HTTP 500) in the claim check
+    Bad(
+        "resourceClaims a number",
+        pod(ctr("c", {GPU: "1"}), resourceClaims=9223372036854775808),
         "spec.resourceClaims must be a list",
     ),
     Bad(
