@@ -90,14 +90,14 @@ def _check_claim_references(spec: Mapping[str, Any], containers: Sequence[Contai
     """Every `resources.claims[].name` of a container names an entry of
     `spec.resourceClaims` (the API server's rule: a pod that breaks it is refused, and
     any template made for it first would be left behind)."""
-    claims = spec.get("resourceClaims")
-    defined = {rc.get("name") for rc in _list(claims) if isinstance(rc, Mapping)}
+    claims = [rc for rc in _list(spec.get("resourceClaims")) if isinstance(rc, Mapping)]
+    defined = {rc["name"] for rc in claims if isinstance(rc.get("name"), str)}
     for c in containers:
         resources = c.body.get("resources")
         refs = resources.get("claims") if isinstance(resources, Mapping) else None
         for ref in _list(refs):
             name = ref.get("name") if isinstance(ref, Mapping) else None
-            if name not in defined:
+            if not isinstance(name, str) or name not in defined:
                 raise DenyError(
                     f"{c.where} uses claim {name!r}, which spec.resourceClaims does not "
                     "define; add it there or remove it from resources.claims"

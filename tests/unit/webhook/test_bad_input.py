@@ -169,11 +169,27 @@ CORPUS = [
         pod(ctr("c", {GPU: "1"}), resourceClaims={"a": 1}),
         "spec.resourceClaims must be a list",
     ),
-    # found by tests/fuzz/fuzz_review.py: a TypeError (an HTTP 500) in the claim check
+    # found by tests/fuzz/fuzz_review.py: TypeErrors (HTTP 500s) in the claim check
     Bad(
         "resourceClaims a number",
         pod(ctr("c", {GPU: "1"}), resourceClaims=9223372036854775808),
         "spec.resourceClaims must be a list",
+    ),
+    Bad(
+        "resourceClaims name a list",
+        pod(
+            ctr("c", resources={"limits": {GPU: "1"}, "claims": [{"name": "x"}]}),
+            resourceClaims=[{"name": ["x"], "resourceClaimName": "n"}],
+        ),
+        "uses claim 'x', which spec.resourceClaims does not define",
+    ),
+    Bad(
+        "container claim name a list",
+        pod(
+            ctr("c", resources={"limits": {GPU: "1"}, "claims": [{"name": ["x"]}]}),
+            resourceClaims=[{"name": "x", "resourceClaimName": "n"}],
+        ),
+        "uses claim ['x'], which spec.resourceClaims does not define",
     ),
     Bad(
         "resources.claims not a list",
