@@ -61,7 +61,10 @@ class Verdict:
     priority: int
     policy: int
     log_level: int
-    region: bytes | None  # None: no region (process-local accounting)
+
+
+Region = bytes | None
+"""The region path the C library uses; None: no region (process-local accounting)."""
 
 
 def build_oracle() -> Path:
@@ -98,7 +101,7 @@ class Oracle:
         self._stderr.close()
         self._dir.cleanup()
 
-    def read(self, kind: bytes, payload: bytes) -> Verdict:
+    def read(self, kind: bytes, payload: bytes) -> tuple[Verdict, Region]:
         assert self._proc.stdin is not None and self._proc.stdout is not None
         try:
             self._proc.stdin.write(kind + struct.pack("<I", len(payload)) + payload)
@@ -114,20 +117,20 @@ class Oracle:
         return _c_verdict(line.split())
 
 
-def _c_verdict(f: list[bytes]) -> Verdict:
+def _c_verdict(f: list[bytes]) -> tuple[Verdict, Region]:
     n = hook_abi.MAX_DEVICES
     memfc, smfc = int(f[0], 16), int(f[1], 16)
     mems, sms = [int(x) for x in f[2 : 2 + n]], [int(x) for x in f[2 + n : 2 + 2 * n]]
     priority, policy, log_level = (int(x) for x in f[2 + 2 * n : 5 + 2 * n])
     region = f[5 + 2 * n]
-    return Verdict(
+    verdict = Verdict(
         mem=tuple(None if memfc >> d & 1 else mems[d] for d in range(n)),
         sm=tuple(None if smfc >> d & 1 else sms[d] for d in range(n)),
         priority=priority,
         policy=policy,
         log_level=log_level,
-        region=None if region == b"-" else bytes.fromhex(region.decode()),
     )
+    return verdict, None if region == b"-" else bytes.fromhex(region.decode())
 
 
 def _py_verdict(parsed: hook_abi.ParsedLimits) -> Verdict:
@@ -141,7 +144,6 @@ def _py_verdict(parsed: hook_abi.ParsedLimits) -> Verdict:
         priority=hook_abi.DEFAULT_PRIORITY if limits.priority is None else limits.priority,
         policy=_POLICY[limits.core_policy],
         log_level=hook_abi.DEFAULT_LOG_LEVEL if limits.log_level is None else limits.log_level,
-        region=None,  # compared separately: Python drops a path it cannot hold
     )
 
 
@@ -169,7 +171,7 @@ def oracle() -> Oracle:
 def check(data: bytes) -> None:
     if data.startswith(ENV_PREFIX):
         env = environment(data[len(ENV_PREFIX) :])
-        c = oracle().read(b"E", b"".join(k + b"\0" + v + b"\0" for k, v in env.items()))
+        c, region = oracle().read(b"E", b"".join(k + b"\0" + v + b"\0" for k, v in env.items()))
         parsed = hook_abi.parse_env_limits(
             {
                 k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
@@ -177,7 +179,7 @@ def check(data: bytes) -> None:
             }
         )
     else:
-        c = oracle().read(b"F", data)
+        c, region = oracle().read(b"F", data)
         parsed = hook_abi.parse_limits_file(data.decode("utf-8", "surrogateescape"))
     py = _py_verdict(parsed)
     assert c.mem == py.mem, f"memory: C {c.mem} != Python {py.mem}"
@@ -186,10 +188,11 @@ def check(data: bytes) -> None:
         f"priority, policy, log level: C {c.priority, c.policy, c.log_level} "
         f"!= Python {py.priority, py.policy, py.log_level}"
     )
+    # Python keeps no path it cannot hold (blanks around it): compared where it has one
     cache = parsed.limits.shared_cache
     if cache is not None:
-        assert c.region == cache.encode("utf-8", "surrogateescape"), (c.region, cache)
-    if c.region is None:
+        assert region == cache.encode("utf-8", "surrogateescape"), (region, cache)
+    if region is None:
         assert cache is None and parsed.memory_fail_closed == parsed.sm_fail_closed == _ALL, (
             "C dropped the region but Python does not fail closed everywhere"
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,10 @@ _ACCEPTS: dict[str, Callable[[bytes], object]] = {
     "inventory": lambda d: parse_inventory(d.decode()),
     "limits": lambda d: (
         hook_abi.parse_env_limits(
-            {k.decode(): v.decode() for k, v in fuzz_limits.environment(d[4:]).items()}
+            {
+                k.decode(): v.decode()
+                for k, v in fuzz_limits.environment(d[len(fuzz_limits.ENV_PREFIX) :]).items()
+            }
         )
         if d.startswith(fuzz_limits.ENV_PREFIX)
         else hook_abi.parse_limits_file(d.decode())
@@ -112,3 +116,19 @@ def test_runner_refuses_unknown_targets(capsys: pytest.CaptureFixture[str]) -> N
         main(["limts"])
     assert e.value.code == 2
     assert "unknown target(s) limts" in capsys.readouterr().err
+
+
+def test_limits_target_reports_a_dead_c_parser_with_its_stderr() -> None:
+    oracle = fuzz_limits.Oracle()
+    try:
+        with pytest.raises(AssertionError, match=r"(?s)the C parser died \(2\).*bad record kind"):
+            oracle.read(b"X", b"")
+    finally:
+        oracle.close()
+
+
+def test_the_c_parser_runs_under_the_sanitizers() -> None:
+    libs = subprocess.run(
+        ["ldd", str(fuzz_limits.build_oracle())], capture_output=True, text=True, check=True
+    ).stdout
+    assert "libasan" in libs and "libubsan" in libs
