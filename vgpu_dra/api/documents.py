@@ -5,11 +5,14 @@ Whatever the text, the answer is the documents or `DocumentError` (a ValueError 
 message names the source and the problem in one line): never a traceback, never
 unbounded memory. Refused: YAML aliases (an alias bomb expands exponentially when
 the result is printed as JSON), nesting deeper than `MAX_DEPTH`, NUL and other
-characters YAML does not allow. JSON is YAML, so a `.json` file reads the same way.
+characters YAML does not allow, and a string escape of a lone surrogate (`"\\uD800"`:
+not a character, no UTF-8 can hold it, so every later encode would fail). JSON is
+YAML, so a `.json` file reads the same way.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 import yaml
@@ -17,6 +20,7 @@ import yaml
 MAX_DEPTH: Final = 100
 """Far beyond any Pod, List or inventory; deep nesting is refused before Python's
 recursion limit could turn it into a RecursionError."""
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
 class DocumentError(ValueError):
@@ -45,6 +49,16 @@ class _Loader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+
+    def construct_scalar(self, node: Any) -> Any:
+        value = super().construct_scalar(node)
+        if isinstance(value, str) and _SURROGATE.search(value):
+            raise DocumentError(
+                f"a string escapes a lone surrogate, which is not a character "
+                f"(line {node.start_mark.line + 1})"
+            )
+        return value
 
 
 def _one_line(exc: yaml.YAMLError) -> str:

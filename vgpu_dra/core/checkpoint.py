@@ -156,14 +156,23 @@ class _Doc(_Model):
     claims: dict[str, _EntryDoc]
 
 
+def _plain_file_name(name: str) -> bool:
+    """A name the plugin can remove from the CDI dir: one path component, and text a
+    file name can hold (the plugin unlinks stale entries' files while loading, and
+    `unlink` raises ValueError for a NUL or a lone surrogate: every load would fail)."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return name not in ("", ".", "..") and "\0" not in name and Path(name).name == name
+
+
 def _entry(uid: str, doc: _EntryDoc) -> ClaimEntry:
     try:
         validate_uid(uid)  # the plugin builds file paths from it (cleanup of stale entries)
     except InvalidNameError as e:
         raise CheckpointError(str(e)) from None
-    if doc.cdi_file is not None and (
-        doc.cdi_file in ("", ".", "..") or Path(doc.cdi_file).name != doc.cdi_file
-    ):
+    if doc.cdi_file is not None and not _plain_file_name(doc.cdi_file):
         raise CheckpointError(f"claim {uid}: cdiFile {doc.cdi_file!r} is not a file name")
     # An unknown state from a newer version: treat as started, so the next prepare
     # redoes it and an unprepare cleans up what it names.

@@ -5,6 +5,8 @@ A node name is a DNS subdomain (RFC 1123, as the API server's
 and '.', where every dot-separated part starts and ends with a letter or digit.
 The node name is also our ResourceSlice pool name, so an invalid one would only
 surface later as a rejected slice; checking it up front names the culprit.
+A DNS label (`IsDNS1123Label`: namespaces, a pod's claim names, the requests of a
+claim) is a DNS subdomain of one part, at most 63 characters.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from __future__ import annotations
 import re
 
 DNS_SUBDOMAIN_MAX_LENGTH = 253
+DNS_LABEL_MAX_LENGTH = 63
 
 _ALLOWED = re.compile(r"[a-z0-9.-]")
 _LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")
+_SUBDOMAIN = re.compile(rf"{_LABEL.pattern}(?:\.{_LABEL.pattern})*")
 
 
 class InvalidNameError(ValueError):
@@ -34,6 +38,8 @@ def validate_node_name(name: str) -> None:
 def _validate_dns_subdomain(name: str, *, what: str) -> None:
     if not isinstance(name, str):
         raise InvalidNameError(f"{what} must be a string, got {type(name).__name__}")
+    if len(name) <= DNS_SUBDOMAIN_MAX_LENGTH and _SUBDOMAIN.fullmatch(name):
+        return  # the common case, in one match; the rest names the rule broken
     if not name:
         raise InvalidNameError(f"{what} must not be empty")
     if len(name) > DNS_SUBDOMAIN_MAX_LENGTH:
@@ -63,14 +69,20 @@ def validate_object_name(name: str, what: str = "object name") -> None:
     _validate_dns_subdomain(name, what=what)
 
 
-def validate_namespace(name: str) -> None:
-    """A namespace is a DNS label: one part, at most 63 characters.
-    Raises InvalidNameError naming the rule broken."""
-    _validate_dns_subdomain(name, what="namespace")
-    if "." in name or len(name) > 63:
+def validate_dns_label(name: str, what: str) -> None:
+    """Check a DNS label (a DNS subdomain of one part, at most 63 characters), e.g. a
+    namespace or a pod's claim name. Raises InvalidNameError naming the rule broken."""
+    _validate_dns_subdomain(name, what=what)
+    if "." in name or len(name) > DNS_LABEL_MAX_LENGTH:
         raise InvalidNameError(
-            f"namespace {name!r} is not a DNS label (at most 63 characters, no dots)"
+            f"{what} {name!r} is not a DNS label (at most {DNS_LABEL_MAX_LENGTH} characters, "
+            "no dots)"
         )
+
+
+def validate_namespace(name: str) -> None:
+    """A namespace is a DNS label. Raises InvalidNameError naming the rule broken."""
+    validate_dns_label(name, "namespace")
 
 
 _UID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

@@ -22,12 +22,12 @@ offline (`translate-pod`) alike, and denied with a message the user can act on:
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence, Sized
 from typing import Any
 
 from vgpu_dra.core.hami.filters import CardFilter
 from vgpu_dra.core.hami.requests import VendorResources
+from vgpu_dra.core.names import InvalidNameError, validate_dns_label, validate_object_name
 from vgpu_dra.webhook.podspec import Container, DenyError
 from vgpu_dra.webhook.selectors import named_cel_expressions
 
@@ -45,9 +45,6 @@ REQUESTS_MAX = 32  # DeviceRequestsMaxSize
 CONSTRAINTS_MAX = 32  # DeviceConstraintsMaxSize
 CONFIG_MAX = 32  # DeviceConfigMaxSize
 OPAQUE_MAX_BYTES = 10 * 1024  # OpaqueParametersMaxLength
-DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-DNS_SUBDOMAIN_MAX = 253
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 def check_containers(spec: Mapping[str, Any], containers: Sequence[Container]) -> None:
@@ -81,17 +78,23 @@ def check_containers(spec: Mapping[str, Any], containers: Sequence[Container]) -
     _check_claim_references(spec, containers)
 
 
+def _list(value: object) -> list[Any]:
+    """`value` if it is a list, else no entries (its type is refused elsewhere)."""
+    return value if isinstance(value, list) else []
+
+
 def _check_claim_references(spec: Mapping[str, Any], containers: Sequence[Container]) -> None:
     """Every `resources.claims[].name` of a container names an entry of
     `spec.resourceClaims` (the API server's rule: a pod that breaks it is refused, and
     any template made for it first would be left behind)."""
-    defined = {rc.get("name") for rc in spec.get("resourceClaims") or [] if isinstance(rc, Mapping)}
+    claims = [rc for rc in _list(spec.get("resourceClaims")) if isinstance(rc, Mapping)]
+    defined = {rc["name"] for rc in claims if isinstance(rc.get("name"), str)}
     for c in containers:
         resources = c.body.get("resources")
         refs = resources.get("claims") if isinstance(resources, Mapping) else None
-        for ref in refs if isinstance(refs, list) else []:
+        for ref in _list(refs):
             name = ref.get("name") if isinstance(ref, Mapping) else None
-            if name not in defined:
+            if not isinstance(name, str) or name not in defined:
                 raise DenyError(
                     f"{c.where} uses claim {name!r}, which spec.resourceClaims does not "
                     "define; add it there or remove it from resources.claims"
@@ -122,8 +125,16 @@ def check_template_count(names: Sized) -> None:
         )
 
 
+def _is_dns_label(name: str) -> bool:
+    try:
+        validate_dns_label(name, "name")
+    except InvalidNameError:
+        return False
+    return True
+
+
 def check_pod_claim_name(name: str) -> None:
-    if not DNS_LABEL.fullmatch(name):
+    if not _is_dns_label(name):
         raise DenyError(f"pod claim name {name!r} is not a DNS label (at most 63 characters)")
 
 
@@ -153,14 +164,16 @@ def check_template(tpl: Mapping[str, Any]) -> None:
     DenyError (never expected for our own output once the inputs are checked, but a
     denial is better than a template the API server refuses after a dry run passed)."""
     name = str(tpl["metadata"]["name"])
-    if len(name) > DNS_SUBDOMAIN_MAX or not _DNS_SUBDOMAIN.fullmatch(name):
-        raise DenyError(f"template name {name!r} is not a DNS subdomain")
+    try:
+        validate_object_name(name)
+    except InvalidNameError:
+        raise DenyError(f"template name {name!r} is not a DNS subdomain") from None
     devices = tpl["spec"]["spec"]["devices"]
     requests = devices.get("requests") or []
     if len(requests) > REQUESTS_MAX:
         raise _too_many("requests", len(requests), REQUESTS_MAX)
     for r in requests:
-        if not DNS_LABEL.fullmatch(str(r.get("name"))):
+        if not _is_dns_label(str(r.get("name"))):
             raise DenyError(f"request name {r.get('name')!r} is not a DNS label")
         if "exactly" in r:
             _check_selectors(r["exactly"], f"request {r['name']}")

@@ -184,4 +184,12 @@ def _translate(
             filters[v.vendor] = card_filter(str_annotations, v)
     if s.mode is WebhookMode.LEGACY:
         return translate_legacy(spec, pod_containers, asks, s)
-    return translate_dra(filters, spec, namespace, asks, s, facts, meta)
+    return translate_dra(filters, spec, namespace, asks, s, facts, _marked_metadata(pod))
+
+
+def _marked_metadata(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The metadata the DRA patch marks as translated: a pod without it is denied (the
+    API server always sends it, with a name or generateName; a patch cannot add to it)."""
+    if pod.get("metadata") is None:
+        raise DenyError("the pod has no metadata, where the translation marks it", 400)
+    return mapping(pod["metadata"], "metadata")

@@ -31,6 +31,13 @@ def _alias_bomb(levels: int = 12) -> str:
             "{a: " * 500 + "1" + "}" * 500, f"nested deeper than {MAX_DEPTH}", id="deep-map"
         ),
         pytest.param("!!python/object:os.system x\n", "malformed YAML", id="python-tag"),
+        # found by tests/fuzz/fuzz_inventory.py: an inventory node named "\uD800" raised
+        # UnicodeEncodeError when its card UUIDs were derived from the name
+        pytest.param(
+            'nodes:\n- name: "\\uD800"\n', "lone surrogate, which is not a character (line 2)",
+            id="surrogate-value",
+        ),
+        pytest.param('{"\\udc80": 1}', "lone surrogate", id="surrogate-key"),
     ],
 )
 def test_refused_with_the_source_and_the_problem(text: str, message: str) -> None:

@@ -316,6 +316,22 @@ def _with(entry_fields: dict[str, Any], uid: str = U) -> bytes:
         pytest.param(_with({"cdiFile": 5}), "cdiFile", id="cdiFile-int"),
         pytest.param(_with({"cdiFile": "../../etc/passwd"}), "not a file name", id="cdiFile-path"),
         pytest.param(_with({"cdiFile": ".."}), "not a file name", id="cdiFile-dotdot"),
+        # found by tests/fuzz/fuzz_checkpoint.py: unlink() raises ValueError for both, and
+        # the plugin unlinks a stale entry's cdiFile while loading, so every load failed
+        pytest.param(_with({"cdiFile": "\x00\x001e3"}), "not a file name", id="cdiFile-nul"),
+        pytest.param(_with({"cdiFile": "a\ud800.json"}), "not a file name", id="cdiFile-surrogate"),
+        pytest.param(
+            json.dumps(
+                {
+                    "bootID": OTHER_BOOT,
+                    "claims": {
+                        U: {"state": STARTED, "namespace": "n", "name": "c", "cdiFile": "a\x00"}
+                    },
+                }
+            ).encode(),
+            "not a file name",
+            id="stale-cdiFile-nul",
+        ),
         pytest.param(_with({"memoryByCard": {"GPU-0": "12"}}), "memoryByCard", id="memory-str"),
         pytest.param(_with({"consumers": [1]}), "consumers", id="consumers-int"),
         pytest.param(_with({}, uid="../../etc"), "not a Kubernetes UID", id="uid-traversal"),

@@ -1,4 +1,5 @@
-"""vgpu_dra.core.names: node names are DNS subdomains (RFC 1123)."""
+"""vgpu_dra.core.names: node names are DNS subdomains, namespaces and claim names DNS
+labels (RFC 1123)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vgpu_dra.core.names import DNS_SUBDOMAIN_MAX_LENGTH, InvalidNameError, validate_node_name
+from vgpu_dra.core.names import (
+    DNS_LABEL_MAX_LENGTH,
+    DNS_SUBDOMAIN_MAX_LENGTH,
+    InvalidNameError,
+    validate_dns_label,
+    validate_namespace,
+    validate_node_name,
+)
 
 # Independent oracle: the API server's IsDNS1123Subdomain.
 ORACLE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
@@ -68,6 +76,50 @@ def test_agrees_with_the_api_server_rule(name: str) -> None:
     expected = len(name) <= DNS_SUBDOMAIN_MAX_LENGTH and ORACLE.match(name) is not None
     try:
         validate_node_name(name)
+        ok = True
+    except InvalidNameError:
+        ok = False
+    assert ok == expected
+
+
+# Independent oracle: the API server's IsDNS1123Label.
+LABEL_ORACLE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("a", None),
+        ("vgpu-c0-nvidia", None),
+        ("x" * 63, None),
+        ("x" * 64, "not a DNS label (at most 63 characters, no dots)"),
+        ("a.b", "not a DNS label (at most 63 characters, no dots)"),
+        ("", "must not be empty"),
+        ("A", "'A'"),
+        ("-a", "start and end"),
+    ],
+    ids=["one-char", "claim-name", "63", "64", "dot", "empty", "uppercase", "leading-dash"],
+)
+def test_dns_label(name: str, fragment: str | None) -> None:
+    if fragment is None:
+        validate_dns_label(name, "pod claim name")
+        return
+    with pytest.raises(InvalidNameError) as err:
+        validate_dns_label(name, "pod claim name")
+    assert fragment in str(err.value)
+    assert str(err.value).startswith("pod claim name ")
+
+
+def test_a_namespace_is_a_dns_label() -> None:
+    with pytest.raises(InvalidNameError, match=r"^namespace 'a\.b' is not a DNS label"):
+        validate_namespace("a.b")
+
+
+@given(st.text(alphabet="ab-.Z", max_size=70) | st.text(max_size=70))
+def test_dns_label_agrees_with_the_api_server_rule(name: str) -> None:
+    expected = len(name) <= DNS_LABEL_MAX_LENGTH and LABEL_ORACLE.match(name) is not None
+    try:
+        validate_dns_label(name, "label")
         ok = True
     except InvalidNameError:
         ok = False

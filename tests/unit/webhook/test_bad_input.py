@@ -115,6 +115,14 @@ CORPUS = [
         "metadata.annotations must be an object",
     ),
     Bad("pod is a list", [GPU], "no pod object"),
+    # found by tests/fuzz/fuzz_review.py: the patch added /metadata/annotations to a
+    # pod without metadata, which no JSON Patch can apply
+    Bad("no metadata", {"spec": {"containers": [ctr("c", {GPU: "1"})]}}, "has no metadata"),
+    Bad(
+        "metadata null",
+        {"metadata": None, "spec": {"containers": [ctr("c", {GPU: "1"})]}},
+        "has no metadata",
+    ),
     Bad(
         "only init containers",
         pod(init=(ctr("i", {GPU: "1"}),)),
@@ -160,6 +168,28 @@ CORPUS = [
         "resourceClaims not a list",
         pod(ctr("c", {GPU: "1"}), resourceClaims={"a": 1}),
         "spec.resourceClaims must be a list",
+    ),
+    # found by tests/fuzz/fuzz_review.py: TypeErrors (HTTP 500s) in the claim check
+    Bad(
+        "resourceClaims a number",
+        pod(ctr("c", {GPU: "1"}), resourceClaims=9223372036854775808),
+        "spec.resourceClaims must be a list",
+    ),
+    Bad(
+        "resourceClaims name a list",
+        pod(
+            ctr("c", resources={"limits": {GPU: "1"}, "claims": [{"name": "x"}]}),
+            resourceClaims=[{"name": ["x"], "resourceClaimName": "n"}],
+        ),
+        "uses claim 'x', which spec.resourceClaims does not define",
+    ),
+    Bad(
+        "container claim name a list",
+        pod(
+            ctr("c", resources={"limits": {GPU: "1"}, "claims": [{"name": ["x"]}]}),
+            resourceClaims=[{"name": "x", "resourceClaimName": "n"}],
+        ),
+        "uses claim ['x'], which spec.resourceClaims does not define",
     ),
     Bad(
         "resources.claims not a list",

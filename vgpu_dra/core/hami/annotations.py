@@ -337,6 +337,10 @@ def _decode_colon(text: str, key: str) -> list[NodeDevice]:
                 f"{key}: device entry {n} has {len(f)} fields, expected 7 or 9 "
                 f"(UUID,count,devmem,devcore,type,numa,health[,index,mode]): {_quote(entry)}"
             )
+        if not f[0] or not f[4]:  # as the JSON form: a card needs both
+            raise AnnotationError(
+                f"{key}: device entry {n} has no UUID or no type: {_quote(entry)}"
+            )
         out.append(
             NodeDevice(
                 id=f[0],

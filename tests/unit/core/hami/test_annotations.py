@@ -94,6 +94,10 @@ def test_from_cards_scales_and_prefixes() -> None:
         ("GPU-a,10,100,100,T,0,maybe:", "true or false"),
         ("GPU-a,10,100,100,T,0,true:GPU-a,10,100,100,T,0,true:", "twice"),
         ("[1, 2]", "not an object"),
+        # found by tests/fuzz/fuzz_annotations.py: a card without a UUID was registered
+        # (the pod annotation that would allocate it is refused by the same codec)
+        (":,10,328,100,N,0,f", "no UUID or no type"),
+        ("GPU-a,10,100,100, ,0,true:", "no UUID or no type"),
     ],
 )
 def test_malformed_register_values(value: str, match: str) -> None:
