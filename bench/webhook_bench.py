@@ -1,16 +1,24 @@
 """Admission webhook: latency p50/p99 and throughput, aiohttp vs uvicorn, one server core.
 
     .venv/bin/python bench/webhook_bench.py [--seconds 3] [--servers aiohttp,uvicorn]
+        [--modes dra,legacy] [--conns 1,8,32] [--baseline DIR] [--rounds N]
 
 For each server (the production aiohttp app, and the same Admitter behind a bare
-ASGI app on uvicorn/h11), each body (a GPU pod: full DRA translation, 1 template
-ensured against an in-memory sink; a plain pod: the pass-through path) and each
-concurrency (1, 8, 32 keep-alive HTTPS connections, as the API server keeps them):
+ASGI app on uvicorn/h11), each webhook mode (`dra`, `legacy`), each body (a GPU pod:
+full translation, in DRA mode 1 template ensured against an in-memory sink; a plain
+pod: the pass-through path) and each concurrency (1, 8, 32 keep-alive HTTPS
+connections, as the API server keeps them):
 
 * the server runs in a child process pinned to CPU 0 (`taskset -c 0`);
 * the load generator runs here, pinned to the other CPUs: raw HTTP/1.1 over TLS
   on asyncio streams, so the client costs little next to the server;
 * after a 0.5 s warm-up, every request in `--seconds` is timed end to end.
+
+`--baseline DIR` also serves the code of another checkout (DIR on PYTHONPATH, e.g.
+`git archive main | tar -x -C DIR`) and measures it in the same run, row by row
+interleaved with this tree (`--rounds` times), so a noisy machine affects both
+alike: compare the two columns, or their ratio. Every request of a GPU-pod row is
+the same pod with a new uid, as the pods of one Deployment are.
 
 No API server is involved: template creation is the in-memory sink (in production
 the TemplateStore's cache makes repeated shapes cost no API call either). Numbers
@@ -40,7 +48,7 @@ from vgpu_dra.dev.localcluster.certs import make_pki
 from vgpu_dra.webhook.facts import facts_from_slices
 from vgpu_dra.webhook.review import ReviewError, parse_review
 from vgpu_dra.webhook.service import Admitter, StaticFacts
-from vgpu_dra.webhook.translate import TranslateSettings
+from vgpu_dra.webhook.translate import TranslateSettings, WebhookMode
 
 JSON = dict[str, Any]
 MAX_BODY = 6 * 1024 * 1024
@@ -57,12 +65,14 @@ class NullSink:
         return None
 
 
-def admitter() -> Admitter:
+def admitter(mode: str = "dra") -> Admitter:
     cards = [
         Card("nvidia", i, f"GPU-{i:04d}", "NVIDIA A100-SXM4-80GB", 80 * 1024**3) for i in range(8)
     ]
     slices = [{"spec": s} for s in build_slices("node-a", cards, SliceSettings())]
-    return Admitter(TranslateSettings(), StaticFacts(facts_from_slices(slices)), NullSink())
+    settings = TranslateSettings(mode=WebhookMode(mode))
+    sink = NullSink() if settings.mode is WebhookMode.DRA else None
+    return Admitter(settings, StaticFacts(facts_from_slices(slices)), sink)
 
 
 def review(gpu: bool) -> bytes:
@@ -153,7 +163,7 @@ def asgi_app(adm: Admitter) -> Callable[[Scope, Receive, Send], Awaitable[None]]
     return app
 
 
-def serve(server: str, port: int, cert: Path, key: Path) -> None:
+def serve(server: str, port: int, cert: Path, key: Path, mode: str) -> None:
     if server == "aiohttp":
         from vgpu_dra.serving.https import ServerSettings
         from vgpu_dra.webhook.server import serve as serve_aiohttp
@@ -162,14 +172,14 @@ def serve(server: str, port: int, cert: Path, key: Path) -> None:
             stop = asyncio.Event()
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
             settings = ServerSettings(host="127.0.0.1", port=port, cert_file=cert, key_file=key)
-            await serve_aiohttp(admitter(), settings, stop)
+            await serve_aiohttp(admitter(mode), settings, stop)
 
         asyncio.run(main())
     else:
         import uvicorn
 
         config = uvicorn.Config(
-            asgi_app(admitter()),
+            asgi_app(admitter(mode)),
             host="127.0.0.1",
             port=port,
             ssl_certfile=str(cert),
@@ -260,72 +270,151 @@ def free_port() -> int:
     return fp()
 
 
+def _start(
+    server: str, mode: str, port: int, pki: Any, cpu: int, tree: Path | None
+) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    if tree is not None:  # the baseline's vgpu_dra comes first on the path
+        env["PYTHONPATH"] = str(tree)
+    return subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            str(cpu),
+            sys.executable,
+            __file__,
+            "serve",
+            "--kind",
+            server,
+            "--mode",
+            mode,
+            "--port",
+            str(port),
+            "--cert",
+            str(pki.serving_cert),
+            "--key",
+            str(pki.serving_key),
+        ],
+        env=env,
+    )
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
+def measure(ns: argparse.Namespace, pki: Any) -> list[JSON]:
+    trees: list[tuple[str, Path | None]] = [("this tree", None)]
+    if ns.baseline is not None:
+        trees.insert(0, ("baseline", ns.baseline))
+    conns_list = [int(c) for c in ns.conns.split(",")]
+    rows: list[JSON] = []
+    for server in ns.servers.split(","):
+        for mode in ns.modes.split(","):
+            procs: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
+            try:
+                for code, tree in trees:
+                    port = free_port()
+                    procs[code] = (port, _start(server, mode, port, pki, ns.server_cpu, tree))
+                    asyncio.run(_wait_ready(port, pki.ca_cert, procs[code][1]))
+                for name, body in (("gpu pod", review(True)), ("plain pod", review(False))):
+                    for conns in conns_list:
+                        runs: dict[str, list[JSON]] = {code: [] for code, _ in trees}
+                        for _ in range(ns.rounds):
+                            for code, _ in trees:  # interleaved: baseline, this tree, ...
+                                port = procs[code][0]
+                                runs[code].append(
+                                    asyncio.run(load(port, pki.ca_cert, body, conns, ns.seconds))
+                                )
+                        for code, rs in runs.items():
+                            rows.append(
+                                {
+                                    "server": server,
+                                    "mode": mode,
+                                    "code": code,
+                                    "pod": name,
+                                    "conns": conns,
+                                    "rps": _median([r["rps"] for r in rs]),
+                                    "p50_ms": _median([r["p50_ms"] for r in rs]),
+                                    "p99_ms": _median([r["p99_ms"] for r in rs]),
+                                    "requests": sum(r["requests"] for r in rs),
+                                }
+                            )
+            finally:
+                for _, proc in procs.values():
+                    proc.terminate()
+                    proc.wait(timeout=30)
+    return rows
+
+
+def _table(rows: list[JSON]) -> None:
+    print("| server | mode | code | pod | connections | requests/s | p50 ms | p99 ms |")
+    print("|---|---|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['server']} | {r['mode']} | {r['code']} | {r['pod']} | {r['conns']} | "
+            f"{r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
+        )
+
+
+def _ratios(rows: list[JSON]) -> None:
+    base = {
+        (r["server"], r["mode"], r["pod"], r["conns"]): r for r in rows if r["code"] == "baseline"
+    }
+    print()
+    print(
+        "| server | mode | pod | connections | req/s baseline | req/s this tree | ratio "
+        "| p99 ms baseline | p99 ms this tree |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        b = base.get((r["server"], r["mode"], r["pod"], r["conns"]))
+        if r["code"] == "baseline" or b is None:
+            continue
+        print(
+            f"| {r['server']} | {r['mode']} | {r['pod']} | {r['conns']} | {b['rps']:.0f} | "
+            f"{r['rps']:.0f} | {r['rps'] / b['rps']:.2f} | {b['p99_ms']:.2f} | {r['p99_ms']:.2f} |"
+        )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(allow_abbrev=False)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--servers", default="aiohttp,uvicorn")
+    ap.add_argument("--modes", default="dra,legacy")
+    ap.add_argument("--conns", default=",".join(str(c) for c in CONCURRENCY))
+    ap.add_argument("--baseline", type=Path, default=None, help="a checkout to compare with")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved runs per row (median)")
     ap.add_argument("--server-cpu", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     sub = ap.add_subparsers(dest="cmd")
     s = sub.add_parser("serve")
     s.add_argument("--kind", required=True)
+    s.add_argument("--mode", default="dra")
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--cert", type=Path, required=True)
     s.add_argument("--key", type=Path, required=True)
     ns = ap.parse_args()
     if ns.cmd == "serve":
-        serve(ns.kind, ns.port, ns.cert, ns.key)
+        serve(ns.kind, ns.port, ns.cert, ns.key, ns.mode)
         return 0
 
     cpus = os.sched_getaffinity(0)
     others = cpus - {ns.server_cpu} or cpus
     os.sched_setaffinity(0, others)
-    rows = []
     with tempfile.TemporaryDirectory() as d:
-        pki = make_pki(Path(d))
-        for server in ns.servers.split(","):
-            port = free_port()
-            proc = subprocess.Popen(
-                [
-                    "taskset",
-                    "-c",
-                    str(ns.server_cpu),
-                    sys.executable,
-                    __file__,
-                    "serve",
-                    "--kind",
-                    server,
-                    "--port",
-                    str(port),
-                    "--cert",
-                    str(pki.serving_cert),
-                    "--key",
-                    str(pki.serving_key),
-                ]
-            )
-            try:
-                asyncio.run(_wait_ready(port, pki.ca_cert, proc))
-                for name, body in (("gpu pod", review(True)), ("plain pod", review(False))):
-                    for conns in CONCURRENCY:
-                        r = asyncio.run(load(port, pki.ca_cert, body, conns, ns.seconds))
-                        rows.append({"server": server, "pod": name, "conns": conns, **r})
-            finally:
-                proc.terminate()
-                proc.wait(timeout=30)
+        rows = measure(ns, make_pki(Path(d)))
     if ns.json:
         print(json.dumps(rows, indent=1))
         return 0
     print(
         f"server on CPU {ns.server_cpu} (taskset), client on CPUs {sorted(others)}, "
-        f"{ns.seconds:.0f} s per row, HTTPS keep-alive"
+        f"{ns.seconds:g} s per row x {ns.rounds} round(s), HTTPS keep-alive"
     )
-    print("| server | pod | connections | requests/s | p50 ms | p99 ms |")
-    print("|---|---|---:|---:|---:|---:|")
-    for r in rows:
-        print(
-            f"| {r['server']} | {r['pod']} | {r['conns']} | {r['rps']:.0f} | "
-            f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
-        )
+    _table(rows)
+    if ns.baseline is not None:
+        _ratios(rows)
     return 0
 
 
