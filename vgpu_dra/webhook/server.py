@@ -20,6 +20,7 @@ from vgpu_dra.webhook.service import Admitter
 
 log = logging.getLogger(__name__)
 MUTATE_PATH = "/mutate"
+JSON_TYPE = "application/json"
 
 
 def _add_mutate_route(app: web.Application, admitter: Admitter) -> None:
@@ -31,7 +32,7 @@ def _add_mutate_route(app: web.Application, admitter: Admitter) -> None:
             return web.json_response({"error": str(e)}, status=400)
         finally:
             del body  # only the parsed review is kept while it is decided
-        return web.json_response(await admitter.admit(review))
+        return web.Response(body=await admitter.admit_encoded(review), content_type=JSON_TYPE)
 
     app.router.add_post(MUTATE_PATH, mutate)
 

@@ -3,8 +3,9 @@
 Leaves pods in excluded namespaces alone (the MutatingWebhookConfiguration excludes
 them too, but anyone who reaches the Service can send a review: docs/security.md
 "The webhook trusts the API server"), reads the cluster facts only for pods with
-vGPU resources (and only when the cached ones are stale), translates, ensures the
-templates unless the request is a dry run (all at once, within one deadline), and
+vGPU resources (and only when the cached ones are stale), translates (or answers a
+review of a shape seen before from `answers.AnswerCache`), ensures the templates
+unless the request is a dry run (all at once, within one deadline), and
 turns every failure into a denial with a message: nothing here raises for a bad
 pod, so the server never answers 500 for one.
 """
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
+from vgpu_dra.webhook.answers import Answer, AnswerCache
 from vgpu_dra.webhook.facts import ClusterFacts
 from vgpu_dra.webhook.kube import TemplateError
 from vgpu_dra.webhook.metrics import AdmissionMetrics
@@ -69,6 +71,7 @@ class Admitter:
         metrics: AdmissionMetrics | None = None,
         clock: Callable[[], float] = time.perf_counter,
         exclude_namespaces: Collection[str] = (),
+        answers: AnswerCache | None = None,
     ) -> None:
         self.settings = settings
         self.exclude_namespaces = frozenset(exclude_namespaces)
@@ -79,6 +82,7 @@ class Admitter:
         self._timeout = api_timeout_s
         """Bound on the API calls of one review (the slice list, then all template
         calls together), well inside the API server's webhook timeout (10 s)."""
+        self._answers = answers if answers is not None else AnswerCache()
 
     @property
     def templates(self) -> TemplateSink | None:
@@ -112,7 +116,8 @@ class Admitter:
             )
         return None
 
-    async def decide(self, review: Review) -> Decision:
+    def _before_facts(self, review: Review) -> Decision | None:
+        """The decision for a review that needs no cluster facts, else None."""
         if not review.is_pod_create:
             return Allowed(reason="not a pod CREATE")
         excluded = self._excluded(review)
@@ -120,18 +125,38 @@ class Admitter:
             return excluded
         if not has_vgpu_resources(review.obj, self.settings):
             return Allowed(reason="no vGPU resources")
-        foreign = self._foreign(review)
-        if foreign is not None:
-            return foreign
+        return self._foreign(review)
+
+    async def _translated(self, review: Review) -> Answer:
+        """The decision before any template is ensured: a pure function of the review
+        less its uid and of the facts, so a shape seen with equal facts is answered
+        from the cache (`answers.py`)."""
+        cached = self._answers.get(review.shape)
+        if cached is not None and cached.facts is None:
+            return cached
+        if cached is None:
+            early = self._before_facts(review)
+            if early is not None:
+                answer = Answer(early)
+                self._answers.put(review.shape, answer)
+                return answer
         try:
             facts = await self._call(self._facts.get) if self._facts.stale() else self._facts.get()
         except TimeoutError:
-            return Denied("the API server did not list ResourceSlices in time; retry", 500)
-        decision = translate(review.obj, review.namespace, self.settings, facts)
+            return Answer(Denied("the API server did not list ResourceSlices in time; retry", 500))
+        if cached is not None and cached.valid_with(facts):
+            return cached
+        answer = Answer(translate(review.obj, review.namespace, self.settings, facts), facts)
+        self._answers.put(review.shape, answer)
+        return answer
+
+    async def _answer(self, review: Review) -> Answer:
+        answer = await self._translated(review)
+        decision = answer.decision
         if isinstance(decision, Allowed) and decision.templates and not review.dry_run:
             if self._templates is None:
-                return Denied(
-                    "the webhook runs without API access; it cannot create templates", 500
+                return Answer(
+                    Denied("the webhook runs without API access; it cannot create templates", 500)
                 )
             # The steady state skips the thread hop; the rest are ensured together.
             pending = [t for t in decision.templates if not self._templates.cached(t)]
@@ -139,30 +164,45 @@ class Admitter:
                 if pending:
                     await self._ensure_all(self._templates, pending)
             except TemplateError as e:
-                return Denied(e.message, e.code)
+                return Answer(Denied(e.message, e.code))
             except TimeoutError:
-                return Denied(
-                    "the API server did not create the ResourceClaimTemplate in time; retry", 500
+                return Answer(
+                    Denied(
+                        "the API server did not create the ResourceClaimTemplate in time; retry",
+                        500,
+                    )
                 )
-        return decision
+        return answer
+
+    async def decide(self, review: Review) -> Decision:
+        return (await self._answer(review)).decision
 
     async def _ensure_all(self, sink: TemplateSink, templates: list[JSON]) -> None:
         calls = [asyncio.to_thread(sink.ensure, t) for t in templates]
         await asyncio.wait_for(asyncio.gather(*calls), self._timeout)
 
-    async def admit(self, review: Review) -> JSON:
-        """The AdmissionReview response; never raises (a bug becomes a denial)."""
+    async def _answered(self, review: Review) -> Answer:
+        """The final answer; never raises (a bug becomes a denial)."""
         start = self._clock()
-        decision: Decision
+        answer: Answer
         try:
-            decision = await self.decide(review)
+            answer = await self._answer(review)
+            decision = answer.decision
             if isinstance(decision, Denied):
                 log.info("denied %s in %s: %s", review.uid, review.namespace, decision.message)
         except Exception as e:  # a bug must deny with a message, never crash or 500
             log.exception("admission of %s failed", review.uid)
-            decision = Denied(
-                f"internal error in the vGPU webhook: {type(e).__name__}: {e}"[:1024], 500
+            answer = Answer(
+                Denied(f"internal error in the vGPU webhook: {type(e).__name__}: {e}"[:1024], 500)
             )
         if self.metrics is not None:
-            self.metrics.observe(decision, self._clock() - start)
-        return response(review.uid, decision)
+            self.metrics.observe(answer.decision, self._clock() - start)
+        return answer
+
+    async def admit(self, review: Review) -> JSON:
+        """The AdmissionReview response; never raises (a bug becomes a denial)."""
+        return response(review.uid, (await self._answered(review)).decision)
+
+    async def admit_encoded(self, review: Review) -> bytes:
+        """`admit`'s response as JSON bytes, encoded once per cached answer."""
+        return (await self._answered(review)).encoded.with_uid(review.uid)
