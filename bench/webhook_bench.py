@@ -37,7 +37,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -104,7 +103,7 @@ def review(gpu: bool) -> bytes:
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",
             "request": {
-                "uid": str(uuid.uuid4()),
+                "uid": UID,
                 "kind": {"group": "", "version": "v1", "kind": "Pod"},
                 "resource": {"group": "", "version": "v1", "resource": "pods"},
                 "operation": "CREATE",
@@ -196,52 +195,78 @@ def serve(server: str, port: int, cert: Path, key: Path, mode: str) -> None:
 # --------------------------------------------------------------------------- client
 
 
+UID = "00000000-0000-4000-8000-000000000000"
+"""The uid of `review()`'s body, replaced in each request by a new one of its length."""
+
+
 async def _connection(
-    port: int, ctx: ssl.SSLContext, body: bytes, until: float, warm_until: float
-) -> list[float]:
+    port: int, ctx: ssl.SSLContext, body: bytes, until: float, warm_until: float, conn: int
+) -> tuple[list[float], int]:
+    """(latencies after the warm-up, requests sent in all)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
-    request = (
+    head = (
         b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         + f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
     )
+    before, _, after = body.partition(UID.encode())
     out: list[float] = []
+    sent = 0
     try:
         while True:
             t0 = time.perf_counter()
             if t0 >= until:
-                return out
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            if not head.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(f"unexpected answer: {head[:80]!r}")
+                return out, sent
+            uid = f"{conn:08x}-0000-4000-8000-{sent:012x}".encode()  # as the API server: new
+            writer.write(b"".join((head, before, uid, after)))
+            sent += 1
+            head_in = await reader.readuntil(b"\r\n\r\n")
+            if not head_in.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"unexpected answer: {head_in[:80]!r}")
             length = 0
-            for line in head.split(b"\r\n"):
+            for line in head_in.split(b"\r\n"):
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":", 1)[1])
-            await reader.readexactly(length)
+            answer = await reader.readexactly(length)
             t1 = time.perf_counter()
+            if uid not in answer:
+                raise RuntimeError(f"the answer is not for uid {uid!r}: {answer[:200]!r}")
             if t0 >= warm_until:
                 out.append(t1 - t0)
     finally:
         writer.close()
 
 
-async def load(port: int, ca: Path, body: bytes, conns: int, seconds: float) -> JSON:
+def _cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of process `pid` so far (0 without one)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load(
+    port: int, ca: Path, body: bytes, conns: int, seconds: float, pid: int | None = None
+) -> JSON:
+    """Load from `conns` connections; with the server's `pid`, also its CPU time per
+    request (over all requests, the warm-up included): less disturbed by other load
+    on the machine than the rate, which counts the time the server waited for a core."""
     ctx = ssl.create_default_context(cafile=str(ca))
+    cpu0 = _cpu_s(pid)
     start = time.perf_counter()
     warm_until = start + 0.5
     until = warm_until + seconds
     runs = await asyncio.gather(
-        *(_connection(port, ctx, body, until, warm_until) for _ in range(conns))
+        *(_connection(port, ctx, body, until, warm_until, i) for i in range(conns))
     )
-    lat = sorted(x for r in runs for x in r)
+    cpu = _cpu_s(pid) - cpu0
+    lat = sorted(x for r, _ in runs for x in r)
     n = len(lat)
     return {
         "requests": n,
         "rps": n / seconds,
         "p50_ms": lat[n // 2] * 1e3,
         "p99_ms": lat[min(n - 1, int(n * 0.99))] * 1e3,
+        "cpu_us": cpu / sum(sent for _, sent in runs) * 1e6,
     }
 
 
@@ -324,8 +349,11 @@ def measure(ns: argparse.Namespace, pki: Any) -> list[JSON]:
                         for _ in range(ns.rounds):
                             for code, _ in trees:  # interleaved: baseline, this tree, ...
                                 port = procs[code][0]
+                                pid = procs[code][1].pid
                                 runs[code].append(
-                                    asyncio.run(load(port, pki.ca_cert, body, conns, ns.seconds))
+                                    asyncio.run(
+                                        load(port, pki.ca_cert, body, conns, ns.seconds, pid)
+                                    )
                                 )
                         for code, rs in runs.items():
                             rows.append(
@@ -338,6 +366,7 @@ def measure(ns: argparse.Namespace, pki: Any) -> list[JSON]:
                                     "rps": _median([r["rps"] for r in rs]),
                                     "p50_ms": _median([r["p50_ms"] for r in rs]),
                                     "p99_ms": _median([r["p99_ms"] for r in rs]),
+                                    "cpu_us": _median([r["cpu_us"] for r in rs]),
                                     "requests": sum(r["requests"] for r in rs),
                                 }
                             )
@@ -349,12 +378,15 @@ def measure(ns: argparse.Namespace, pki: Any) -> list[JSON]:
 
 
 def _table(rows: list[JSON]) -> None:
-    print("| server | mode | code | pod | connections | requests/s | p50 ms | p99 ms |")
-    print("|---|---|---|---|---:|---:|---:|---:|")
+    print(
+        "| server | mode | code | pod | connections | requests/s | p50 ms | p99 ms "
+        "| server CPU us/request |"
+    )
+    print("|---|---|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['server']} | {r['mode']} | {r['code']} | {r['pod']} | {r['conns']} | "
-            f"{r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
+            f"{r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['cpu_us']:.0f} |"
         )
 
 
@@ -364,17 +396,18 @@ def _ratios(rows: list[JSON]) -> None:
     }
     print()
     print(
-        "| server | mode | pod | connections | req/s baseline | req/s this tree | ratio "
-        "| p99 ms baseline | p99 ms this tree |"
+        "| mode | pod | connections | req/s before | req/s after | after/before "
+        "| p99 ms before | p99 ms after | CPU us/req before | CPU us/req after | before/after |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         b = base.get((r["server"], r["mode"], r["pod"], r["conns"]))
         if r["code"] == "baseline" or b is None:
             continue
         print(
-            f"| {r['server']} | {r['mode']} | {r['pod']} | {r['conns']} | {b['rps']:.0f} | "
-            f"{r['rps']:.0f} | {r['rps'] / b['rps']:.2f} | {b['p99_ms']:.2f} | {r['p99_ms']:.2f} |"
+            f"| {r['mode']} | {r['pod']} | {r['conns']} | {b['rps']:.0f} | {r['rps']:.0f} | "
+            f"{r['rps'] / b['rps']:.2f} | {b['p99_ms']:.2f} | {r['p99_ms']:.2f} | "
+            f"{b['cpu_us']:.0f} | {r['cpu_us']:.0f} | {b['cpu_us'] / r['cpu_us']:.2f} |"
         )
 
 
