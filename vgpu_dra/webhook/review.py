@@ -11,11 +11,11 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
+from vgpu_dra.api import jsonwire
 from vgpu_dra.webhook.translate import Allowed, Decision
 
 JSON = dict[str, Any]
@@ -49,12 +49,12 @@ class Review:
 
 def parse_review(body: bytes | bytearray) -> Review:
     try:
-        doc = json.loads(body)
+        doc = jsonwire.loads(body)  # json.loads, faster
     except (ValueError, UnicodeDecodeError) as e:
         raise ReviewError(f"body is not JSON: {e}") from None
     except RecursionError:
         raise ReviewError("body is nested too deeply") from None
-    if not isinstance(doc, Mapping):
+    if not isinstance(doc, dict):  # decoded JSON objects are dicts
         raise ReviewError("body is not a JSON object")
     if doc.get("apiVersion") != API_VERSION or doc.get("kind") != "AdmissionReview":
         raise ReviewError(
@@ -62,10 +62,11 @@ def parse_review(body: bytes | bytearray) -> Review:
             f"{doc.get('apiVersion')!r} {doc.get('kind')!r} (set admissionReviewVersions: [v1])"
         )
     req = doc.get("request")
-    if not isinstance(req, Mapping) or not isinstance(req.get("uid"), str) or not req["uid"]:
+    if not isinstance(req, dict) or not isinstance(req.get("uid"), str) or not req["uid"]:
         raise ReviewError("AdmissionReview has no request.uid")
-    kind = req.get("kind") if isinstance(req.get("kind"), Mapping) else {}
-    assert isinstance(kind, Mapping)
+    kind = req.get("kind")
+    if not isinstance(kind, dict):
+        kind = {}
     return Review(
         uid=req["uid"],
         operation=str(req.get("operation", "")),
