@@ -467,9 +467,23 @@ class _Framing:
         self.phases += 1
 
     def feed(self, data: bytes) -> None:
-        view = memoryview(data)
+        view = memoryview(data)[self._whole_head(data) if self.state == self.IDLE else 0 :]
         while view and self.state != self.LOST:
             view = view[self._step(view) :]
+
+    def _whole_head(self, data: bytes) -> int:
+        """The common case, a head that starts `data` and ends in it, read in place
+        (not copied through `_buf`); returns the bytes consumed, 0 to leave it all to
+        `_step` (which decides the same)."""
+        if not data or data[0] in b"\r\n":
+            return 0
+        end = data.find(b"\r\n\r\n", 0, _MAX_HEAD)
+        if end < 0:
+            return 0
+        self._buf.clear()
+        self._enter(self.HEAD)
+        self._begin_body(data[: end + 4])
+        return end + 4
 
     def _step(self, data: memoryview) -> int:
         """Consume a prefix of `data`; returns its length."""
@@ -540,6 +554,29 @@ class _Framing:
         return take
 
     def _begin_body(self, head: bytes) -> None:
+        """From the framing fields of `head`. A head with one plain `Content-Length:`
+        field (or none) and no `Transfer-Encoding` is read with a few searches; any
+        other is read field by field (`_begin_body_by_field`)."""
+        lower = head.lower()
+        fields = lower.count(b"content-length")
+        at = lower.find(b"\r\ncontent-length:")
+        if b"transfer-encoding" in lower or fields > 1 or (fields == 1 and at < 0):
+            self._begin_body_by_field(head)
+            return
+        length: int | None = None
+        if at >= 0:
+            start = at + len(b"\r\ncontent-length:")
+            try:
+                length = int(head[start : head.find(b"\r\n", start)].strip())
+            except ValueError:
+                self.state = self.LOST
+                return
+            if length < 0:
+                self.state = self.LOST
+                return
+        self._start_body(False, length)
+
+    def _begin_body_by_field(self, head: bytes) -> None:
         length: int | None = None
         chunked = False
         for line in head.split(b"\r\n")[1:]:
@@ -557,6 +594,9 @@ class _Framing:
                 length = n
             elif name == b"transfer-encoding":
                 chunked = value.strip().lower().endswith(b"chunked")
+        self._start_body(chunked, length)
+
+    def _start_body(self, chunked: bool, length: int | None) -> None:
         self._buf.clear()
         if chunked:
             self._enter(self.CHUNK_SIZE)
