@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.extender_bench               # /filter latency only
     .venv/bin/python -m bench.extender_bench --nodes 100 --calls 100 --json out.json
     .venv/bin/python -m bench.extender_bench --e2e 200     # + pods bound per second
+    .venv/bin/python -m bench.extender_bench --nodes 1000 --apiserver   # + real PATCHes
 
 /filter: the extender's HTTP server on loopback with 100 and 1000 registered nodes x 8
 cards (a third of the slots already used by existing pods), one POST per new pod
@@ -12,6 +13,12 @@ extender's own cost (decision + HTTP + JSON), not the API server's. Side by side
 run: the decision called in-process, then over HTTP with one keep-alive connection (what
 kube-scheduler's Go client does), a pod without GPU on that connection, and a new
 connection per call.
+
+--apiserver: the same /filter rows again with the decision PATCH sent to a real
+kube-apiserver (the local control plane below, the extender's own token and RBAC),
+each call patching a pod created beforehand, plus the PATCH alone with the same client
+(`Rest`, kept-alive HTTPS connections); side by side with the stand-in rows of the
+same run.
 
 --e2e N: a real local control plane (cached binaries), the second kube-scheduler with
 our extender, 10 fake nodes x 4 cards x 10 slots, an imitation kubelet running the
@@ -70,8 +77,11 @@ def _pod(i: int, mem: int) -> JSON:
     }
 
 
-def filter_latency(n_nodes: int, calls: int, seed: int = 1) -> dict[str, Stats]:
-    """/filter p50/p99 per client: the decision in-process, then over HTTP."""
+def filter_latency(
+    n_nodes: int, calls: int, seed: int = 1, api: Rest | None = None
+) -> dict[str, Stats]:
+    """/filter p50/p99 per client: the decision in-process, then over HTTP. With
+    `api`, the decision PATCHes go there (the pods must exist: `create_pods`)."""
     rng = random.Random(seed)
     state = ClusterState(NV)
     nodes = []
@@ -111,7 +121,7 @@ def filter_latency(n_nodes: int, calls: int, seed: int = 1) -> dict[str, Stats]:
     state.replace_nodes(nodes)
     state.replace_pods(pods)
     ext = Extender(
-        cast(Rest, _NoApi()),
+        api if api is not None else cast(Rest, _NoApi()),
         state,
         cast(NodeLocker, None),
         None,
@@ -173,6 +183,61 @@ def _http(port: int, bodies: list[bytes], *, keep_alive: bool) -> Stats:
     finally:
         conn.close()
     return _stats(times)
+
+
+BENCH_NS = "bench"
+
+
+def create_pods(rest: Rest, calls: int) -> None:
+    """The pods that /filter's decision PATCHes (as `_pod` names them), for no
+    scheduler that runs."""
+    from tests.integration import kube
+
+    kube.namespace(rest, BENCH_NS)
+    for i in range(calls):
+        body = _pod(i, 1000)
+        body["metadata"] = {"name": body["metadata"]["name"], "namespace": BENCH_NS}
+        body["spec"]["schedulerName"] = "nobody"
+        body["spec"]["containers"][0]["image"] = "registry.invalid/none"
+        rest.request("POST", f"/api/v1/namespaces/{BENCH_NS}/pods", body)
+
+
+def patch_alone(rest: Rest, calls: int) -> Stats:
+    """The decision PATCH by itself (a merge patch of the same size), with `rest`."""
+    times = []
+    for i in range(calls):
+        body = {"metadata": {"annotations": {"vgpu.hami.io/bench": str(i)}}}
+        t0 = time.perf_counter()
+        rest.request(
+            "PATCH",
+            f"/api/v1/namespaces/{BENCH_NS}/pods/p{i}",
+            body,
+            content_type="application/merge-patch+json",
+        )
+        times.append(time.perf_counter() - t0)
+    return _stats(times)
+
+
+def with_apiserver(n_nodes: list[int], calls: int) -> dict[int, dict[str, Stats]]:
+    """`filter_latency` with the PATCHes sent to a real API server, per node count."""
+    from tests.integration.conftest import IDENTITIES, REPO
+    from vgpu_dra.dev.localcluster.build import BuildSettings, ensure_built
+    from vgpu_dra.dev.localcluster.cluster import DEFAULT_VERSION, ClusterSettings, LocalCluster
+
+    bin_dir = ensure_built(
+        BuildSettings(version=DEFAULT_VERSION, cache_root=Path.home() / ".cache" / "vgpu-dra")
+    )
+    out: dict[int, dict[str, Stats]] = {}
+    with LocalCluster(ClusterSettings(bin_dir=bin_dir, identities=dict(IDENTITIES))) as c:
+        for f in sorted((REPO / "deploy" / "rbac").glob("*.yaml")):
+            c.kubectl("apply", "-f", str(f))
+        create_pods(c.rest(), calls)
+        rest = c.rest("vgpu-dra-extender")
+        for n in n_nodes:
+            rows = filter_latency(n, calls, api=rest)
+            rows["PATCH alone (Rest, the extender's client)"] = patch_alone(rest, calls)
+            out[n] = rows
+    return out
 
 
 def e2e(n_pods: int) -> float:
@@ -247,6 +312,7 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--nodes", type=int, nargs="+", default=[100, 1000])
     ap.add_argument("--e2e", type=int, default=0, help="pods for the end-to-end run (0: skip)")
+    ap.add_argument("--apiserver", action="store_true", help="also PATCH a real API server")
     ap.add_argument("--json", type=Path, help="also write the figures here as JSON")
     args = ap.parse_args()
     figures: dict[str, object] = {}
@@ -256,6 +322,14 @@ def main() -> int:
         figures[f"filter_{n}_nodes"] = rows
         for client, st in rows.items():
             print(f"| {n} | {client} | {st['p50_ms']:.2f} | {st['p99_ms']:.2f} |")
+    if args.apiserver:
+        for n, rows in with_apiserver(args.nodes, args.calls).items():
+            figures[f"filter_{n}_nodes_apiserver"] = rows
+            for client, st in rows.items():
+                where = "" if client.startswith("PATCH") else ", PATCH to kube-apiserver"
+                if client.startswith("decision"):
+                    client = "decision + PATCH (in-process)"
+                print(f"| {n} | {client}{where} | {st['p50_ms']:.2f} | {st['p99_ms']:.2f} |")
     if args.e2e:
         rate = e2e(args.e2e)
         figures["e2e_pods_per_s"] = rate

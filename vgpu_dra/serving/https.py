@@ -33,7 +33,10 @@ here: the routes bound their own work.
 Memory: a parsed JSON body takes about seven times its size in Python objects, so
 what a server holds is bounded by what it reads and parses at once (`_Limits`):
 
-- a declared body above `max_body_bytes` is answered 413 before it is read;
+- a declared body above `max_body_bytes` is answered 413 before it is read (then
+  the rest is read and dropped, within `linger_bytes` and `linger_timeout_s`,
+  before the connection closes: closed with unread bytes, it would send a reset
+  that a client still writing sees instead of the 413);
 - a body above `SMALL_BODY` (64 KiB) is read only inside a budget of
   `max_inflight_bytes` (its declared size, or `max_body_bytes` when chunked), held
   until the answer; a body larger than the budget runs alone;
@@ -114,6 +117,10 @@ class ServerSettings:
     """Bodies above SMALL_BODY read or processed at once, in declared bytes."""
     queue_timeout_s: float = 1.0
     """How long a request waits for a slot or the byte budget before a 429."""
+    linger_bytes: int = 16 * MiB
+    """After a 413, at most this much more of the body is read and dropped..."""
+    linger_timeout_s: float = 5.0
+    """...for at most this long, before the connection is closed (`_Limits._linger`)."""
 
 
 class CertReloader:
@@ -331,7 +338,25 @@ class _Limits:
             413,
             f"the request body {what} is larger than the {self._s.max_body_bytes} bytes accepted",
         )
-        resp.force_close()  # the rest of the body is not read
+        resp.force_close()  # the rest of the body is not kept
+        return resp
+
+    async def _linger(self, request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
+        """Send `resp` (a refusal, the body left unread) at once, then read and drop the
+        rest of the body (at most `linger_bytes`, for at most `linger_timeout_s`) so
+        that the close which follows finds nothing unread: a socket closed with unread
+        bytes sends a TCP reset, and a client still writing its body would then see
+        "connection reset" instead of the answer, which may be lost in its buffers.
+        Holds no byte budget or request slot meanwhile."""
+        await resp.prepare(request)
+        await resp.write_eof()
+        left = self._s.linger_bytes
+        try:
+            async with asyncio.timeout(self._s.linger_timeout_s):
+                while left > 0 and (chunk := await request.content.readany()):
+                    left -= len(chunk)
+        except Exception as e:  # the bounds, or the peer went away (reset, short body)
+            log.debug("closing after a refused body: %r", e)
         return resp
 
     @web.middleware
@@ -342,7 +367,20 @@ class _Limits:
             return await handler(request)
         length = request.content_length
         if length is not None and length > self._s.max_body_bytes:
-            return self._too_large(length)
+            return await self._linger(request, self._too_large(length))
+        resp = await self._limited(request, handler, length)
+        if resp is None:  # a body without Content-Length grew past the limit
+            return await self._linger(request, self._too_large(None))
+        return resp
+
+    async def _limited(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        length: int | None,
+    ) -> web.StreamResponse | None:
+        """The handler's answer within the budget and the slots; None for a body
+        larger than max_body_bytes."""
         weight = self._s.max_body_bytes if length is None else length
         heavy = weight > SMALL_BODY
         if heavy and not await self.bytes.acquire(weight, self._s.queue_timeout_s):
@@ -350,7 +388,7 @@ class _Limits:
         try:
             body = await self._read(request)
             if body is None:
-                return self._too_large(None)
+                return None
             _BODIES[id(request)] = body  # for request_body(), which hands it over
             del body
             if not await self.slots.acquire(1, self._s.queue_timeout_s):
@@ -429,9 +467,23 @@ class _Framing:
         self.phases += 1
 
     def feed(self, data: bytes) -> None:
-        view = memoryview(data)
+        view = memoryview(data)[self._whole_head(data) if self.state == self.IDLE else 0 :]
         while view and self.state != self.LOST:
             view = view[self._step(view) :]
+
+    def _whole_head(self, data: bytes) -> int:
+        """The common case, a head that starts `data` and ends in it, read in place
+        (not copied through `_buf`); returns the bytes consumed, 0 to leave it all to
+        `_step` (which decides the same)."""
+        if not data or data[0] in b"\r\n":
+            return 0
+        end = data.find(b"\r\n\r\n", 0, _MAX_HEAD)
+        if end < 0:
+            return 0
+        self._buf.clear()
+        self._enter(self.HEAD)
+        self._begin_body(data[: end + 4])
+        return end + 4
 
     def _step(self, data: memoryview) -> int:
         """Consume a prefix of `data`; returns its length."""
@@ -502,6 +554,29 @@ class _Framing:
         return take
 
     def _begin_body(self, head: bytes) -> None:
+        """From the framing fields of `head`. A head with one plain `Content-Length:`
+        field (or none) and no `Transfer-Encoding` is read with a few searches; any
+        other is read field by field (`_begin_body_by_field`)."""
+        lower = head.lower()
+        fields = lower.count(b"content-length")
+        at = lower.find(b"\r\ncontent-length:")
+        if b"transfer-encoding" in lower or fields > 1 or (fields == 1 and at < 0):
+            self._begin_body_by_field(head)
+            return
+        length: int | None = None
+        if at >= 0:
+            start = at + len(b"\r\ncontent-length:")
+            try:
+                length = int(head[start : head.find(b"\r\n", start)].strip())
+            except ValueError:
+                self.state = self.LOST
+                return
+            if length < 0:
+                self.state = self.LOST
+                return
+        self._start_body(False, length)
+
+    def _begin_body_by_field(self, head: bytes) -> None:
         length: int | None = None
         chunked = False
         for line in head.split(b"\r\n")[1:]:
@@ -519,6 +594,9 @@ class _Framing:
                 length = n
             elif name == b"transfer-encoding":
                 chunked = value.strip().lower().endswith(b"chunked")
+        self._start_body(chunked, length)
+
+    def _start_body(self, chunked: bool, length: int | None) -> None:
         self._buf.clear()
         if chunked:
             self._enter(self.CHUNK_SIZE)
@@ -809,7 +887,7 @@ class HttpsServer:
             access_log=None,
             handle_signals=False,
             keepalive_timeout=s.idle_timeout_s,
-            lingering_time=0,  # a body left unread (413, 429) closes the connection
+            lingering_time=0,  # a 429's unread body closes; a 413 lingers (_Limits._linger)
             read_bufsize=READ_BUFFER,
         )
         await self._runner.setup()

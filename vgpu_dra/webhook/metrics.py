@@ -55,10 +55,16 @@ class AdmissionMetrics:
             registry=registry,
         )
 
+        self._series: dict[str, tuple[Counter, Histogram]] = {}
+        """The (count, seconds) series of each outcome seen, looked up once."""
+
     def observe(self, decision: Decision, seconds: float) -> None:
         label = outcome(decision)
-        self.total.labels(label).inc()
-        self.seconds.labels(label).observe(seconds)
+        series = self._series.get(label)
+        if series is None:
+            series = self._series[label] = (self.total.labels(label), self.seconds.labels(label))
+        series[0].inc()
+        series[1].observe(seconds)
 
 
 class QuotaMetrics(Collector):

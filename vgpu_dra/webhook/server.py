@@ -26,12 +26,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MUTATE_PATH = "/mutate"
 VALIDATE_CLAIMS_PATH = "/validate-claims"
 """ResourceClaim CREATE: the namespace GPU quota (docs/webhook.md "Quota")."""
+JSON_TYPE = "application/json"
 
 
 def _add_mutate_route(app: web.Application, admitter: Admitter) -> None:
     """Both admission routes: pods (mutating) and ResourceClaims (the quota)."""
 
-    def route(answer: Callable[[Review], Awaitable[JSON]]) -> Handler:
+    def route(answer: Callable[[Review], Awaitable[bytes]]) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
             body = await request_body(request)  # read within the limits (413 above the max)
             try:
@@ -40,12 +41,12 @@ def _add_mutate_route(app: web.Application, admitter: Admitter) -> None:
                 return web.json_response({"error": str(e)}, status=400)
             finally:
                 del body  # only the parsed review is kept while it is decided
-            return web.json_response(await answer(review))
+            return web.Response(body=await answer(review), content_type=JSON_TYPE)
 
         return handle
 
-    app.router.add_post(MUTATE_PATH, route(admitter.admit))
-    app.router.add_post(VALIDATE_CLAIMS_PATH, route(admitter.admit_claim))
+    app.router.add_post(MUTATE_PATH, route(admitter.admit_encoded))
+    app.router.add_post(VALIDATE_CLAIMS_PATH, route(admitter.admit_claim_encoded))
 
 
 def make_app(admitter: Admitter, ready: Callable[[], bool], max_body_bytes: int) -> web.Application:

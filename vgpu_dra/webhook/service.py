@@ -5,8 +5,9 @@ by anyone but its writers is refused (`ownership.py`). Leaves pods in excluded
 namespaces alone (the MutatingWebhookConfiguration excludes
 them too, but anyone who reaches the Service can send a review: docs/security.md
 "The webhook trusts the API server"), reads the cluster facts only for pods with
-vGPU resources (and only when the cached ones are stale), translates, ensures the
-templates unless the request is a dry run (all at once, within one deadline), and
+vGPU resources (and only when the cached ones are stale), translates (or answers a
+review of a shape seen before from `answers.AnswerCache`), ensures the templates
+unless the request is a dry run (all at once, within one deadline), and
 turns every failure into a denial with a message: nothing here raises for a bad
 pod, so the server never answers 500 for one.
 """
@@ -20,6 +21,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Protocol
 
 from vgpu_dra.kube.rest import ApiError
+from vgpu_dra.webhook.answers import Answer, AnswerCache
 from vgpu_dra.webhook.facts import ClusterFacts
 from vgpu_dra.webhook.kube import TemplateError
 from vgpu_dra.webhook.metrics import AdmissionMetrics
@@ -79,6 +81,7 @@ class Admitter:
         exclude_namespaces: Collection[str] = (),
         annotation_writers: Collection[str] = (),
         quota: QuotaEnforcer | None = None,
+        answers: AnswerCache | None = None,
     ) -> None:
         self.settings = settings
         self.quota = quota
@@ -94,6 +97,7 @@ class Admitter:
         self._timeout = api_timeout_s
         """Bound on the API calls of one review (the slice list, then all template
         calls together), well inside the API server's webhook timeout (10 s)."""
+        self._answers = answers if answers is not None else AnswerCache()
 
     @property
     def templates(self) -> TemplateSink | None:
@@ -140,7 +144,9 @@ class Admitter:
             return Denied(d.message, d.code)
         return Allowed(reason="pod UPDATE") if problem is None else Denied(problem, 403)
 
-    async def decide(self, review: Review) -> Decision:
+    def _before_facts(self, review: Review) -> Decision | None:
+        """The decision for a review that needs no cluster facts, else None. A pure
+        function of the review less its uid (user and old object included)."""
         if not (review.is_pod_create or review.is_pod_update):
             return Allowed(reason="not a pod CREATE")
         excluded = self._excluded(review)
@@ -150,22 +156,44 @@ class Admitter:
             return self._update(review)
         if not has_vgpu_resources(review.obj, self.settings):
             return translate_plain(review.obj, self.settings)
-        foreign = self._foreign(review)
-        if foreign is not None:
-            return foreign
+        return self._foreign(review)
+
+    async def _translated(self, review: Review) -> Answer:
+        """The decision before any template is ensured: a pure function of the review
+        less its uid and of the facts, so a shape seen with equal facts is answered
+        from the cache (`answers.py`). Nothing that reads live state (the quota, the
+        templates) belongs here."""
+        cached = self._answers.get(review.shape)
+        if cached is not None and cached.facts is None:
+            return cached
+        if cached is None:
+            early = self._before_facts(review)
+            if early is not None:
+                answer = Answer(early)
+                self._answers.put(review.shape, answer)
+                return answer
         try:
             facts = await self._call(self._facts.get) if self._facts.stale() else self._facts.get()
         except TimeoutError:
-            return Denied("the API server did not list ResourceSlices in time; retry", 500)
-        decision = translate(review.obj, review.namespace, self.settings, facts)
+            return Answer(Denied("the API server did not list ResourceSlices in time; retry", 500))
+        if cached is not None and cached.valid_with(facts):
+            return cached
+        answer = Answer(translate(review.obj, review.namespace, self.settings, facts), facts)
+        self._answers.put(review.shape, answer)
+        return answer
+
+    async def _answer(self, review: Review) -> Answer:
+        answer = await self._translated(review)
+        decision = answer.decision
         if isinstance(decision, Allowed) and decision.templates and self.quota is not None:
+            # live state: checked for every review, cached answer or not
             early = await self._quota_precheck(self.quota, review.namespace, decision)
             if early is not None:
-                return early
+                return Answer(early)
         if isinstance(decision, Allowed) and decision.templates and not review.dry_run:
             if self._templates is None:
-                return Denied(
-                    "the webhook runs without API access; it cannot create templates", 500
+                return Answer(
+                    Denied("the webhook runs without API access; it cannot create templates", 500)
                 )
             # The steady state skips the thread hop; the rest are ensured together.
             pending = [t for t in decision.templates if not self._templates.cached(t)]
@@ -173,12 +201,18 @@ class Admitter:
                 if pending:
                     await self._ensure_all(self._templates, pending)
             except TemplateError as e:
-                return Denied(e.message, e.code)
+                return Answer(Denied(e.message, e.code))
             except TimeoutError:
-                return Denied(
-                    "the API server did not create the ResourceClaimTemplate in time; retry", 500
+                return Answer(
+                    Denied(
+                        "the API server did not create the ResourceClaimTemplate in time; retry",
+                        500,
+                    )
                 )
-        return decision
+        return answer
+
+    async def decide(self, review: Review) -> Decision:
+        return (await self._answer(review)).decision
 
     async def _quota_precheck(
         self, quota: QuotaEnforcer, namespace: str, decision: Allowed
@@ -215,32 +249,45 @@ class Admitter:
             return Denied(f"the GPU quota could not be checked: {e}; retry", 500)
         return decision
 
+    async def _claim_answer(self, review: Review) -> Answer:
+        return Answer(await self.decide_claim(review))
+
     async def _ensure_all(self, sink: TemplateSink, templates: list[JSON]) -> None:
         calls = [asyncio.to_thread(sink.ensure, t) for t in templates]
         await asyncio.wait_for(asyncio.gather(*calls), self._timeout)
 
-    async def admit(self, review: Review) -> JSON:
-        """The AdmissionReview response; never raises (a bug becomes a denial)."""
-        return await self._answer(review, self.decide)
-
-    async def admit_claim(self, review: Review) -> JSON:
-        """The validating route's AdmissionReview response; never raises."""
-        return await self._answer(review, self.decide_claim)
-
-    async def _answer(
-        self, review: Review, decide: Callable[[Review], Awaitable[Decision]]
-    ) -> JSON:
+    async def _answered(
+        self, review: Review, answer_of: Callable[[Review], Awaitable[Answer]]
+    ) -> Answer:
+        """The final answer; never raises (a bug becomes a denial)."""
         start = self._clock()
-        decision: Decision
+        answer: Answer
         try:
-            decision = await decide(review)
+            answer = await answer_of(review)
+            decision = answer.decision
             if isinstance(decision, Denied):
                 log.info("denied %s in %s: %s", review.uid, review.namespace, decision.message)
         except Exception as e:  # a bug must deny with a message, never crash or 500
             log.exception("admission of %s failed", review.uid)
-            decision = Denied(
-                f"internal error in the vGPU webhook: {type(e).__name__}: {e}"[:1024], 500
+            answer = Answer(
+                Denied(f"internal error in the vGPU webhook: {type(e).__name__}: {e}"[:1024], 500)
             )
         if self.metrics is not None:
-            self.metrics.observe(decision, self._clock() - start)
-        return response(review.uid, decision)
+            self.metrics.observe(answer.decision, self._clock() - start)
+        return answer
+
+    async def admit(self, review: Review) -> JSON:
+        """The AdmissionReview response; never raises (a bug becomes a denial)."""
+        return response(review.uid, (await self._answered(review, self._answer)).decision)
+
+    async def admit_encoded(self, review: Review) -> bytes:
+        """`admit`'s response as JSON bytes, encoded once per cached answer."""
+        return (await self._answered(review, self._answer)).encoded.with_uid(review.uid)
+
+    async def admit_claim(self, review: Review) -> JSON:
+        """The validating route's AdmissionReview response; never raises."""
+        return response(review.uid, (await self._answered(review, self._claim_answer)).decision)
+
+    async def admit_claim_encoded(self, review: Review) -> bytes:
+        """`admit_claim`'s response as JSON bytes."""
+        return (await self._answered(review, self._claim_answer)).encoded.with_uid(review.uid)

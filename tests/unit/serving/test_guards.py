@@ -215,6 +215,46 @@ def test_framing_follows_requests_however_the_bytes_are_split(stream: bytes) -> 
     assert _Framing.HEAD in states
 
 
+HEADS = [
+    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n",
+    b"POST / HTTP/1.1\r\ncontent-LENGTH:3\r\n\r\n",
+    b"POST / HTTP/1.1\r\nContent-Length:  +3 \r\n\r\n",
+    b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+    b"POST / HTTP/1.1\r\nContent-Length: 1_0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+    b"POST / HTTP/1.1\r\nContent-Length:\r\n\r\n",
+    b"POST / HTTP/1.1\r\nContent-Length : 3\r\n\r\n",
+    b"POST / HTTP/1.1\r\n Content-Length: 3\r\n\r\n",
+    b"POST / HTTP/1.1\r\nX-Content-Length: 3\r\n\r\n",
+    b"POST / HTTP/1.1\r\nX: content-length\r\nContent-Length: 3\r\n\r\n",
+    b"POST /content-length:9 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+    b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+    b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\nContent-Length: 3\r\n\r\n",
+    b"POST / HTTP/1.1\r\nX: transfer-encoding\r\nContent-Length: 3\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_the_quick_reading_of_a_head_decides_as_the_reading_field_by_field(head: bytes) -> None:
+    quick, by_field = _Framing(), _Framing()
+    quick._begin_body(head)
+    by_field._begin_body_by_field(head)
+    assert (quick.state, quick.phases, quick._left) == (
+        by_field.state,
+        by_field.phases,
+        by_field._left,
+    )
+    whole, bytewise = _Framing(), _Framing()  # read in place, or through the buffer
+    whole.feed(head + b"abc")
+    _feed_bytewise(bytewise, head + b"abc")
+    assert (whole.state, whole.phases) == (bytewise.state, bytewise.phases)
+
+
 @pytest.mark.parametrize(
     "stream",
     [

@@ -9,14 +9,17 @@ import contextlib
 import http.client
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from vgpu_dra.dev.localcluster.certs import make_pki
 from vgpu_dra.serving.https import SMALL_BODY, HttpsServer, ServerSettings, _Budget, request_body
 
 BASE = ServerSettings(
@@ -92,25 +95,20 @@ def test_bodies_up_to_the_limit_are_read_whole() -> None:
 
 
 def _oversized(srv: HttpsServer, chunked: bool) -> bytes:
-    """POST 1 MiB + 1 and return the raw answer. With a declared Content-Length only
-    the headers are sent: the server answers 413 from them and closes, and a client
-    still writing the body could see that close as a reset and lose the answer (a
-    race, not the behaviour under test). A chunked body is sent whole: its size is
-    known only once read."""
+    """POST 1 MiB + 1 and return the raw answer. The server answers 413 from a
+    declared Content-Length before reading the body, and from a chunked body once it
+    grew past the limit; either way it then reads and drops the rest before it closes."""
     size = (1 << 20) + 1
     head = b"POST /echo HTTP/1.1\r\nHost: x\r\n"
     head += (
         b"Transfer-Encoding: chunked\r\n\r\n" if chunked else b"Content-Length: %d\r\n\r\n" % size
     )
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (size, b"x" * size) if chunked else b"x" * size
     with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
-        sock.sendall(head)
-        if chunked:
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                sock.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (size, b"x" * size))
+        sock.sendall(head + body)
         answer = b""
-        with contextlib.suppress(ConnectionResetError):
-            while chunk := sock.recv(65536):
-                answer += chunk
+        while chunk := sock.recv(65536):
+            answer += chunk
         return answer
 
 
@@ -120,6 +118,55 @@ def test_a_body_above_the_limit_is_413(chunked: bool) -> None:
         answer = _oversized(srv, chunked)
         assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
         assert b"larger than the 1048576 bytes" in answer
+        assert srv.stats.too_large == 1
+
+
+def _write_all_then_read(sock: socket.socket, head: bytes, body_size: int) -> bytes:
+    """Send `head`, then a body of `body_size` bytes in 64 KiB writes (each waits
+    for room in the socket buffers, so a server that has stopped reading stops the
+    client), then read the answer to its end."""
+    sock.sendall(head)
+    piece = b"x" * 65536
+    for _ in range(body_size // len(piece)):
+        sock.sendall(piece)
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_client_still_writing_a_refused_body_reads_the_413(tmp_path: Path, tls: bool) -> None:
+    """The 413 leaves before the body is read; then the server reads and drops the
+    rest (a lingering close): closed with the body unread, the client's writes would
+    meet a reset, and so would its read of the answer. 16 MiB is more than the
+    socket buffers hold, so without the lingering the writes fail."""
+    size = 16 * 1024 * 1024
+    settings = replace(BASE, linger_bytes=size + 4096)
+    ctx: ssl.SSLContext | None = None
+    if tls:
+        pki = make_pki(tmp_path)
+        settings = replace(settings, cert_file=pki.serving_cert, key_file=pki.serving_key)
+        ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+    head = b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" % size
+    with serving(settings) as (srv, _):
+        raw = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+        with ctx.wrap_socket(raw, server_hostname="localhost") if ctx else raw as sock:
+            answer = _write_all_then_read(sock, head, size)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert b"Connection: close" in answer
+        assert srv.stats.too_large == 1
+
+
+def test_lingering_after_a_413_is_bounded_in_bytes() -> None:
+    """Past `linger_bytes` the server stops reading and closes: the client's writes
+    fail (the reset the lingering avoids for bodies within the bound)."""
+    size = 64 * 1024 * 1024
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size
+    with serving(replace(BASE, linger_bytes=1 << 20)) as (srv, _):
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+        with sock, pytest.raises(OSError):  # reset, or a broken pipe
+            _write_all_then_read(sock, head, size)
         assert srv.stats.too_large == 1
 
 
