@@ -21,6 +21,9 @@ webhook does the API traffic.
   precondition, so concurrent admissions (in any replica) cannot both spend the
   same headroom: the invariant "used <= hard, or no charge was added" holds for
   every ledger `charge` returns.
+- Legacy mode (HAMi's scheduler-side check, docs/legacy.md "ResourceQuota"): the caps
+  of `limits.` keys only (`HAMI_PREFIXES`), and `hami_budget`, what a namespace may
+  still take, which `core.placement` checks each card against.
 """
 
 from __future__ import annotations
