@@ -25,13 +25,16 @@ import yaml
 from tests.integration import kube
 from tests.integration.conftest import NODE_AGENT_IDENTITY, REPO
 from vgpu_dra.core.hami import annotations as ann
+from vgpu_dra.core.hami.requests import NVIDIA as NVIDIA_RESOURCES
 from vgpu_dra.dev.localcluster.cluster import LocalCluster
 from vgpu_dra.kube.nodelock import LockContentionError, LockSettings, NodeLocker
 from vgpu_dra.kube.nodes import create_fake_node
 from vgpu_dra.kube.rest import JSON, ApiError, Rest
 from vgpu_dra.legacy.deviceplugin.pending import AllocateError, PendingPods
 from vgpu_dra.legacy.extender.app import ExtenderApp, ExtenderSettings
-from vgpu_dra.legacy.extender.extender import PlacementSettings
+from vgpu_dra.legacy.extender.extender import Extender, PlacementSettings
+from vgpu_dra.legacy.extender.quota import QuotaStore
+from vgpu_dra.legacy.extender.state import ClusterState
 
 pytestmark = pytest.mark.integration
 
@@ -548,3 +551,120 @@ def test_200_pods_at_once_never_oversubscribe(legacy: Legacy) -> None:
     assert len(bound) > 100 and len(per_node) == N_NODES
     assert all(node_lock(admin, n) is None for n in nodes)  # every lock was released
     print(f"\nbound {len(bound)}/200 pods; per node {sorted(per_node.values())}")
+
+
+# ---- HAMi's `limits.` ResourceQuota check (docs/legacy.md "ResourceQuota") -------------
+
+QUOTA = "vgpu-quota"
+
+
+def limits_quota(admin: Rest, ns: str, hard: dict[str, str]) -> JSON:
+    return admin.request(
+        "POST",
+        f"/api/v1/namespaces/{ns}/resourcequotas",
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": QUOTA},
+            "spec": {"hard": hard},
+        },
+    )
+
+
+def test_limits_quota_is_enforced_like_hami(legacy: Legacy) -> None:
+    """A namespace with `limits.nvidia.com/gpumem: 6000`: two 3000 MiB pods are bound,
+    the third is refused by /filter with HAMi's ResourceQuotaNotFit (the API server
+    does not enforce a `limits.` key on extended resources), and runs once one of the
+    others is deleted."""
+    admin, ns, group = legacy.admin, "ext-quota", "ext-quota"
+    kube.namespace(admin, ns)
+    node = "ext-quota-a"
+    create_fake_node(
+        admin,
+        node,
+        labels={"vgpu-test": group},
+        annotations={ann.NODE_REGISTER_NVIDIA: register([("GPU-qa0", 40000), ("GPU-qa1", 40000)])},
+    )
+    limits_quota(admin, ns, {"limits.nvidia.com/gpumem": "6000"})
+    kube.wait_for(lambda: legacy.app.quotas.caps(ns), 30, "the extender to see the quota")
+    ask = {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "3000"}
+    with FakeKubelets(legacy.agent, ns, [node]) as kubelets:
+        gpu_pod(admin, ns, "p1", group, ask)
+        kube.wait_for(lambda: "p1" in kubelets.allocated, 60, "p1 allocated")
+        gpu_pod(admin, ns, "p2", group, ask)
+        kube.wait_for(lambda: "p2" in kubelets.allocated, 60, "p2 allocated")
+        gpu_pod(admin, ns, "p3", group, ask)
+        msg = kube.wait_for(lambda: _unschedulable(admin, ns, "p3"), 60, "p3 refused")
+        assert "2/2 ResourceQuotaNotFit" in msg, msg
+        evs = kube.wait_for(
+            lambda: [e for e in events(admin, ns, "p3") if e.startswith("FilteringFailed")],
+            30,
+            "FilteringFailed event",
+        )
+        assert (
+            f"1 nodes 2/2 ResourceQuotaNotFit({node}); quota {ns}/{QUOTA}: "
+            "limits.nvidia.com/gpumem: used 6000Mi of hard 6000Mi"
+        ) in evs[0], evs
+        admin.request(
+            "DELETE",
+            f"/api/v1/namespaces/{ns}/pods/p1",
+            {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0},
+        )
+        pod = kube.wait_for(
+            lambda: (p := get_pod(admin, ns, "p3"))["spec"].get("nodeName") and p,
+            90,
+            "p3 bound once p1 is gone",
+        )
+        assert pod["metadata"]["annotations"][NVIDIA.allocated].endswith(",NVIDIA,3000,0:;")
+        kube.wait_for(lambda: "p3" in kubelets.allocated, 60, "p3 allocated")
+    assert not kubelets.errors, kubelets.errors
+
+
+def test_decisions_not_yet_bound_count_against_the_quota(legacy: Legacy) -> None:
+    """Two pods of one namespace filtered back to back, before either is bound or seen
+    by a watch: an extender whose state no watch feeds (so only its own pending
+    decision can tell it) refuses the second, and a retry of the first fits again."""
+    admin, ns = legacy.admin, "ext-quota-race"
+    kube.namespace(admin, ns)
+    node = "ext-quota-race-a"
+    create_fake_node(
+        admin, node, annotations={ann.NODE_REGISTER_NVIDIA: register([("GPU-qr0", 40000)])}
+    )
+    q = limits_quota(admin, ns, {"limits.nvidia.com/gpumem": "4000"})
+    pods = [
+        admin.request(
+            "POST",
+            f"/api/v1/namespaces/{ns}/pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name},
+                "spec": {
+                    "schedulerName": "nobody",  # no scheduler takes them
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "registry.invalid/cuda:none",
+                            "resources": {
+                                "limits": {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "3000"}
+                            },
+                        }
+                    ],
+                },
+            },
+        )
+        for name in ("r1", "r2")
+    ]
+    rest = legacy.cluster.rest(EXTENDER)
+    state = ClusterState(NVIDIA)
+    state.replace_nodes([admin.get(f"/api/v1/nodes/{node}")])
+    quotas = QuotaStore(NVIDIA_RESOURCES)
+    quotas.replace([q])
+    ext = Extender(rest, state, NodeLocker(rest), None, PlacementSettings(), quotas=quotas)
+    first = ext.filter({"Pod": pods[0], "NodeNames": [node]})
+    second = ext.filter({"Pod": pods[1], "NodeNames": [node]})
+    assert first["nodenames"] == [node]
+    assert second == {"nodenames": [], "failedNodes": {node: "1/1 ResourceQuotaNotFit"}}
+    assert state.namespace_used(ns) == (3000, 0)
+    assert ext.filter({"Pod": pods[0], "NodeNames": [node]})["nodenames"] == [node]
+    assert state.namespace_used(ns) == (3000, 0)

@@ -7,7 +7,8 @@ are admitted until the sum would pass the hard value, the next is refused by the
 ResourceQuota admission with its message, and a deleted pod frees its share. A
 `limits.nvidia.com/<name>` key is accepted in the object but Kubernetes does not
 enforce it (extended resources have only the `requests.` quota prefix); HAMi's
-scheduler enforces that key itself, vgpu-dra's extender does not.
+scheduler enforces that key itself, and so does vgpu-dra's extender
+(test_extender.py::test_limits_quota_is_enforced_like_hami).
 """
 
 from __future__ import annotations

@@ -52,3 +52,48 @@ def test_controller_identity_can_do_its_job(dra_cluster: LocalCluster) -> None:
     assert rest.get("/api/v1/nodes/rbac-b")["metadata"]["name"] == "rbac-b"
     rest.get("/apis/resource.k8s.io/v1/resourceslices")
     rest.get("/apis/resource.k8s.io/v1/resourceclaims")  # per-card allocation metrics
+
+
+EXTENDER_IDENTITY = "vgpu-dra-extender"
+QUOTA_BODY = {
+    "apiVersion": "v1",
+    "kind": "ResourceQuota",
+    "metadata": {"name": "q"},
+    "spec": {"hard": {"limits.nvidia.com/gpumem": "1"}},
+}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        # ResourceQuotas: list and watch only (HAMi's `limits.` check), nothing written
+        ("GET", "/api/v1/namespaces/default/resourcequotas/q", None),
+        ("POST", "/api/v1/namespaces/default/resourcequotas", QUOTA_BODY),
+        ("PATCH", "/api/v1/namespaces/default/resourcequotas/q", {"spec": {"hard": {}}}),
+        ("DELETE", "/api/v1/namespaces/default/resourcequotas/q", None),
+        ("PATCH", "/api/v1/namespaces/default/resourcequotas/q/status", {"status": {}}),
+        ("GET", "/api/v1/secrets", None),
+    ],
+)
+def test_extender_identity_is_refused_outside_its_role(
+    dra_cluster: LocalCluster, method: str, path: str, body: dict[str, object] | None
+) -> None:
+    rest = dra_cluster.rest(EXTENDER_IDENTITY)
+    with pytest.raises(ApiError) as err:
+        rest.request(
+            method,
+            path,
+            body,
+            content_type="application/merge-patch+json"
+            if method == "PATCH"
+            else "application/json",
+        )
+    assert err.value.status == 403, err.value
+
+
+def test_extender_identity_lists_and_watches_resourcequotas(dra_cluster: LocalCluster) -> None:
+    rest = dra_cluster.rest(EXTENDER_IDENTITY)
+    listed = rest.get("/api/v1/resourcequotas")
+    rv = listed["metadata"]["resourceVersion"]
+    # a refused watch raises ApiError 403; an allowed one ends after its 1 s timeout
+    list(rest.watch("/api/v1/resourcequotas", [("resourceVersion", rv)], 1))

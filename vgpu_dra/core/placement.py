@@ -17,6 +17,11 @@ any DRA tool wanting HAMi's policies). It follows hami-compat.md §4.3-§4.5:
 - init containers are each fitted against the node as it was before the pod (they run
   one at a time); regular containers are fitted cumulatively. `collapse_usage` turns
   a pod's devices into the usage it holds (HAMi's `CollapseInitContainerUsage`).
+- namespace quota (HAMi's `fitQuota`, legacy `limits.` ResourceQuota keys): with a
+  `QuotaBudget` per device type (what the namespace may still take), a card is
+  refused as `ResourceQuotaNotFit` when the pod's usage with it (`pod_total`: its
+  earlier containers and this container's cards so far, collapsed as the pod will
+  hold them) would pass the budget.
 
 No I/O, no clock, no randomness. Inputs are never mutated: fits work on copies.
 """
@@ -54,6 +59,7 @@ CARD_INSUFFICIENT_CORE: Final = "CardInsufficientCore"
 CARD_COMPUTE_EXHAUSTED: Final = "CardComputeUnitsExhausted"
 NODE_INSUFFICIENT_DEVICE: Final = "NodeInsufficientDevice"
 ALLOCATED_INSUFFICIENT: Final = "AllocatedCardsInsufficientRequest"
+RESOURCE_QUOTA_NOT_FIT: Final = "ResourceQuotaNotFit"
 
 DEFAULT_NODE_POLICY: Final = "binpack"
 DEFAULT_GPU_POLICY: Final = "spread"
@@ -143,6 +149,26 @@ class Decision:
     devices: PodDevices | None
     failed: Mapping[str, str]
     scores: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class QuotaBudget:
+    """What a namespace may still take of one device type: MiB of memory and percent
+    of cores (hard minus what its pods hold; negative when already over); None: no
+    cap. HAMi refuses when used + asked > limit, i.e. asked > budget, also when asked
+    is 0 and the namespace is over."""
+
+    memory: int | None = None
+    cores: int | None = None
+
+    def fits(self, memory: int, cores: int) -> bool:
+        return (self.memory is None or memory <= self.memory) and (
+            self.cores is None or cores <= self.cores
+        )
+
+
+QuotaBudgets = Mapping[str, QuotaBudget]
+"""Device type (a request's `type`, e.g. "NVIDIA") -> the namespace's budget."""
 
 
 def gen_reason(reasons: Mapping[str, int], cards: int) -> str:
@@ -289,10 +315,47 @@ def _card_usable(
     return None if _type_ok(d.device, req, pol) else CARD_TYPE_MISMATCH
 
 
+@dataclass(frozen=True)
+class QuotaCheck:
+    """HAMi's `fitQuota` for one container: the namespace may still take `budget`, and
+    the pod already holds `earlier` (its containers fitted before this one, in pod
+    order, init containers first; `init_count` of them are init containers)."""
+
+    budget: QuotaBudget
+    earlier: PodDevices = ()
+    init_count: int = 0
+
+    def fits(self, current: Sequence[ContainerDevice]) -> bool:
+        """Whether the pod with `current` (this container's cards so far, the
+        candidate last) stays within the budget."""
+        pod = (*self.earlier, tuple(current))
+        return self.budget.fits(*pod_total(pod, self.init_count, current[-1].type))
+
+
+def pod_total(devices: PodDevices, init_count: int, type: str | None = None) -> tuple[int, int]:
+    """(MiB, cores) a pod with `devices` holds over all its cards (of `type` only,
+    when given), init containers collapsed as `collapse_usage` does: what HAMi's
+    quota counts for a pod (each card's resolved memory and cores)."""
+    if type is not None:
+        devices = tuple(tuple(d for d in ctr if d.type == type) for ctr in devices)
+    return held_total(collapse_usage(devices, init_count))
+
+
+def held_total(held: Mapping[str, HeldUsage]) -> tuple[int, int]:
+    """(MiB, cores) summed over the cards of one pod's held usage."""
+    return sum(h.usedmem for h in held.values()), sum(h.usedcores for h in held.values())
+
+
 def _card_check(
-    d: DeviceUsage, req: ContainerRequest, pol: PodPolicy, mutex: bool
+    d: DeviceUsage,
+    req: ContainerRequest,
+    pol: PodPolicy,
+    mutex: bool,
+    quota: QuotaCheck | None = None,
+    chosen: Sequence[ContainerDevice] = (),
 ) -> tuple[str | None, int, int]:
-    """(reason or None, memreq, coresreq) for checks 5..14 of HAMi's Fit."""
+    """(reason or None, memreq, coresreq) for checks 5..14 of HAMi's Fit, the quota
+    check (`quota`: with the cards `chosen` so far) where HAMi makes it."""
     dev = d.device
     if (pol.use_uuids and dev.id not in pol.use_uuids) or dev.id in pol.nouse_uuids:
         return CARD_UUID_MISMATCH, 0, 0
@@ -302,6 +365,10 @@ def _card_check(
         return EXCLUSIVE_CONFLICT, 0, 0
     cores = min(req.coresreq, 100)
     mem = req.memory_on(dev.devmem)
+    if quota is not None:
+        candidate = ContainerDevice(dev.id, req.type, mem, cores)
+        if not quota.fits((*chosen, candidate)):
+            return RESOURCE_QUOTA_NOT_FIT, 0, 0
     if dev.devmem - d.usedmem < mem:
         return CARD_INSUFFICIENT_MEMORY, 0, 0
     if dev.devcore - d.usedcores < cores:
@@ -321,9 +388,12 @@ def fit_cards(
     chain: Sequence[str] = (DEFAULT_GPU_POLICY,),
     cordoned: frozenset[str] = frozenset(),
     pair_scores: Mapping[str, Mapping[str, int]] | None = None,
+    quota: QuotaCheck | None = None,
 ) -> ContainerFit:
     """HAMi's NVIDIA `Fit`: `cards` (of the request's type, in `card_list` order) walked
-    from the end, each failing card counted under its reason.
+    from the end, each failing card counted under its reason. With `quota`, a card
+    that would take the pod (with the cards of this run so far, as HAMi's `tmpDevs`)
+    past the namespace's budget is `ResourceQuotaNotFit`.
 
     `mutex` and `topology-aware` act wherever they appear in `chain`. With numa-bind a
     change of NUMA node starts the run again (the cards already taken count as
@@ -341,7 +411,7 @@ def fit_cards(
                 if chosen and not topology:  # HAMi counts only a run it had started
                     reasons[NUMA_NOT_FIT] += len(chosen)
                 chosen, prev_numa = [], d.device.numa
-            why, mem, cores = _card_check(d, req, pol, mutex)
+            why, mem, cores = _card_check(d, req, pol, mutex, quota, chosen)
         if why is not None:
             reasons[why] += 1
             continue
@@ -363,6 +433,7 @@ def fit_container(
     cordoned: frozenset[str] = frozenset(),
     default_gpu_policy: str = DEFAULT_GPU_POLICY,
     pair_scores: Mapping[str, Mapping[str, int]] | None = None,
+    quota: QuotaCheck | None = None,
 ) -> ContainerFit:
     """Pick `req.nums` distinct cards for one container, or say why not (HAMi's
     fitInDevices for one request: sort all cards, keep the request's type, Fit).
@@ -373,7 +444,9 @@ def fit_container(
     typed = [d for d in ordered if req.type.lower() in d.device.type.lower()]
     if req.nums > len(typed):
         return ContainerFit(None, {}, len(typed), NODE_INSUFFICIENT_DEVICE, tuple(ordered))
-    fit = fit_cards(typed, req, pol, chain=chain, cordoned=cordoned, pair_scores=pair_scores)
+    fit = fit_cards(
+        typed, req, pol, chain=chain, cordoned=cordoned, pair_scores=pair_scores, quota=quota
+    )
     return replace(fit, order=tuple(ordered))
 
 
@@ -422,8 +495,14 @@ def fit_pod(
     *,
     init_count: int = 0,
     default_gpu_policy: str = DEFAULT_GPU_POLICY,
+    quota: QuotaBudgets | None = None,
 ) -> NodeFit:
     """Fit every container of a pod on one node (init containers first).
+
+    `quota`: the namespace's budget per device type; each card is checked with the
+    pod's containers fitted so far (`QuotaCheck`), so the pod as placed holds at most
+    the budget (HAMi's check counts only the containers of the same phase; see
+    docs/legacy.md).
 
     A container asking several vendors gets one allocation per vendor, fitted in the
     order given, each against the node as the container's earlier requests left it
@@ -439,6 +518,8 @@ def fit_pod(
         current = base if i < init_count else work
         taken: list[ContainerDevice] = []
         for ask in _asks(req):
+            budget = quota.get(ask.type) if quota else None
+            check = QuotaCheck(budget, tuple(out), init_count) if budget is not None else None
             fit = fit_container(
                 current,
                 ask,
@@ -446,6 +527,7 @@ def fit_pod(
                 cordoned=node.cordoned,
                 default_gpu_policy=default_gpu_policy,
                 pair_scores=node.pair_scores,
+                quota=check,
             )
             if fit.devices is None:
                 return NodeFit(node.name, None, score, fit.reason())
@@ -490,8 +572,10 @@ def choose_node(
     init_count: int = 0,
     default_node_policy: str = DEFAULT_NODE_POLICY,
     default_gpu_policy: str = DEFAULT_GPU_POLICY,
+    quota: QuotaBudgets | None = None,
 ) -> Decision:
-    """The node the policy prefers among those the pod fits on.
+    """The node the policy prefers among those the pod fits on (within the namespace's
+    `quota`, as `fit_pod`).
 
     The node score depends only on the usage before the pod, so the choice (binpack:
     highest score, spread: lowest, ties to the smallest name) is the first node in
@@ -503,7 +587,12 @@ def choose_node(
     failed: dict[str, str] = {}
     for node in _preferred_first(list(nodes), spread=spread):
         fit = fit_pod(
-            node, requests, pol, init_count=init_count, default_gpu_policy=default_gpu_policy
+            node,
+            requests,
+            pol,
+            init_count=init_count,
+            default_gpu_policy=default_gpu_policy,
+            quota=quota,
         )
         if fit.ok:
             return Decision(node.name, fit.devices, failed, {node.name: fit.score})

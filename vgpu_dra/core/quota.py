@@ -21,6 +21,9 @@ webhook does the API traffic.
   precondition, so concurrent admissions (in any replica) cannot both spend the
   same headroom: the invariant "used <= hard, or no charge was added" holds for
   every ledger `charge` returns.
+- Legacy mode (HAMi's scheduler-side check, docs/legacy.md "ResourceQuota"): the caps
+  of `limits.` keys only (`HAMI_PREFIXES`), and `hami_budget`, what a namespace may
+  still take, which `core.placement` checks each card against.
 """
 
 from __future__ import annotations
@@ -36,12 +39,16 @@ from vgpu_dra.api.quantity import QuantityError, parse_quantity
 from vgpu_dra.api.vgpu_config import ConfigError, ConfigSource, merge_configs
 from vgpu_dra.core.hami.requests import VendorResources
 from vgpu_dra.core.model import MIB
+from vgpu_dra.core.placement import QuotaBudget
 from vgpu_dra.core.vendors import device_class_name
 
 JSON = dict[str, Any]
 PREFIXES: Final = ("requests.", "limits.")
 """ResourceQuota key prefixes read: HAMi's `limits.` and Kubernetes' `requests.`
 (the only prefix Kubernetes documents for extended resources)."""
+HAMI_PREFIXES: Final = ("limits.",)
+"""The prefix HAMi's scheduler enforces itself (legacy mode; the API server already
+enforces `requests.` on a pod's extended resources at creation)."""
 LEDGER_PREFIX: Final = "vgpu-dra-quota-"
 LEDGER_LABEL: Final = {"app.kubernetes.io/managed-by": "vgpu-dra-webhook-quota"}
 
@@ -93,18 +100,21 @@ class Cap:
 
 
 def caps_from_quotas(
-    quotas: Iterable[Mapping[str, Any]], resources: Mapping[str, QuotaResource]
+    quotas: Iterable[Mapping[str, Any]],
+    resources: Mapping[str, QuotaResource],
+    prefixes: Sequence[str] = PREFIXES,
 ) -> list[Cap]:
-    """Every cap the quotas set on `resources` (sorted). Scopes are not evaluated:
-    a quota caps every claim of its namespace. Raises QuotaError for a hard value
-    that is not a quantity (the API server validates them, so only a forged list)."""
+    """Every cap the quotas set on `resources` with keys of `prefixes` (sorted).
+    Scopes are not evaluated: a quota caps every claim of its namespace. Raises
+    QuotaError for a hard value that is not a quantity (the API server validates
+    them, so only a forged list)."""
     caps: list[Cap] = []
     for q in quotas:
         meta = q.get("metadata") or {}
         ref = f"{meta.get('namespace')}/{meta.get('name')}"
         hard = (q.get("spec") or {}).get("hard") or {}
         for key, value in hard.items() if isinstance(hard, Mapping) else ():
-            prefix = next((p for p in PREFIXES if str(key).startswith(p)), None)
+            prefix = next((p for p in prefixes if str(key).startswith(p)), None)
             res = resources.get(str(key)[len(prefix) :]) if prefix else None
             if res is None:
                 continue
@@ -419,3 +429,42 @@ def status(ledger: Ledger, caps: Iterable[Cap]) -> list[Status]:
         hard[c.resource] = min(hard.get(c.resource, c.hard), c.hard)
     u = used(ledger)
     return [Status(r, u.get(r, 0), h) for r, h in sorted(hard.items())]
+
+
+# ---- legacy mode: HAMi's scheduler-side check ---------------------------------------------
+def remaining(caps: Iterable[Cap], current: Mapping[str, int]) -> dict[str, int]:
+    """Per capped resource, what may still be taken: the smallest hard value minus
+    `current` (negative when the namespace is already over)."""
+    hard: dict[str, int] = {}
+    for c in caps:
+        hard[c.resource] = min(hard.get(c.resource, c.hard), c.hard)
+    return {r: h - current.get(r, 0) for r, h in hard.items()}
+
+
+def hami_budget(
+    caps: Iterable[Cap], current: Mapping[str, int], vendor: VendorResources
+) -> QuotaBudget | None:
+    """The budget placement checks each card against (legacy mode, HAMi's `FitQuota`):
+    `vendor`'s memory and cores left under `caps` (read with HAMI_PREFIXES) given the
+    namespace's `current` usage (MiB and percent per resource name, every card's
+    resolved amounts of its pods). None when neither is capped."""
+    left = remaining(caps, current)
+    memory = left.get(vendor.memory) if vendor.memory else None
+    cores = left.get(vendor.cores) if vendor.cores else None
+    if memory is None and cores is None:
+        return None
+    return QuotaBudget(memory, cores)
+
+
+def usage_line(
+    caps: Iterable[Cap], current: Mapping[str, int], resources: Mapping[str, QuotaResource]
+) -> str:
+    """Each cap with the namespace's usage, for a refusal's event:
+    "quota team-a/gpu-quota: limits.nvidia.com/gpumem: used 6000Mi of hard 6000Mi"."""
+    out = []
+    for c in sorted(caps):
+        res = resources.get(c.resource)
+        show = res.show if res is not None else str
+        used_now = current.get(c.resource, 0)
+        out.append(f"quota {c.quota}: {c.key}: used {show(used_now)} of hard {show(c.hard)}")
+    return "; ".join(out)

@@ -12,9 +12,10 @@ and ours:
     GetNodeDevices / Decode*      -> core.hami.annotations
 
 A row that differs on purpose carries `differs=<reason>` and asserts what we do; the
-same reason is in docs/legacy.md ("Differences from HAMi"). Not ported: MIG, resource
-quotas, multi-vendor requests (not implemented; docs/legacy.md "Not done"), and
-HAMi's Kubernetes plumbing (caches, locks, events), which has no pure counterpart.
+same reason is in docs/legacy.md ("Differences from HAMi"). Resource quotas are in
+test_hami_parity_quota.py. Not ported: MIG, multi-vendor requests (not implemented;
+docs/legacy.md "Not done"), and HAMi's Kubernetes plumbing (caches, locks, events),
+which has no pure counterpart.
 
 Source: github.com/Project-HAMi/HAMi v2.10 pkg/scheduler/policy/gpu_policy_test.go,
 node_policy_test.go, pkg/scheduler/numa_sort_test.go, pkg/scheduler/score_test.go,

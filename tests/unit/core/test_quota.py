@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vgpu_dra.core.hami.requests import DEFAULT_VENDORS
+from vgpu_dra.core.hami.requests import DEFAULT_VENDORS, NVIDIA
+from vgpu_dra.core.placement import QuotaBudget
 from vgpu_dra.core.quota import (
+    HAMI_PREFIXES,
     Cap,
     Charge,
     Exceeded,
@@ -24,11 +26,14 @@ from vgpu_dra.core.quota import (
     decode,
     denial,
     encode,
+    hami_budget,
     ledger_name,
     quota_resources,
     reconcile,
+    remaining,
     shortfalls,
     status,
+    usage_line,
     used,
 )
 
@@ -366,3 +371,53 @@ def test_optimistic_writes_from_racing_replicas_never_exceed_hard(
         # else: conflict, read again on its next turn
     assert used(store["ledger"]).get(MEM, 0) <= CAP.hard
     assert set(store["ledger"]) == admitted
+
+
+# ---- legacy mode: HAMi's scheduler-side check ------------------------------------------
+def test_hami_prefix_reads_limits_keys_only() -> None:
+    hard = {"limits.nvidia.com/gpumem": "6000", "requests.nvidia.com/gpumem": "1000"}
+    assert [c.key for c in caps_from_quotas([quota(hard)], RES, HAMI_PREFIXES)] == [
+        "limits.nvidia.com/gpumem"
+    ]
+    # the DRA-mode default reads both
+    assert len(caps_from_quotas([quota(hard)], RES)) == 2
+
+
+HARD = [
+    Cap(MEM, 6000, "team-a/a", "limits.nvidia.com/gpumem"),
+    Cap(MEM, 8000, "team-a/b", "limits.nvidia.com/gpumem"),
+    Cap(CORES, 100, "team-a/a", "limits.nvidia.com/gpucores"),
+]
+
+
+@pytest.mark.parametrize(
+    ("caps", "current", "left", "budget"),
+    [
+        ([], {MEM: 5}, {}, None),
+        # the smallest cap of a resource binds; usage of the other resource is ignored
+        (HARD[:2], {MEM: 2500, CORES: 90}, {MEM: 3500}, QuotaBudget(memory=3500)),
+        (HARD, {MEM: 2500, CORES: 90}, {MEM: 3500, CORES: 10}, QuotaBudget(3500, 10)),
+        # over the cap (a quota lowered or created after the pods): negative
+        (HARD[2:], {CORES: 120}, {CORES: -20}, QuotaBudget(cores=-20)),
+        # a cap of another vendor's resource gives this vendor no budget
+        (
+            [Cap("amd.com/gpumem", 10, "team-a/a", "limits.amd.com/gpumem")],
+            {},
+            {"amd.com/gpumem": 10},
+            None,
+        ),
+    ],
+)
+def test_remaining_and_hami_budget(
+    caps: list[Cap], current: dict[str, int], left: dict[str, int], budget: QuotaBudget | None
+) -> None:
+    assert remaining(caps, current) == left
+    assert hami_budget(caps, current, NVIDIA) == budget
+
+
+def test_usage_line_names_each_quota_key_used_and_hard() -> None:
+    assert usage_line(HARD, {MEM: 6000}, RES) == (
+        "quota team-a/a: limits.nvidia.com/gpucores: used 0 of hard 100; "
+        "quota team-a/a: limits.nvidia.com/gpumem: used 6000Mi of hard 6000Mi; "
+        "quota team-a/b: limits.nvidia.com/gpumem: used 6000Mi of hard 8000Mi"
+    )

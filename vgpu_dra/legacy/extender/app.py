@@ -30,6 +30,8 @@ from vgpu_dra.legacy.extender.extender import Extender, PlacementSettings
 from vgpu_dra.legacy.extender.http import MAX_BODY, ExtenderServer
 from vgpu_dra.legacy.extender.informer import Informer
 from vgpu_dra.legacy.extender.metrics import ExtenderMetrics
+from vgpu_dra.legacy.extender.quota import PATH as QUOTAS_PATH
+from vgpu_dra.legacy.extender.quota import QuotaStore
 from vgpu_dra.legacy.extender.state import ClusterState
 from vgpu_dra.serving.flags import add_server_limit_arguments, server_limits
 from vgpu_dra.serving.https import ServerSettings
@@ -70,6 +72,9 @@ class ExtenderApp:
             self.rest, LockSettings(expiry=timedelta(seconds=settings.lock_expiry_s))
         )
         self.events = EventRecorder(self.rest) if settings.events else None
+        self.quotas = QuotaStore(
+            settings.placement.vendor, settings.placement.defaults.memory_factor
+        )
         self._informers = [
             Informer(
                 self.rest,
@@ -87,6 +92,14 @@ class ExtenderApp:
                 on_upsert=self.state.upsert_pod,
                 on_delete=self.state.delete_pod,
             ),
+            Informer(  # HAMi's `limits.` ResourceQuota check
+                self.rest,
+                QUOTAS_PATH,
+                (),
+                on_list=self.quotas.replace,
+                on_upsert=self.quotas.upsert,
+                on_delete=self.quotas.delete,
+            ),
         ]
         self.extender = Extender(
             self.rest,
@@ -95,6 +108,7 @@ class ExtenderApp:
             self.events,
             settings.placement,
             synced=lambda: all(i.synced.is_set() for i in self._informers),
+            quotas=self.quotas,
         )
         self.registry = CollectorRegistry()
         self.metrics = ExtenderMetrics(self.registry)  # served at GET /metrics

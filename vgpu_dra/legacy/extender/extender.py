@@ -35,6 +35,7 @@ from vgpu_dra.core.hami.requests import (
 from vgpu_dra.kube.nodelock import LockContentionError, NodeLocker
 from vgpu_dra.kube.rest import JSON, ApiError, Rest
 from vgpu_dra.legacy.extender.events import EventRecorder
+from vgpu_dra.legacy.extender.quota import QuotaStore
 from vgpu_dra.legacy.extender.state import ClusterState, PodEntry
 
 log = logging.getLogger("vgpu_dra.extender")
@@ -81,8 +82,10 @@ class Extender:
         *,
         synced: Callable[[], bool] = lambda: True,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        quotas: QuotaStore | None = None,
     ) -> None:
         self._rest = rest
+        self._quotas = quotas  # HAMi's `limits.` ResourceQuota check; None: off
         self._state = state
         self._locker = locker
         self._events = events
@@ -121,8 +124,10 @@ class Extender:
         if not self._wait_synced():
             return {"error": "extender cache not synced yet"}
         uid = str(pod["metadata"].get("uid", ""))
+        ns = str(pod["metadata"].get("namespace", ""))
         with self._decide:
             self._state.forget(uid)  # a retry decides afresh
+            budget = self._budget(ns)
             states, failed = self._state.node_states(names)
             decision = pl.choose_node(
                 states,
@@ -131,10 +136,11 @@ class Extender:
                 init_count=init_container_count(pod),
                 default_node_policy=self._settings.node_policy,
                 default_gpu_policy=self._settings.gpu_policy,
+                quota=None if budget is None else {r.type: budget for r in requests if r},
             )
             failed.update(decision.failed)
             if decision.node is None or decision.devices is None:
-                msg = _summary(failed)
+                msg = _summary(failed) + self._quota_note(ns, failed)
                 self._event(pod, "Warning", "FilteringFailed", msg)
                 log.info("filter pod=%s: no node fits: %s", _ref(pod), msg)
                 return {"nodenames": [], "failedNodes": failed}
@@ -160,6 +166,21 @@ class Extender:
         )
         log.info("filter pod=%s node=%s devices=%s", _ref(pod), decision.node, value)
         return {"nodenames": [decision.node], "failedNodes": failed}
+
+    def _budget(self, namespace: str) -> pl.QuotaBudget | None:
+        """What the pod's namespace may still take under its `limits.` ResourceQuotas:
+        its usage counts every pod the extender placed there, the decisions not yet
+        bound included (assumed in the state at once, under `_decide`)."""
+        if self._quotas is None:
+            return None
+        return self._quotas.budget(namespace, self._state.namespace_used(namespace))
+
+    def _quota_note(self, namespace: str, failed: Mapping[str, str]) -> str:
+        if self._quotas is None or not any(
+            pl.RESOURCE_QUOTA_NOT_FIT in r for r in failed.values()
+        ):
+            return ""
+        return "; " + self._quotas.describe(namespace, self._state.namespace_used(namespace))
 
     def _wait_synced(self) -> bool:
         deadline = time.monotonic() + self._settings.sync_wait_s

@@ -4,7 +4,8 @@ Fed by watches (`informer.py`) and by the extender's own decisions. Usage is alw
 rebuilt from pod annotations (`hami.io/vgpu-node` + `...-devices-allocated`), so a
 restarted extender loses nothing; a decision made in /filter is *assumed* at once (the
 next /filter must see it, long before the watch does) and stays authoritative until
-the watch shows the pod with that same annotation, or the pod goes away.
+the watch shows the pod with that same annotation, or the pod goes away. The same
+entries give each namespace's usage (`namespace_used`, for the ResourceQuota check).
 
 Bad input never raises out of here, and one bad object never affects another: a
 node with a malformed register annotation (no cards, or a malformed
@@ -149,6 +150,9 @@ class ClusterState:
         self._effective: dict[str, PodEntry] = {}
         self._by_node: dict[str, set[str]] = {}
         self._usage: dict[str, pl.NodeState] = {}
+        # per namespace, (MiB, cores) its effective entries hold over all their cards:
+        # the usage HAMi's ResourceQuota check counts (decided-but-unbound pods too)
+        self._ns_used: dict[str, tuple[int, int]] = {}
 
     def _refresh(self, uid: str) -> None:
         """Re-derive pod `uid`'s effective entry after _pods/_assumed changed."""
@@ -156,11 +160,22 @@ class ClusterState:
         if old is not None:
             self._by_node.get(old.node, set()).discard(uid)
             self._usage.pop(old.node, None)
+            self._count(old, -1)
         new = self._assumed.get(uid) or self._pods.get(uid)
         if new is not None:
             self._effective[uid] = new
             self._by_node.setdefault(new.node, set()).add(uid)
             self._usage.pop(new.node, None)
+            self._count(new, 1)
+
+    def _count(self, entry: PodEntry, sign: int) -> None:
+        mem, cores = pl.held_total(entry.held)
+        have = self._ns_used.get(entry.namespace, (0, 0))
+        now = (have[0] + sign * mem, have[1] + sign * cores)
+        if now == (0, 0):
+            self._ns_used.pop(entry.namespace, None)
+        else:
+            self._ns_used[entry.namespace] = now
 
     # ---- feeds ---------------------------------------------------------------------
     def replace_nodes(self, objs: Iterable[Mapping[str, Any]]) -> None:
@@ -258,6 +273,12 @@ class ClusterState:
         with self.lock:
             entry = self._effective.get(uid)
             return entry.node if entry else None
+
+    def namespace_used(self, namespace: str) -> tuple[int, int]:
+        """(MiB, cores) the namespace's pods hold, over every card (its pods decided by
+        /filter and not yet seen by the watch included)."""
+        with self.lock:
+            return self._ns_used.get(namespace, (0, 0))
 
     def holders(self) -> list[PodEntry]:
         with self.lock:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vgpu_dra.core import placement as pl
 from vgpu_dra.core.hami import annotations as ann
@@ -302,3 +304,92 @@ def test_init_container_usage_is_released_once_they_succeeded(make: Any, usedmem
     s.replace_pods([make()])
     [n1], _ = s.node_states(["n1"])
     assert n1.devices[1].usedmem == usedmem
+
+
+# ---- namespace usage (HAMi's ResourceQuota check; its QuotaManager AddUsage/RmUsage) ----
+
+
+def in_ns(p: dict[str, Any], namespace: str) -> dict[str, Any]:
+    p["metadata"]["namespace"] = namespace
+    return p
+
+
+def test_namespace_usage_counts_each_card_of_each_pod() -> None:
+    """HAMi's AddUsage/RmUsage (quota_test.go TestAddUsageAndRmUsage): every card's
+    memory and cores of the namespace's pods, init containers collapsed; a finished or
+    deleted pod frees its share, and usage never goes below zero."""
+    s = ClusterState(NV)
+    two_cards = "GPU-a,NVIDIA,3000,10:GPU-b,NVIDIA,3000,10:;"
+    pods = [
+        in_ns(pod("p1", "n1", two_cards), "a"),
+        in_ns(pod("p2", "n1", "GPU-b,NVIDIA,5000,0:;GPU-b,NVIDIA,2000,30:;", init=1), "a"),
+        in_ns(pod("done", "n1", "GPU-a,NVIDIA,8000,100:;", phase="Succeeded"), "a"),
+        in_ns(pod("p3", "n2", "GPU-a,NVIDIA,1000,5:;"), "b"),
+    ]
+    s.replace_pods(pods)
+    assert s.namespace_used("a") == (6000 + 5000, 20 + 30)
+    assert s.namespace_used("b") == (1000, 5)
+    assert s.namespace_used("c") == (0, 0)
+    s.upsert_pod(in_ns(pod("p1", "n1", two_cards, phase="Failed"), "a"))
+    assert s.namespace_used("a") == (5000, 30)
+    s.delete_pod(pods[1])
+    s.delete_pod(pods[1])  # twice: nothing more to remove
+    assert s.namespace_used("a") == (0, 0)
+
+
+def test_namespace_usage_includes_decisions_not_yet_bound() -> None:
+    s = ClusterState(NV)
+    held = pl.collapse_usage(ann.decode_pod_devices("GPU-a,NVIDIA,3000,0:;"), 0)
+    s.assume(PodEntry("p", "ns", "p", "n1", "GPU-a,NVIDIA,3000,0:;", held))
+    assert s.namespace_used("ns") == (3000, 0)  # before any watch event
+    s.upsert_pod(pod("p", None, None))  # an older event: the decision stays
+    assert s.namespace_used("ns") == (3000, 0)
+    s.upsert_pod(pod("p", "n1", "GPU-a,NVIDIA,3000,0:;"))  # the watch caught up: once
+    assert s.namespace_used("ns") == (3000, 0)
+    s.forget("p")  # a /filter retry decides afresh
+    assert s.namespace_used("ns") == (0, 0)
+
+
+def test_namespace_usage_shrinks_when_init_containers_are_done() -> None:
+    s = ClusterState(NV)
+    allocated = "GPU-b,NVIDIA,5000,0:;GPU-b,NVIDIA,2000,0:;"
+    s.replace_pods([pod("p", "n1", allocated, init=1)])
+    assert s.namespace_used("ns") == (5000, 0)
+    s.upsert_pod(_with_init_status(pod("p", "n1", allocated, init=1), 0))
+    assert s.namespace_used("ns") == (2000, 0)
+
+
+_ALLOCS = ["GPU-a,NVIDIA,1000,5:;", "GPU-a,NVIDIA,2000,0:GPU-b,NVIDIA,2000,0:;", "bad"]
+_event = st.tuples(
+    st.sampled_from(["upsert", "delete", "assume", "forget", "relist"]),
+    st.integers(0, 4),  # pod
+    st.sampled_from(["a", "b"]),  # namespace
+    st.sampled_from(_ALLOCS),
+    st.sampled_from(["Pending", "Running", "Succeeded"]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_event, max_size=40))
+def test_namespace_usage_always_equals_the_sum_of_the_holders(
+    events: list[tuple[str, int, str, str, str]],
+) -> None:
+    """The incremental index never drifts from a recount, whatever the feed does."""
+    s = ClusterState(NV)
+    for kind, i, ns, alloc, phase in events:
+        p = in_ns(pod(f"p{i}", "n1", alloc, phase=phase), ns)
+        if kind == "upsert":
+            s.upsert_pod(p)
+        elif kind == "delete":
+            s.delete_pod(p)
+        elif kind == "forget":
+            s.forget(f"p{i}")
+        elif kind == "relist":
+            s.replace_pods([p])
+        elif alloc != "bad":
+            held = pl.collapse_usage(ann.decode_pod_devices(alloc), 0)
+            s.assume(PodEntry(f"p{i}", ns, f"p{i}", "n1", alloc, held))
+        for namespace in ("a", "b"):
+            totals = [pl.held_total(e.held) for e in s.holders() if e.namespace == namespace]
+            want = (sum(t[0] for t in totals), sum(t[1] for t in totals))
+            assert s.namespace_used(namespace) == want
