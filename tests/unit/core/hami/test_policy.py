@@ -84,15 +84,15 @@ MIXED = {
 @pytest.mark.parametrize(
     ("device_type", "use_types", "nouse_uuids", "numa_fit", "mode"),
     [
-        ("NVIDIA", ("A100",), {"GPU-x"}, True, "hami-core"),
+        ("NVIDIA", ("A100",), frozenset({"GPU-x"}), True, "hami-core"),
         # HAMi's DCU Fit: its own filters, no NUMA run, no vGPU mode
-        ("DCU", ("Z100",), {"DCU-y"}, False, None),
+        ("DCU", ("Z100",), frozenset({"DCU-y"}), False, None),
     ],
 )
 def test_each_vendor_gets_its_own_filters(
     device_type: str,
     use_types: tuple[str, ...],
-    nouse_uuids: set[str],
+    nouse_uuids: frozenset[str],
     numa_fit: bool,
     mode: str | None,
 ) -> None:
