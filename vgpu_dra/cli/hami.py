@@ -138,10 +138,6 @@ def nvidia_resources(ns: argparse.Namespace) -> VendorResources:
     return next(v for v in vendor_table(ns) if v.vendor == NVIDIA.vendor)
 
 
-VENDORS_FLAG = "--vendors"
-VENDORS_ENV = "VGPU_DRA_VENDORS"
-
-
 def _vendor_list(raw: str) -> str:
     """A comma list of LEGACY_VENDORS names, normalised (lower case, no spaces).
     Raises ValueError for an empty list, an unknown name or a name given twice."""
@@ -162,8 +158,8 @@ def add_vendor_arguments(p: argparse.ArgumentParser) -> None:
     """--vendors (read back by `served_vendors`): the extender and the device plugin."""
     text_option(
         p,
-        VENDORS_FLAG,
-        env=VENDORS_ENV,
+        "--vendors",
+        env="VGPU_DRA_VENDORS",
         default="nvidia",
         check=_vendor_list,
         help=f"comma list of the vendors served in legacy mode ({', '.join(LEGACY_VENDORS)})",

@@ -185,6 +185,7 @@ def test_annotation_writers_reach_the_settings(monkeypatch: pytest.MonkeyPatch) 
 # ---- --vendors (the extender and the device plugin) --------------------------------
 
 SERVING = ("extender", "device-plugin")
+VENDORS_ENV = "VGPU_DRA_VENDORS"
 
 
 def test_vendors_is_one_definition() -> None:
@@ -213,7 +214,7 @@ def test_vendors_served(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if env is not None:
-        monkeypatch.setenv(hami_flags.VENDORS_ENV, env)
+        monkeypatch.setenv(VENDORS_ENV, env)
     served = hami_flags.served_vendors(_parse(cmd, *argv))
     assert tuple(v.vendor for v in served) == want
 
@@ -244,7 +245,7 @@ def test_bad_vendors_exit_2(
 ) -> None:
     extra = ["--node", "n1", "--inventory", "/nonexistent"] if cmd == "device-plugin" else []
     if by_env:
-        monkeypatch.setenv(hami_flags.VENDORS_ENV, value)
+        monkeypatch.setenv(VENDORS_ENV, value)
         argv = extra
     else:
         argv = [*extra, f"--vendors={value}"]
@@ -252,7 +253,7 @@ def test_bad_vendors_exit_2(
         main([cmd, *argv])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert message in err and "--vendors" in err and hami_flags.VENDORS_ENV in err, err
+    assert message in err and "--vendors" in err and VENDORS_ENV in err, err
 
 
 def test_each_serving_process_uses_them() -> None:
