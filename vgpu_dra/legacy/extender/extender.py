@@ -2,13 +2,13 @@
 extender v1 wire types, hami-compat.md §4).
 
 /filter decides node *and* cards with `core.placement` and writes the decision to
-the pod (`hami.io/vgpu-node`, and each vendor's `-devices-to-allocate` /
-`-devices-allocated`, e.g. `hami.io/vgpu-...` for NVIDIA, `hami.io/dcu-...` for a
-Hygon DCU) before answering with that one node, like HAMi. /bind takes the node lock, marks the pod
-`bind-phase=allocating` and binds; on any failure it marks `failed` and releases the
-lock, so nothing leaks. Requests come and go as JSON dicts; answers never raise:
-errors become the wire type's `error` field or per-node failure reasons, and a
-Warning event on the pod.
+the pod (`hami.io/vgpu-node`, and each served vendor's `-devices-to-allocate` /
+`-devices-allocated`: `hami.io/vgpu-...` for NVIDIA, `hami.io/dcu-...` for a Hygon
+DCU, ...) before answering with that one node, like HAMi. /bind takes the node lock,
+marks the pod `bind-phase=allocating` and binds; on any failure it marks `failed`
+and releases the lock, so nothing leaks. Requests come and go as JSON dicts; answers
+never raise: errors become the wire type's `error` field or per-node failure
+reasons, and a Warning event on the pod.
 """
 
 from __future__ import annotations
