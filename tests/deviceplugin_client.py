@@ -52,6 +52,8 @@ class FakeKubelet:
         self._server.add_insecure_port(f"unix:{plugin_dir / 'kubelet.sock'}")
         self._server.start()
         self._channel: grpc.Channel | None = None
+        self._channels: list[grpc.Channel] = []
+        self._by_resource: dict[str, grpc.Channel] = {}
         self._watch: threading.Thread | None = None
         self._watch_call: Any = None
 
@@ -66,14 +68,24 @@ class FakeKubelet:
     def close(self) -> None:
         if self._watch_call is not None:
             self._watch_call.cancel()
-        if self._channel is not None:
-            self._channel.close()
+        for ch in self._channels:
+            ch.close()
         self._server.stop(grace=0).wait()
 
     def wait_registered(self) -> dp.RegisterRequest:
+        """The next registration; the calls below then go to its endpoint (earlier
+        endpoints stay reachable through `on`)."""
         req = self.registrations.get(timeout=self.timeout_s)
         self._channel = grpc.insecure_channel(f"unix:{self.dir / req.endpoint}")
+        self._channels.append(self._channel)
+        self._by_resource[req.resource_name] = self._channel
         return req
+
+    def on(self, resource_name: str) -> FakeKubelet:
+        """Direct the calls below to the plugin registered for `resource_name` (a
+        device plugin serving several resources registers each on its own socket)."""
+        self._channel = self._by_resource[resource_name]
+        return self
 
     @property
     def stub(self) -> Any:

@@ -33,11 +33,12 @@ from vgpu_dra.gpu.simulated import SimulatedDiscovery
 from vgpu_dra.kube.nodelock import NodeLocker
 from vgpu_dra.kube.nodes import create_fake_node
 from vgpu_dra.kube.rest import JSON, Rest
-from vgpu_dra.legacy.deviceplugin.plugin import DevicePlugin, DevicePluginSettings
+from vgpu_dra.legacy.deviceplugin.plugin import DevicePlugin, DevicePluginSettings, endpoint_for
 
 pytestmark = pytest.mark.integration
 
 NVIDIA = ann.vendor_keys("nvidia")
+DCU = ann.vendor_keys("hygon")
 MERGE = "application/merge-patch+json"
 
 
@@ -291,3 +292,85 @@ def test_kubelet_restart_wipes_the_socket_and_the_plugin_registers_again(setup: 
     assert again.resource_name == "nvidia.com/gpu" and again.endpoint == s.settings.socket_name
     assert s.settings.socket.is_socket()
     assert s.kubelet.options().get_preferred_allocation_available
+
+
+def test_two_vendors_register_and_allocate_each_from_its_own_annotation(
+    dra_cluster: LocalCluster,
+) -> None:
+    """`--vendors nvidia,hygon`: one kubelet registration per resource (nvidia.com/gpu,
+    hygon.com/dcunum) on its own socket, both register annotations on the node (NVIDIA
+    JSON, DCU colon format), and for a pod with an NVIDIA card and a DCU each Allocate
+    answers from its vendor's `-to-allocate`; the pod is done, and the node lock
+    released, after the second."""
+    dra_cluster.kubectl("apply", "-f", str(REPO / "deploy" / "legacy" / "rbac-node-agent.yaml"))
+    admin, node = dra_cluster.rest(), "dp-two-vendors"
+    create_fake_node(admin, node)
+    kube.namespace(admin, node)
+    root = Path(tempfile.mkdtemp(prefix="dp-", dir="/tmp"))
+    dcu = {"vendor": "hygon", "model": "Z100L", "memory": "32Gi", "numa": 0}
+    inv = inventory(root / "inv.yaml", {node: [a100(), dcu]})
+    [discovery] = open_discoveries((node,), inventory=inv, use_nvml=False).values()
+    cards = {c.vendor: c.uuid for c in discovery.discover().cards}
+    settings = DevicePluginSettings(
+        node_name=node,
+        plugin_dir=root / "dp",
+        vendors=(
+            endpoint_for("nvidia", "nvidia.com/gpu"),
+            endpoint_for("hygon", "hygon.com/dcunum"),
+        ),
+        prepare=prepare.PrepareSettings(
+            claims_dir=str(root / "claims"), vgpulock_dir=str(root / "vgpulock")
+        ),
+    )
+    settings.plugin_dir.mkdir()
+    kubelet = FakeKubelet(settings.plugin_dir)
+    plugin = DevicePlugin(settings, dra_cluster.rest(NODE_AGENT_IDENTITY), discovery)
+    try:
+        plugin.start()
+        regs = {r.resource_name: r.endpoint for r in (kubelet.wait_registered() for _ in "12")}
+        assert regs == {
+            "nvidia.com/gpu": "vgpu-dra-nvidia.sock",
+            "hygon.com/dcunum": "vgpu-dra-hygon.sock",
+        }
+        s = Setup(admin, node, inv, plugin, kubelet, settings, [cards["nvidia"]])
+        a = node_annotations(s)
+        assert [d.id for d in ann.decode_node_devices(a[ann.NODE_REGISTER_NVIDIA])] == [
+            cards["nvidia"]
+        ]
+        assert not a[DCU.register or ""].startswith("[")  # HAMi's DCU decoder: colon only
+        [reg] = ann.decode_node_devices(a[DCU.register or ""])
+        assert (reg.id, reg.type) == (cards["hygon"], "DCU-Z100L")
+        # each resource lists its own vendor's cards
+        kubelet.on("hygon.com/dcunum").start_watch()
+        assert {i.rsplit("-", 1)[0] for i, _ in kubelet.next_update()} == {cards["hygon"]}
+
+        bound_pod(s, "both", f"{cards['nvidia']},NVIDIA,3000,30:;")
+        admin.request(
+            "PATCH",
+            f"/api/v1/namespaces/{node}/pods/both",
+            {"metadata": {"annotations": {
+                DCU.to_allocate: f"{cards['hygon']},DCU,2000,40:;",
+                DCU.allocated: f"{cards['hygon']},DCU,2000,40:;",
+            }}},
+            content_type=MERGE,
+        )  # fmt: skip
+        gpu = kubelet.on("nvidia.com/gpu").allocate([f"{cards['nvidia']}-0"])
+        env = dict(gpu.container_responses[0].envs)
+        assert env["CUDA_DEVICE_MEMORY_LIMIT_0"] == "3000m" and env["CUDA_DEVICE_SM_LIMIT"] == "30"
+        a = pod_annotations(s, "both")
+        assert a[NVIDIA.to_allocate] == ";" and a[DCU.to_allocate] != ";"
+        assert a[ann.BIND_PHASE] == ann.PHASE_ALLOCATING  # the DCU is still to come
+        assert ann.NODE_LOCK in node_annotations(s)
+        dcu_resp = kubelet.on("hygon.com/dcunum").allocate([f"{cards['hygon']}-0"])
+        env = dict(dcu_resp.container_responses[0].envs)
+        assert env["VGPU_DEVICE_UUIDS"] == cards["hygon"]
+        assert env["VGPU_LIMITS_ENFORCED"] == "false"
+        assert env["VGPU_DEVICE_MEMORY_LIMIT_0"] == "2000m"
+        assert not any(k.startswith("CUDA_DEVICE_") for k in env)
+        a = pod_annotations(s, "both")
+        assert a[DCU.to_allocate] == ";" and a[ann.BIND_PHASE] == ann.PHASE_SUCCESS
+        assert ann.NODE_LOCK not in node_annotations(s)
+    finally:
+        plugin.stop()
+        kubelet.close()
+        shutil.rmtree(root, ignore_errors=True)

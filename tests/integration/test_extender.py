@@ -10,8 +10,10 @@ identity) for each bound pod, which releases the node lock as on a real node.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +27,7 @@ import yaml
 from tests.integration import kube
 from tests.integration.conftest import NODE_AGENT_IDENTITY, REPO
 from vgpu_dra.core.hami import annotations as ann
+from vgpu_dra.core.hami.requests import DEFAULT_VENDORS
 from vgpu_dra.core.hami.requests import NVIDIA as NVIDIA_RESOURCES
 from vgpu_dra.dev.localcluster.cluster import LocalCluster
 from vgpu_dra.kube.nodelock import LockContentionError, LockSettings, NodeLocker
@@ -115,9 +118,10 @@ def gpu_pod(
     limits: dict[str, str],
     annotations: dict[str, str] | None = None,
     node_name: str | None = None,
+    scheduler: str = SCHEDULER,
 ) -> JSON:
     spec: JSON = {
-        "schedulerName": SCHEDULER,
+        "schedulerName": scheduler,
         "nodeSelector": {"vgpu-test": group},
         "containers": [
             {"name": "c", "image": "registry.invalid/cuda:none", "resources": {"limits": limits}}
@@ -668,3 +672,121 @@ def test_decisions_not_yet_bound_count_against_the_quota(legacy: Legacy) -> None
     assert state.namespace_used(ns) == (3000, 0)
     assert ext.filter({"Pod": pods[0], "NodeNames": [node]})["nodenames"] == [node]
     assert state.namespace_used(ns) == (3000, 0)
+
+
+# ---- two vendors in one extender (--vendors nvidia,hygon) ------------------------------
+
+DCU = ann.vendor_keys("hygon")
+NOBODY = "nobody-schedules-this"  # the test calls the verbs itself
+
+
+def _post(url: str, body: JSON) -> JSON:
+    """One extender verb over HTTP, as kube-scheduler calls it."""
+    req = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        result: JSON = json.loads(resp.read())
+    return result
+
+
+@pytest.fixture(scope="module")
+def two_vendors(legacy: Legacy) -> Iterator[ExtenderApp]:
+    """An extender serving NVIDIA and Hygon DCU, with the extender's own identity."""
+    hygon = next(v for v in DEFAULT_VENDORS if v.vendor == "hygon")
+    app = ExtenderApp(
+        ExtenderSettings(port=0, placement=PlacementSettings(vendors=(NVIDIA_RESOURCES, hygon))),
+        rest=legacy.cluster.rest(EXTENDER),
+    ).start()
+    try:
+        yield app
+    finally:
+        app.stop()
+
+
+def test_a_container_asking_nvidia_and_a_dcu(legacy: Legacy, two_vendors: ExtenderApp) -> None:
+    """Both register annotations (NVIDIA JSON, DCU colon format) make one node; /filter
+    gives the container one NVIDIA card and one DCU and writes each vendor's own pair;
+    /bind locks the node once; the NVIDIA and the DCU Allocate each consume their own
+    annotation, and the pod is done (success, lock released) after the second."""
+    admin, ns = legacy.admin, "ext-2v"
+    kube.namespace(admin, ns)
+    dcus = ann.encode_node_devices_legacy(
+        [ann.NodeDevice(f"DCU-2v{i}", i, 4, 16000, 100, "DCU-Z100L") for i in range(2)]
+    )
+    create_fake_node(
+        admin,
+        "ext-2v-both",
+        annotations={
+            ann.NODE_REGISTER_NVIDIA: register([("GPU-2v0", 80000), ("GPU-2v1", 80000)]),
+            DCU.register or "": dcus,
+        },
+    )
+    create_fake_node(
+        admin, "ext-2v-gpu", annotations={ann.NODE_REGISTER_NVIDIA: register([("GPU-2vx", 80000)])}
+    )
+    create_fake_node(admin, "ext-2v-bad", annotations={DCU.register or "": "DCU-x,4:"})
+    limits = {
+        "nvidia.com/gpu": "1",
+        "nvidia.com/gpumem": "3000",
+        "hygon.com/dcunum": "1",
+        "hygon.com/dcumem": "2000",
+        "hygon.com/dcucores": "40",
+    }
+    pod = gpu_pod(admin, ns, "both", "none", limits, scheduler=NOBODY)
+    names = ["ext-2v-both", "ext-2v-gpu", "ext-2v-bad"]
+    kube.wait_for(
+        lambda: all(two_vendors.state.node(n) for n in names), 30, "the extender sees the nodes"
+    )
+    # no DCU registered, or the DCU annotation broken: the node fails with the reason
+    result = _post(f"{two_vendors.url}/filter", {"pod": pod, "nodenames": names[1:]})
+    assert result["nodenames"] == [], result
+    failed = result["failedNodes"]
+    assert failed["ext-2v-gpu"] == "NodeInsufficientDevice"
+    assert failed["ext-2v-bad"].startswith("invalid inventory annotation: " + (DCU.register or ""))
+    result = _post(f"{two_vendors.url}/filter", {"pod": pod, "nodenames": names})
+    assert result["nodenames"] == ["ext-2v-both"], result
+    a = get_pod(admin, ns, "both")["metadata"]["annotations"]
+    assert a[NVIDIA.to_allocate] == a[NVIDIA.allocated] == "GPU-2v1,NVIDIA,3000,0:;"
+    assert a[DCU.to_allocate] == a[DCU.allocated] == "DCU-2v1,DCU,2000,40:;"
+
+    bound = _post(
+        f"{two_vendors.url}/bind",
+        {"podName": "both", "podNamespace": ns, "podUID": pod["metadata"]["uid"],
+         "node": "ext-2v-both"},
+    )  # fmt: skip
+    assert bound == {} or not bound.get("error"), bound
+    assert get_pod(admin, ns, "both")["spec"]["nodeName"] == "ext-2v-both"
+    # each vendor's device plugin bookkeeping (one process serving both: one mutex)
+    locker, mutex = NodeLocker(legacy.agent), threading.Lock()
+    served = (NVIDIA, DCU)
+    nv, dcu = (
+        PendingPods(legacy.agent, "ext-2v-both", locker, k, others=served, mutex=mutex)
+        for k in served
+    )
+    first = nv.allocate([1])
+    assert not first.done and first.containers[0].devices[0].uuid == "GPU-2v1"
+    a = get_pod(admin, ns, "both")["metadata"]["annotations"]
+    assert a[NVIDIA.to_allocate] == ";" and a[ann.BIND_PHASE] == ann.PHASE_ALLOCATING
+    assert node_lock(admin, "ext-2v-both") is not None  # the DCU is still to come
+    second = dcu.allocate([1])
+    assert second.done and second.containers[0].devices[0].uuid == "DCU-2v1"
+    a = get_pod(admin, ns, "both")["metadata"]["annotations"]
+    assert a[DCU.to_allocate] == ";" and a[ann.BIND_PHASE] == ann.PHASE_SUCCESS
+    assert node_lock(admin, "ext-2v-both") is None
+
+    # the DCU share is counted: two DCUs of 15000 MiB no longer fit (spread put the
+    # first pod on DCU-2v1); NVIDIA-only pods still land on the node
+    dcus_only = {"hygon.com/dcunum": "2", "hygon.com/dcumem": "15000"}
+    pod2 = gpu_pod(admin, ns, "dcus", "none", dcus_only, scheduler=NOBODY)
+    result = _post(f"{two_vendors.url}/filter", {"pod": pod2, "nodenames": ["ext-2v-both"]})
+    assert result["nodenames"] == [], result
+    assert result["failedNodes"]["ext-2v-both"] == (
+        "1/2 AllocatedCardsInsufficientRequest, 1/2 CardInsufficientMemory"
+    )
+    one_gpu = {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "1000"}
+    pod3 = gpu_pod(admin, ns, "gpu", "none", one_gpu, scheduler=NOBODY)
+    result = _post(f"{two_vendors.url}/filter", {"pod": pod3, "nodenames": ["ext-2v-both"]})
+    assert result["nodenames"] == ["ext-2v-both"], result
+    a = get_pod(admin, ns, "gpu")["metadata"]["annotations"]
+    assert a[NVIDIA.allocated] == "GPU-2v0,NVIDIA,1000,0:;" and DCU.allocated not in a

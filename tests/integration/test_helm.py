@@ -30,6 +30,8 @@ from tests.integration import kube
 from tests.unit.node_agent.test_server import FakeDriver
 from vgpu_dra.__main__ import parser as cli_parser
 from vgpu_dra.api.inventory import SimulatedInventory
+from vgpu_dra.cli import hami as hami_flags
+from vgpu_dra.core.hami.requests import DEFAULT_VENDORS
 from vgpu_dra.core.slices import DRIVER_NAME
 from vgpu_dra.dev.localcluster.cluster import ClusterError, LocalCluster
 from vgpu_dra.dev.localcluster.helm import ensure_helm
@@ -143,8 +145,18 @@ def test_lint_strict(helm: Path, values: tuple[Path, ...]) -> None:
         ({"kubeletPlugin": {"slotz": 10}}, "'slotz' not allowed"),
         ({"mode": "sideways"}, "/mode"),
         ({"hostPaths": {"cdi": "relative/cdi"}}, "/hostPaths/cdi"),
+        ({"legacyVendors": ["metax"]}, "/legacyVendors/0"),
+        ({"legacyVendors": ["nvidia", "nvidia"]}, "/legacyVendors"),
     ],
-    ids=["unknown-key", "wrong-type", "unknown-nested-key", "bad-enum", "relative-path"],
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "unknown-nested-key",
+        "bad-enum",
+        "relative-path",
+        "legacy-vendor-unknown",
+        "legacy-vendor-twice",
+    ],
 )
 def test_schema_rejects_bad_values(helm: Path, tmp_path: Path, bad: Obj, message: str) -> None:
     f = tmp_path / "bad.yaml"
@@ -261,6 +273,29 @@ def test_legacy_scheduler_config_matches_deploy_file(helm: Path) -> None:
     rendered = yaml.safe_load(chart[("ConfigMap", "vgpu-dra-scheduler")]["data"]["config.yaml"])
     reviewed = yaml.safe_load((REPO / "deploy/legacy/kube-scheduler-config.yaml").read_text())
     assert rendered == reviewed
+
+
+@pytest.mark.parametrize("vendors", [["nvidia", "hygon"], ["amd"], ["hygon", "nvidia", "amd"]])
+def test_legacy_vendors_reach_the_extender_device_plugin_and_scheduler(
+    helm: Path, vendors: list[str]
+) -> None:
+    """legacyVendors: the same --vendors for the extender and the device plugin (parsed
+    by the real CLI) and every served vendor's resources, as the one request parser
+    names them, in the scheduler's managedResources."""
+    sets = ("--set", f"legacyVendors={{{','.join(vendors)}}}")
+    chart = by_kind_name(objects(render(helm, VALUE_SETS["legacy"], sets)))
+    config = yaml.safe_load(chart[("ConfigMap", "vgpu-dra-scheduler")]["data"]["config.yaml"])
+    [extender] = config["extenders"]
+    managed = [m["name"] for m in extender["managedResources"]]
+    table = {v.vendor: v for v in DEFAULT_VENDORS}
+    assert sorted(managed) == sorted(n for v in vendors for n in table[v].names())
+    assert all(m["ignoredByScheduler"] for m in extender["managedResources"])
+    served = {}
+    for _, c in _our_containers(list(chart.values())):
+        ns = cli_parser().parse_args(c["args"])
+        if ns.cmd in ("extender", "device-plugin"):
+            served[ns.cmd] = [v.vendor for v in hami_flags.served_vendors(ns)]
+    assert served == {"extender": vendors, "device-plugin": vendors}
 
 
 # ------------------------------------------------------------------------ the workloads

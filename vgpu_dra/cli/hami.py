@@ -7,7 +7,9 @@ pod's request so they parse it alike:
   `resourceMemoryPercentageName`, `resourceCoreName`, `resourcePriorityName`): the
   webhook, the extender and the device plugin (which registers the count name with
   the kubelet). One definition here, so the three cannot disagree on a flag's name,
-  env twin, default or check.
+  env twin, default or check;
+- the vendors served in legacy mode (`--vendors`): the extender and the device
+  plugin, so the one places on what the other registers.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 from typing import NamedTuple
 
 from vgpu_dra.cli.options import int_option, text_option
+from vgpu_dra.core.hami.annotations import LEGACY_VENDORS
 from vgpu_dra.core.hami.requests import (
     DEFAULT_VENDORS,
     MAX_COUNT,
@@ -133,3 +136,38 @@ def vendor_table(ns: argparse.Namespace) -> tuple[VendorResources, ...]:
 
 def nvidia_resources(ns: argparse.Namespace) -> VendorResources:
     return next(v for v in vendor_table(ns) if v.vendor == NVIDIA.vendor)
+
+
+def _vendor_list(raw: str) -> str:
+    """A comma list of LEGACY_VENDORS names, normalised (lower case, no spaces).
+    Raises ValueError for an empty list, an unknown name or a name given twice."""
+    names = [n.strip().lower() for n in raw.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"name at least one vendor ({', '.join(LEGACY_VENDORS)})")
+    for n in names:
+        if n not in LEGACY_VENDORS:
+            raise ValueError(
+                f"unknown vendor {n!r}: the legacy path serves {', '.join(LEGACY_VENDORS)}"
+            )
+    if len(set(names)) != len(names):
+        raise ValueError(f"a vendor is named twice in {raw!r}")
+    return ",".join(names)
+
+
+def add_vendor_arguments(p: argparse.ArgumentParser) -> None:
+    """--vendors (read back by `served_vendors`): the extender and the device plugin."""
+    text_option(
+        p,
+        "--vendors",
+        env="VGPU_DRA_VENDORS",
+        default="nvidia",
+        check=_vendor_list,
+        help=f"comma list of the vendors served in legacy mode ({', '.join(LEGACY_VENDORS)})",
+    )
+
+
+def served_vendors(ns: argparse.Namespace) -> tuple[VendorResources, ...]:
+    """The resource names of the vendors `--vendors` names, in its order (NVIDIA's as
+    the resource-name flags say). Raises ValueError like `vendor_table`."""
+    table = {v.vendor: v for v in vendor_table(ns)}
+    return tuple(table[n] for n in str(ns.vendors).split(","))

@@ -407,7 +407,7 @@ def fit_cards(
     for d in reversed(cards):
         why = _card_usable(d, req, pol, cordoned)
         if why is None:
-            if pol.numa_bind and d.device.numa != prev_numa:
+            if pol.numa_bind and pol.numa_fit and d.device.numa != prev_numa:
                 if chosen and not topology:  # HAMi counts only a run it had started
                     reasons[NUMA_NOT_FIT] += len(chosen)
                 chosen, prev_numa = [], d.device.numa
@@ -523,7 +523,7 @@ def fit_pod(
             fit = fit_container(
                 current,
                 ask,
-                pol,
+                pol.for_type(ask.type),
                 cordoned=node.cordoned,
                 default_gpu_policy=default_gpu_policy,
                 pair_scores=node.pair_scores,

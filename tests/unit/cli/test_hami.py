@@ -180,3 +180,86 @@ def test_annotation_writers_reach_the_settings(monkeypatch: pytest.MonkeyPatch) 
     assert s.annotation_writers == {"a", "b"}
     monkeypatch.setenv("VGPU_DRA_WEBHOOK_ANNOTATION_WRITERS", "c")
     assert webhook_app.webhook_settings(_parse("webhook")).annotation_writers == {"c"}
+
+
+# ---- --vendors (the extender and the device plugin) --------------------------------
+
+SERVING = ("extender", "device-plugin")
+VENDORS_ENV = "VGPU_DRA_VENDORS"
+
+
+def test_vendors_is_one_definition() -> None:
+    first = _actions("extender")["--vendors"]
+    other = _actions("device-plugin")["--vendors"]
+    assert (first.default, first.help) == (other.default, other.help)
+    assert "--vendors" not in _actions("webhook")  # the webhook reads every vendor
+
+
+@pytest.mark.parametrize("cmd", SERVING)
+@pytest.mark.parametrize(
+    ("argv", "env", "want"),
+    [
+        ([], None, ("nvidia",)),
+        (["--vendors=nvidia,hygon"], None, ("nvidia", "hygon")),
+        (["--vendors", " Hygon , nvidia "], None, ("hygon", "nvidia")),  # order kept
+        ([], "amd,nvidia", ("amd", "nvidia")),
+        (["--vendors=nvidia"], "hygon", ("nvidia",)),  # the flag wins over its twin
+    ],
+)
+def test_vendors_served(
+    cmd: str,
+    argv: list[str],
+    env: str | None,
+    want: tuple[str, ...],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if env is not None:
+        monkeypatch.setenv(VENDORS_ENV, env)
+    served = hami_flags.served_vendors(_parse(cmd, *argv))
+    assert tuple(v.vendor for v in served) == want
+
+
+def test_vendors_carry_the_renamed_nvidia_names() -> None:
+    served = hami_flags.served_vendors(_parse("extender", "--vendors=hygon,nvidia", *RENAMED))
+    assert [v.count for v in served] == ["hygon.com/dcunum", "example.com/vgpu"]
+
+
+@pytest.mark.parametrize("cmd", SERVING)
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("metax", "unknown vendor 'metax': the legacy path serves nvidia, hygon, amd"),
+        ("nvidia,cambricon", "unknown vendor 'cambricon'"),
+        (" , ", "name at least one vendor"),
+        ("nvidia,NVIDIA", "a vendor is named twice"),
+    ],
+)
+@pytest.mark.parametrize("by_env", [False, True])
+def test_bad_vendors_exit_2(
+    cmd: str,
+    value: str,
+    message: str,
+    by_env: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    extra = ["--node", "n1", "--inventory", "/nonexistent"] if cmd == "device-plugin" else []
+    if by_env:
+        monkeypatch.setenv(VENDORS_ENV, value)
+        argv = extra
+    else:
+        argv = [*extra, f"--vendors={value}"]
+    with pytest.raises(SystemExit) as exit_:
+        main([cmd, *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "--vendors" in err and VENDORS_ENV in err, err
+
+
+def test_each_serving_process_uses_them() -> None:
+    ns = _parse("device-plugin", "--vendors=nvidia,hygon", "--node", "n1")
+    endpoints = deviceplugin_app.settings(ns).endpoints()
+    assert [(e.vendor, e.resource_name, e.socket_name) for e in endpoints] == [
+        ("nvidia", "nvidia.com/gpu", "vgpu-dra-nvidia.sock"),
+        ("hygon", "hygon.com/dcunum", "vgpu-dra-hygon.sock"),
+    ]

@@ -451,7 +451,11 @@ _entry = st.builds(
     devices=st.lists(_device, max_size=3).map(tuple),
     cdi_file=st.one_of(
         st.none(),
-        st.text(st.characters(exclude_characters="/\x00"), min_size=1, max_size=12).filter(
+        st.text(
+            st.characters(exclude_characters="/\x00", exclude_categories=["Cs"]),
+            min_size=1,
+            max_size=12,
+        ).filter(
             lambda f: f not in (".", "..")
         ),
     ),

@@ -25,15 +25,15 @@ pkg/device/nvidia/device_test.go, pkg/device/devices_test.go.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
 from vgpu_dra.core import placement as pl
 from vgpu_dra.core.hami import annotations as ann
 from vgpu_dra.core.hami.annotations import NodeDevice
-from vgpu_dra.core.hami.policy import PodPolicy, Weights
-from vgpu_dra.core.hami.requests import ContainerRequest
+from vgpu_dra.core.hami.policy import PodPolicy, Weights, pod_vendor_policy
+from vgpu_dra.core.hami.requests import DEFAULT_VENDORS, NVIDIA, ContainerRequest
 from vgpu_dra.core.placement import DeviceUsage
 
 NV = "NVIDIA"  # HAMi's NvidiaGPUDevice: request type and, in these tests, card type
@@ -490,6 +490,42 @@ def test_fit(c: FitCase) -> None:
     assert fit.devices is not None, fit.reason()
     got = tuple(d.uuid for d in fit.devices)
     assert (set(got) == set(c.want)) if c.as_set else (got == c.want)
+
+
+# ---- pkg/device/hygon TestDevices_Fit: HAMi's DCU Fit is NVIDIA's table on DCU cards,
+# the UUID filters from hygon.com/use-gpuuuid / nouse-gpuuuid, plus a mutex case; the
+# shared placement fits a DCU request with its vendor's policy (`PodPolicy.for_type`).
+
+_DCU_VENDORS = ((NVIDIA, NV), (next(v for v in DEFAULT_VENDORS if v.vendor == "hygon"), "DCU"))
+
+
+def _as_dcu(c: FitCase) -> FitCase:
+    cards = tuple(replace(d, device=replace(d.device, type="DCU")) for d in c.cards)
+    req = replace(c.req, type="DCU") if c.req.type == NV else c.req
+    annotations = {
+        k: ",".join(sorted(ids))
+        for k, ids in (
+            ("hygon.com/use-gpuuuid", c.pol.use_uuids),
+            ("hygon.com/nouse-gpuuuid", c.pol.nouse_uuids),
+        )
+        if ids
+    }
+    pol = pod_vendor_policy(annotations, _DCU_VENDORS).for_type("DCU")
+    return replace(c, cards=cards, req=req, pol=pol)
+
+
+HYGON_FIT = [
+    *(_as_dcu(c) for c in DEVICES_FIT),
+    _as_dcu(FitCase("mutex policy rejects used device", (dev("dev-0", used=1, count=2,
+                                                          totalmem=128),),
+                    request(memreq=64, pct=0, cores=50), "1/1 ExclusiveDeviceAllocateConflict",
+                    chain=("mutex",))),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("c", HYGON_FIT, ids=[f"hygon/TestDevices_Fit/{c.name}" for c in HYGON_FIT])
+def test_hygon_fit(c: FitCase) -> None:
+    test_fit(c)
 
 
 # ---- fitInDevices (score_test.go Test_fitInDevices) --------------------------------

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from vgpu_dra.core import placement as pl
 from vgpu_dra.core.hami.annotations import ContainerDevice, NodeDevice, PodDevices
-from vgpu_dra.core.hami.policy import PodPolicy, Weights
-from vgpu_dra.core.hami.requests import ContainerRequest
+from vgpu_dra.core.hami.policy import PodPolicy, Weights, pod_vendor_policy
+from vgpu_dra.core.hami.requests import DEFAULT_VENDORS, NVIDIA, ContainerRequest
 from vgpu_dra.core.placement import DeviceUsage, NodeState
 
 A100 = "NVIDIA-NVIDIA A100-SXM4-80GB"
@@ -392,6 +392,45 @@ def test_a_container_asking_two_vendors(
         return
     assert fit.devices is not None
     assert [(d.uuid, d.type) for d in fit.devices[0]] == list(expected)
+
+
+def _numa_dcu(i: int, numa: int) -> DeviceUsage:
+    d = dcu(i)
+    return replace(d, device=replace(d.device, numa=numa))
+
+
+VENDORS = ((NVIDIA, "NVIDIA"), (next(v for v in DEFAULT_VENDORS if v.vendor == "hygon"), "DCU"))
+
+
+@pytest.mark.parametrize(
+    ("name", "annotations", "requests", "per_vendor", "single"),
+    [
+        # nvidia.com/use-gputype filters NVIDIA cards only; the DCU has its own annotation
+        ("use-gputype is NVIDIA's", {"nvidia.com/use-gputype": "A100"}, [(req(), dreq())],
+         ("GPU-1", "DCU-3"), "2/2 CardTypeMismatch"),
+        ("use-dcutype is the DCU's", {"hygon.com/use-dcutype": "Z100"}, [(req(), dreq())],
+         ("GPU-1", "DCU-3"), "2/2 CardTypeMismatch"),
+        # numa-bind keeps NVIDIA's Fit on one NUMA node; HAMi's DCU Fit ignores it
+        ("numa-bind is NVIDIA's", {"nvidia.com/numa-bind": "true"}, [dreq(nums=2)],
+         ("DCU-3", "DCU-2"), "1/2 AllocatedCardsInsufficientRequest, 1/2 NumaNotFit"),
+    ],
+)  # fmt: skip
+def test_each_vendor_is_fitted_with_its_own_filters(
+    name: str,
+    annotations: dict[str, str],
+    requests: list[pl.ContainerAsk],
+    per_vendor: tuple[str, ...],
+    single: str,
+) -> None:
+    n = node("a", card(0, numa=0), card(1, numa=1), _numa_dcu(2, 0), _numa_dcu(3, 1))
+    fit = pl.fit_pod(n, requests, pod_vendor_policy(annotations, VENDORS))
+    assert fit.devices is not None, fit.reason
+    assert tuple(d.uuid for d in fit.devices[0]) == per_vendor
+    # one policy for every request (NVIDIA's filter names applied to DCU cards too,
+    # or the DCU's used as NVIDIA's): what the per-vendor policy avoids
+    first = VENDORS[1] if "hygon" in next(iter(annotations)) else VENDORS[0]
+    fit1 = pl.fit_pod(n, requests, pod_vendor_policy(annotations, (first,)))
+    assert fit1.devices is None and fit1.reason == single
 
 
 def test_two_vendor_containers_accumulate_per_card() -> None:

@@ -104,6 +104,7 @@ VENDOR_KEYS: Final[Mapping[str, VendorKeys]] = {
             "hami.io/amd-devices-allocated",
             "hami.io/node-amd-register",
             None,
+            json_register=True,  # HAMi's AMD GetNodeDevices reads JSON only
         ),
         VendorKeys(
             "cambricon",
@@ -115,6 +116,23 @@ VENDOR_KEYS: Final[Mapping[str, VendorKeys]] = {
         ),
     )
 }
+
+
+LEGACY_VENDORS: Final = tuple(k.vendor for k in VENDOR_KEYS.values() if k.register is not None)
+"""The vendors the legacy extender and device plugin can serve: those whose node
+register annotation HAMi's source defines (NVIDIA: JSON, Hygon DCU: the colon format,
+AMD: JSON). Cambricon's inventory is the node's capacity in HAMi, not an annotation."""
+
+
+def legacy_vendor_keys(vendor: str) -> VendorKeys:
+    """`vendor_keys` for a vendor in LEGACY_VENDORS. Raises AnnotationError (naming
+    the vendors served) for any other name."""
+    keys = VENDOR_KEYS.get(vendor.strip().lower())
+    if keys is None or keys.register is None:
+        raise AnnotationError(
+            f"vendor {vendor!r} is not served in legacy mode; served: {', '.join(LEGACY_VENDORS)}"
+        )
+    return keys
 
 
 # ---- who writes what ------------------------------------------------------------------

@@ -8,16 +8,19 @@ into the `PodPolicy` that `core.placement` decides with.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Final
 
 from vgpu_dra.core.hami import annotations as ann
-from vgpu_dra.core.hami.filters import card_filter
+from vgpu_dra.core.hami.filters import CardFilter, card_filter
 from vgpu_dra.core.hami.requests import NVIDIA, VendorResources
 
 NODE_POLICIES: Final = ("binpack", "spread")
 GPU_POLICIES: Final = ("binpack", "spread", "topology-aware", "mutex", "numa")
+
+
+NVIDIA_TYPE: Final = "NVIDIA"
 
 
 class PolicyError(ValueError):
@@ -44,6 +47,32 @@ class PodPolicy:
     numa_bind: bool = False
     mode: str | None = None
     weights: Weights = Weights()
+    numa_fit: bool = True
+    """With `numa_bind`, Fit keeps its cards on one NUMA node (NVIDIA's Fit; HAMi's
+    other vendors' Fit does not, though their cards are sorted by it all the same)."""
+    per_type: tuple[tuple[str, CardFilter], ...] = ()
+    """For a pod placed over several vendors: each vendor's card filters by its HAMi
+    device type (`for_type`); empty: the filters above apply to every request."""
+
+    def for_type(self, device_type: str) -> PodPolicy:
+        """The policy for a request of `device_type`: that vendor's card filters, and
+        `nvidia.com/numa-bind` (in Fit; the card order keeps it) and
+        `nvidia.com/vgpu-mode` only for NVIDIA (HAMi's other vendors' Fit ignores them).
+        Itself when `per_type` is empty."""
+        f = dict(self.per_type).get(device_type)
+        if f is None:
+            return self
+        nvidia = device_type == NVIDIA_TYPE
+        return replace(
+            self,
+            use_types=f.use_types,
+            nouse_types=f.nouse_types,
+            use_uuids=frozenset(f.use_uuids),
+            nouse_uuids=frozenset(f.nouse_uuids),
+            numa_fit=nvidia,
+            mode=self.mode if nvidia else None,
+            per_type=(),
+        )
 
 
 def _list(value: str) -> tuple[str, ...]:
@@ -109,3 +138,17 @@ def pod_policy(annotations: Mapping[str, str] | None, v: VendorResources = NVIDI
         mode=(a.get(ann.VGPU_MODE) or "").strip() or None,
         weights=weights,
     )
+
+
+def pod_vendor_policy(
+    annotations: Mapping[str, str] | None, vendors: Sequence[tuple[VendorResources, str]]
+) -> PodPolicy:
+    """`pod_policy` for a pod placed over `vendors` (pairs of the vendor's names and its
+    HAMi device type): the first vendor's filters at the top, every vendor's in
+    `per_type` (each request is fitted with `for_type`). One vendor: `pod_policy`.
+    Raises like `pod_policy`."""
+    first = pod_policy(annotations, vendors[0][0] if vendors else NVIDIA)
+    if len(vendors) < 2:
+        return first
+    a = annotations or {}
+    return replace(first, per_type=tuple((t, card_filter(a, v)) for v, t in vendors))

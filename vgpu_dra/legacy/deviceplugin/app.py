@@ -24,7 +24,11 @@ from vgpu_dra.gpu.flags import (
 from vgpu_dra.gpu.nvidia_cdi import DEFAULT_CDI_DIRS, detect_nvidia_cdi_kind
 from vgpu_dra.kube.flags import add_kubeconfig_argument
 from vgpu_dra.kube.rest import Rest
-from vgpu_dra.legacy.deviceplugin.plugin import DevicePlugin, DevicePluginSettings
+from vgpu_dra.legacy.deviceplugin.plugin import (
+    DevicePlugin,
+    DevicePluginSettings,
+    endpoint_for,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser, cmd: str = "device-plugin") -> None:
@@ -58,6 +62,7 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str = "device-plugin") -> Non
         p, "--node-lock-timeout", env="VGPU_DRA_NODE_LOCK_TIMEOUT", default=300, lo=1, hi=86400
     )
     hami_flags.add_resource_name_arguments(p)
+    hami_flags.add_vendor_arguments(p)
 
 
 def settings(ns: argparse.Namespace) -> DevicePluginSettings:
@@ -65,6 +70,7 @@ def settings(ns: argparse.Namespace) -> DevicePluginSettings:
         node_name=node_name(ns),
         plugin_dir=ns.device_plugin_dir.absolute(),
         resource_name=hami_flags.nvidia_resources(ns).count,
+        vendors=tuple(endpoint_for(v.vendor, v.count) for v in hami_flags.served_vendors(ns)),
         default_slots=ns.slots,
         core_scaling=ns.core_scaling,
         memory_scaling=ns.memory_scaling,

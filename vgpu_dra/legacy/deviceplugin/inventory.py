@@ -5,7 +5,9 @@
 vendor's key) plus the handshake annotation onto this node, but only when something
 changed: the register value differs, the handshake is missing, or a HAMi scheduler
 asks for a report (`Requesting_...` / `Deleted_...`). An unchanged node costs one GET.
-Cards of vendors without a documented register annotation are skipped (logged once).
+Cards of vendors without a documented register annotation, or not served by this
+device plugin (`--vendors`), are skipped (logged once): a register annotation promises
+the scheduler a kubelet resource for those cards.
 """
 
 from __future__ import annotations
@@ -33,12 +35,16 @@ class LegacyInventorySettings:
     core_scaling: int = 1
     memory_scaling: float = 1.0
     interval_s: float = 30.0
+    vendors: tuple[str, ...] | None = None
+    """The vendors served (their cards are registered); None: every vendor that has
+    a register annotation."""
 
 
 def desired_annotations(
     cards: tuple[Card, ...], s: LegacyInventorySettings
 ) -> tuple[dict[str, str], list[str]]:
-    """Register values per vendor key, and the vendors that have no legacy key."""
+    """Register values per vendor key, and the vendors left out (no legacy key, or
+    not in `s.vendors`)."""
     by_vendor: dict[str, list[Card]] = {}
     for c in cards:
         by_vendor.setdefault(c.vendor.lower(), []).append(c)
@@ -50,7 +56,7 @@ def desired_annotations(
         except (ann.AnnotationError, ann.UnknownVendorError):
             skipped.append(vendor)
             continue
-        if keys.register is None:
+        if keys.register is None or (s.vendors is not None and vendor not in s.vendors):
             skipped.append(vendor)
             continue
         devices = ann.node_devices_from_cards(
@@ -96,7 +102,11 @@ class LegacyInventory:
         for v in skipped:
             if v not in self._warned:
                 self._warned.add(v)
-                log.warning("vendor %s has no HAMi register annotation; not advertised", v)
+                log.warning(
+                    "vendor %s is not served (--vendors) or has no HAMi register annotation; "
+                    "its cards are not advertised",
+                    v,
+                )
         node = self._rest.get(f"/api/v1/nodes/{self._settings.node_name}")
         current = node["metadata"].get("annotations") or {}
         patch: dict[str, str | None] = {}

@@ -5,8 +5,10 @@ is the holder of this node's `hami.io/mutex.lock`; failing that (a legacy lock w
 a pod name, or none), the single pending pod on this node in `bind-phase=allocating`.
 Each Allocate serves the next containers of that pod in annotation order (init
 containers first): their devices are popped from `-devices-to-allocate` and the
-annotation is written back with those entries emptied. When nothing is left the pod
-gets `bind-phase=success` and the lock is released; any failure marks it `failed` and
+annotation is written back with those entries emptied. Each vendor served has its own
+`PendingPods` over its own `-devices-to-allocate` (kubelet calls each resource's
+plugin), sharing one mutex. When nothing is left, for any vendor this process serves,
+the pod gets `bind-phase=success` and the lock is released; any failure marks it `failed` and
 releases the lock too, so a broken pod never blocks the node.
 
 The caller (the gRPC servicer) turns the returned shares into env and mounts.
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -49,20 +51,30 @@ class PodAllocation:
     name: str
     uid: str
     containers: tuple[ContainerShare, ...]
-    done: bool  # every container of the pod has been served
+    done: bool  # every container of the pod has been served, by every vendor served
 
 
 class PendingPods:
     """Serialises Allocate on this node (HAMi's applyMutex) and does the bookkeeping."""
 
     def __init__(
-        self, rest: Rest, node_name: str, locker: NodeLocker, keys: ann.VendorKeys
+        self,
+        rest: Rest,
+        node_name: str,
+        locker: NodeLocker,
+        keys: ann.VendorKeys,
+        *,
+        others: Sequence[ann.VendorKeys] = (),
+        mutex: threading.Lock | None = None,
     ) -> None:
+        """`others`: the other vendors this process serves (the pod is done when none
+        of them has devices left either); `mutex`: shared with their `PendingPods`."""
         self._rest = rest
         self._node = node_name
         self._locker = locker
         self._keys = keys
-        self._mutex = threading.Lock()
+        self._others = tuple(k for k in others if k != keys)
+        self._mutex = mutex or threading.Lock()
 
     @property
     def keys(self) -> ann.VendorKeys:
@@ -165,7 +177,7 @@ class PendingPods:
             shares.append(
                 ContainerShare(idx, names[idx] if idx < len(names) else f"#{idx}", devices)
             )
-        done = ann.pop_next_container(remaining) is None
+        done = ann.pop_next_container(remaining) is None and not self._others_left(annotations)
         alloc = PodAllocation(meta["namespace"], meta["name"], meta["uid"], tuple(shares), done)
         prepared = prepare(pod, alloc)
         self._finish(
@@ -175,6 +187,18 @@ class PendingPods:
             ann.encode_pod_devices(remaining),
         )
         return alloc, prepared
+
+    def _others_left(self, annotations: Mapping[str, str]) -> bool:
+        """Whether another served vendor still has devices to allocate for the pod (a
+        value that does not parse is that vendor's Allocate's to refuse)."""
+        for k in self._others:
+            try:
+                left = ann.decode_pod_devices(annotations.get(k.to_allocate, ""), k.to_allocate)
+            except ann.AnnotationError:
+                continue
+            if ann.pop_next_container(left) is not None:
+                return True
+        return False
 
     def _finish(self, ns: str, name: str, phase: str | None, to_allocate: str | None) -> None:
         patch: dict[str, str] = {}

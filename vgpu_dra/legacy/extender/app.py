@@ -53,7 +53,6 @@ class ExtenderSettings:
     port: int = 8888
     cert_file: Path | None = None
     key_file: Path | None = None
-    vendor: str = "nvidia"
     placement: PlacementSettings = field(default_factory=PlacementSettings)
     lock_expiry_s: float = 300.0
     events: bool = True
@@ -65,8 +64,7 @@ class ExtenderApp:
     def __init__(self, settings: ExtenderSettings, rest: Rest | None = None) -> None:
         self.settings = settings
         self.rest = rest or Rest.from_kubeconfig(settings.kubeconfig)
-        keys = ann.vendor_keys(settings.vendor)
-        self.state = ClusterState(keys)
+        self.state = ClusterState([k for _, k in settings.placement.served()])
         self.stop_event = threading.Event()
         self.locker = NodeLocker(
             self.rest, LockSettings(expiry=timedelta(seconds=settings.lock_expiry_s))
@@ -188,6 +186,7 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str = "extender") -> None:
     )
     hami_flags.add_default_arguments(p)
     hami_flags.add_resource_name_arguments(p)
+    hami_flags.add_vendor_arguments(p)
 
 
 def main(ns: argparse.Namespace) -> int:
@@ -206,6 +205,7 @@ def main(ns: argparse.Namespace) -> int:
                 node_policy=ns.node_scheduler_policy,
                 gpu_policy=ns.gpu_scheduler_policy,
                 vendor=hami_flags.nvidia_resources(ns),
+                vendors=hami_flags.served_vendors(ns),
                 defaults=hami_flags.ask_settings(ns),
                 bind_lock_wait_s=ns.bind_lock_wait,
             ),

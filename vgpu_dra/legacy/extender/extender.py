@@ -2,12 +2,13 @@
 extender v1 wire types, hami-compat.md §4).
 
 /filter decides node *and* cards with `core.placement` and writes the decision to
-the pod (`hami.io/vgpu-node`, `-devices-to-allocate`, `-devices-allocated`) before
-answering with that one node, like HAMi. /bind takes the node lock, marks the pod
-`bind-phase=allocating` and binds; on any failure it marks `failed` and releases the
-lock, so nothing leaks. Requests come and go as JSON dicts; answers never raise:
-errors become the wire type's `error` field or per-node failure reasons, and a
-Warning event on the pod.
+the pod (`hami.io/vgpu-node`, and each served vendor's `-devices-to-allocate` /
+`-devices-allocated`: `hami.io/vgpu-...` for NVIDIA, `hami.io/dcu-...` for a Hygon
+DCU, ...) before answering with that one node, like HAMi. /bind takes the node lock,
+marks the pod `bind-phase=allocating` and binds; on any failure it marks `failed`
+and releases the lock, so nothing leaks. Requests come and go as JSON dicts; answers
+never raise: errors become the wire type's `error` field or per-node failure
+reasons, and a Warning event on the pod.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,20 +24,20 @@ from typing import Any
 from vgpu_dra.core import placement as pl
 from vgpu_dra.core.hami import annotations as ann
 from vgpu_dra.core.hami.filters import CardFilterError
-from vgpu_dra.core.hami.policy import PolicyError, pod_policy
+from vgpu_dra.core.hami.policy import PolicyError, pod_vendor_policy
 from vgpu_dra.core.hami.requests import (
     NVIDIA,
     AskError,
     AskSettings,
     VendorResources,
     init_container_count,
-    pod_requests,
+    pod_vendor_requests,
 )
 from vgpu_dra.kube.nodelock import LockContentionError, NodeLocker
 from vgpu_dra.kube.rest import JSON, ApiError, Rest
 from vgpu_dra.legacy.extender.events import EventRecorder
 from vgpu_dra.legacy.extender.quota import QuotaStore
-from vgpu_dra.legacy.extender.state import ClusterState, PodEntry
+from vgpu_dra.legacy.extender.state import ClusterState, PodEntry, allocation_token
 
 log = logging.getLogger("vgpu_dra.extender")
 
@@ -49,10 +50,16 @@ class PlacementSettings:
     gpu_policy: str = pl.DEFAULT_GPU_POLICY
     vendor: VendorResources = NVIDIA
     """The resource and card-filter names read (the webhook's table entry)."""
+    vendors: tuple[VendorResources, ...] = ()
+    """Every vendor served (`--vendors`), in order; empty: `vendor` alone."""
     defaults: AskSettings = field(default_factory=AskSettings)
     """HAMi's defaults, the same settings the webhook parses with."""
     bind_lock_wait_s: float = 20.0  # keep below the scheduler's extender httpTimeout
     sync_wait_s: float = 10.0
+
+    def served(self) -> tuple[tuple[VendorResources, ann.VendorKeys], ...]:
+        """Each served vendor's resource names and annotation keys."""
+        return tuple((v, ann.vendor_keys(v.vendor)) for v in self.vendors or (self.vendor,))
 
 
 def _get(args: Mapping[str, Any], key: str) -> Any:
@@ -93,6 +100,9 @@ class Extender:
         self._synced = synced
         self._clock = clock
         self._decide = threading.Lock()  # one decision at a time: read, decide, assume
+        # The quota store reads one vendor's `limits.` keys (`settings.vendor`): its
+        # budget applies to that vendor's cards, counted from that vendor's usage.
+        self._quota_type = ann.vendor_keys(settings.vendor.vendor).device_type
 
     def _event(self, pod: Mapping[str, Any], kind: str, reason: str, msg: str) -> None:
         if self._events is not None:
@@ -111,12 +121,14 @@ class Extender:
             return {"error": "extender args carry neither nodenames nor nodes"}
         # The webhook's parser and messages; policy annotations only matter (and are
         # only checked) for a pod that asks for vGPUs, as in HAMi's Filter.
+        served = self._settings.served()
+        typed = tuple((v, k.device_type) for v, k in served)
         try:
-            requests = pod_requests(pod, self._settings.vendor, self._settings.defaults)
+            requests = pod_vendor_requests(pod, typed, self._settings.defaults)
             if not any(requests):
                 return {"nodenames": names}
             annotations = (pod.get("metadata") or {}).get("annotations")
-            policy = pod_policy(annotations, self._settings.vendor)
+            policy = pod_vendor_policy(annotations, typed)
         except (AskError, CardFilterError, PolicyError) as e:
             msg = f"invalid vGPU request: {e}"
             self._event(pod, "Warning", "FilteringFailed", msg)
@@ -128,7 +140,8 @@ class Extender:
         with self._decide:
             self._state.forget(uid)  # a retry decides afresh
             budget = self._budget(ns)
-            states, failed = self._state.node_states(names)
+            asked = {r.type for ctr in requests for r in ctr}
+            states, failed = self._state.node_states(names, asked)
             decision = pl.choose_node(
                 states,
                 requests,
@@ -136,7 +149,7 @@ class Extender:
                 init_count=init_container_count(pod),
                 default_node_policy=self._settings.node_policy,
                 default_gpu_policy=self._settings.gpu_policy,
-                quota=None if budget is None else {r.type: budget for r in requests if r},
+                quota=None if budget is None else {self._quota_type: budget},
             )
             failed.update(decision.failed)
             if decision.node is None or decision.devices is None:
@@ -144,13 +157,22 @@ class Extender:
                 self._event(pod, "Warning", "FilteringFailed", msg)
                 log.info("filter pod=%s: no node fits: %s", _ref(pod), msg)
                 return {"nodenames": [], "failedNodes": failed}
-            value = ann.encode_pod_devices(decision.devices)
-            held = pl.collapse_usage(decision.devices, init_container_count(pod))
+            values = vendor_values(decision.devices, [k for _, k in served])
+            held = {}
+            by_type = {}
+            for t, devices in pl.split_by_type(decision.devices).items():
+                mine = pl.collapse_usage(devices, init_container_count(pod))
+                held.update(mine)
+                by_type[t] = pl.held_total(mine)
             meta = pod["metadata"]
-            entry = PodEntry(uid, meta["namespace"], meta["name"], decision.node, value, held)
+            token = allocation_token([values[k.allocated] for _, k in served])
+            entry = PodEntry(
+                uid, meta["namespace"], meta["name"], decision.node, token, held, by_type
+            )
             self._state.assume(entry)
+        value = " ".join(f"{k.device_type}:{v}" for _, k in served if (v := values[k.allocated]))
         try:
-            self._patch_decision(pod, decision.node, value)
+            self._patch_decision(pod, decision.node, values)
         except ApiError as e:
             self._state.forget(uid)
             log.warning("filter pod=%s: could not record decision: %s", _ref(pod), e)
@@ -173,14 +195,16 @@ class Extender:
         bound included (assumed in the state at once, under `_decide`)."""
         if self._quotas is None:
             return None
-        return self._quotas.budget(namespace, self._state.namespace_used(namespace))
+        used = self._state.namespace_used(namespace, self._quota_type)
+        return self._quotas.budget(namespace, used)
 
     def _quota_note(self, namespace: str, failed: Mapping[str, str]) -> str:
         if self._quotas is None or not any(
             pl.RESOURCE_QUOTA_NOT_FIT in r for r in failed.values()
         ):
             return ""
-        return "; " + self._quotas.describe(namespace, self._state.namespace_used(namespace))
+        used = self._state.namespace_used(namespace, self._quota_type)
+        return "; " + self._quotas.describe(namespace, used)
 
     def _wait_synced(self) -> bool:
         deadline = time.monotonic() + self._settings.sync_wait_s
@@ -190,8 +214,9 @@ class Extender:
             time.sleep(0.05)
         return True
 
-    def _patch_decision(self, pod: Mapping[str, Any], node: str, value: str) -> None:
-        keys = self._state.keys
+    def _patch_decision(
+        self, pod: Mapping[str, Any], node: str, values: Mapping[str, str | None]
+    ) -> None:
         meta = pod["metadata"]
         body = {
             "metadata": {
@@ -199,8 +224,7 @@ class Extender:
                 "annotations": {
                     ann.VGPU_NODE: node,
                     ann.VGPU_TIME: str(int(self._clock().timestamp())),
-                    keys.to_allocate: value,
-                    keys.allocated: value,
+                    **values,
                     ann.BIND_PHASE: None,
                     ann.BIND_TIME: None,
                 },
@@ -325,6 +349,22 @@ class Extender:
             self._locker.release(node, meta["namespace"], meta["name"])
         except ApiError as e:
             log.warning("could not release node lock on %s: %s", node, e)
+
+
+def vendor_values(
+    devices: ann.PodDevices, served: Sequence[ann.VendorKeys]
+) -> dict[str, str | None]:
+    """The pod annotations of a decision: each served vendor's `-to-allocate` and
+    `-allocated` pair holding its devices per container (HAMi's PatchAnnotations),
+    None (removed) for a vendor the pod does not use."""
+    by_type = pl.split_by_type(devices)
+    out: dict[str, str | None] = {}
+    for k in served:
+        mine = by_type.get(k.device_type)
+        value = ann.encode_pod_devices(mine) if mine is not None else None
+        out[k.to_allocate] = value
+        out[k.allocated] = value
+    return out
 
 
 def _summary(failed: Mapping[str, str]) -> str:

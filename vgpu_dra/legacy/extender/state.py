@@ -1,7 +1,9 @@
 """The extender's picture of the cluster: registered nodes and the vGPU usage of pods.
 
-Fed by watches (`informer.py`) and by the extender's own decisions. Usage is always
-rebuilt from pod annotations (`hami.io/vgpu-node` + `...-devices-allocated`), so a
+Fed by watches (`informer.py`) and by the extender's own decisions. Every served
+vendor's cards come from its own register annotation (`hami.io/node-nvidia-register`,
+`hami.io/node-dcu-register`, ...) into one node, and usage is always rebuilt from pod
+annotations (`hami.io/vgpu-node` + each vendor's `...-devices-allocated`), so a
 restarted extender loses nothing; a decision made in /filter is *assumed* at once (the
 next /filter must see it, long before the watch does) and stays authoritative until
 the watch shows the pod with that same annotation, or the pod goes away. The same
@@ -10,7 +12,8 @@ entries give each namespace's usage (`namespace_used`, for the ResourceQuota che
 Bad input never raises out of here, and one bad object never affects another: a
 node with a malformed register annotation (no cards, or a malformed
 `hami.io/node-nvidia-score`, as HAMi) is kept as "invalid inventory annotation: <why>"
-(reported in /filter), a pod with malformed annotations is ignored with a warning
+for that vendor only (reported in /filter for pods asking that vendor; its other
+vendors' cards stay usable), a pod with malformed annotations is ignored with a warning
 (once per resourceVersion). Any object, whatever its shape, is handled on its own: an
 exception while reading one (a bug) is logged and that object alone is skipped, so a
 relist never stops half-way and drops the usage of every pod listed after it.
@@ -35,11 +38,23 @@ TERMINAL_PHASES = ("Succeeded", "Failed")
 
 @dataclass(frozen=True)
 class NodeEntry:
+    """`error`: the node is unusable for every pod (unregistered, or no vendor's
+    annotation parses); `vendor_errors`: (device type, why) of the vendors whose
+    annotations do not parse, unusable for pods asking them."""
+
     name: str
     devices: tuple[ann.NodeDevice, ...] = ()
     error: str | None = None
     cordoned: frozenset[str] = frozenset()
     pair_scores: Mapping[str, Mapping[str, int]] | None = None
+    vendor_errors: tuple[tuple[str, str], ...] = ()
+
+    def failure(self, types: Iterable[str] | None) -> str | None:
+        """Why a pod asking `types` (None: any) cannot use this node, or None."""
+        if self.error or not self.vendor_errors:
+            return self.error
+        errors = dict(self.vendor_errors)
+        return next((errors[t] for t in types or () if t in errors), None)
 
 
 @dataclass(frozen=True)
@@ -48,8 +63,25 @@ class PodEntry:
     namespace: str
     name: str
     node: str
-    allocated: str  # the raw `-devices-allocated` value
+    allocated: str
+    """The served vendors' raw `-devices-allocated` values (`allocation_token`)."""
     held: Mapping[str, pl.HeldUsage]
+    by_type: Mapping[str, tuple[int, int]] | None = None
+    """(MiB, cores) held per device type (each vendor's quota counts its own cards);
+    None: not split, counted against every type (the safe side for a quota)."""
+
+
+Vendors = ann.VendorKeys | Sequence[ann.VendorKeys]
+
+
+def _vendors(keys: Vendors) -> tuple[ann.VendorKeys, ...]:
+    return (keys,) if isinstance(keys, ann.VendorKeys) else tuple(keys)
+
+
+def allocation_token(values: Sequence[str | None]) -> str:
+    """The served vendors' `-devices-allocated` values (None: absent) as one string
+    that is equal exactly when they all are: a lone vendor's is its raw value."""
+    return "\n".join(v or "" for v in values).rstrip("\n")
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
@@ -60,24 +92,47 @@ def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return _mapping(obj.get("metadata"))
 
 
-def node_entry(obj: Mapping[str, Any], keys: ann.VendorKeys) -> NodeEntry:
+def _vendor_devices(
+    annotations: Mapping[str, Any], keys: ann.VendorKeys
+) -> tuple[list[ann.NodeDevice], Mapping[str, Mapping[str, int]] | None]:
+    """One vendor's registered cards (and NVIDIA's pair scores). Raises AnnotationError."""
+    assert keys.register is not None
+    devices = ann.decode_node_devices(str(annotations[keys.register]), keys.register)
+    scores = None
+    if keys.vendor == "nvidia" and ann.NODE_SCORE_NVIDIA in annotations:
+        # as HAMi's GetNodeDevices: bad scores make the vendor's cards unusable
+        scores = ann.decode_pair_scores(str(annotations[ann.NODE_SCORE_NVIDIA]))
+    return devices, scores
+
+
+def node_entry(obj: Mapping[str, Any], keys: Vendors) -> NodeEntry:
     meta = _meta(obj)
     name = str(meta.get("name", ""))
     annotations = _mapping(meta.get("annotations"))
     cordoned = ann.parse_cordon(annotations.get(ann.DEVICE_CORDON))
-    if keys.register is None or keys.register not in annotations:
-        return NodeEntry(name, error="node unregistered", cordoned=cordoned)
-    try:
-        devices = ann.decode_node_devices(str(annotations[keys.register]), keys.register)
-    except ann.AnnotationError as e:
-        return NodeEntry(name, error=f"invalid inventory annotation: {e}", cordoned=cordoned)
+    devices: list[ann.NodeDevice] = []
+    errors: list[tuple[str, str]] = []
     scores = None
-    if keys.vendor == "nvidia" and ann.NODE_SCORE_NVIDIA in annotations:
+    for k in _vendors(keys):
+        if k.register is None or k.register not in annotations:
+            continue
         try:
-            scores = ann.decode_pair_scores(str(annotations[ann.NODE_SCORE_NVIDIA]))
-        except ann.AnnotationError as e:  # as HAMi's GetNodeDevices: the node is unusable
-            return NodeEntry(name, error=f"invalid inventory annotation: {e}", cordoned=cordoned)
-    return NodeEntry(name, tuple(devices), cordoned=cordoned, pair_scores=scores)
+            found, pairs = _vendor_devices(annotations, k)
+        except ann.AnnotationError as e:
+            errors.append((k.device_type, f"invalid inventory annotation: {e}"))
+            continue
+        devices.extend(found)
+        scores = pairs if pairs is not None else scores
+    if not devices:
+        error = errors[0][1] if errors else "node unregistered"
+        return NodeEntry(name, error=error, cordoned=cordoned)
+    if len({d.id for d in devices}) != len(devices):
+        return NodeEntry(
+            name, error="invalid inventory annotation: a card is registered by two vendors"
+        )
+    return NodeEntry(
+        name, tuple(devices), cordoned=cordoned, pair_scores=scores, vendor_errors=tuple(errors)
+    )
 
 
 def sidecars(obj: Mapping[str, Any]) -> frozenset[int]:
@@ -110,35 +165,51 @@ def init_done(obj: Mapping[str, Any]) -> bool:
     return waited <= succeeded
 
 
-def pod_entry(obj: Mapping[str, Any], keys: ann.VendorKeys) -> PodEntry | None:
-    """The usage a pod holds, None when it holds none. Raises AnnotationError."""
+def pod_entry(obj: Mapping[str, Any], keys: Vendors) -> PodEntry | None:
+    """The usage a pod holds over the served vendors, None when it holds none. Each
+    vendor's devices are collapsed on their own (HAMi keeps one list per vendor).
+    Raises AnnotationError."""
     meta = _meta(obj)
     annotations = _mapping(meta.get("annotations"))
     node = annotations.get(ann.VGPU_NODE)
-    value = annotations.get(keys.allocated)
-    if not node or value is None:
+    vendors = _vendors(keys)
+    values = [annotations.get(k.allocated) for k in vendors]
+    if not node or all(v is None for v in values):
         return None
     if _mapping(obj.get("status")).get("phase") in TERMINAL_PHASES:
         return None
-    devices = ann.decode_pod_devices(str(value), keys.allocated)
-    held = pl.collapse_usage(
-        devices, init_container_count(obj), init_done=init_done(obj), sidecars=sidecars(obj)
-    )
+    init = init_container_count(obj)
+    done, side = init_done(obj), sidecars(obj)
+    held: dict[str, pl.HeldUsage] = {}
+    by_type: dict[str, tuple[int, int]] = {}
+    for k, value in zip(vendors, values, strict=True):
+        if value is not None:
+            devices = ann.decode_pod_devices(str(value), k.allocated)
+            mine = pl.collapse_usage(devices, init, init_done=done, sidecars=side)
+            held.update(mine)
+            by_type[k.device_type] = _plus(by_type.get(k.device_type, (0, 0)), pl.held_total(mine))
     return PodEntry(
         str(meta.get("uid", "")),
         str(meta.get("namespace", "")),
         str(meta.get("name", "")),
         str(node),
-        str(value),
+        allocation_token([None if v is None else str(v) for v in values]),
         held,
+        by_type,
     )
+
+
+def _plus(a: tuple[int, int], b: tuple[int, int], sign: int = 1) -> tuple[int, int]:
+    return a[0] + sign * b[0], a[1] + sign * b[1]
 
 
 class ClusterState:
     """Thread-safe. `lock` may be held by a caller across read-decide-assume."""
 
-    def __init__(self, keys: ann.VendorKeys) -> None:
-        self.keys = keys
+    def __init__(self, keys: Vendors) -> None:
+        self.vendors = _vendors(keys)
+        """The served vendors' keys, in the order of `--vendors`."""
+        self.keys = self.vendors[0]
         self.lock = threading.RLock()
         self._nodes: dict[str, NodeEntry] = {}
         self._pods: dict[str, PodEntry] = {}
@@ -152,7 +223,8 @@ class ClusterState:
         self._usage: dict[str, pl.NodeState] = {}
         # per namespace, (MiB, cores) its effective entries hold over all their cards:
         # the usage HAMi's ResourceQuota check counts (decided-but-unbound pods too)
-        self._ns_used: dict[str, tuple[int, int]] = {}
+        self._ns_used: dict[str, dict[str | None, tuple[int, int]]] = {}
+        """namespace -> device type (None: entries not split by type) -> (MiB, cores)"""
 
     def _refresh(self, uid: str) -> None:
         """Re-derive pod `uid`'s effective entry after _pods/_assumed changed."""
@@ -169,13 +241,18 @@ class ClusterState:
             self._count(new, 1)
 
     def _count(self, entry: PodEntry, sign: int) -> None:
-        mem, cores = pl.held_total(entry.held)
-        have = self._ns_used.get(entry.namespace, (0, 0))
-        now = (have[0] + sign * mem, have[1] + sign * cores)
-        if now == (0, 0):
-            self._ns_used.pop(entry.namespace, None)
-        else:
-            self._ns_used[entry.namespace] = now
+        parts: dict[str | None, tuple[int, int]] = {None: pl.held_total(entry.held)}
+        if entry.by_type is not None:
+            parts = dict(entry.by_type.items())
+        ns = self._ns_used.setdefault(entry.namespace, {})
+        for t, used in parts.items():
+            now = _plus(ns.get(t, (0, 0)), used, sign)
+            if now == (0, 0):
+                ns.pop(t, None)
+            else:
+                ns[t] = now
+        if not ns:
+            del self._ns_used[entry.namespace]
 
     # ---- feeds ---------------------------------------------------------------------
     def replace_nodes(self, objs: Iterable[Mapping[str, Any]]) -> None:
@@ -188,7 +265,7 @@ class ClusterState:
     def upsert_node(self, obj: Mapping[str, Any]) -> None:
         meta = _meta(obj)
         try:
-            entry = node_entry(obj, self.keys)
+            entry = node_entry(obj, self.vendors)
         except Exception as e:  # a bug: this node alone is unusable, the feed goes on
             log.exception("node %s: cannot be read", meta.get("name"))
             entry = NodeEntry(str(meta.get("name", "")), error=f"cannot be read: {e}")
@@ -220,7 +297,7 @@ class ClusterState:
         uid = str(meta.get("uid", ""))
         ref = f"{meta.get('namespace')}/{meta.get('name')}"
         try:
-            entry = pod_entry(obj, self.keys)
+            entry = pod_entry(obj, self.vendors)
         except ann.AnnotationError as e:
             self._warn_once(ref, str(meta.get("resourceVersion")), f"ignoring pod: {e}")
             entry = None
@@ -274,32 +351,44 @@ class ClusterState:
             entry = self._effective.get(uid)
             return entry.node if entry else None
 
-    def namespace_used(self, namespace: str) -> tuple[int, int]:
-        """(MiB, cores) the namespace's pods hold, over every card (its pods decided by
-        /filter and not yet seen by the watch included)."""
+    def namespace_used(self, namespace: str, type: str | None = None) -> tuple[int, int]:
+        """(MiB, cores) the namespace's pods hold (its pods decided by /filter and not
+        yet seen by the watch included): on cards of device `type` (plus entries not
+        split by type), or on every card when `type` is None."""
         with self.lock:
-            return self._ns_used.get(namespace, (0, 0))
+            parts = self._ns_used.get(namespace, {})
+            total = (0, 0)
+            for t, used in parts.items():
+                if type is None or t is None or t == type:
+                    total = _plus(total, used)
+            return total
 
     def holders(self) -> list[PodEntry]:
         with self.lock:
             return list(self._effective.values())
 
-    def node_states(self, names: Sequence[str]) -> tuple[list[pl.NodeState], dict[str, str]]:
-        """Usage for the named nodes; the second value maps unusable nodes to why."""
+    def node_states(
+        self, names: Sequence[str], types: Iterable[str] | None = None
+    ) -> tuple[list[pl.NodeState], dict[str, str]]:
+        """Usage for the named nodes; the second value maps unusable nodes to why: a
+        node registered by no served vendor, or whose annotation of a vendor in
+        `types` (device types the pod asks; None: none checked) does not parse."""
+        wanted = tuple(types or ())
         with self.lock:
             states: list[pl.NodeState] = []
             failed: dict[str, str] = {}
             for name in names:
-                state = self._usage.get(name)
-                if state is not None:  # the common case: nothing changed on the node
-                    states.append(state)
-                    continue
                 entry = self._nodes.get(name)
                 if entry is None:
                     failed[name] = "node unregistered"
                     continue
-                if entry.error:
-                    failed[name] = entry.error
+                why = entry.failure(wanted)
+                if why:
+                    failed[name] = why
+                    continue
+                state = self._usage.get(name)
+                if state is not None:  # the common case: nothing changed on the node
+                    states.append(state)
                     continue
                 held = [self._effective[u].held for u in self._by_node.get(name, ())]
                 state = self._usage[name] = pl.NodeState(

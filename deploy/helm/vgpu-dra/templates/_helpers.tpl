@@ -62,6 +62,33 @@ plugin share (vgpu_dra/cli/hami.py). One list item per line, for an `args:` list
 - --resource-priority={{ .Values.resourcePriority }}
 {{- end -}}
 
+{{/* Legacy mode: the vendors the extender and the device plugin serve. */}}
+{{- define "vgpu-dra.vendorsArg" -}}
+- --vendors={{ join "," .Values.legacyVendors }}
+{{- end -}}
+
+{{/* Legacy mode: the resources of the vendors served, for the scheduler's
+managedResources, one name per line. NVIDIA's are the values above; the others are
+vgpu_dra/core/hami/requests.py's DEFAULT_VENDORS (tests/integration/test_helm.py
+compares them). */}}
+{{- define "vgpu-dra.managedResourceNames" -}}
+{{- $names := list -}}
+{{- range .Values.legacyVendors -}}
+{{- if eq . "nvidia" -}}
+{{- $names = concat $names (list $.Values.resourceName $.Values.resourceMem $.Values.resourceCores $.Values.resourceMemPercentage $.Values.resourcePriority) -}}
+{{- else if eq . "hygon" -}}
+{{- $names = concat $names (list "hygon.com/dcunum" "hygon.com/dcumem" "hygon.com/dcucores") -}}
+{{- else if eq . "amd" -}}
+{{- $names = concat $names (list "amd.com/gpu" "amd.com/gpumem" "amd.com/gpucores") -}}
+{{- end -}}
+{{- end -}}
+{{- range $names }}
+{{- if . }}
+{{ . }}
+{{- end }}
+{{- end -}}
+{{- end -}}
+
 {{/* Legacy mode: the users that may change a pod's scheduler-owned hami.io keys: the
 extender's and the node agent's (device plugin's) service accounts, plus
 webhook.annotationWriters. Comma-separated. */}}

@@ -161,6 +161,45 @@ def test_vendor_keys() -> None:
     assert ann.device_type_vendor("DCU") == "hygon" and ann.device_type_vendor("X") is None
 
 
+@pytest.mark.parametrize(
+    ("vendor", "register", "json_register", "to_allocate", "allocated", "device_type"),
+    [
+        # pkg/device/nvidia: JSON register, hami.io/vgpu-devices-*
+        ("nvidia", "hami.io/node-nvidia-register", True,
+         "hami.io/vgpu-devices-to-allocate", "hami.io/vgpu-devices-allocated", "NVIDIA"),
+        # pkg/device/hygon: DecodeNodeDevices (the colon format), hami.io/dcu-devices-*
+        ("hygon", "hami.io/node-dcu-register", False,
+         "hami.io/dcu-devices-to-allocate", "hami.io/dcu-devices-allocated", "DCU"),
+        # pkg/device/amd: UnMarshalNodeDevices (JSON only), hami.io/amd-devices-*
+        ("amd", "hami.io/node-amd-register", True,
+         "hami.io/amd-devices-to-allocate", "hami.io/amd-devices-allocated", "AMD"),
+    ],
+)  # fmt: skip
+def test_legacy_vendor_keys_are_hamis(
+    vendor: str,
+    register: str,
+    json_register: bool,
+    to_allocate: str,
+    allocated: str,
+    device_type: str,
+) -> None:
+    k = ann.legacy_vendor_keys(vendor.upper())
+    assert (k.register, k.json_register, k.to_allocate, k.allocated, k.device_type) == (
+        register,
+        json_register,
+        to_allocate,
+        allocated,
+        device_type,
+    )
+    assert vendor in ann.LEGACY_VENDORS
+
+
+@pytest.mark.parametrize("vendor", ["cambricon", "metax", "acme", ""])
+def test_legacy_vendors_need_a_register_annotation(vendor: str) -> None:
+    with pytest.raises(AnnotationError, match="not served in legacy mode; served: nvidia"):
+        ann.legacy_vendor_keys(vendor)
+
+
 _dev = st.builds(
     ContainerDevice,
     uuid=st.from_regex(r"GPU-[0-9a-f]{1,12}", fullmatch=True),

@@ -101,3 +101,23 @@ def test_inventory_annotations_per_vendor() -> None:
     dcu = ann.decode_node_devices(desired["hami.io/node-dcu-register"], "dcu")
     assert dcu[0].type == "DCU-NVIDIA A100-SXM4-80GB"  # colon format for Hygon
     assert skipped == ["metax"]  # no documented register annotation
+
+
+@pytest.mark.parametrize(
+    ("vendors", "keys", "skipped"),
+    [
+        (None, [ann.NODE_REGISTER_NVIDIA, "hami.io/node-dcu-register"], ["metax"]),
+        (("nvidia",), [ann.NODE_REGISTER_NVIDIA], ["hygon", "metax"]),
+        (("hygon",), ["hami.io/node-dcu-register"], ["metax", "nvidia"]),
+        (("nvidia", "hygon"), [ann.NODE_REGISTER_NVIDIA, "hami.io/node-dcu-register"], ["metax"]),
+    ],
+)
+def test_inventory_registers_the_served_vendors_only(
+    vendors: tuple[str, ...] | None, keys: list[str], skipped: list[str]
+) -> None:
+    """A register annotation promises the scheduler a kubelet resource: a vendor this
+    device plugin does not serve (`--vendors`) is not registered."""
+    cards = (card(0), card(2, vendor="hygon"), card(3, vendor="metax"))
+    settings = LegacyInventorySettings("n", vendors=vendors)
+    desired, left_out = desired_annotations(cards, settings)
+    assert sorted(desired) == sorted(keys) and sorted(left_out) == skipped

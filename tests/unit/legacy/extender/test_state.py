@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 from vgpu_dra.core import placement as pl
 from vgpu_dra.core.hami import annotations as ann
 from vgpu_dra.legacy.extender.extender import _summary
-from vgpu_dra.legacy.extender.state import ClusterState, PodEntry, node_entry, pod_entry
+from vgpu_dra.legacy.extender.state import (
+    ClusterState,
+    PodEntry,
+    allocation_token,
+    node_entry,
+    pod_entry,
+)
 
 NV = ann.vendor_keys("nvidia")
 REG = ann.encode_node_devices(
@@ -393,3 +399,125 @@ def test_namespace_usage_always_equals_the_sum_of_the_holders(
             totals = [pl.held_total(e.held) for e in s.holders() if e.namespace == namespace]
             want = (sum(t[0] for t in totals), sum(t[1] for t in totals))
             assert s.namespace_used(namespace) == want
+
+
+# ---- several vendors (--vendors nvidia,hygon) ----------------------------------------
+
+DCU = ann.vendor_keys("hygon")
+BOTH = (NV, DCU)
+DCU_REG = ann.encode_node_devices_legacy(  # HAMi's DCU register: the colon format
+    [ann.NodeDevice("DCU-a", 0, 4, 16000, 100, "DCU-Z100L")]
+)
+
+
+def two(name: str, nv: str | None = REG, dcu: str | None = DCU_REG, **extra: str) -> dict[str, Any]:
+    n = node(name, nv, **extra)
+    if dcu is not None:
+        n["metadata"]["annotations"][DCU.register] = dcu
+    return n
+
+
+@pytest.mark.parametrize(
+    ("obj", "ids", "error", "vendor_errors"),
+    [
+        (two("n"), ["GPU-a", "GPU-b", "DCU-a"], None, {}),
+        (two("n", nv=None), ["DCU-a"], None, {}),
+        (two("n", dcu=None), ["GPU-a", "GPU-b"], None, {}),
+        (two("n", nv=None, dcu=None), [], "node unregistered", {}),
+        # one vendor's bad annotation: only that vendor is unusable
+        (two("n", dcu="DCU-a,4:"), ["GPU-a", "GPU-b"], None, {"DCU": "has 2 fields"}),
+        (two("n", nv="[]"), ["DCU-a"], None, {"NVIDIA": "no gpu found on node"}),
+        (two("n", nv="{", dcu=None), [], "invalid inventory annotation: hami", {}),
+        # bad NVIDIA pair scores: NVIDIA's cards unusable (HAMi), the DCU's stay
+        (two("n", **{ann.NODE_SCORE_NVIDIA: "["}),
+         ["DCU-a"], None, {"NVIDIA": "hami.io/node-nvidia-score"}),
+        # one UUID registered by two vendors: the node is refused
+        (two("n", dcu=ann.encode_node_devices_legacy(
+            [ann.NodeDevice("GPU-a", 0, 4, 16000, 100, "DCU-Z100L")])),
+         [], "a card is registered by two vendors", {}),
+    ],
+)  # fmt: skip
+def test_node_entry_reads_every_vendor(
+    obj: dict[str, Any], ids: list[str], error: str | None, vendor_errors: dict[str, str]
+) -> None:
+    e = node_entry(obj, BOTH)
+    assert [d.id for d in e.devices] == ids
+    assert e.error == error if error is None else error in (e.error or "")
+    errors = dict(e.vendor_errors)
+    assert set(errors) == set(vendor_errors)
+    for t, why in vendor_errors.items():
+        assert errors[t].startswith("invalid inventory annotation:") and why in errors[t]
+
+
+def test_a_bad_vendor_annotation_fails_only_pods_asking_it() -> None:
+    s = ClusterState(BOTH)
+    s.replace_nodes([two("n1", dcu="garbage"), two("n2")])
+    states, failed = s.node_states(["n1", "n2"], {"NVIDIA"})
+    assert [st.name for st in states] == ["n1", "n2"] and failed == {}
+    states, failed = s.node_states(["n1", "n2"], {"NVIDIA", "DCU"})
+    assert [st.name for st in states] == ["n2"]
+    assert failed["n1"].startswith("invalid inventory annotation: hami.io/node-dcu-register")
+
+
+def test_usage_of_every_vendor_is_counted() -> None:
+    s = ClusterState(BOTH)
+    s.replace_nodes([two("n1")])
+    both = pod("p1", "n1", "GPU-a,NVIDIA,3000,10:;")
+    both["metadata"]["annotations"][DCU.allocated] = "DCU-a,DCU,2000,30:;"
+    only_dcu = pod("p2", "n1", None)
+    only_dcu["metadata"]["annotations"][DCU.allocated] = "DCU-a,DCU,1000,0:;"
+    s.replace_pods([both, only_dcu])
+    [n1], _ = s.node_states(["n1"])
+    usage = {d.id: (d.used, d.usedmem, d.usedcores) for d in n1.devices}
+    assert usage == {"GPU-a": (1, 3000, 10), "GPU-b": (0, 0, 0), "DCU-a": (2, 3000, 30)}
+    # an NVIDIA-only extender does not count the DCU pod (nor the DCU cards)
+    nv_only = ClusterState(NV)
+    nv_only.replace_nodes([two("n1")])
+    nv_only.replace_pods([both, only_dcu])
+    assert {h.uid for h in nv_only.holders()} == {"p1"}
+
+
+def test_namespace_usage_is_kept_per_vendor() -> None:
+    """Each vendor's `limits.` quota counts its own cards: a DCU share must not use up
+    the namespace's NVIDIA budget (nor the other way round)."""
+    s = ClusterState(BOTH)
+    s.replace_nodes([two("n1")])
+    both = pod("p1", "n1", "GPU-a,NVIDIA,3000,10:;")
+    both["metadata"]["annotations"][DCU.allocated] = "DCU-a,DCU,2000,30:;"
+    s.replace_pods([both])
+    assert s.namespace_used("ns", "NVIDIA") == (3000, 10)
+    assert s.namespace_used("ns", "DCU") == (2000, 30)
+    assert s.namespace_used("ns") == (5000, 40)
+    # an entry not split by type (built without by_type) counts against every type
+    s.assume(PodEntry("p2", "ns", "p2", "n1", "x", {"GPU-b": pl.HeldUsage(1000, 0, 1)}))
+    assert s.namespace_used("ns", "DCU") == (3000, 30)
+    s.delete_pod(both)
+    assert s.namespace_used("ns", "NVIDIA") == (1000, 0)
+
+
+@pytest.mark.parametrize(
+    ("values", "token"),
+    [
+        (["a:;"], "a:;"),  # one vendor: the raw value (what an NVIDIA-only extender had)
+        (["a:;", None], "a:;"),
+        ([None, "b:;"], "\nb:;"),
+        (["a:;", "b:;"], "a:;\nb:;"),
+    ],
+)
+def test_allocation_token(values: list[str | None], token: str) -> None:
+    assert allocation_token(values) == token
+
+
+def test_assumed_two_vendor_decision_waits_for_both_annotations() -> None:
+    s = ClusterState(BOTH)
+    s.replace_nodes([two("n1")])
+    held = {"GPU-a": pl.HeldUsage(1000, 0, 1), "DCU-a": pl.HeldUsage(2000, 0, 1)}
+    s.assume(PodEntry("p", "ns", "p", "n1", allocation_token(["GPU-a,NVIDIA,1000,0:;",
+                                                             "DCU-a,DCU,2000,0:;"]), held))
+    half = pod("p", "n1", "GPU-a,NVIDIA,1000,0:;")  # a watch event between the two writes
+    s.upsert_pod(half)
+    [st], _ = s.node_states(["n1"])
+    assert {d.id: d.usedmem for d in st.devices}["DCU-a"] == 2000  # still the assumption
+    half["metadata"]["annotations"][DCU.allocated] = "DCU-a,DCU,2000,0:;"
+    s.upsert_pod(half)
+    assert s._assumed == {}  # the watch caught up with the whole decision
