@@ -39,3 +39,26 @@ def test_busy_host_raises_at_once_without_waiting(
         n.stop()  # a no-op, never raises
     finally:
         os.close(holder)
+
+
+def test_demo_in_auto_mode_falls_back_when_the_host_is_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`vgpu-dra demo --real-node auto` does not wait for another local node: the
+    reason, in one line, is what the demo prints before falling back."""
+    from vgpu_dra.dev.demo_node import NodeKit, RealNodeUnavailableError, start_node
+
+    lock = tmp_path / "host.lock"
+    monkeypatch.setattr(localnode, "HOST_LOCK", lock)
+    cluster = cast(Any, SimpleNamespace(tokens={node_identity_name("n"): "t"}))
+    kit = NodeKit(cast(Any, None), tmp_path / "libvgpu.so")
+    said: list[str] = []
+    holder = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        with pytest.raises(RealNodeUnavailableError) as e:
+            start_node(cluster, kit, "n", insist=False, say=said.append)
+        assert str(e.value) == f"another local node runs on this host (it holds {lock})"
+        assert said == []
+    finally:
+        os.close(holder)
