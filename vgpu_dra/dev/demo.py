@@ -353,7 +353,10 @@ class Demo:
     def diagnostics(self) -> str:
         children = [a.child for a in self.agents.values()]
         children += [c for c in (self.webhook, self.controller) if c is not None]
-        return "\n".join(c.tail(15) for c in children)
+        tails = [c.tail(15) for c in children]
+        if self.real is not None:
+            tails += [self.real.logs(name, 15) for name in ("kubelet", "containerd")]
+        return "\n".join(tails)
 
     def _check_children(self) -> None:
         for a in self.agents.values():
@@ -555,13 +558,16 @@ class Demo:
 
     def _register_agents(self) -> None:
         for n, agent in self.agents.items():
+            real = agent.kubelet is not None
             _wait(
-                agent.socket.exists if agent.kubelet is None else agent.registered_by_kubelet,
+                agent.registered_by_kubelet if real else agent.socket.exists,
                 self.s.timeout_s,
-                f"the node agent of {n} to listen",
+                f"the kubelet to register the node agent of {n}"
+                if real
+                else f"the node agent of {n} to listen",
                 self._check_children,
             )
-            if agent.kubelet is not None:
+            if real:
                 self.say(f"   node agent {n}: registered with the real kubelet")
                 continue
             reg = agent.register()
