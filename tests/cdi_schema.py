@@ -1,5 +1,6 @@
 """Validate a CDI spec against the upstream JSON schema (vendored test data in
-tests/data/cdi) plus the parser's name rules that the schema does not express."""
+tests/data/cdi) plus the parser's rules that the schema does not express (names, a
+device's edits must not be empty)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ def validate_cdi_spec(spec: dict[str, Any]) -> None:
             errors.append(f"device name {d.get('name')!r} breaks the CDI name rules")
         if str(d.get("name", ""))[:1].isdigit() and _version(spec) < (0, 5, 0):
             errors.append("a device name starting with a digit needs cdiVersion >= 0.5.0")
+        # The CDI library (containerd, CRI-O) refuses the whole spec otherwise: "invalid
+        # device, empty device edits".
+        if not any(d.get("containerEdits", {}).values()):
+            errors.append(f"device {d.get('name')!r} has no container edits")
     for edits in [spec.get("containerEdits", {})] + [
         d.get("containerEdits", {}) for d in spec.get("devices", [])
     ]:

@@ -1,6 +1,9 @@
 """`vgpu-dra demo` end to end (issue 7 item 4): its own control plane from the cache,
 node agents and the webhook as child processes, deploy/examples applied, claims
-prepared through the node agents' sockets, and the summary it prints."""
+prepared through the node agents' sockets, and the summary it prints.
+
+With `--real-node off`: the imitation kubelet acts for every node (the real-node path,
+a real kubelet + containerd for one node, is tests/node/test_demo.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import pytest
 
 from vgpu_dra.api.quantity import parse_quantity
 from vgpu_dra.dev.demo import DemoResult, DemoSettings, demo
+from vgpu_dra.dev.demo_node import RealNodeMode
 from vgpu_dra.dev.demo_summary import PlacedContainer, render
 from vgpu_dra.dev.localcluster.cluster import DEFAULT_VERSION
 
@@ -28,6 +32,7 @@ def result(bin_dir: Path) -> tuple[DemoResult, str]:
     settings = DemoSettings(
         version=os.environ.get("VGPU_DRA_K8S_VERSION", DEFAULT_VERSION),
         cache_root=Path(os.environ.get("VGPU_DRA_CACHE", Path.home() / ".cache" / "vgpu-dra")),
+        real_node=RealNodeMode.OFF,
     )
     out = io.StringIO()
     r = demo(settings, out)
@@ -54,6 +59,12 @@ def test_runs_clean_and_fast_and_stops_its_children(result: tuple[DemoResult, st
             os.kill(pid, 0)
     assert "== everything stopped" not in text  # printed by run_demo, not demo()
     assert render(r.summary) in text
+    # Why there is no real node, in one line; the imitation kubelet for every node.
+    assert text.splitlines()[0] == (
+        "== real node: off (--real-node off): the imitation kubelet for every node")
+    assert "fake nodes (no kubelet): gpu-node-1, gpu-node-2" in text
+    assert "registered with the real kubelet" not in text
+    assert all(c.printed is None for c in r.summary.placed)
 
 
 def test_every_example_pod_is_accounted_for(result: tuple[DemoResult, str]) -> None:

@@ -107,6 +107,7 @@ class NodeAgent(NodeProcess):
                  instance_id: str = "", driver: str = DRIVER, register: bool = True,
                  root: Path | None = None, extra_args: Sequence[str] = ()) -> None:
         root = root or Path(tempfile.mkdtemp(prefix="va", dir="/tmp"))
+        self.inventory = inventory
         self.state = root / "state"
         self.claims = root / "claims"
         self.register = register
@@ -116,6 +117,7 @@ class NodeAgent(NodeProcess):
         registry, plugins = node.plugins_registry, node.plugins_dir
         if not register:
             registry, plugins = root / "registry", root / "plugins"
+        self.registry, self.driver = registry, driver
         argv = [
             sys.executable, "-m", "vgpu_dra", "kubelet-plugin",
             "--kubeconfig", str(kubeconfig or cluster.kubeconfig_for(NODE_AGENT_IDENTITY)),
@@ -130,6 +132,12 @@ class NodeAgent(NodeProcess):
         ]
         log = root / (f"agent-{instance_id}.log" if instance_id else "agent.log")
         super().__init__(root, log, argv, REGISTERED if register else "node agent for")
+
+    @property
+    def registration_socket(self) -> Path:
+        """Where this agent's registration socket is (named after its instance id)."""
+        infix = f"-{self.instance_id}" if self.instance_id else ""
+        return self.registry / f"{self.driver}{infix}-reg.sock"
 
     def registrations(self) -> int:
         """How often the kubelet registered this agent (all its runs)."""

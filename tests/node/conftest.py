@@ -40,6 +40,20 @@ NODE_APISERVER_ARGS = (*APISERVER_ARGS, "--enable-admission-plugins=NodeRestrict
 SCHEDULER_IDENTITY = "vgpu-dra-scheduler"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "own_node: starts a LocalNode of its own (the demo): runs before `node`"
+    )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked own_node run first (stable order otherwise): the session's `node`
+    holds the host's only LocalNode until the session ends, so a test that starts one
+    of its own must be done before `node` is set up."""
+    items.sort(key=lambda item: item.get_closest_marker("own_node") is None)
+
+
 def _cache() -> Path:
     return Path(os.environ.get("VGPU_DRA_CACHE", Path.home() / ".cache" / "vgpu-dra"))
 

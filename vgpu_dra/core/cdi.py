@@ -128,8 +128,10 @@ def minimum_version(spec: JSON) -> str:
 
 def build_spec(kind: str, devices: Sequence[tuple[str, Edits]], common: Edits) -> JSON:
     """A complete spec: `devices` as (name, per-device edits), `common` applied to any
-    container that gets at least one of them. Raises CdiError for bad names, and for
-    an empty device list (CDI requires at least one device)."""
+    container that gets at least one of them. Raises CdiError for bad names, for an
+    empty device list (CDI requires at least one device) and for a device without
+    edits (the CDI library refuses the whole spec: "invalid device, empty device
+    edits")."""
     check_kind(kind)
     if not devices:
         raise CdiError("a CDI spec needs at least one device")
@@ -140,7 +142,10 @@ def build_spec(kind: str, devices: Sequence[tuple[str, Edits]], common: Edits) -
         if name in seen:
             raise CdiError(f"duplicate CDI device name {name!r}")
         seen.add(name)
-        out_devices.append({"name": name, "containerEdits": edits.to_json()})
+        own = edits.to_json()
+        if not own:
+            raise CdiError(f"CDI device {name!r} has no container edits")
+        out_devices.append({"name": name, "containerEdits": own})
     spec: JSON = {"cdiVersion": EARLIEST_VERSION, "kind": kind, "devices": out_devices}
     common_json = common.to_json()
     if common_json:

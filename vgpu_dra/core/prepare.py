@@ -47,9 +47,18 @@ from vgpu_dra.core.hook_abi import (
 )
 from vgpu_dra.core.model import MIB, Card
 from vgpu_dra.core.slices import DRIVER_NAME, CapacityMode, usable_memory
-from vgpu_dra.core.vendor_env import VisibleCard, env_profile, exposure_env
+from vgpu_dra.core.vendor_env import (
+    GENERIC_CORE_LIMIT,
+    GENERIC_MEMORY_LIMIT,
+    VisibleCard,
+    env_profile,
+    exposure_env,
+)
 
 CONTAINER_PRELOAD: Final = "/etc/ld.so.preload"
+# The indexed variables (`<name>_<i>`) that belong to one card, per kind of vendor.
+HOOK_LIMITS: Final = (ENV_MEMORY_LIMIT, ENV_SM_LIMIT)
+GENERIC_LIMITS: Final = (GENERIC_MEMORY_LIMIT, GENERIC_CORE_LIMIT)
 CONTAINER_VGPULOCK: Final = "/tmp/vgpulock"  # noqa: S108 (HAMi-core's lock dir)
 CONTAINER_CACHE_DIR: Final = "/var/lib/vgpu/cache"
 # The region as the container sees it: one bind-mounted FILE (the node agent creates
@@ -249,7 +258,13 @@ def container_edits(
     env: dict[str, str] = dict(exposure_env(profile, visible, by_cdi=by_cdi))
     if not profile.enforced:
         return ContainerEdits(
-            env=env, mounts=(), limits_file=None, host_dirs=(), cards=cards, enforced=False
+            env=env,
+            mounts=(),
+            limits_file=None,
+            host_dirs=(),
+            cards=cards,
+            card_env={c.card.uuid: _own(env, i, GENERIC_LIMITS) for i, c in enumerate(cards)},
+            enforced=False,
         )
     cores = [c.cores for c in cards if c.cores is not None]
     try:
@@ -267,14 +282,7 @@ def container_edits(
     except HookAbiError as e:
         raise PlanError(f"limits cannot be expressed: {e}") from None
     hook_env = to_env(limits)
-    card_env: dict[str, dict[str, str]] = {}
-    for i, c in enumerate(cards):
-        own = {
-            k: hook_env[k]
-            for k in (f"{ENV_MEMORY_LIMIT}_{i}", f"{ENV_SM_LIMIT}_{i}")
-            if k in hook_env
-        }
-        card_env[c.card.uuid] = own
+    card_env = {c.card.uuid: _own(hook_env, i, HOOK_LIMITS) for i, c in enumerate(cards)}
     env.update(hook_env)
     mounts = (
         cdi.Mount(settings.lib_path, settings.lib_path),
@@ -300,6 +308,11 @@ def container_edits(
     )
 
 
+def _own(env: Mapping[str, str], index: int, names: Sequence[str]) -> dict[str, str]:
+    """The variables of `env` that belong to the card at limit index `index`."""
+    return {f"{n}_{index}": env[f"{n}_{index}"] for n in names if f"{n}_{index}" in env}
+
+
 def plan_claim(
     ref: ClaimRef,
     shares: Sequence[AllocatedShare],
@@ -320,14 +333,13 @@ def plan_claim(
     nvidia = edits.enforced and settings.nvidia_cdi_kind is not None
     devices: list[PreparedDevice] = []
     cdi_devices: list[tuple[str, cdi.Edits]] = []
-    card_done: set[str] = set()
     per_card_keys = {k for e in edits.card_env.values() for k in e}
     for s in shares:
         name = cdi.device_name(ref.uid, s.device, s.share_id)
         uuid = s.card.uuid
-        own = edits.card_env.get(uuid, {}) if uuid not in card_done else {}
-        card_done.add(uuid)
-        cdi_devices.append((name, cdi.Edits(env=dict(own))))
+        # Every device carries its card's own variables (a CDI device must have edits):
+        # two shares of one card repeat the same KEY=VALUE, which CDI applies once.
+        cdi_devices.append((name, cdi.Edits(env=dict(edits.card_env.get(uuid, {})))))
         ids = [cdi.qualified(kind, name)]
         if nvidia:
             ids.append(cdi.qualified(str(settings.nvidia_cdi_kind), uuid))

@@ -56,6 +56,14 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str) -> None:
         action="store_true",
         help="keep everything running until Ctrl-C and print the kubeconfig",
     )
+    p.add_argument(
+        "--real-node",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="run the last node with a real kubelet, containerd and runc, so the examples"
+        " placed there really run (needs root and runc; the node build is cached like the"
+        " control plane): auto = when this host can, on = or fail, off = never",
+    )
 
 
 def main(ns: argparse.Namespace) -> int:
@@ -81,6 +89,7 @@ def main(ns: argparse.Namespace) -> int:
         print(ensure_node_built(settings).bin_dir)
         return 0
     from vgpu_dra.dev.demo import DemoSettings, run_demo
+    from vgpu_dra.dev.demo_node import RealNodeMode
 
     return run_demo(
         DemoSettings(
@@ -90,6 +99,7 @@ def main(ns: argparse.Namespace) -> int:
             examples=ns.examples,
             keep=ns.keep,
             timeout_s=ns.timeout,
+            real_node=RealNodeMode(ns.real_node),
         ),
         sys.stdout,
     )

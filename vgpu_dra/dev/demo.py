@@ -12,8 +12,13 @@
    allocated by the real kube-scheduler, or reported unschedulable.
 5. Acts as the kubelet of the fake nodes: NodePrepareResources for every scheduled
    pod's claims over the node agent's unix socket, then reads the CDI specs written.
+   When the host allows (`--real-node`, `demo_node`), the last node of the inventory
+   is a real one instead (kubelet + containerd + runc, `LocalNode`): its node agent
+   registers with that kubelet, the examples' containers placed there really run
+   (busybox: no registry here) and the demo reads what they print.
 6. Prints the summary (`demo_summary`): pod, node, card, share and the limits each
-   container would see, pending pods with the scheduler's reason, kubectl commands.
+   container sees (or would see), what the real node's containers printed, pending
+   pods with the scheduler's reason, kubectl commands.
 
 Every child process is stopped on exit, on error and on Ctrl-C / SIGTERM.
 `--keep` leaves everything running until Ctrl-C.
@@ -45,6 +50,8 @@ import yaml
 
 from vgpu_dra.core.claims import ClaimRef, PrepareResult
 from vgpu_dra.core.slices import DRIVER_NAME
+from vgpu_dra.dev import demo_node
+from vgpu_dra.dev.demo_node import NodeKit, RealNodeMode, RealNodeUnavailableError
 from vgpu_dra.dev.demo_summary import (
     ContainerLimits,
     DeviceShare,
@@ -59,14 +66,21 @@ from vgpu_dra.dev.demo_summary import (
 )
 from vgpu_dra.dev.kubelet_client import KubeletClient, Registered
 from vgpu_dra.dev.localcluster.build import BuildSettings, ensure_built
-from vgpu_dra.dev.localcluster.certs import make_pki
+from vgpu_dra.dev.localcluster.certs import Pki, make_pki
 from vgpu_dra.dev.localcluster.cluster import ClusterSettings, Identity, LocalCluster, free_port
+from vgpu_dra.dev.localnode.node import (
+    APISERVER_ARGS,
+    LocalNode,
+    node_identity,
+    node_identity_name,
+)
 from vgpu_dra.gpu.simulated import load_inventory
 from vgpu_dra.kube.rest import JSON, ApiError, Rest
 
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
+HOOK_DIR = REPO / "vgpu_hook"
 DEMO_CLUSTER = Path(__file__).resolve().parent / "data" / "demo-cluster.yaml"
 NAMESPACE = "demo"
 NODE_AGENT = "vgpu-dra-node-agent"
@@ -93,6 +107,7 @@ class DemoSettings:
     examples: Path | None = None  # default: deploy/examples of this checkout
     keep: bool = False
     timeout_s: float = 60.0  # per wait (agents, slices, webhook, scheduling)
+    real_node: RealNodeMode = RealNodeMode.AUTO  # a real kubelet for one node (demo_node)
 
 
 class DemoError(RuntimeError):
@@ -152,13 +167,36 @@ class Child:
 
 
 class NodeAgent:
-    """`vgpu-dra kubelet-plugin` for one simulated node, with host dirs under `root`."""
+    """`vgpu-dra kubelet-plugin` for one simulated node, with host dirs under `root`;
+    on a real node (`kubelet`) its plugin and CDI dirs are the kubelet's and
+    containerd's, and the containers get libvgpu.so (`lib`) with a preload file."""
 
-    def __init__(self, root: Path, cluster: LocalCluster, inventory: Path, node: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        cluster: LocalCluster,
+        inventory: Path,
+        node: str,
+        kubelet: LocalNode | None = None,
+        lib: Path | None = None,
+    ) -> None:
         self.node = node
+        self.kubelet = kubelet
         root.mkdir(parents=True)
         self.cdi = root / "cdi"
         self.registry = root / "reg"
+        plugins = root / "plugins"
+        extra: list[str] = []
+        if kubelet is not None:
+            self.cdi, self.registry, plugins = (
+                kubelet.cdi_dir,
+                kubelet.plugins_registry,
+                kubelet.plugins_dir,
+            )
+        if lib is not None:
+            preload = root / "ld.so.preload"
+            preload.write_text(f"{lib}\n")
+            extra = ["--lib-path", str(lib), "--preload-path", str(preload)]
         boot_id = root / "boot_id"
         boot_id.write_text("4a1e5c0e-0000-4000-8000-00000000de40\n")
         self.child = Child(
@@ -174,7 +212,7 @@ class NodeAgent:
                 "--registry-dir",
                 str(self.registry),
                 "--plugins-dir",
-                str(root / "plugins"),
+                str(plugins),
                 "--cdi-dir",
                 str(self.cdi),
                 "--state-dir",
@@ -183,6 +221,7 @@ class NodeAgent:
                 str(root / "claims"),
                 "--boot-id-file",
                 str(boot_id),
+                *extra,
             ],
             root / "agent.log",
         )
@@ -195,6 +234,11 @@ class NodeAgent:
     def register(self) -> Registered:
         self.client = KubeletClient(self.socket, DRIVER_NAME)
         return self.client.register()
+
+    def registered_by_kubelet(self) -> bool:
+        """The real kubelet registered us (our log says so)."""
+        log = self.child.log
+        return log.exists() and demo_node.REGISTERED in log.read_text(errors="replace")
 
     def cdi_specs(self, uid: str) -> list[JSON]:
         return [json.loads(p.read_text()) for p in sorted(self.cdi.glob(f"*_{uid}.json"))]
@@ -297,6 +341,7 @@ class Demo:
         self.agents: dict[str, NodeAgent] = {}
         self.webhook: Child | None = None
         self.controller: Child | None = None
+        self.real: LocalNode | None = None  # the node with a real kubelet, if any
 
     def say(self, msg: str = "") -> None:
         self.out.write(msg + "\n")
@@ -308,7 +353,10 @@ class Demo:
     def diagnostics(self) -> str:
         children = [a.child for a in self.agents.values()]
         children += [c for c in (self.webhook, self.controller) if c is not None]
-        return "\n".join(c.tail(15) for c in children)
+        tails = [c.tail(15) for c in children]
+        if self.real is not None:
+            tails += [self.real.logs(name, 15) for name in ("kubelet", "containerd")]
+        return "\n".join(tails)
 
     def _check_children(self) -> None:
         for a in self.agents.values():
@@ -324,21 +372,27 @@ class Demo:
             if not need.is_dir():
                 raise DemoError(f"{need} not found: run the demo from a source checkout")
         bin_dir = ensure_built(BuildSettings(version=s.version, cache_root=s.cache_root))
+        kit = self._node_kit()
         self.t0 = time.monotonic()
         tmp = Path(tempfile.mkdtemp(prefix="vgpu-demo-", dir="/tmp"))  # short: unix sockets
         stack.callback(shutil.rmtree, tmp, True)
         inventory = s.inventory or DEMO_CLUSTER
         nodes = [n.name for n in load_inventory(inventory).nodes]
+        real = nodes[-1] if kit is not None else None
 
         self.step(f"local control plane (Kubernetes {s.version}) on 127.0.0.1")
+        identities = {
+            NODE_AGENT: _service_account(NODE_AGENT),
+            WEBHOOK: _service_account(WEBHOOK),
+            CONTROLLER: _service_account(CONTROLLER),
+        }
+        if real is not None:  # the kubelet's identity; the API server dials its node IP
+            identities[node_identity_name(real)] = node_identity(real)
         cluster = LocalCluster(
             ClusterSettings(
                 bin_dir=bin_dir,
-                identities={
-                    NODE_AGENT: _service_account(NODE_AGENT),
-                    WEBHOOK: _service_account(WEBHOOK),
-                    CONTROLLER: _service_account(CONTROLLER),
-                },
+                identities=identities,
+                extra_apiserver_args=APISERVER_ARGS if real is not None else (),
             )
         )
         stack.callback(cluster.stop)
@@ -351,59 +405,32 @@ class Demo:
             REPO / "deploy" / "deviceclasses.yaml",
         ]
         cluster.kubectl("apply", *[a for f in files for a in ("-f", str(f))])
-        for n in nodes:
+        if kit is not None and real is not None:
+            self._start_real_node(cluster, kit, real, stack)
+        fake = [n for n in nodes if self.real is None or n != self.real.name]
+        for n in fake:
             cluster.create_node(n)
-        self.say(f"   fake nodes (no kubelet): {', '.join(nodes)}")
+        self.say(f"   fake nodes (no kubelet): {', '.join(fake)}")
 
         self.step("node agents and the webhook, as child processes")
         for n in nodes:
-            agent = NodeAgent(tmp / n, cluster, inventory, n)
+            on_real = self.real is not None and n == self.real.name
+            agent = NodeAgent(
+                tmp / n,
+                cluster,
+                inventory,
+                n,
+                kubelet=self.real if on_real else None,
+                lib=kit.lib if on_real and kit is not None else None,
+            )
             stack.callback(agent.stop)
             self.agents[n] = agent
-        pki = make_pki(tmp / "webhook-pki")
-        port = free_port()
-        self.webhook = Child(
-            "webhook",
-            [
-                "webhook",
-                "--kubeconfig",
-                str(cluster.kubeconfig_for(WEBHOOK)),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--tls-cert-file",
-                str(pki.serving_cert),
-                "--tls-key-file",
-                str(pki.serving_key),
-            ],
-            tmp / "webhook.log",
-        )
-        stack.callback(self.webhook.stop)
-        metrics_port = free_port()
-        self.controller = Child(
-            "controller",
-            [
-                "controller",
-                "--allocation-metrics-only",
-                "--kubeconfig",
-                str(cluster.kubeconfig_for(CONTROLLER)),
-                "--metrics-port",
-                str(metrics_port),
-            ],
-            tmp / "controller.log",
-        )
-        stack.callback(self.controller.stop)
-        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        for n, agent in self.agents.items():
-            _wait(
-                agent.socket.exists,
-                s.timeout_s,
-                f"the node agent of {n} to listen",
-                self._check_children,
-            )
-            reg = agent.register()
-            self.say(f"   node agent {n}: registered with the imitation kubelet ({reg.service})")
+        port, pki = self._start_webhook(cluster, tmp, stack)
+        metrics_url = self._start_controller(cluster, tmp, stack)
+        if self.real is not None:
+            # Runs first at exit: the node's pods go while its node agent still runs.
+            stack.callback(demo_node.wind_down, admin, self.real, NAMESPACE)
+        self._register_agents()
         pools = _wait(
             lambda: self._pools(admin, nodes),
             s.timeout_s,
@@ -432,7 +459,7 @@ class Demo:
 
         self.step(f"example workloads ({examples})")
         rest = [f for f in ex_files if f not in namespaces]
-        cluster.kubectl("apply", *[a for f in rest for a in ("-f", str(f))])
+        cluster.kubectl("apply", *[a for f in self._for_nodes(rest, tmp) for a in ("-f", str(f))])
         want = expected_pods(ex_files)
         self.say(f"   {len(rest)} manifests, {want} pods")
 
@@ -446,7 +473,11 @@ class Demo:
         placed = [p for p in pods if p["spec"].get("nodeName")]
         self.say(f"   {len(placed)} scheduled, {len(pods) - len(placed)} pending")
 
-        self.step("acting as the kubelet: NodePrepareResources on each node agent")
+        if fake:
+            self.step(
+                f"acting as the kubelet of {', '.join(fake)}: NodePrepareResources "
+                "on their node agents"
+            )
         summary, problems = self._prepare(admin, pods, cluster, pools)
         scrape = _wait(
             lambda: _http_text(metrics_url),
@@ -457,7 +488,7 @@ class Demo:
         summary = replace(summary, allocation=parse_allocation(scrape), metrics_url=metrics_url)
         self.say(render(summary).rstrip("\n"))
         elapsed = time.monotonic() - self.t0
-        self.step(f"done in {elapsed:.1f}s after the control plane build")
+        self.step(f"done in {elapsed:.1f}s after the builds")
         if not s.keep:
             self.say("   (the commands above need the cluster: run `vgpu-dra demo --keep`)")
         if s.keep:
@@ -468,6 +499,124 @@ class Demo:
         pids = [a.child.proc.pid for a in self.agents.values()]
         pids += [c.proc.pid for c in (self.webhook, self.controller) if c is not None]
         return DemoResult(summary, tuple(problems), elapsed, tuple(pids))
+
+    # ---- the real node (demo_node) ---------------------------------------------------
+
+    def _node_kit(self) -> NodeKit | None:
+        """The real node's build, or None (and why, in one line)."""
+        mode = self.s.real_node
+        if mode == RealNodeMode.OFF:
+            self.say("== real node: off (--real-node off): the imitation kubelet for every node")
+            return None
+        try:
+            return demo_node.build_kit(
+                self.s.version, self.s.cache_root, HOOK_DIR, sys.stderr, os.geteuid() == 0
+            )
+        except RealNodeUnavailableError as e:
+            self._no_real_node(e)
+            return None
+
+    def _no_real_node(self, e: RealNodeUnavailableError) -> None:
+        if self.s.real_node == RealNodeMode.ON:
+            raise DemoError(f"--real-node on, but {e}") from None
+        self.say(f"== real node: no, {e}; the imitation kubelet for every node")
+
+    def _start_real_node(
+        self, cluster: LocalCluster, kit: NodeKit, name: str, stack: contextlib.ExitStack
+    ) -> None:
+        """A real kubelet + containerd for node `name`, or (auto) the reason it has none."""
+        self.step(f"real node {name}: kubelet + containerd + runc on this host")
+        try:
+            node = demo_node.start_node(
+                cluster, kit, name, self.s.real_node == RealNodeMode.ON, self.say
+            )
+        except RealNodeUnavailableError as e:
+            self._no_real_node(e)
+            return
+        stack.callback(node.stop)
+        self.real = node
+        self.say(f"   {name}: Ready (kubelet {self.s.version}, {node.node_ip}, dir {node.dir})")
+
+    def _for_nodes(self, files: list[Path], tmp: Path) -> list[Path]:
+        """The manifests to apply: as they are, or rewritten for the real node."""
+        if self.real is None:
+            return files
+        out_dir = tmp / "examples"
+        out_dir.mkdir()
+        out: list[Path] = []
+        for f in files:
+            docs = demo_node.rewrite_for_real_node(_documents(f), self.real.artifacts.busybox_ref)
+            (out_dir / f.name).write_text(yaml.safe_dump_all(docs))
+            out.append(out_dir / f.name)
+        self.say(
+            f"   their containers run {self.real.artifacts.busybox_ref} (no registry here),"
+            " printing what they see"
+        )
+        return out
+
+    # ---- child processes ---------------------------------------------------------------
+
+    def _register_agents(self) -> None:
+        for n, agent in self.agents.items():
+            real = agent.kubelet is not None
+            _wait(
+                agent.registered_by_kubelet if real else agent.socket.exists,
+                self.s.timeout_s,
+                f"the kubelet to register the node agent of {n}"
+                if real
+                else f"the node agent of {n} to listen",
+                self._check_children,
+            )
+            if real:
+                self.say(f"   node agent {n}: registered with the real kubelet")
+                continue
+            reg = agent.register()
+            self.say(f"   node agent {n}: registered with the imitation kubelet ({reg.service})")
+
+    def _start_webhook(
+        self, cluster: LocalCluster, tmp: Path, stack: contextlib.ExitStack
+    ) -> tuple[int, Pki]:
+        pki = make_pki(tmp / "webhook-pki")
+        port = free_port()
+        self.webhook = Child(
+            "webhook",
+            [
+                "webhook",
+                "--kubeconfig",
+                str(cluster.kubeconfig_for(WEBHOOK)),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--tls-cert-file",
+                str(pki.serving_cert),
+                "--tls-key-file",
+                str(pki.serving_key),
+            ],
+            tmp / "webhook.log",
+        )
+        stack.callback(self.webhook.stop)
+        return port, pki
+
+    def _start_controller(
+        self, cluster: LocalCluster, tmp: Path, stack: contextlib.ExitStack
+    ) -> str:
+        """The allocation-metrics controller; the URL of its /metrics."""
+        metrics_port = free_port()
+        self.controller = Child(
+            "controller",
+            [
+                "controller",
+                "--allocation-metrics-only",
+                "--kubeconfig",
+                str(cluster.kubeconfig_for(CONTROLLER)),
+                "--metrics-port",
+                str(metrics_port),
+            ],
+            tmp / "controller.log",
+        )
+        stack.callback(self.controller.stop)
+        return f"http://127.0.0.1:{metrics_port}/metrics"
 
     def _pools(self, admin: Rest, nodes: list[str]) -> dict[str, dict[str, str]] | None:
         """node -> device -> productName, once every node has published."""
@@ -543,6 +692,8 @@ class Demo:
         cluster: LocalCluster,
         pools: dict[str, dict[str, str]],
     ) -> tuple[Summary, list[str]]:
+        """The imitation kubelet's NodePrepareResources on the fake nodes, what the
+        containers on the real node printed, and the summary of both."""
         problems: list[str] = []
         claims: dict[str, JSON] = {}
         per_node: dict[str, list[ClaimRef]] = {}
@@ -553,9 +704,64 @@ class Demo:
             for name in _pod_claims(pod).values():
                 c = admin.get(f"{CLAIMS.format(ns=NAMESPACE)}/{name}")
                 claims[name] = c
-                per_node.setdefault(node, []).append(
-                    ClaimRef(NAMESPACE, name, c["metadata"]["uid"])
+                if self.real is None or node != self.real.name:
+                    per_node.setdefault(node, []).append(
+                        ClaimRef(NAMESPACE, name, c["metadata"]["uid"])
+                    )
+        results, limits = self._imitation_prepare(per_node, problems)
+        printed, not_printed = self._real_outputs(admin, pods)
+        problems += [f"{p}/{c}: {why}" for (p, c), why in not_printed.items()]
+        placed: list[PlacedContainer] = []
+        pending: list[PendingPod] = []
+        for pod in pods:
+            meta = pod["metadata"]
+            node = pod["spec"].get("nodeName")
+            if not node:
+                pending.append(PendingPod(NAMESPACE, meta["name"], _unschedulable(pod) or "?"))
+                continue
+            by_ref = _pod_claims(pod)
+            origin = (
+                "legacy" if TRANSLATED_ANNOTATION in (meta.get("annotations") or {}) else ("native")
+            )
+            for ctr in pod["spec"]["containers"]:
+                used_refs = [r["name"] for r in (ctr.get("resources") or {}).get("claims") or []]
+                names = tuple(by_ref[r] for r in used_refs if r in by_ref)
+                devices, errors = _devices(names, claims, pools, results)
+                key = (meta["name"], ctr["name"])
+                ran = printed.get(key)
+                seen = merge_limits(limits[n] for n in names if n in limits)
+                if ran is not None:  # what the container itself saw
+                    seen = container_limits(demo_node.printed_env(ran))
+                error = f"NodePrepareResources failed: {'; '.join(errors)}" if errors else None
+                placed.append(
+                    PlacedContainer(
+                        namespace=NAMESPACE,
+                        pod=meta["name"],
+                        container=ctr["name"],
+                        node=node,
+                        origin=origin,
+                        claims=names,
+                        devices=devices,
+                        limits=seen,
+                        error=not_printed.get(key, error),
+                        printed=ran,
+                    )
                 )
+        summary = Summary(
+            placed=tuple(placed),
+            pending=tuple(pending),
+            kubectl=str(cluster.settings.bin_dir / "kubectl"),
+            kubeconfig=str(cluster.kubeconfig),
+            namespace=NAMESPACE,
+            real_node=self.real.name if self.real is not None else "",
+        )
+        return summary, problems
+
+    def _imitation_prepare(
+        self, per_node: dict[str, list[ClaimRef]], problems: list[str]
+    ) -> tuple[dict[str, PrepareResult], dict[str, ContainerLimits]]:
+        """NodePrepareResources on each fake node's agent; the results by claim UID and
+        the limits of each claim's CDI spec by claim name."""
         results: dict[str, PrepareResult] = {}
         limits: dict[str, ContainerLimits] = {}
         for node, refs in per_node.items():
@@ -573,61 +779,52 @@ class Demo:
                     problems.append(f"prepare {ref}: {failed}")
                 elif not specs:
                     problems.append(f"prepare {ref}: no CDI spec written")
-        placed: list[PlacedContainer] = []
-        pending: list[PendingPod] = []
-        for pod in pods:
-            meta = pod["metadata"]
-            node = pod["spec"].get("nodeName")
-            if not node:
-                pending.append(PendingPod(NAMESPACE, meta["name"], _unschedulable(pod) or "?"))
-                continue
-            by_ref = _pod_claims(pod)
-            origin = (
-                "legacy" if TRANSLATED_ANNOTATION in (meta.get("annotations") or {}) else ("native")
-            )
-            for ctr in pod["spec"]["containers"]:
-                used_refs = [r["name"] for r in (ctr.get("resources") or {}).get("claims") or []]
-                names = tuple(by_ref[r] for r in used_refs if r in by_ref)
-                devices: list[DeviceShare] = []
-                errors: list[str] = []
-                for name in names:
-                    alloc = claims[name].get("status", {}).get("allocation", {})
-                    for r in alloc.get("devices", {}).get("results", []):
-                        used = r.get("consumedCapacity") or {}
-                        devices.append(
-                            DeviceShare(
-                                pool=r["pool"],
-                                device=r["device"],
-                                model=pools.get(r["pool"], {}).get(r["device"], "?"),
-                                share_id=r.get("shareID"),
-                                memory=used.get("memory"),
-                                cores=used.get("cores"),
-                            )
-                        )
-                    res = results.get(claims[name]["metadata"]["uid"])
-                    if res is not None and res.error:
-                        errors.append(res.error)
-                placed.append(
-                    PlacedContainer(
-                        namespace=NAMESPACE,
-                        pod=meta["name"],
-                        container=ctr["name"],
-                        node=node,
-                        origin=origin,
-                        claims=names,
-                        devices=tuple(devices),
-                        limits=merge_limits(limits[n] for n in names if n in limits),
-                        error="; ".join(errors) or None,
-                    )
+        return results, limits
+
+    def _real_outputs(
+        self, admin: Rest, pods: list[JSON]
+    ) -> tuple[dict[tuple[str, str], tuple[str, ...]], dict[tuple[str, str], str]]:
+        """What each container on the real node printed; why the others printed nothing."""
+        if self.real is None:
+            return {}, {}
+        node = self.real.name
+        on_node = [
+            (p["metadata"]["name"], c["name"])
+            for p in pods
+            if p["spec"].get("nodeName") == node
+            for c in p["spec"]["containers"]
+        ]
+        self.step(f"the real kubelet of {node} runs {len(on_node)} container(s): their output")
+        return demo_node.outputs(admin, NAMESPACE, on_node, self.s.timeout_s, self._check_children)
+
+
+def _devices(
+    names: tuple[str, ...],
+    claims: dict[str, JSON],
+    pools: dict[str, dict[str, str]],
+    results: dict[str, PrepareResult],
+) -> tuple[tuple[DeviceShare, ...], list[str]]:
+    """The devices allocated to claims `names`, and their prepare errors."""
+    devices: list[DeviceShare] = []
+    errors: list[str] = []
+    for name in names:
+        alloc = claims[name].get("status", {}).get("allocation", {})
+        for r in alloc.get("devices", {}).get("results", []):
+            used = r.get("consumedCapacity") or {}
+            devices.append(
+                DeviceShare(
+                    pool=r["pool"],
+                    device=r["device"],
+                    model=pools.get(r["pool"], {}).get(r["device"], "?"),
+                    share_id=r.get("shareID"),
+                    memory=used.get("memory"),
+                    cores=used.get("cores"),
                 )
-        summary = Summary(
-            placed=tuple(placed),
-            pending=tuple(pending),
-            kubectl=str(cluster.settings.bin_dir / "kubectl"),
-            kubeconfig=str(cluster.kubeconfig),
-            namespace=NAMESPACE,
-        )
-        return summary, problems
+            )
+        res = results.get(claims[name]["metadata"]["uid"])
+        if res is not None and res.error:
+            errors.append(res.error)
+    return tuple(devices), errors
 
 
 @contextlib.contextmanager

@@ -62,7 +62,12 @@ class PlacedContainer:
     claims: tuple[str, ...]
     devices: tuple[DeviceShare, ...]
     limits: ContainerLimits
-    error: str | None = None  # NodePrepareResources error, if any
+    # What went wrong, as printed: a failed NodePrepareResources, a container that did
+    # not start on the real node.
+    error: str | None = None
+    # On the real node: what the container printed (demo_node.SHOW); `limits` are then
+    # read from its environment, not from the CDI spec.
+    printed: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,7 @@ class Summary:
     notes: tuple[str, ...] = field(default_factory=tuple)
     allocation: tuple[CardAllocation, ...] = ()
     metrics_url: str = ""
+    real_node: str = ""  # the node with a real kubelet, if any
 
 
 def cdi_env(spec: Mapping[str, Any]) -> dict[str, str]:
@@ -232,10 +238,34 @@ def placed_rows(placed: Sequence[PlacedContainer]) -> list[list[str]]:
                 ]
             )
         if c.error:
-            rows.append([f"NodePrepareResources failed: {c.error}"])
+            rows.append([c.error])
         for var, value in c.limits.visible:
             rows.append([f"sees {var}={value}"])
     return rows
+
+
+def _sees_source(real_node: str) -> str:
+    if not real_node:
+        return " (from the CDI spec)"
+    return f" (on {real_node}: its env; elsewhere: the CDI spec)"
+
+
+def _printed(s: Summary) -> list[str]:
+    """What the containers on the real node printed, verbatim and indented."""
+    ran = sorted((c for c in s.placed if c.printed is not None), key=lambda c: (c.pod, c.container))
+    if not s.real_node:
+        return []
+    out = [
+        "",
+        f"== what the containers on {s.real_node} printed (real kubelet, containerd and runc;"
+        " busybox in place of the examples' images)",
+    ]
+    for c in ran:
+        out.append(f"  {c.pod}/{c.container}:")
+        out += [f"    {line}" for line in c.printed or ()]
+    if not ran:
+        out.append("  (no pod landed there)")
+    return out
 
 
 def render(s: Summary) -> str:
@@ -249,12 +279,13 @@ def render(s: Summary) -> str:
                 "NODE",
                 "CARD",
                 "SHARE (id, memory, cores)",
-                "CONTAINER SEES (from the CDI spec)",
+                "CONTAINER SEES" + _sees_source(s.real_node),
             ),
             placed_rows(s.placed),
         )
     else:
         out.append("  (no pod was scheduled)")
+    out += _printed(s)
     if s.allocation:
         out += ["", f"== per-card allocation (from {s.metrics_url or 'the controller /metrics'})"]
         out += _table(

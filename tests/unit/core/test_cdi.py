@@ -25,6 +25,7 @@ from vgpu_dra.core.cdi import (
 )
 
 KIND = "vgpu.hami.io/gpu"
+OWN = Edits(env={"X": "1"})  # a device needs edits of its own
 
 # ---------------------------------------------------------------------------
 # Names
@@ -233,14 +234,16 @@ def test_build_spec_shape() -> None:
         env={"B": "2", "A": "1"},
         mounts=(Mount("/host/lib", "/lib/x"), Mount("/host/cache", "/cache", read_only=False)),
     )
-    spec = build_spec(KIND, [("dev-a", Edits(env={"X": "1"})), ("dev-b", Edits())], common)
+    spec = build_spec(
+        KIND, [("dev-a", Edits(env={"X": "1"})), ("dev-b", Edits(env={"Y": "2"}))], common
+    )
     validate_cdi_spec(spec)
     assert spec == {
         "cdiVersion": "0.3.0",
         "kind": KIND,
         "devices": [
             {"name": "dev-a", "containerEdits": {"env": ["X=1"]}},
-            {"name": "dev-b", "containerEdits": {}},
+            {"name": "dev-b", "containerEdits": {"env": ["Y=2"]}},
         ],
         "containerEdits": {
             "env": ["B=2", "A=1"],  # insertion order kept
@@ -267,13 +270,13 @@ def test_build_spec_without_common_edits_has_no_container_edits() -> None:
 
 
 def test_build_spec_digit_names_need_0_5_0() -> None:
-    spec = build_spec(KIND, [("0dev", Edits()), ("dev", Edits())], Edits())
+    spec = build_spec(KIND, [("0dev", OWN), ("dev", OWN)], Edits())
     validate_cdi_spec(spec)
     assert spec["cdiVersion"] == "0.5.0"
 
 
 def test_build_spec_dotted_class_needs_0_6_0() -> None:
-    spec = build_spec("example.com/gpu.v1", [("dev", Edits())], Edits())
+    spec = build_spec("example.com/gpu.v1", [("dev", OWN)], Edits())
     validate_cdi_spec(spec)
     assert spec["cdiVersion"] == "0.6.0"
 
@@ -285,20 +288,27 @@ def test_build_spec_empty_device_list_refused() -> None:
 
 def test_build_spec_duplicate_names_refused() -> None:
     with pytest.raises(CdiError, match="duplicate") as e:
-        build_spec(KIND, [("dev", Edits()), ("other", Edits()), ("dev", Edits())], Edits())
+        build_spec(KIND, [("dev", OWN), ("other", OWN), ("dev", OWN)], Edits())
     assert "'dev'" in str(e.value)
 
 
 @pytest.mark.parametrize("name", ["", "-dev", "de v", "dev/1"])
 def test_build_spec_bad_device_name_refused(name: str) -> None:
     with pytest.raises(CdiError):
-        build_spec(KIND, [(name, Edits())], Edits())
+        build_spec(KIND, [(name, OWN)], Edits())
 
 
 @pytest.mark.parametrize("kind", ["gpu", "1v/gpu", "v/"])
 def test_build_spec_bad_kind_refused(kind: str) -> None:
     with pytest.raises(CdiError):
-        build_spec(kind, [("dev", Edits())], Edits())
+        build_spec(kind, [("dev", OWN)], Edits())
+
+
+def test_build_spec_refuses_a_device_without_edits() -> None:
+    """The CDI library refuses a whole spec with such a device ("invalid device, empty
+    device edits"): containerd then resolves none of its devices."""
+    with pytest.raises(CdiError, match="'dev-b' has no container edits"):
+        build_spec(KIND, [("dev-a", OWN), ("dev-b", Edits())], Edits(env={"A": "1"}))
 
 
 def test_cdi_error_is_value_error() -> None:
@@ -316,8 +326,17 @@ _edits = st.builds(
 )
 
 
+_own_edits = st.builds(  # a device's edits: never empty
+    Edits,
+    env=st.dictionaries(_env_key, _env_val, min_size=1, max_size=4),
+    mounts=st.lists(st.builds(Mount, _path, _path, st.booleans()), max_size=3).map(tuple),
+)
+
+
 @given(
-    devices=st.lists(st.tuples(_name, _edits), min_size=1, max_size=5, unique_by=lambda t: t[0]),
+    devices=st.lists(
+        st.tuples(_name, _own_edits), min_size=1, max_size=5, unique_by=lambda t: t[0]
+    ),
     common=_edits,
 )
 def test_build_spec_always_valid(devices: list[tuple[str, Edits]], common: Edits) -> None:

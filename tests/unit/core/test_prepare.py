@@ -104,11 +104,13 @@ def env_list(edits: Mapping[str, Any]) -> dict[str, str]:
 
 
 def container_env(plan: ClaimPlan) -> dict[str, str]:
-    """What a container that gets every device of the claim sees (common + per device)."""
+    """What a container that gets every device of the claim sees (common + per device).
+    CDI applies a variable set twice once (the later value wins): the plan may repeat
+    one only with the same value (two shares of one card)."""
     env = env_list(plan.cdi_spec.get("containerEdits", {}))
     for d in plan.cdi_spec["devices"]:
         for key, value in env_list(d["containerEdits"]).items():
-            assert key not in env, f"{key} set twice"
+            assert env.get(key, value) == value, f"{key} set twice, to different values"
             env[key] = value
     return env
 
@@ -292,6 +294,10 @@ def test_two_shares_of_one_card_add_up() -> None:
     ]
     assert [d.share_id for d in p.devices] == [SHARE_A, SHARE_B]
     assert p.memory_by_card == {c.uuid: 3000 * MIB}
+    # Both devices carry the card's own limits: a CDI device without edits makes the
+    # CDI library refuse the whole spec (found by containerd on the real node).
+    own = ["CUDA_DEVICE_MEMORY_LIMIT_0=3000m", "CUDA_DEVICE_SM_LIMIT_0=35"]
+    assert [d["containerEdits"]["env"] for d in p.cdi_spec["devices"]] == [own, own]
 
 
 def test_shares_of_one_card_cores_capped_at_100() -> None:
@@ -651,6 +657,13 @@ def test_non_nvidia_vendor_gets_informational_env(vendor: str) -> None:
     assert p.host_dirs == ()
     assert p.devices[0].cdi_device_ids == (f"{KIND}={UID}-gpu-0",)
     assert p.memory_by_card == {c.uuid: 3000 * MIB}
+    # The card's informational limits are its device's edits: containerd refused the
+    # spec of a device without any ("invalid device, empty device edits").
+    [dev] = p.cdi_spec["devices"]
+    assert dev["containerEdits"]["env"] == [
+        "VGPU_DEVICE_MEMORY_LIMIT_0=3000m",
+        "VGPU_DEVICE_CORE_LIMIT_0=30",
+    ]
 
 
 def test_mixed_vendors_refused() -> None:

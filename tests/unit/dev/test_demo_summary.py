@@ -90,10 +90,11 @@ def test_merge_limits() -> None:
 
 
 def _container(pod: str, devices: tuple[DeviceShare, ...], limits: ContainerLimits,
-               **kw: str) -> PlacedContainer:
+               error: str | None = None, printed: tuple[str, ...] | None = None,
+               node: str = "gpu-node-1") -> PlacedContainer:
     return PlacedContainer(
-        namespace="demo", pod=pod, container="main", node="gpu-node-1", origin="native",
-        claims=(f"{pod}-gpu",), devices=devices, limits=limits, **kw,
+        namespace="demo", pod=pod, container="main", node=node, origin="native",
+        claims=(f"{pod}-gpu",), devices=devices, limits=limits, error=error, printed=printed,
     )
 
 
@@ -127,7 +128,7 @@ def test_rows_whole_card_errors_and_informational() -> None:
         "dcu",
         (DeviceShare("p", "gpu-3", "K100_AI", "cccccccc", "4000Mi", "0"),),
         ContainerLimits((CardLimits(0, "4000m", None),), (), enforced=False),
-        error="boom",
+        error="NodePrepareResources failed: boom",
     )
     rows = placed_rows([whole, dcu])
     # sorted by pod: dcu first
@@ -202,3 +203,27 @@ def test_parse_allocation_keeps_cards_in_use_in_order() -> None:
         CardAllocation("b", "2", "T", 2 << 20, 30, 2),
         CardAllocation("b", "10", "T", 1 << 20, 0, 1),
     )
+
+
+def test_render_what_the_real_node_printed() -> None:
+    printed = ("env: CUDA_DEVICE_MEMORY_LIMIT_0=3000m", "/etc/ld.so.preload: /lib/x.so (present)")
+    ran = _container("ran", (), ContainerLimits(), printed=printed, node="gpu-node-2")
+    s = Summary((TWO, ran), (), "kubectl", "kc", real_node="gpu-node-2")
+    lines = render(s).splitlines()
+    header = next(x for x in lines if "POD/CONTAINER" in x)
+    assert "CONTAINER SEES (on gpu-node-2: its env; elsewhere: the CDI spec)" in header
+    at = lines.index("== what the containers on gpu-node-2 printed (real kubelet, containerd "
+                     "and runc; busybox in place of the examples' images)")
+    assert lines[at + 1 : at + 4] == [
+        "  ran/main:",
+        "    env: CUDA_DEVICE_MEMORY_LIMIT_0=3000m",
+        "    /etc/ld.so.preload: /lib/x.so (present)",
+    ]
+    assert "two/main:" not in "\n".join(lines[at:])  # prepared by the imitation kubelet
+
+
+def test_render_real_node_without_pods_and_without_real_node() -> None:
+    assert "  (no pod landed there)" in render(Summary((TWO,), (), "k", "kc", real_node="n"))
+    text = render(Summary((TWO,), (), "k", "kc"))
+    assert "CONTAINER SEES (from the CDI spec)" in text
+    assert "printed (real kubelet" not in text

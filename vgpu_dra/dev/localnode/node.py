@@ -7,7 +7,8 @@ state; the CDI spec dir containerd reads (`cdi_dir`, hand it to the node agent a
 dirs are where a DRA driver registers), pod logs and config. One host path is the
 kubelet's whatever its root dir: the device plugin dir /var/lib/kubelet/device-plugins
 (`device_plugins_dir`, compiled into the kubelet), so one LocalNode runs at a time:
-start() waits for an exclusive lock on the host (`HOST_LOCK`) that stop() releases.
+start() waits for an exclusive lock on the host (`HOST_LOCK`) that stop() releases
+(with `wait_for_host=False` it raises `HostBusyError` instead of waiting).
 Containers land in the cgroup-v1 subtree /<cgroup_root> of every hierarchy; pods get
 10.88.x.0/24 addresses on a bridge of their own (no iptables here: ipMasq off, so pods
 reach only the host).
@@ -78,6 +79,10 @@ class NodeError(RuntimeError):
     """containerd or the kubelet failed to start; the message carries the log tail."""
 
 
+class HostBusyError(NodeError):
+    """Another LocalNode holds the host (`HOST_LOCK`) and settings said not to wait."""
+
+
 def node_identity_name(node: str) -> str:
     """The LocalCluster identity key (kubeconfig name) of node `node`'s kubelet."""
     return f"node-{node}"
@@ -94,6 +99,8 @@ class NodeSettings:
     start_timeout_s: float = 180.0
     stop_timeout_s: float = 90.0
     keep_work_dir: bool = False
+    # False: start() raises HostBusyError at once when another LocalNode holds the host.
+    wait_for_host: bool = True
 
 
 def _die_with_parent() -> None:
@@ -227,7 +234,15 @@ class LocalNode:
         # the same machine, waits here until the first one's stop().
         HOST_LOCK.parent.mkdir(parents=True, exist_ok=True)
         self._host_lock = os.open(HOST_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._host_lock, fcntl.LOCK_EX)
+        try:
+            wait = 0 if self.settings.wait_for_host else fcntl.LOCK_NB
+            fcntl.flock(self._host_lock, fcntl.LOCK_EX | wait)
+        except BlockingIOError:
+            os.close(self._host_lock)
+            self._host_lock = None
+            raise HostBusyError(
+                f"another local node runs on this host (it holds {HOST_LOCK})"
+            ) from None
         self.dir = Path(tempfile.mkdtemp(prefix="vn", dir="/tmp"))
         self._owned_dir = True
         try:
