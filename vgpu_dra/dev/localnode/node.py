@@ -7,7 +7,9 @@ state; the CDI spec dir containerd reads (`cdi_dir`, hand it to the node agent a
 dirs are where a DRA driver registers), pod logs and config. One host path is the
 kubelet's whatever its root dir: the device plugin dir /var/lib/kubelet/device-plugins
 (`device_plugins_dir`, compiled into the kubelet), so one LocalNode runs at a time:
-start() waits for an exclusive lock on the host (`HOST_LOCK`) that stop() releases.
+start() waits for an exclusive lock on the host (`HOST_LOCK`) that stop() releases
+(a second LocalNode of the same process would wait for itself: its start() raises
+NodeError instead).
 Containers land in the cgroup-v1 subtree /<cgroup_root> of every hierarchy; pods get
 10.88.x.0/24 addresses on a bridge of their own (no iptables here: ipMasq off, so pods
 reach only the host).
@@ -71,6 +73,7 @@ DEVICE_PLUGINS_DIR = Path("/var/lib/kubelet/device-plugins")  # k8s.io/kubelet D
 HOST_LOCK = Path("/run/lock/vgpu-dra-localnode.lock")  # held from start() to stop()
 _CGROUP_FS = Path("/sys/fs/cgroup")
 _MNT_DETACH = 2
+_RUNNING_HERE: set[int] = set()  # id() of this process's started LocalNodes
 _PR_SET_PDEATHSIG = 1
 
 
@@ -224,7 +227,12 @@ class LocalNode:
             )
         # One LocalNode per host at a time (the device plugin dir is fixed, and two
         # kubelets would fight over it): a second one, from another test session on
-        # the same machine, waits here until the first one's stop().
+        # the same machine, waits here until the first one's stop(). One of this
+        # process would wait forever (flock: a new open file description).
+        if _RUNNING_HERE:
+            raise NodeError("this process runs a LocalNode already (one per host): stop it "
+                            "before starting another")
+        _RUNNING_HERE.add(id(self))
         HOST_LOCK.parent.mkdir(parents=True, exist_ok=True)
         self._host_lock = os.open(HOST_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self._host_lock, fcntl.LOCK_EX)
@@ -522,6 +530,7 @@ class LocalNode:
     # ---- teardown --------------------------------------------------------------------
     def stop(self) -> None:
         if not self._owned_dir:
+            _RUNNING_HERE.discard(id(self))
             return
         for step in (
             self._delete_pods,
@@ -542,6 +551,7 @@ class LocalNode:
         if self._host_lock is not None:
             os.close(self._host_lock)  # releases the flock
             self._host_lock = None
+        _RUNNING_HERE.discard(id(self))
 
     def pods(self) -> list[dict[str, Any]]:
         """Pods bound to this node, all namespaces."""
