@@ -48,6 +48,17 @@ def _version() -> str:
     return os.environ.get("VGPU_DRA_K8S_VERSION", DEFAULT_VERSION)
 
 
+OWN_NODE_MODULES = ("test_chart.py",)  # start a LocalNode of their own (module scope)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with a LocalNode of their own run first: a LocalNode is one per host and
+    process, and the session's `node` (below) lives until the session ends."""
+    own = [i for i in items if i.path.name in OWN_NODE_MODULES]
+    if own:
+        items[:] = own + [i for i in items if i.path.name not in OWN_NODE_MODULES]
+
+
 @pytest.fixture(scope="session")
 def node_artifacts() -> NodeArtifacts:
     return ensure_node_built(NodeBuildSettings(k8s_version=_version(), cache_root=_cache()))
