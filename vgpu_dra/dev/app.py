@@ -66,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str) -> None:
 def _add_image_arguments(p: argparse.ArgumentParser) -> None:
     from vgpu_dra.dev.localnode.project_image import DEFAULT_MIRROR, DEFAULT_SUITE, PROJECT_REF
 
-    p.add_argument("--context", type=Path, default=CHECKOUT,
+    p.add_argument("--context", type=Path, default=None,
                    help="the build context: a checkout with the Dockerfile (default: this one)")
     p.add_argument("--ref", default=PROJECT_REF, help="the image name in the archive")
     p.add_argument("--suite", default=DEFAULT_SUITE, help="Debian suite of the bases")
@@ -78,7 +78,8 @@ def _build_image(ns: argparse.Namespace) -> int:
     from vgpu_dra.dev.localnode.project_image import ImageBuildSettings, ensure_project_image
 
     image = ensure_project_image(
-        ImageBuildSettings(context=ns.context.resolve(), cache_root=cache_root(), ref=ns.ref,
+        ImageBuildSettings(context=(ns.context or CHECKOUT).resolve(), cache_root=cache_root(),
+                           ref=ns.ref,
                            suite=ns.suite, mirror=ns.mirror)
     )
     print(image.archive)
