@@ -291,7 +291,7 @@ def _build(s: ImageBuildSettings, digest: str, out: TextIO) -> None:
             progress.set(step, f"Debian {s.suite} base {base.name!r} by debootstrap "
                                "(cold: ~2 min)")
             _make_base(b, base, ref)
-        progress.set(3, "buildah bud of the Dockerfile (cold: ~3 min)")
+        progress.set(3, "buildah bud of the Dockerfile (~1-2 min)")
         bud = ["bud", "--isolation", "chroot", "--pull=never", "-t", s.ref]
         for base in BASES:
             bud += ["--build-arg", f"{base.build_arg}={s.base_ref(base)}"]
