@@ -3,7 +3,8 @@
 #
 #   docker build -t ghcr.io/vgpu-dra/vgpu-dra:0.1.0 .
 #
-# Not built in CI (no container engine there); see docs/install.md.
+# CI has no docker and no registry: `vgpu-dra build-image` builds this file unchanged with
+# buildah on Debian bases made by debootstrap (LIB_BUILDER, PYTHON_IMAGE); docs/install.md.
 
 # --- 1. libvgpu.so --------------------------------------------------------------------
 # The library is preloaded into *user* containers, so it must load with their glibc,

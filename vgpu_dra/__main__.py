@@ -66,6 +66,11 @@ COMMANDS: dict[str, Command] = {
         "build (or find cached) kubelet, containerd, CNI plugins and the pause/busybox "
         "images of the local real node (needs root's runc and busybox-static)",
     ),
+    "build-image": Command(
+        "vgpu_dra.dev.app",
+        "build (or find cached) the project's image from its Dockerfile with buildah on a "
+        "debootstrapped Debian base, as an OCI archive (no registry, no docker)",
+    ),
 }
 
 

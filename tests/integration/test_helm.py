@@ -506,6 +506,18 @@ def test_cert_manager_mode(helm: Path) -> None:
     assert "caBundle" not in mwc["webhooks"][0]["clientConfig"]
 
 
+def test_no_pod_gets_service_link_variables(helm: Path) -> None:
+    """Every workload (chart, every value set, and deploy/webhook) turns the kubelet's
+    Docker-link variables off: Service vgpu-dra-webhook would give the pods of its
+    namespace VGPU_DRA_WEBHOOK_PORT=tcp://<ip>:443, the environment twin of the
+    webhook's --port, and the webhook would exit (found by tests/node/test_chart.py)."""
+    objs = [*all_rendered(helm), *file_objects(REPO / "deploy" / "webhook" / "deployment.yaml")]
+    pods = {(o["kind"], o["metadata"]["name"]): o["spec"]["template"]["spec"]
+            for o in objs if o["kind"] in ("Deployment", "DaemonSet")}
+    assert len(pods) >= 4, sorted(pods)  # node agent, webhook, controller, scheduler
+    assert {k for k, p in pods.items() if p.get("enableServiceLinks") is not False} == set()
+
+
 # ------------------------------------------- the ResourceSlice policy, enforced for real
 
 POLICY_NS = "vgpu-dra-vap-test"

@@ -42,7 +42,8 @@ SCHEDULER_IDENTITY = "vgpu-dra-scheduler"
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "own_node: starts a LocalNode of its own (the demo): runs before `node`"
+        "markers",
+        "own_node: starts a LocalNode of its own (the demo, the chart): runs before `node`",
     )
 
 

@@ -1,7 +1,7 @@
-"""The dev-only subcommands: `vgpu-dra demo`, `build-control-plane`, `build-helm` and
-`build-node`,
-with their flags (`add_arguments`) and wiring (`main`). Never imported by runtime
-code; the CLI loads this module only when one of these commands runs."""
+"""The dev-only subcommands: `vgpu-dra demo`, `build-control-plane`, `build-helm`,
+`build-node` and `build-image`, with their flags (`add_arguments`) and wiring
+(`main`). Never imported by runtime code; the CLI loads this module only when one of
+these commands runs."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 from vgpu_dra.dev.localcluster.cluster import DEFAULT_VERSION
+
+CHECKOUT = Path(__file__).resolve().parents[2]  # the repository root of this package
 
 
 def cache_root() -> Path:
@@ -26,6 +28,9 @@ def _add_version_argument(p: argparse.ArgumentParser) -> None:
 
 def add_arguments(p: argparse.ArgumentParser, cmd: str) -> None:
     if cmd == "build-helm":
+        return
+    if cmd == "build-image":
+        _add_image_arguments(p)
         return
     _add_version_argument(p)
     if cmd == "build-control-plane":
@@ -66,7 +71,32 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str) -> None:
     )
 
 
+def _add_image_arguments(p: argparse.ArgumentParser) -> None:
+    from vgpu_dra.dev.localnode.project_image import DEFAULT_MIRROR, DEFAULT_SUITE, PROJECT_REF
+
+    p.add_argument("--context", type=Path, default=None,
+                   help="the build context: a checkout with the Dockerfile (default: this one)")
+    p.add_argument("--ref", default=PROJECT_REF, help="the image name in the archive")
+    p.add_argument("--suite", default=DEFAULT_SUITE, help="Debian suite of the bases")
+    p.add_argument("--mirror", default=os.environ.get("VGPU_DRA_DEBIAN_MIRROR", DEFAULT_MIRROR),
+                   help="Debian mirror debootstrap downloads from")
+
+
+def _build_image(ns: argparse.Namespace) -> int:
+    from vgpu_dra.dev.localnode.project_image import ImageBuildSettings, ensure_project_image
+
+    image = ensure_project_image(
+        ImageBuildSettings(context=(ns.context or CHECKOUT).resolve(), cache_root=cache_root(),
+                           ref=ns.ref,
+                           suite=ns.suite, mirror=ns.mirror)
+    )
+    print(image.archive)
+    return 0
+
+
 def main(ns: argparse.Namespace) -> int:
+    if ns.cmd == "build-image":
+        return _build_image(ns)
     if ns.cmd == "build-control-plane":
         from vgpu_dra.dev.localcluster.build import BuildSettings, ensure_built
 

@@ -2,9 +2,10 @@
 
 etcd, kube-apiserver (TLS, static token auth, RBAC), kube-scheduler and
 kube-controller-manager (only the resourceclaim, garbage-collector, deployment,
-replicaset and resourcequota controllers: node-lifecycle would taint and evict our fake
-nodes) run as child
+replicaset and resourcequota controllers, plus those `extra_controllers` names:
+node-lifecycle would taint and evict our fake nodes) run as child
 processes in a private work dir. There is no kubelet: Nodes are plain API objects.
+Pods get no service account token unless `service_accounts` is set.
 
 Contract: `start()` returns only once /readyz is ok and the scheduler and
 controller-manager are serving; it raises `ClusterError` with the failing
@@ -64,6 +65,53 @@ class ClusterSettings:
     # Appended to kube-apiserver's flags (e.g. a real kubelet's LocalNode needs
     # --kubelet-preferred-address-types=InternalIP: node names do not resolve).
     extra_apiserver_args: tuple[str, ...] = ()
+    # Pods get service account tokens as in production: the ServiceAccount admission
+    # plugin (off otherwise: it refuses pods in namespaces without a "default" account)
+    # and the controllers it needs (a "default" account and the kube-root-ca.crt
+    # ConfigMap in every namespace). For pods on a real node (LocalNode) that talk to
+    # the API server, e.g. a Helm-installed chart.
+    service_accounts: bool = False
+    # More kube-controller-manager controllers, named as its --controllers flag names
+    # them; each must be a key of CONTROLLER_ROLES (e.g. daemonset-controller for a
+    # DaemonSet on a real node, endpointslice-controller for --enable-aggregator-routing).
+    extra_controllers: tuple[str, ...] = ()
+
+
+# kube-controller-manager controllers -> the bootstrap ClusterRole each acts with.
+CONTROLLER_ROLES = {
+    "deployment-controller": "deployment-controller",
+    "replicaset-controller": "replicaset-controller",
+    "resourceclaim-controller": "resource-claim-controller",
+    "garbage-collector-controller": "generic-garbage-collector",
+    "resourcequota-controller": "resourcequota-controller",
+    "daemonset-controller": "daemon-set-controller",
+    "endpointslice-controller": "endpointslice-controller",
+    "serviceaccount-controller": "service-account-controller",
+    "root-ca-certificate-publisher-controller": "root-ca-cert-publisher",
+}
+BASE_CONTROLLERS = (
+    "resourceclaim-controller",
+    "garbage-collector-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "resourcequota-controller",
+)
+SERVICE_ACCOUNT_CONTROLLERS = (
+    "serviceaccount-controller",
+    "root-ca-certificate-publisher-controller",
+)
+
+
+def controllers(settings: ClusterSettings) -> list[str]:
+    """The kube-controller-manager controllers `settings` asks for, in order, once each.
+    Raises ValueError for a name CONTROLLER_ROLES does not know."""
+    names = [*BASE_CONTROLLERS, *settings.extra_controllers]
+    if settings.service_accounts:
+        names += SERVICE_ACCOUNT_CONTROLLERS
+    unknown = [n for n in names if n not in CONTROLLER_ROLES]
+    if unknown:
+        raise ValueError(f"no bootstrap role known for controllers {unknown}")
+    return list(dict.fromkeys(names))
 
 
 def free_port() -> int:
@@ -216,7 +264,7 @@ class LocalCluster:
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--authorization-mode=Node,RBAC",
                 "--allow-privileged=true",
-                "--disable-admission-plugins=ServiceAccount",
+                *([] if s.service_accounts else ["--disable-admission-plugins=ServiceAccount"]),
                 "--endpoint-reconciler-type=none",
                 f"--cert-dir={d / 'apiserver-certs'}",
                 *_gates(s.feature_gates),
@@ -257,13 +305,8 @@ class LocalCluster:
         # Without --use-service-account-credentials every controller acts as the
         # controller-manager user, whose bootstrap role cannot create pods, replicasets
         # or claims: grant it the enabled controllers' own bootstrap roles.
-        for ctl in (
-            "deployment-controller",
-            "replicaset-controller",
-            "resource-claim-controller",
-            "generic-garbage-collector",
-            "resourcequota-controller",
-        ):
+        kcm_controllers = controllers(s)
+        for ctl in (CONTROLLER_ROLES[c] for c in kcm_controllers):
             self.rest().request(
                 "POST",
                 "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
@@ -291,8 +334,8 @@ class LocalCluster:
             [
                 str(s.bin_dir / "kube-controller-manager"),
                 f"--kubeconfig={self.kubeconfig_for('kube-controller-manager')}",
-                "--controllers=resourceclaim-controller,garbage-collector-controller,"
-                "deployment-controller,replicaset-controller,resourcequota-controller",
+                f"--controllers={','.join(kcm_controllers)}",
+                *([f"--root-ca-file={pki.ca_cert}"] if s.service_accounts else []),
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={kcm_port}",

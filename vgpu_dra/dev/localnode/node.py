@@ -8,7 +8,8 @@ dirs are where a DRA driver registers), pod logs and config. One host path is th
 kubelet's whatever its root dir: the device plugin dir /var/lib/kubelet/device-plugins
 (`device_plugins_dir`, compiled into the kubelet), so one LocalNode runs at a time:
 start() waits for an exclusive lock on the host (`HOST_LOCK`) that stop() releases
-(with `wait_for_host=False` it raises `HostBusyError` instead of waiting).
+(with `wait_for_host=False` it raises `HostBusyError` instead of waiting; a second
+LocalNode of the same process would wait for itself: its start() raises NodeError).
 Containers land in the cgroup-v1 subtree /<cgroup_root> of every hierarchy; pods get
 10.88.x.0/24 addresses on a bridge of their own (no iptables here: ipMasq off, so pods
 reach only the host).
@@ -72,6 +73,7 @@ DEVICE_PLUGINS_DIR = Path("/var/lib/kubelet/device-plugins")  # k8s.io/kubelet D
 HOST_LOCK = Path("/run/lock/vgpu-dra-localnode.lock")  # held from start() to stop()
 _CGROUP_FS = Path("/sys/fs/cgroup")
 _MNT_DETACH = 2
+_RUNNING_HERE: set[int] = set()  # id() of this process's started LocalNodes
 _PR_SET_PDEATHSIG = 1
 
 
@@ -231,7 +233,12 @@ class LocalNode:
             )
         # One LocalNode per host at a time (the device plugin dir is fixed, and two
         # kubelets would fight over it): a second one, from another test session on
-        # the same machine, waits here until the first one's stop().
+        # the same machine, waits here until the first one's stop(). One of this
+        # process would wait forever (flock: a new open file description).
+        if _RUNNING_HERE:
+            raise NodeError("this process runs a LocalNode already (one per host): stop it "
+                            "before starting another")
+        _RUNNING_HERE.add(id(self))
         HOST_LOCK.parent.mkdir(parents=True, exist_ok=True)
         self._host_lock = os.open(HOST_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -240,6 +247,7 @@ class LocalNode:
         except BlockingIOError:
             os.close(self._host_lock)
             self._host_lock = None
+            _RUNNING_HERE.discard(id(self))
             raise HostBusyError(
                 f"another local node runs on this host (it holds {HOST_LOCK})"
             ) from None
@@ -537,6 +545,7 @@ class LocalNode:
     # ---- teardown --------------------------------------------------------------------
     def stop(self) -> None:
         if not self._owned_dir:
+            _RUNNING_HERE.discard(id(self))
             return
         for step in (
             self._delete_pods,
@@ -557,6 +566,7 @@ class LocalNode:
         if self._host_lock is not None:
             os.close(self._host_lock)  # releases the flock
             self._host_lock = None
+        _RUNNING_HERE.discard(id(self))
 
     def pods(self) -> list[dict[str, Any]]:
         """Pods bound to this node, all namespaces."""

@@ -43,6 +43,28 @@ webhook's --exclude-namespaces get this same list. */}}
 {{- . | toString | trimSuffix "s" -}}
 {{- end -}}
 
+{{/* apiServer as the env entries that replace the kubernetes Service's address for
+in-cluster clients (client libraries and kube-scheduler read KUBERNETES_SERVICE_HOST/
+PORT; an entry of the pod spec wins over the kubelet's own). Empty without
+apiServer.host. One list item per line, for an `env:` list. */}}
+{{- define "vgpu-dra.apiServerEnv" -}}
+{{- with .Values.apiServer }}
+{{- if .host }}
+{{- if not .port }}{{ fail "apiServer.host needs apiServer.port" }}{{ end }}
+- {name: KUBERNETES_SERVICE_HOST, value: {{ .host | quote }}}
+- {name: KUBERNETES_SERVICE_PORT, value: {{ .port | toString | quote }}}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* hostNetwork: true and the DNS policy that goes with it, for a pod spec. */}}
+{{- define "vgpu-dra.hostNetwork" -}}
+{{- if . }}
+hostNetwork: true
+dnsPolicy: ClusterFirstWithHostNet
+{{- end }}
+{{- end -}}
+
 {{/* The simulated inventory as YAML text (given as an object or as text). */}}
 {{- define "vgpu-dra.inventoryText" -}}
 {{- if kindIs "string" .Values.simulatedInventory -}}
