@@ -4,6 +4,12 @@ bridge + kubelet) on this host, started once per session.
 Needs root, runc on PATH and a static /bin/busybox (`apt-get install -y runc
 busybox-static`); the binaries and images come from the per-version caches and are
 built here when missing, never skipped for lack of them.
+
+The Kubernetes version is $VGPU_DRA_K8S_VERSION (default DEFAULT_VERSION) and the
+feature gates of every component, kubelet included, $VGPU_DRA_FEATURE_GATES
+("DRAConsumableCapacity=true"; default none: the version's defaults). The tests marked
+`versions` are the core cases `.ci/run` repeats for each version and gate set of its
+matrix; `capacity_mode` is the mode those gates imply, which the agent must detect.
 """
 
 from __future__ import annotations
@@ -18,8 +24,15 @@ import pytest
 from tests.integration.conftest import IDENTITIES, REPO, service_account
 from tests.integration.test_slices import a100, inventory
 from tests.node.agent import NodeAgent
+from vgpu_dra.core.slices import CapacityMode
 from vgpu_dra.dev.localcluster.build import BuildSettings, ensure_built
-from vgpu_dra.dev.localcluster.cluster import DEFAULT_VERSION, ClusterSettings, LocalCluster
+from vgpu_dra.dev.localcluster.cluster import (
+    DEFAULT_VERSION,
+    ClusterSettings,
+    LocalCluster,
+    gate_enabled,
+    parse_feature_gates,
+)
 from vgpu_dra.dev.localnode.build import NodeArtifacts, NodeBuildSettings, ensure_node_built
 from vgpu_dra.dev.localnode.images import hook_image_spec, write_oci_archive
 from vgpu_dra.dev.localnode.node import (
@@ -63,6 +76,17 @@ def _version() -> str:
     return os.environ.get("VGPU_DRA_K8S_VERSION", DEFAULT_VERSION)
 
 
+def _feature_gates() -> dict[str, bool]:
+    return parse_feature_gates(os.environ.get("VGPU_DRA_FEATURE_GATES", ""))
+
+
+@pytest.fixture(scope="session")
+def capacity_mode() -> CapacityMode:
+    """The mode this cluster's version and gates imply (what `auto` must detect)."""
+    on = gate_enabled("DRAConsumableCapacity", _version(), _feature_gates())
+    return CapacityMode.CONSUMABLE if on else CapacityMode.REPLICAS
+
+
 @pytest.fixture(scope="session")
 def node_artifacts() -> NodeArtifacts:
     return ensure_node_built(NodeBuildSettings(k8s_version=_version(), cache_root=_cache()))
@@ -78,6 +102,7 @@ def node_cluster(node_artifacts: NodeArtifacts) -> Iterator[LocalCluster]:
             identities={**IDENTITIES, node_identity_name(NODE): node_identity(NODE),
                         SCHEDULER_IDENTITY: service_account(SCHEDULER_IDENTITY)},
             extra_apiserver_args=NODE_APISERVER_ARGS,
+            feature_gates=_feature_gates(),
         )
     )
     c.start()

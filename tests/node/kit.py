@@ -14,8 +14,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from tests.integration import kube
-from tests.node.agent import NodeAgent, NodeProcess
+from tests.node.agent import DRIVER, NodeAgent, NodeProcess
+from vgpu_dra.api import vgpu_config
 from vgpu_dra.core import hook_abi
+from vgpu_dra.core.slices import CapacityMode
 from vgpu_dra.dev.localcluster.cluster import LocalCluster
 from vgpu_dra.dev.localnode.images import HARNESS_DIR
 from vgpu_dra.dev.localnode.node import LocalNode
@@ -213,16 +215,29 @@ def limits_file_of(output: str) -> dict[str, str]:
     return dict(ln.split("=", 1) for ln in section.splitlines() if "=" in ln and ln[0] != "#")
 
 
-def claim_template(rest: Rest, ns: str, name: str, capacity: dict[str, str]) -> None:
-    """A ResourceClaimTemplate for one share of class nvidia.vgpu.hami.io (idempotent)."""
+def claim_template(rest: Rest, ns: str, name: str, capacity: dict[str, str],
+                   mode: CapacityMode = CapacityMode.CONSUMABLE) -> None:
+    """A ResourceClaimTemplate for one share of class nvidia.vgpu.hami.io (idempotent).
+    `capacity` ({"memory": "3000Mi", "cores": "30"}) is what the share gets: consumable
+    capacity requests, or in replicas mode (no capacity to request) a VGpuConfig, as
+    the webhook writes it (docs/webhook.md)."""
+    exactly: JSON = {"deviceClassName": "nvidia.vgpu.hami.io"}
+    devices: JSON = {"requests": [{"name": "gpu", "exactly": exactly}]}
+    if mode is CapacityMode.CONSUMABLE:
+        exactly["capacity"] = {"requests": capacity}
+    else:
+        params: JSON = {"apiVersion": vgpu_config.API_VERSION, "kind": vgpu_config.KIND}
+        if "memory" in capacity:
+            params["memory"] = capacity["memory"]
+        if "cores" in capacity:
+            params["cores"] = int(capacity["cores"])
+        devices["config"] = [{"requests": ["gpu"],
+                              "opaque": {"driver": DRIVER, "parameters": params}}]
     body = {
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceClaimTemplate",
         "metadata": {"name": name, "namespace": ns},
-        "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": {
-            "deviceClassName": "nvidia.vgpu.hami.io",
-            "capacity": {"requests": capacity},
-        }}]}}},
+        "spec": {"spec": {"devices": devices}},
     }
     try:
         rest.request("POST", f"/apis/resource.k8s.io/v1/namespaces/{ns}/resourceclaimtemplates",

@@ -13,6 +13,7 @@ import pytest
 from tests.integration import kube
 from tests.node import kit
 from tests.node.agent import NodeAgent
+from vgpu_dra.core.slices import CapacityMode
 from vgpu_dra.dev.localcluster.cluster import LocalCluster
 from vgpu_dra.dev.localnode.node import LocalNode
 from vgpu_dra.kube.rest import Rest
@@ -30,11 +31,13 @@ def admin(node_cluster: LocalCluster, node: LocalNode) -> Rest:
     return rest
 
 
+@pytest.mark.versions
 def test_libvgpu_enforces_the_claim_limit_in_the_container(
     node_cluster: LocalCluster, admin: Rest, node: LocalNode, running_agent: NodeAgent,
-    hook_image: str
+    hook_image: str, capacity_mode: CapacityMode
 ) -> None:
-    kit.claim_template(admin, NS, "vgpu-3g", {"memory": f"{LIMIT_MIB}Mi", "cores": "30"})
+    kit.claim_template(admin, NS, "vgpu-3g", {"memory": f"{LIMIT_MIB}Mi", "cores": "30"},
+                       capacity_mode)
     script = kit.enforcement_script(LIMIT_MIB) + kit.STAY_UP
     kit.create(admin, kit.pod("enforce", NS, [kit.container("main", hook_image, script)],
                               "vgpu-3g"))

@@ -89,6 +89,7 @@ def _run(c: LocalCluster, rest: Rest, agent: NodeAgent, body: JSON) -> tuple[JSO
     return created, kit.wait_output(c, rest, NS, name, agent)
 
 
+@pytest.mark.versions
 def test_gpumem_and_gpucores(node_cluster: LocalCluster, webhook: Rest, node: LocalNode,
                              running_agent: NodeAgent) -> None:
     body = _hami_pod("hami-share", node.artifacts.busybox_ref,

@@ -61,12 +61,22 @@ def staging_modules(kubernetes_go_mod: str) -> list[str]:
     return sorted(set(_STAGING_RE.findall(kubernetes_go_mod)))
 
 
-def staging_version(k8s_version: str) -> str:
-    """v1.36.3 -> v0.36.3 (pure). Raises ValueError on anything but a release tag."""
+def _release(k8s_version: str) -> re.Match[str]:
     m = _VERSION_RE.match(k8s_version)
     if not m:
         raise ValueError(f"Kubernetes version must look like v1.36.3, got {k8s_version!r}")
+    return m
+
+
+def staging_version(k8s_version: str) -> str:
+    """v1.36.3 -> v0.36.3 (pure). Raises ValueError on anything but a release tag."""
+    m = _release(k8s_version)
     return f"v0.{m.group(1)}.{m.group(2)}"
+
+
+def minor_version(k8s_version: str) -> int:
+    """v1.36.3 -> 36 (pure). Raises ValueError on anything but a release tag."""
+    return int(_release(k8s_version).group(1))
 
 
 def is_built(settings: BuildSettings) -> bool:
@@ -144,7 +154,7 @@ run_logged = _run
 
 
 def _ldflags(version: str) -> str:
-    minor = version.split(".")[1]
+    minor = minor_version(version)
     return (
         f"-s -w -X k8s.io/component-base/version.gitVersion={version} "
         f"-X k8s.io/component-base/version.gitMajor=1 "

@@ -35,11 +35,15 @@ from typing import Any, Self
 
 import yaml
 
+from vgpu_dra.dev.localcluster.build import minor_version
 from vgpu_dra.dev.localcluster.certs import Pki, make_pki
 from vgpu_dra.kube.nodes import create_fake_node
 from vgpu_dra.kube.rest import JSON, Rest, kubernetes_api_client
 
 DEFAULT_VERSION = "v1.36.3"
+# Feature gates whose default the tests depend on: the first minor that turns each on
+# by default (DRAConsumableCapacity: alpha, off, in 1.34 and 1.35; beta, on, from 1.36).
+GATE_DEFAULT_ON_SINCE: Mapping[str, int] = {"DRAConsumableCapacity": 36}
 
 
 class ClusterError(RuntimeError):
@@ -118,6 +122,32 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def parse_feature_gates(text: str) -> dict[str, bool]:
+    """`--feature-gates` syntax, "A=true,B=false" (blank: none) -> {"A": True, "B": False}.
+    Raises ValueError naming the malformed entry."""
+    gates: dict[str, bool] = {}
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        name, sep, value = entry.partition("=")
+        if not sep or not name.strip() or value.strip().lower() not in ("true", "false"):
+            raise ValueError(f"feature gate {entry!r} is not NAME=true or NAME=false")
+        gates[name.strip()] = value.strip().lower() == "true"
+    return gates
+
+
+def gate_enabled(gate: str, version: str, gates: Mapping[str, bool]) -> bool:
+    """Whether `gate` is on in a cluster of `version` (v1.<minor>.<patch>) started with
+    `gates`: the explicit setting, else the version's default (GATE_DEFAULT_ON_SINCE;
+    a gate not listed there counts as off by default). Raises ValueError on a version
+    that is not a release tag."""
+    if gate in gates:
+        return gates[gate]
+    minor = minor_version(version)
+    since = GATE_DEFAULT_ON_SINCE.get(gate)
+    return since is not None and minor >= since
 
 
 def _gates(gates: Mapping[str, bool]) -> list[str]:

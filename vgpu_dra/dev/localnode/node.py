@@ -20,6 +20,8 @@ CAP_SYS_RESOURCE, so containerd must not hand out negative oom_score_adj values
 `cgroupDriver: cgroupfs`); no registry (images are imported from OCI archives, pods
 must use `imagePullPolicy: Never`).
 
+The kubelet runs with the cluster's feature gates (`ClusterSettings.feature_gates`).
+
 The kubelet authenticates as `system:node:<name>` in group `system:nodes` (a token of
 the cluster's token file: start the cluster with `node_identity(name)` in its
 identities); the API server runs the Node authorizer, so that identity gets exactly
@@ -461,6 +463,10 @@ class LocalNode:
             "resolvConf": "/etc/resolv.conf",
             "registerNode": True,
         }
+        # The kubelet runs with the control plane's gates (DRAConsumableCapacity must
+        # be on everywhere or nowhere).
+        if self.cluster.settings.feature_gates:
+            config["featureGates"] = dict(self.cluster.settings.feature_gates)
         cfg = self.dir / "kubelet.yaml"
         cfg.write_text(yaml.safe_dump(config))
         self._kubelet_argv = [
