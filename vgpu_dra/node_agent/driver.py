@@ -119,6 +119,11 @@ GET_THREADS = 6
 connections, as the slice controller's watch holds one (past 8, urllib3 opens a new
 TLS connection per extra GET and throws it away)."""
 
+AUTHZ_RETRY_DELAYS_S: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+"""Backoff between GETs of a claim the Node authorizer does not link to us yet."""
+NO_RELATIONSHIP = "no relationship found between node"
+"""The Node authorizer's words for a graph that has not caught up (or never will)."""
+
 LIMITS_READ_MAX = 64 << 10
 """Bytes of a limits file read at most (the library reads 64 keys of 512 bytes)."""
 
@@ -401,9 +406,25 @@ class VGpuDriver:
     def _spec_path(self, paths: ClaimPaths) -> Path:
         return Path(paths.cdi_spec(str(self._s.cdi_dir), self._s.prepare.cdi_kind))
 
+    def _get_authorized(self, ref: ClaimRef) -> JSON:
+        """The claim, waiting out the Node authorizer's lag: with node credentials a
+        GET is allowed only once the authorizer's graph links pod -> claim -> node,
+        which it learns from watches, and the kubelet calls prepare as soon as the pod
+        is bound, so the first GET can race it ("no relationship found"). Retried for
+        about 3 s in all; any other error, or one that lasts, is raised."""
+        for delay in (*AUTHZ_RETRY_DELAYS_S, None):
+            try:
+                return self._get_claim(ref.namespace, ref.name)
+            except ApiError as e:
+                if delay is None or e.status != 403 or NO_RELATIONSHIP not in e.message:
+                    raise
+                log.info("claim %s: the Node authorizer does not link it yet; retrying", ref)
+                time.sleep(delay)
+        raise AssertionError("unreachable")  # the last round raises or returns
+
     def _fetch(self, ref: ClaimRef) -> JSON:
         try:
-            claim = self._get_claim(ref.namespace, ref.name)
+            claim = self._get_authorized(ref)
         except ApiError as e:
             if e.not_found:
                 raise PlanError(f"ResourceClaim {ref.namespace}/{ref.name} not found") from None

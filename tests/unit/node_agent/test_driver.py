@@ -21,6 +21,7 @@ from vgpu_dra.core.prepare import PrepareSettings
 from vgpu_dra.gpu.simulated import SimulatedDiscovery
 from vgpu_dra.host import hook_region
 from vgpu_dra.kube.rest import JSON, ApiError
+from vgpu_dra.node_agent import driver as driver_module
 from vgpu_dra.node_agent.driver import (
     CHECKPOINT_FILE,
     NO_HOOK,
@@ -426,3 +427,49 @@ def test_adoption_leaves_claims_without_limits_or_with_bad_ones_alone(node: Node
     limits.unlink()
     assert node.driver(api).adopt_prepared() == 0
     assert not region.exists()
+
+
+class LaggingAuthorizer(FakeApi):
+    """The Node authorizer before its graph links the claim to the node: the first
+    `lag` GETs are refused as the API server words it."""
+
+    def __init__(self, *claims: JSON, lag: int) -> None:
+        super().__init__(*claims)
+        self.lag = lag
+
+    def __call__(self, namespace: str, name: str) -> JSON:
+        if self.lag > 0:
+            self.lag -= 1
+            with self._count:
+                self.gets += 1
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'resourceclaims.resource.k8s.io "{name}" is forbidden: User '
+                '"system:node:n1" cannot get resource "resourceclaims" in API group '
+                f'"resource.k8s.io" in the namespace "{namespace}": no relationship found '
+                "between node 'n1' and this object",
+            )
+        return super().__call__(namespace, name)
+
+
+def test_prepare_waits_out_the_node_authorizers_lag(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen on the real kubelet with node credentials: prepare came before the
+    # authorizer's graph knew the pod's claim, and the kubelet reported a warning.
+    monkeypatch.setattr(driver_module, "AUTHZ_RETRY_DELAYS_S", (0.0, 0.0, 0.0))
+    api = LaggingAuthorizer(claim(A), lag=2)
+    res = node.driver(api).prepare([A])[A.uid]
+    assert res.error is None, res.error
+    assert api.gets == 3
+
+
+def test_a_lasting_refusal_is_the_claims_error(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(driver_module, "AUTHZ_RETRY_DELAYS_S", (0.0, 0.0))
+    api = LaggingAuthorizer(claim(A), lag=10)
+    res = node.driver(api).prepare([A])[A.uid]
+    assert res.error is not None and "no relationship found" in res.error
+    assert api.gets == 3
