@@ -29,7 +29,7 @@ import mmap
 import os
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,16 +110,27 @@ def create_region(path: str | Path, limits: HookLimits) -> bool:
     container maps it read-write). It is built under a temporary name in the same
     directory and hard-linked into place (EEXIST: someone else's, kept). Raises
     OSError."""
-    final = Path(path)
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
+
+    def fill(fd: int) -> None:
         os.ftruncate(fd, REGION_SIZE)
         with mmap.mmap(fd, REGION_HEADER_SIZE) as m:
             m[:REGION_HEADER_SIZE] = encode_region_header(limits)
             _init_robust_mutex(m, REGION_OFFSETS["lock"])
             struct.pack_into("<I", m, REGION_OFFSETS["magic"], REGION_MAGIC)
-        os.fchmod(fd, REGION_FILE_MODE)
+
+    return _create_whole(Path(path), REGION_FILE_MODE, fill)
+
+
+def _create_whole(final: Path, mode: int, fill: Callable[[int], None]) -> bool:
+    """Create `final` complete or not at all, unless a file is already there: `fill`
+    writes it under a temporary name in the same directory (opened read-write), it
+    gets `mode`, and is hard-linked into place (EEXIST: someone else's, kept).
+    Returns True when created. Raises OSError."""
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        fill(fd)
+        os.fchmod(fd, mode)
         try:
             os.link(tmp, final)
         except FileExistsError:
@@ -188,20 +199,14 @@ def create_ledger(path: str | Path, context_charge: int) -> bool:
     returns True when created. Complete before it appears (written under a temporary
     name, hard-linked into place), mode 0644: only the node agent writes it, the
     container gets it read-only. Raises OSError."""
-    final = Path(path)
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, encode_ledger(context_charge))
-        os.fchmod(fd, LEDGER_FILE_MODE)
-        try:
-            os.link(tmp, final)
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
+    data = encode_ledger(context_charge)
+    return _create_whole(Path(path), LEDGER_FILE_MODE, lambda fd: _write_all(fd, data))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def read_ledger(path: str | Path) -> LedgerSnapshot:
