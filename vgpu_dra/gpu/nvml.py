@@ -169,12 +169,7 @@ class NvmlDiscovery:
         nvml = self._nvml
         with self._lock:
             try:
-                if not self._sampling:
-                    nvml.nvmlInit()
-                    self._sampling = True
-                handle = self._handles.get(uuid)
-                if handle is None:
-                    handle = self._handles[uuid] = nvml.nvmlDeviceGetHandleByUUID(uuid)
+                handle = self._sampling_handle(uuid)
                 try:
                     raw = nvml.nvmlDeviceGetProcessUtilization(handle, since_us)
                 except nvml.NVMLError as exc:
@@ -204,13 +199,7 @@ class NvmlDiscovery:
         nvml = self._nvml
         with self._lock:
             try:
-                if not self._sampling:
-                    nvml.nvmlInit()
-                    self._sampling = True
-                handle = self._handles.get(uuid)
-                if handle is None:
-                    handle = self._handles[uuid] = nvml.nvmlDeviceGetHandleByUUID(uuid)
-                raw = nvml.nvmlDeviceGetComputeRunningProcesses(handle)
+                raw = nvml.nvmlDeviceGetComputeRunningProcesses(self._sampling_handle(uuid))
             except nvml.NVMLError as exc:
                 self._handles.pop(uuid, None)
                 raise UtilizationError(f"NVML processes of {uuid}: {_describe(exc)}") from exc
@@ -221,6 +210,18 @@ class NvmlDiscovery:
                 return None
             out.append(ProcessMemory(int(r.pid), int(used)))
         return tuple(out)
+
+    def _sampling_handle(self, uuid: str) -> Any:
+        """The card's NVML handle for the sampling calls, NVML initialised once for
+        them (under `_lock`; raises NVMLError, after which the caller drops the
+        handle)."""
+        if not self._sampling:
+            self._nvml.nvmlInit()
+            self._sampling = True
+        handle = self._handles.get(uuid)
+        if handle is None:
+            handle = self._handles[uuid] = self._nvml.nvmlDeviceGetHandleByUUID(uuid)
+        return handle
 
     def _discover_cards(self, problems: list[str]) -> tuple[Card, ...]:
         driver = self._driver_version(problems)
