@@ -37,7 +37,12 @@ from vgpu_dra.kube.nodelock import LockContentionError, NodeLocker
 from vgpu_dra.kube.rest import JSON, ApiError, Rest
 from vgpu_dra.legacy.extender.events import EventRecorder
 from vgpu_dra.legacy.extender.quota import QuotaStore
-from vgpu_dra.legacy.extender.state import ClusterState, PodEntry, allocation_token
+from vgpu_dra.legacy.extender.state import (
+    ClusterState,
+    PodEntry,
+    allocation_token,
+    collapse_per_type,
+)
 
 log = logging.getLogger("vgpu_dra.extender")
 
@@ -158,12 +163,9 @@ class Extender:
                 log.info("filter pod=%s: no node fits: %s", _ref(pod), msg)
                 return {"nodenames": [], "failedNodes": failed}
             values = vendor_values(decision.devices, [k for _, k in served])
-            held = {}
-            by_type = {}
-            for t, devices in pl.split_by_type(decision.devices).items():
-                mine = pl.collapse_usage(devices, init_container_count(pod))
-                held.update(mine)
-                by_type[t] = pl.held_total(mine)
+            held, by_type = collapse_per_type(
+                pl.split_by_type(decision.devices).items(), init_container_count(pod)
+            )
             meta = pod["metadata"]
             token = allocation_token([values[k.allocated] for _, k in served])
             entry = PodEntry(

@@ -180,14 +180,12 @@ def pod_entry(obj: Mapping[str, Any], keys: Vendors) -> PodEntry | None:
         return None
     init = init_container_count(obj)
     done, side = init_done(obj), sidecars(obj)
-    held: dict[str, pl.HeldUsage] = {}
-    by_type: dict[str, tuple[int, int]] = {}
-    for k, value in zip(vendors, values, strict=True):
-        if value is not None:
-            devices = ann.decode_pod_devices(str(value), k.allocated)
-            mine = pl.collapse_usage(devices, init, init_done=done, sidecars=side)
-            held.update(mine)
-            by_type[k.device_type] = _plus(by_type.get(k.device_type, (0, 0)), pl.held_total(mine))
+    per_type = [
+        (k.device_type, ann.decode_pod_devices(str(v), k.allocated))
+        for k, v in zip(vendors, values, strict=True)
+        if v is not None
+    ]
+    held, by_type = collapse_per_type(per_type, init, init_done=done, sidecars=side)
     return PodEntry(
         str(meta.get("uid", "")),
         str(meta.get("namespace", "")),
@@ -197,6 +195,25 @@ def pod_entry(obj: Mapping[str, Any], keys: Vendors) -> PodEntry | None:
         held,
         by_type,
     )
+
+
+def collapse_per_type(
+    per_type: Iterable[tuple[str, ann.PodDevices]],
+    init_count: int,
+    *,
+    init_done: bool = False,
+    sidecars: frozenset[int] = frozenset(),
+) -> tuple[dict[str, pl.HeldUsage], dict[str, tuple[int, int]]]:
+    """A pod's held usage per card and its (MiB, cores) per device type, each vendor's
+    devices collapsed on their own (HAMi keeps one list per vendor): what a
+    `PodEntry` holds, for a pod read from its annotations or decided by /filter."""
+    held: dict[str, pl.HeldUsage] = {}
+    by_type: dict[str, tuple[int, int]] = {}
+    for t, devices in per_type:
+        mine = pl.collapse_usage(devices, init_count, init_done=init_done, sidecars=sidecars)
+        held.update(mine)
+        by_type[t] = _plus(by_type.get(t, (0, 0)), pl.held_total(mine))
+    return held, by_type
 
 
 def _plus(a: tuple[int, int], b: tuple[int, int], sign: int = 1) -> tuple[int, int]:
