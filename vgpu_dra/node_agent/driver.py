@@ -525,7 +525,8 @@ class VGpuDriver:
                 continue
             paths = ClaimPaths.for_claim(str(self._s.claims_host_dir), uid)
             try:
-                text = Path(paths.limits).read_bytes()[:LIMITS_READ_MAX].decode()
+                with Path(paths.limits).open("rb") as f:
+                    text = f.read(LIMITS_READ_MAX).decode()
             except FileNotFoundError:
                 continue  # no limits: nothing for the library to enforce
             except (OSError, UnicodeDecodeError) as e:
