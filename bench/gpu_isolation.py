@@ -1,65 +1,93 @@
 """Compute isolation on one real GPU under the real coordinator (issue 17, GPU step).
 
-    python -m bench.gpu_isolation            # on a machine with an NVIDIA GPU (< 5 min)
+    bash bench/gpu_check.sh OUT_DIR          # what to run on a GPU machine (< 5 min)
+    python -m bench.gpu_isolation [--json F] [--cases 30/60,priority] [--budget S]
     python -m bench.gpu_isolation --dry-run  # the same orchestration on a simulated card
 
-What it does on a GPU: builds `libvgpu.so` (`make -C vgpu_hook`), then for every case
-starts one process per tenant, each in its own PID namespace (`unshare --pid --fork`;
-without root also `--user --map-root-user`), so `getpid()` differs from the host pid
-NVML reports, exactly as in a container. Each runs a CUDA matmul loop (CuPy or
-PyTorch, whichever imports; without either the script exits 2 saying so) under
-`LD_PRELOAD=libvgpu.so` with its own region (`CUDA_DEVICE_MEMORY_SHARED_CACHE`) and
-limits file (`VGPU_LIMITS_FILE`: SM limit, priority, policy). The REAL
-`node_agent.coordinator.Coordinator` runs in this process against NVML
-(`gpu.nvml.NvmlDiscovery`) with an in-memory checkpoint naming the regions. Each
-tenant's rate is its completed matmuls per second over a phase, as a percent of one
-unlimited process alone on the card (measured first). One table: case, phase, tenant,
-wanted, got. Then the memory footprint vs the limit (a tenant allocating 256 MiB
-blocks under a 4 GiB limit until refused) and the launch overhead (microseconds per
-tiny kernel launch with and without the hook).
+What it does on a GPU: builds `libvgpu.so` (`make -C vgpu_hook build/libvgpu.so`), then
+for every case starts one process per tenant, each in its own PID namespace
+(`unshare --pid --fork`; without root also `--user --map-root-user`; where neither is
+allowed, in the host's, said in the output), so `getpid()` differs from the host pid
+NVML reports, as in a container. Each runs a CUDA matmul loop (PyTorch, else CuPy;
+without either the script exits 2 saying so) under `LD_PRELOAD=libvgpu.so` with its
+own region, ledger and limits file (SM limit, priority, policy), created as prepare
+creates them. The REAL `node_agent.coordinator.Coordinator` runs in this process
+against NVML (`gpu.nvml.NvmlDiscovery`, through a recorder that keeps every sample)
+with a checkpoint naming the regions. The tenants start together on a "go" line once
+all have initialised CUDA, so the case's clock is the same for all.
 
-What the run must show (the simulator's numbers, `vgpu_hook/README.md`): every row
-within 5 points of `want` (30/60, 30/30, 25x4, 10/90, 30+70, lone 100 then 30/60,
-priority 100/0 then 0/100); memory refused at the limit; overhead well under a
-microsecond per launch.
+Each tenant's rate is its completed matmuls per 0.25 s bin as a percent of one
+unlimited process alone on the card (measured first), judged by
+`bench/isolation_judge.py`: mean within 5 points of `want`, settled (every later 1 s
+window within 10 points) within 2 s of the phase's event, every 1 s window of the
+measured span within 10 points. Then:
+
+- **calibration** of the simulator's assumptions (`tests/unit/core/isolation_sim.py`):
+  NVML's sample interval per busy process and its lag (sample time to first read),
+  the gains the coordinator learned per tenant (its bounds are [0.25, 4]), and
+  whether two unlimited tenants split the card evenly (case `unlimited x2`);
+- **MPS** for comparison (when `nvidia-cuda-mps-control` is on the PATH): a control
+  daemon of our own (pipe and log directories under the run's temporary directory,
+  stopped at the end), tenants with `CUDA_MPS_ACTIVE_THREAD_PERCENTAGE` and no hook;
+- **memory** as the card sees it: a tenant allocating 256 MiB blocks until refused
+  under a 4 GiB limit, the footprint NVML reports for it against the limit (want
+  <= +1%), and a tenant whose context does not fit (256 MiB limit < the 520 MiB
+  context charge) must get a clean out-of-memory error at initialisation;
+- **launch overhead**: microseconds per tiny kernel launch (median of 5 runs of 20000)
+  without the hook, with it and no limit, with an SM limit (own controller), and with
+  an SM limit under the coordinator; want within 5% of no hook.
+
+Exit status 0 when every row is ok, 1 when one is not, 2 when it cannot run. `--json`
+writes everything printed as one document (for the closing note).
 
 `--dry-run` replaces the GPU by a fluid model of a time-sliced card (what
 `tests/unit/core/isolation_sim.py` models, simplified: no NVML lag, gain 1): the
-same cases, the same region files, checkpoint, fake `/proc` entries and the same
-Coordinator, on simulated time (a fake clock), so the orchestration and the table are
+same cases, the same region files, checkpoint, fake `/proc` entries, the same
+Coordinator and judge, on simulated time, so the orchestration and the table are
 checked without CUDA (`tests/unit/node_agent/test_gpu_isolation_bench.py`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import os
+import shutil
+import statistics
 import struct
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
+from bench.isolation_judge import (
+    Verdict,
+    bins_from_events,
+    bins_from_samples,
+    judge,
+    table,
+)
 from vgpu_dra.core import checkpoint as ckpt
 from vgpu_dra.core import hook_abi
 from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.claims import PreparedDevice
 from vgpu_dra.core.prepare import DEFAULT_CONTEXT_CHARGE
-from vgpu_dra.gpu.discovery import CardUtilization, ProcessSample
+from vgpu_dra.gpu.discovery import CardUtilization, ProcessMemory, ProcessSample
 from vgpu_dra.host import hook_region
+from vgpu_dra.node_agent.coordinator import Coordinator
 
 if TYPE_CHECKING:
     from vgpu_dra.gpu.nvml import NvmlDiscovery
-from vgpu_dra.node_agent.coordinator import Coordinator
 
 REPO = Path(__file__).resolve().parents[1]
 LIB = REPO / "vgpu_hook" / "build" / "libvgpu.so"
-SETTLE_S = 3.0
+MIB = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -73,10 +101,11 @@ class TenantSpec:
 
 @dataclass(frozen=True)
 class Phase:
-    """[start, end) seconds of the case, measured after SETTLE_S into it, and the
-    wanted rate of every tenant."""
+    """A span of a case: `event` is when the situation began (settling is timed from
+    it), [start, end) the measured span, `want` each judged tenant's share."""
 
     name: str
+    event: float
     start: float
     end: float
     want: dict[str, float]
@@ -87,42 +116,53 @@ class Case:
     name: str
     tenants: tuple[TenantSpec, ...]
     phases: tuple[Phase, ...]
-    duration: float = 11.0
+    duration: float = 8.0
+    mps: bool = False  # SM limits as CUDA_MPS_ACTIVE_THREAD_PERCENTAGE, no hook
 
 
-def _both(a: float, b: float, end: float = 11.0) -> tuple[Phase, ...]:
-    return (Phase("busy", SETTLE_S, end, {"a": a, "b": b}),)
+def _busy(want: dict[str, float], end: float = 8.0) -> tuple[Phase, ...]:
+    return (Phase("busy", 0.0, 2.0, end, want),)
 
 
 CASES: tuple[Case, ...] = (
-    Case("30/60", (TenantSpec("a", 30), TenantSpec("b", 60)), _both(30, 60)),
-    Case("30/30", (TenantSpec("a", 30), TenantSpec("b", 30)), _both(30, 30)),
-    Case(
-        "25x4",
-        tuple(TenantSpec(n, 25) for n in "abcd"),
-        (Phase("busy", SETTLE_S, 11.0, dict.fromkeys("abcd", 25.0)),),
-    ),
-    Case("10/90", (TenantSpec("a", 10), TenantSpec("b", 90)), _both(10, 90)),
-    Case("30+unlimited", (TenantSpec("a", 30), TenantSpec("b", 0)), _both(30, 70)),
+    Case("30/60", (TenantSpec("a", 30), TenantSpec("b", 60)), _busy({"a": 30, "b": 60})),
+    Case("30/30", (TenantSpec("a", 30), TenantSpec("b", 30)), _busy({"a": 30, "b": 30})),
+    Case("25x4", tuple(TenantSpec(n, 25) for n in "abcd"), _busy(dict.fromkeys("abcd", 25.0))),
+    Case("10/90", (TenantSpec("a", 10), TenantSpec("b", 90)), _busy({"a": 10, "b": 90})),
+    Case("30+unlimited", (TenantSpec("a", 30), TenantSpec("b", 0)), _busy({"a": 30, "b": 70})),
+    Case("unlimited x2", (TenantSpec("a"), TenantSpec("b")), _busy({"a": 50, "b": 50})),
     Case(
         "idle-comeback",
-        (TenantSpec("a", 30, busy=((0, 14),)), TenantSpec("b", 60, busy=((8, 14),))),
+        (TenantSpec("a", 30), TenantSpec("b", 60, busy=((6, 12),))),
         (
-            Phase("lone", 3.0, 7.5, {"a": 100.0}),
-            Phase("back", 10.0, 14.0, {"a": 30.0, "b": 60.0}),
-        ),
-        duration=14.0,
-    ),
-    Case(
-        "priority",
-        (TenantSpec("hi", 0, priority=0, busy=((0, 7),)), TenantSpec("lo", 0, priority=1)),
-        (
-            Phase("both", 2.0, 6.5, {"hi": 100.0, "lo": 0.0}),
-            Phase("released", 9.0, 12.0, {"lo": 100.0}),
+            Phase("lone", 0.0, 2.0, 6.0, {"a": 100.0}),
+            Phase("back", 6.0, 8.0, 12.0, {"a": 30.0, "b": 60.0}),
         ),
         duration=12.0,
     ),
+    Case(
+        "force lone",
+        (TenantSpec("a", 30, policy="force"),),
+        _busy({"a": 30}),
+    ),
+    Case(
+        "priority",
+        (TenantSpec("hi", 0, priority=0, busy=((0, 6),)), TenantSpec("lo", 0, priority=1)),
+        (
+            Phase("both", 0.0, 2.0, 6.0, {"hi": 100.0, "lo": 0.0}),
+            Phase("released", 6.0, 8.0, 11.0, {"lo": 100.0}),
+        ),
+        duration=11.0,
+    ),
 )
+
+MPS_CASES: tuple[Case, ...] = (
+    Case("mps 30/60", (TenantSpec("a", 30), TenantSpec("b", 60)), _busy({"a": 30, "b": 60}),
+         mps=True),
+    Case("mps 30 lone", (TenantSpec("a", 30),), _busy({"a": 30}), mps=True),
+    Case("mps 30+unlim", (TenantSpec("a", 30), TenantSpec("b", 0)), _busy({"a": 30, "b": 70}),
+         mps=True),
+)  # fmt: skip
 
 
 def _uid(case: int, tenant: int) -> str:
@@ -139,14 +179,17 @@ class Setup:
     uids: dict[str, str] = field(default_factory=dict)
     cp: ckpt.Checkpoint = field(default_factory=lambda: ckpt.empty("bench"))
 
+    def paths(self, name: str) -> ClaimPaths:
+        return ClaimPaths.for_claim(str(self.claims), self.uids[name])
+
     def region(self, name: str) -> Path:
-        return Path(ClaimPaths.for_claim(str(self.claims), self.uids[name]).region)
+        return Path(self.paths(name).region)
 
     def limits(self, name: str) -> Path:
-        return Path(ClaimPaths.for_claim(str(self.claims), self.uids[name]).limits)
+        return Path(self.paths(name).limits)
 
     def ledger(self, name: str) -> Path:
-        return Path(ClaimPaths.for_claim(str(self.claims), self.uids[name]).ledger)
+        return Path(self.paths(name).ledger)
 
 
 def setup(root: Path, index: int, case: Case, uuid: str, memory: int | None = None) -> Setup:
@@ -175,6 +218,15 @@ def busy_at(t: TenantSpec, at: float) -> bool:
     return not t.busy or any(a <= at < b for a, b in t.busy)
 
 
+def verdicts(case: Case, bins: dict[str, list[float]]) -> list[Verdict]:
+    return [
+        judge(case.name, ph.name, name, want, bins[name], event=ph.event, start=ph.start,
+              end=ph.end)
+        for ph in case.phases
+        for name, want in ph.want.items()
+    ]  # fmt: skip
+
+
 # ---- dry run: a fluid time-sliced card ---------------------------------------------
 
 
@@ -195,7 +247,7 @@ def water_fill(offers: Sequence[float]) -> list[float]:
 
 class SimCard:
     """The dry run's card, tenants and NVML (a `UtilizationSource`), on a fake clock.
-    Each tick the simulated hooks read their region (fresh heartbeat: the assigned
+    Each tick the simulated hooks read their ledger (fresh heartbeat: the assigned
     rate, else their own limit), the card water-fills, the hooks count launches and
     throttled time, and NVML gets one sample per busy pid."""
 
@@ -252,9 +304,9 @@ class SimCard:
                 f.write(struct.pack("<H", (snap.throttled_ms[0] + round(dt * 1000)) & 0xFFFF))
 
 
-def run_dry(root: Path) -> list[tuple[str, str, str, float, float]]:
-    rows: list[tuple[str, str, str, float, float]] = []
-    for ci, case in enumerate(CASES):
+def run_dry(root: Path, cases: Sequence[Case]) -> list[Verdict]:
+    rows: list[Verdict] = []
+    for ci, case in enumerate(cases):
         s = setup(root, ci, case, "GPU-sim")
         card = SimCard(s, case, root / f"proc{ci}")
         coord = Coordinator(
@@ -265,58 +317,74 @@ def run_dry(root: Path) -> list[tuple[str, str, str, float, float]]:
             clock_ns=lambda card=card: card.mono_ns,  # type: ignore[misc]
             wall_us=lambda card=card: card.wall_us,  # type: ignore[misc]
         )
-        dt, at = 0.1, 0.0
+        dt, at = 0.05, 0.0
         while at < case.duration:
             coord.cycle()
             card.tick(at, dt)
             at = round(at + dt, 6)
-        for ph in case.phases:
-            for name, want in ph.want.items():
-                vals = [v for t, v in card.shares[name] if ph.start <= t < ph.end]
-                rows.append((case.name, ph.name, name, want, sum(vals) / max(1, len(vals))))
+        bins = {n: bins_from_samples(p, case.duration) for n, p in card.shares.items()}
+        rows += verdicts(case, bins)
     return rows
 
 
 # ---- the GPU run ----------------------------------------------------------------------
 
 WORKER = r"""
-import json, sys, time
-mode, start, end = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-spans = json.loads(sys.argv[4])
+import json, os, statistics, sys, time
+mode, arg = sys.argv[1], json.loads(sys.argv[2])
+def out(obj): print(json.dumps(obj), flush=True)
 try:
     import torch
-    x = torch.randn(4096, 4096, device="cuda")
-    def step(): y = x @ x; torch.cuda.synchronize()
-    def alloc(n): return torch.empty(n, dtype=torch.uint8, device="cuda")
-    def tiny(): x[0, 0].add_(1)
+    def init(): torch.zeros(1, device="cuda"); torch.cuda.synchronize()
+    def matrix(): return torch.randn(4096, 4096, device="cuda")
     def sync(): torch.cuda.synchronize()
+    def alloc(n): return torch.empty(n, dtype=torch.uint8, device="cuda")
+    def one(): return torch.zeros(1, device="cuda")
 except ImportError:
     import cupy
-    x = cupy.random.rand(4096, 4096, dtype=cupy.float32)
-    def step(): y = x @ x; cupy.cuda.Device().synchronize()
-    def alloc(n): return cupy.empty(n, dtype=cupy.uint8)
-    def tiny(): x[0, 0] += 1
+    def init(): cupy.zeros(1); cupy.cuda.Device().synchronize()
+    def matrix(): return cupy.random.rand(4096, 4096, dtype=cupy.float32)
     def sync(): cupy.cuda.Device().synchronize()
-step()
-print("ready", flush=True)
-if mode == "memory":
-    held, block = [], 256 << 20
+    def alloc(n): return cupy.empty(n, dtype=cupy.uint8)
+    def one(): return cupy.zeros(1, dtype=cupy.float32)
+if mode == "ctx":  # must fail cleanly at initialisation
     try:
-        while len(held) < 4096: held.append(alloc(block))
-    except Exception: pass
-    print(json.dumps({"allocated": len(held) * block}), flush=True)
-    time.sleep(3.0)  # held while the bench reads the footprint NVML reports
+        init(); out({"init_error": None})
+    except Exception as e:
+        out({"init_error": f"{type(e).__name__}: {e}"[:300]})
+    sys.exit(0)
+init()
+if mode == "memory":
+    held, err = [], None
+    try:
+        while len(held) < 4096: held.append(alloc(arg["block"]))
+    except Exception as e:
+        err = f"{type(e).__name__}: {e}"[:200]
+    out({"allocated": len(held) * arg["block"], "refused": err})
+    sys.stdin.readline()  # held until the bench has read the footprint
     sys.exit(0)
 if mode == "launch":
-    sync(); t = time.perf_counter(); [tiny() for _ in range(20000)]; sync()
-    print(json.dumps({"us": (time.perf_counter() - t) / 20000 * 1e6})); sys.exit(0)
-while time.time() < start: time.sleep(0.001)
+    t = one()
+    for _ in range(1000): t.add_(1)
+    runs = []
+    for _ in range(arg["reps"]):
+        sync(); began = time.perf_counter()
+        for _ in range(arg["n"]): t.add_(1)
+        sync(); runs.append((time.perf_counter() - began) / arg["n"] * 1e6)
+    out({"us": statistics.median(runs)}); sys.exit(0)
+x = matrix()
+def step(): y = x @ x; sync()
+step()
+out({"ready": os.getpid()})
+_, start, end = sys.stdin.readline().split()
+start, end = float(start), float(end)
+while time.time() < start: pass
 done = []
-while time.time() < end:
-    at = time.time() - start
-    if spans and not any(a <= at < b for a, b in spans): time.sleep(0.005); continue
+while (now := time.time()) < end:
+    at = now - start
+    if arg and not any(a <= at < b for a, b in arg): time.sleep(0.002); continue
     step(); done.append(time.time() - start)
-print(json.dumps({"done": done}))
+out({"done": done})
 """
 
 
@@ -330,20 +398,80 @@ def _cuda_module() -> str | None:
     return None
 
 
-def _ns_prefix() -> list[str]:
-    base = ["unshare", "--pid", "--fork"]
-    return (
-        base if os.geteuid() == 0 else ["unshare", "--user", "--map-root-user", "--pid", "--fork"]
-    )
+def pid_namespace_prefix() -> list[str]:
+    """The command prefix that runs a tenant in a PID namespace of its own, tried in
+    order (root; unprivileged user namespace); [] when neither is allowed here."""
+    for prefix in (
+        ["unshare", "--pid", "--fork"],
+        ["unshare", "--user", "--map-root-user", "--pid", "--fork"],
+    ):
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            if subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0:
+                return prefix
+    return []
 
 
-def _spawn(args: Sequence[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    cmd = [*_ns_prefix(), sys.executable, "-c", WORKER, *args]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+@dataclass
+class Gpu:
+    """What every GPU step shares: the card, NVML (recorded), where tenants log."""
+
+    root: Path
+    uuid: str
+    nvml: Recorder
+    prefix: list[str]
+    procs: list[tuple[subprocess.Popen[str], IO[str]]] = field(default_factory=list)
+
+    def spawn(self, mode: str, arg: object, env: dict[str, str], *, ns: bool = True,
+              log: str = "tenant") -> subprocess.Popen[str]:  # fmt: skip
+        cmd = [*(self.prefix if ns else []), sys.executable, "-c", WORKER, mode, json.dumps(arg)]
+        err: IO[str] = (self.root / f"{log}.{len(self.procs)}.log").open("w+")
+        p = subprocess.Popen(
+            cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True
+        )
+        self.procs.append((p, err))
+        return p
+
+    def line(self, p: subprocess.Popen[str], key: str) -> dict[str, Any]:
+        """The next JSON line of `p` holding `key`. Raises RuntimeError (with the tail of
+        its log) when it ends first."""
+        assert p.stdout is not None
+        for raw in p.stdout:
+            with contextlib.suppress(ValueError):
+                doc = json.loads(raw)
+                if isinstance(doc, dict) and key in doc:
+                    return doc
+        rc = p.wait()
+        log = next(f for q, f in self.procs if q is p)
+        log.seek(0)
+        raise RuntimeError(f"a tenant ended (rc {rc}) before giving {key!r}: {log.read()[-600:]}")
+
+    def kill_all(self) -> None:
+        for p, log in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            log.close()
+        self.procs.clear()
 
 
-def _env(s: Setup | None, name: str | None, hook: bool = True) -> dict[str, str]:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0"}
+class Recorder:
+    """NVML as the coordinator sees it, keeping every read for the calibration."""
+
+    def __init__(self, inner: NvmlDiscovery) -> None:
+        self.inner = inner
+        self.reads: list[tuple[int, tuple[ProcessSample, ...]]] = []
+
+    def process_utilization(self, uuid: str, since_us: int) -> CardUtilization:
+        got = self.inner.process_utilization(uuid, since_us)
+        self.reads.append((time.time_ns() // 1000, got.samples))
+        return got
+
+    def process_memory(self, uuid: str) -> tuple[ProcessMemory, ...] | None:
+        return self.inner.process_memory(uuid)
+
+
+def _env(s: Setup | None, name: str | None, *, hook: bool = True) -> dict[str, str]:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0", "PYTHONUNBUFFERED": "1"}
     if hook:
         env["LD_PRELOAD"] = str(LIB)
     if s is not None and name is not None:
@@ -353,107 +481,292 @@ def _env(s: Setup | None, name: str | None, hook: bool = True) -> dict[str, str]
     return env
 
 
-def _run_tenants(s: Setup, case: Case) -> dict[str, list[float]]:
-    start = time.time() + 15.0  # every tenant initialised CUDA by then
+def run_tenants(
+    g: Gpu, case: Case, envs: dict[str, dict[str, str]], *, ns: bool = True
+) -> tuple[dict[str, list[float]], set[int]]:
+    """Completion times per tenant (seconds from the common start) and the pids the
+    tenants saw for themselves."""
     procs = {
-        t.name: _spawn(
-            ["matmul", str(start), str(start + case.duration), json.dumps(t.busy)], _env(s, t.name)
-        )
+        t.name: g.spawn("matmul", [list(b) for b in t.busy], envs[t.name], ns=ns)
         for t in case.tenants
     }
+    own = {int(g.line(p, "ready")["ready"]) for p in procs.values()}
+    start = time.time() + 0.5
     for p in procs.values():
-        assert p.stdout is not None
-        p.stdout.readline()  # "ready"
-    out = {}
-    for name, p in procs.items():
-        stdout, _ = p.communicate()
-        out[name] = json.loads(stdout.strip().splitlines()[-1])["done"]
+        assert p.stdin is not None
+        p.stdin.write(f"go {start} {start + case.duration}\n")
+        p.stdin.flush()
+    done = {n: [float(t) for t in g.line(p, "done")["done"]] for n, p in procs.items()}
+    for p in procs.values():
+        p.wait()
+    return done, own
+
+
+def gpu_case(g: Gpu, index: int, case: Case, alone: float) -> tuple[list[Verdict], dict[str, Any]]:
+    s = setup(g.root, index, case, g.uuid)
+    coord = Coordinator(s.claims, lambda: s.cp, g.nvml)
+    coord.start()
+    try:
+        done, own = run_tenants(g, case, {t.name: _env(s, t.name) for t in case.tenants})
+    finally:
+        coord.stop()
+    gains = {v.pod: round(v.assignment.gain, 3) for v in coord.view().tenants}
+    bins = {n: bins_from_events(ts, alone, case.duration) for n, ts in done.items()}
+    info = {"gains": gains, "own_pids": sorted(own), "coordinator_errors": coord.errors}
+    return verdicts(case, bins), info
+
+
+def baseline(g: Gpu) -> float:
+    """Matmuls per second of one unlimited tenant (under the hook) alone on the card."""
+    case = Case("alone", (TenantSpec("x"),), (), duration=5.0)
+    s = setup(g.root, 99, case, g.uuid)
+    done, _ = run_tenants(g, case, {"x": _env(s, "x")})
+    n = len([t for t in done["x"] if t >= 1.0])
+    if n == 0:
+        raise RuntimeError("the baseline tenant completed no matmul")
+    return n / 4.0
+
+
+def calibration(reads: Sequence[tuple[int, tuple[ProcessSample, ...]]]) -> dict[str, Any]:
+    """NVML's sample interval per busy process and the lag from a sample's time to
+    its first read (milliseconds; p50 and p90), from the coordinator's reads."""
+    first_read: dict[tuple[int, int], int] = {}
+    for at, samples in reads:
+        for x in samples:
+            first_read.setdefault((x.pid, x.timestamp_us), at)
+    by_pid: dict[int, list[int]] = {}
+    for pid, ts in first_read:
+        by_pid.setdefault(pid, []).append(ts)
+    gaps = [(b - a) / 1000 for ts in by_pid.values() for a, b in itertools.pairwise(sorted(ts))]
+    lags = [(at - ts) / 1000 for (_, ts), at in first_read.items()]
+
+    def pct(xs: list[float]) -> dict[str, float] | None:
+        if len(xs) < 2:
+            return None
+        q = statistics.quantiles(xs, n=10)
+        return {"p50": round(statistics.median(xs), 1), "p90": round(q[8], 1)}
+
+    return {"sample_interval_ms": pct(gaps), "lag_ms": pct(lags), "samples": len(first_read)}
+
+
+@contextlib.contextmanager
+def mps_daemon(root: Path) -> Iterator[dict[str, str] | None]:
+    """An MPS control daemon of our own (None when the binary is absent or refuses to
+    start); quit on exit however the block ends."""
+    control = shutil.which("nvidia-cuda-mps-control")
+    if control is None:
+        yield None
+        return
+    env = {
+        "CUDA_MPS_PIPE_DIRECTORY": str(root / "mps-pipe"),
+        "CUDA_MPS_LOG_DIRECTORY": str(root / "mps-log"),
+    }
+    for d in env.values():
+        Path(d).mkdir(parents=True, exist_ok=True)
+    full = {**os.environ, **env}
+    started = subprocess.run([control, "-d"], env=full, capture_output=True, timeout=30)
+    if started.returncode != 0:
+        print(f"mps: {control} -d failed: {started.stderr.decode()[-300:]}", file=sys.stderr)
+        yield None
+        return
+    try:
+        yield env
+    finally:
+        subprocess.run(
+            [control], input=b"quit\n", env=full, capture_output=True, timeout=30, check=False
+        )
+
+
+def mps_case(g: Gpu, case: Case, alone: float, mps: dict[str, str]) -> list[Verdict]:
+    envs = {}
+    for t in case.tenants:
+        env = {**_env(None, None, hook=False), **mps}
+        if t.sm_limit:
+            env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(t.sm_limit)
+        envs[t.name] = env
+    done, _ = run_tenants(g, case, envs, ns=False)  # MPS clients share the host's view
+    return verdicts(case, {n: bins_from_events(ts, alone, case.duration) for n, ts in done.items()})
+
+
+def memory(g: Gpu) -> dict[str, Any]:
+    """Issue 17 item 4 on the card (module docstring)."""
+    limit = 4 << 30
+    case = Case("memory", (TenantSpec("m"),), ())
+    s = setup(g.root, 98, case, g.uuid, memory=limit)
+    coord = Coordinator(s.claims, lambda: s.cp, g.nvml)
+    coord.start()
+    try:
+        p = g.spawn("memory", {"block": 256 * MIB}, _env(s, "m"))
+        got = g.line(p, "allocated")
+        time.sleep(1.0)  # a few coordinator cycles with everything allocated
+        procs = g.nvml.process_memory(g.uuid) or ()
+        footprint = sum(x.used_bytes for x in procs)
+        assert p.stdin is not None
+        p.stdin.write("release\n")
+        p.stdin.flush()
+        p.wait()
+    finally:
+        coord.stop()
+    small = Case("ctx", (TenantSpec("c"),), ())
+    s2 = setup(g.root, 97, small, g.uuid, memory=256 * MIB)
+    p = g.spawn("ctx", {}, _env(s2, "c"))
+    ctx = g.line(p, "init_error")
+    rc = p.wait()
+    error = ctx["init_error"] or ""
+    return {
+        "limit_bytes": limit,
+        "allocated_bytes": got["allocated"],
+        "refused_with": got["refused"],
+        "footprint_bytes": footprint,
+        "footprint_over_limit_pct": round(100 * (footprint / limit - 1), 2),
+        "footprint_ok": footprint <= limit * 1.01,
+        "context_too_big": {"error": error, "exit_status": rc,
+                            "ok": rc == 0 and "out of memory" in error.lower()},
+    }  # fmt: skip
+
+
+def launch_overhead(g: Gpu) -> dict[str, Any]:
+    """Microseconds per tiny launch (median of 5 runs of 20000) in four settings."""
+    arg = {"n": 20000, "reps": 5}
+    out: dict[str, Any] = {}
+    case = Case("launch", (TenantSpec("l", 50),), ())
+    s = setup(g.root, 96, case, g.uuid)
+    for name, env in (
+        ("no hook", _env(None, None, hook=False)),
+        ("hook, no limit", _env(None, None)),
+        ("hook, SM limit 50", _env(s, "l")),
+    ):
+        out[name] = round(float(g.line(g.spawn("launch", arg, env), "us")["us"]), 3)
+    coord = Coordinator(s.claims, lambda: s.cp, g.nvml)
+    coord.start()
+    try:
+        out["hook, SM limit 50, coordinated"] = round(
+            float(g.line(g.spawn("launch", arg, _env(s, "l")), "us")["us"]), 3
+        )
+    finally:
+        coord.stop()
+    base = out["no hook"]
+    out["over no hook pct"] = {k: round(100 * (v / base - 1), 1) for k, v in out.items()
+                               if k != "no hook"}  # fmt: skip
+    out["ok"] = all(v <= 5.0 for v in out["over no hook pct"].values())
     return out
 
 
-def run_gpu(root: Path) -> list[tuple[str, str, str, float, float]]:
+def run_gpu(root: Path, cases: Sequence[Case], budget_s: float) -> dict[str, Any]:
     from vgpu_dra.gpu.nvml import NvmlDiscovery
 
-    subprocess.run(["make", "-C", str(REPO / "vgpu_hook"), "-j4"], check=True, capture_output=True)
+    began = time.monotonic()
+    subprocess.run(["make", "-C", str(REPO / "vgpu_hook"), "build/libvgpu.so"], check=True,
+                   capture_output=True)  # fmt: skip
     nvml = NvmlDiscovery("bench")
     inv = nvml.discover()
     if not inv.cards:
-        sys.exit(f"no GPU: {inv.problems}")
-    uuid = inv.cards[0].uuid
-    base = _run_tenants(setup(root, 99, Case("base", (TenantSpec("x"),), ()), uuid), Case(
-        "base", (TenantSpec("x"),), (), duration=6.0))["x"]  # fmt: skip
-    alone = len([t for t in base if t >= 1.0]) / 5.0  # matmuls per second, unlimited
-    rows: list[tuple[str, str, str, float, float]] = []
-    for ci, case in enumerate(CASES):
-        s = setup(root, ci, case, uuid)
-        coord = Coordinator(s.claims, lambda s=s: s.cp, nvml)  # type: ignore[misc]
-        coord.start()
-        try:
-            done = _run_tenants(s, case)
-        finally:
-            coord.stop()
-        for ph in case.phases:
-            for name, want in ph.want.items():
-                n = len([t for t in done[name] if ph.start <= t < ph.end])
-                rows.append((case.name, ph.name, name, want, 100 * n / (ph.end - ph.start) / alone))
-        print(f"  {case.name}: coordinator errors {coord.errors}", file=sys.stderr)
-    _extras(root, uuid, nvml)
-    return rows
-
-
-def _extras(root: Path, uuid: str, nvml: NvmlDiscovery) -> None:
-    """Memory as the card sees it (issue 17 item 4): a process allocating 256 MiB
-    blocks until refused under a 4 GiB limit, with the agent's coordinator measuring
-    the footprint; then the footprint NVML reports for every process on the card (the
-    bench must have the card alone) against the limit (want: within +1%)."""
-    limit = 4 << 30
-    case = Case("memory", (TenantSpec("m"),), ())
-    s = setup(root, 98, case, uuid, memory=limit)
-    coord = Coordinator(s.claims, lambda: s.cp, nvml)
-    coord.start()
+        raise SystemExit(f"no GPU: {inv.problems}")
+    card = inv.cards[0]
+    g = Gpu(root, card.uuid, Recorder(nvml), pid_namespace_prefix())
+    report: dict[str, Any] = {
+        "card": f"{card.product_name} {card.uuid}",
+        "pid_namespaces": " ".join(g.prefix) or "unavailable: tenants in the host's namespace",
+        "rows": [],
+        "cases": {},
+        "errors": [],
+    }
     try:
-        p = _spawn(["memory", "0", "0", "[]"], _env(s, "m"))
-        assert p.stdout is not None
-        line = p.stdout.readline()
-        while line and "allocated" not in line:
-            line = p.stdout.readline()
-        got = json.loads(line)["allocated"] if line else 0
-        procs = nvml.process_memory(uuid) or ()
-        footprint = sum(x.used_bytes for x in procs)
-        p.communicate()
+        alone = baseline(g)
+        report["alone_matmuls_per_s"] = round(alone, 1)
+        steps: list[Case] = list(cases)
+        for ci, case in enumerate(steps):
+            if time.monotonic() - began > budget_s:
+                report["errors"].append(f"{case.name}: skipped, over the {budget_s:.0f} s budget")
+                continue
+            try:
+                rows, info = gpu_case(g, ci, case, alone)
+                report["rows"] += rows
+                report["cases"][case.name] = info
+            except Exception as e:
+                report["errors"].append(f"{case.name}: {type(e).__name__}: {e}")
+            finally:
+                g.kill_all()
+        report["calibration"] = calibration(g.nvml.reads)
+        report["calibration"]["gains"] = {
+            n: i["gains"] for n, i in report["cases"].items() if i["gains"]
+        }
+        with mps_daemon(root) as mps:
+            if mps is None:
+                report["mps"] = "not run: no nvidia-cuda-mps-control, or it did not start"
+            else:
+                for case in MPS_CASES:
+                    try:
+                        report["rows"] += mps_case(g, case, alone, mps)
+                    except Exception as e:
+                        report["errors"].append(f"{case.name}: {type(e).__name__}: {e}")
+                    finally:
+                        g.kill_all()
+        for name, step in (("memory", memory), ("launch_us", launch_overhead)):
+            try:
+                report[name] = step(g)
+            except Exception as e:
+                report["errors"].append(f"{name}: {type(e).__name__}: {e}")
+            finally:
+                g.kill_all()
     finally:
-        coord.stop()
-    print(f"memory: allocated {got / 2**30:.2f} GiB under a {limit / 2**30:.2f} GiB limit")
-    print(
-        f"memory: footprint {footprint / 2**30:.2f} GiB as NVML reports it "
-        f"({100 * (footprint / limit - 1):+.1f}% of the limit; want <= +1%)"
+        g.kill_all()
+    report["seconds"] = round(time.monotonic() - began, 1)
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    rows: list[Verdict] = report["rows"]
+    parts = [table(rows)]
+    for key in ("card", "pid_namespaces", "alone_matmuls_per_s", "calibration", "cases",
+                "mps", "memory", "launch_us", "errors", "seconds"):  # fmt: skip
+        if key in report and report[key] not in ({}, []):
+            parts.append(f"{key}: {json.dumps(report[key], sort_keys=True)}")
+    return "\n".join(parts)
+
+
+def passed(report: dict[str, Any]) -> bool:
+    hook_rows = [r for r in report["rows"] if not r.case.startswith("mps ")]
+    return (
+        not report["errors"]
+        and all(r.ok for r in hook_rows)
+        and report.get("memory", {}).get("footprint_ok", True)
+        and report.get("memory", {}).get("context_too_big", {}).get("ok", True)
+        and report.get("launch_us", {}).get("ok", True)
     )
-    for hook in (False, True):
-        p = _spawn(["launch", "0", "0", "[]"], _env(None, None, hook))
-        us = json.loads(p.communicate()[0].strip().splitlines()[-1])["us"]
-        print(f"launch: {us:.2f} us per tiny launch {'with' if hook else 'without'} libvgpu.so")
-
-
-def table(rows: Sequence[tuple[str, str, str, float, float]]) -> str:
-    lines = [f"{'case':<14} {'phase':<9} {'tenant':<6} {'want':>6} {'got':>6}"]
-    lines += [f"{c:<14} {p:<9} {t:<6} {w:>6.1f} {g:>6.1f}" for c, p, t, w, g in rows]
-    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--dry-run", action="store_true", help="simulated card, no CUDA")
+    ap.add_argument("--json", type=Path, help="also write the report here")
+    ap.add_argument("--cases", help="comma list of case names (default: all)")
+    ap.add_argument("--budget", type=float, default=200.0,
+                    help="seconds after which the remaining hook cases are skipped")  # fmt: skip
     ns = ap.parse_args(argv)
+    cases: Sequence[Case] = CASES
+    if ns.cases:
+        wanted = set(ns.cases.split(","))
+        unknown = wanted - {c.name for c in CASES}
+        if unknown:
+            ap.error(f"unknown cases {sorted(unknown)}; known: {[c.name for c in CASES]}")
+        cases = [c for c in CASES if c.name in wanted]
     with tempfile.TemporaryDirectory(prefix="gpu-isolation-") as tmp:
         if ns.dry_run:
-            rows = run_dry(Path(tmp))
+            report: dict[str, Any] = {"rows": run_dry(Path(tmp), cases), "errors": []}
         else:
+            if not LIB.parent.parent.joinpath("Makefile").exists():
+                print(f"no {LIB.parent.parent}/Makefile: run from a checkout", file=sys.stderr)
+                return 2
             if _cuda_module() is None:
                 print("neither PyTorch nor CuPy imports: nothing to run the matmul with")
                 return 2
-            rows = run_gpu(Path(tmp))
-    print(table(rows))
-    return 0
+            report = run_gpu(Path(tmp), cases, ns.budget)
+    print(render(report))
+    if ns.json:
+        doc = {**report, "rows": [{**asdict(r), "ok": r.ok} for r in report["rows"]]}
+        ns.json.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    return 0 if passed(report) else 1
 
 
 if __name__ == "__main__":
