@@ -328,6 +328,7 @@ def test_node_agent_daemonset(helm: Path) -> None:
     spec = ds["spec"]["template"]["spec"]
     assert spec["priorityClassName"] == "system-node-critical"
     assert spec["serviceAccountName"] == "vgpu-dra-node-agent"
+    assert spec["hostPID"] is True  # NVML's pids are the host's (the coordinator's /proc)
     assert ds["spec"]["updateStrategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
     (plugin,) = spec["containers"]
     assert plugin["securityContext"]["privileged"] is True

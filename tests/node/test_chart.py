@@ -281,6 +281,33 @@ def test_node_agent_runs_with_library_installed_and_probe_passing(
     assert status["restartCount"] == 0, status
 
 
+def test_node_agent_sees_the_hosts_processes(install: Install, agent_pod: JSON) -> None:
+    """The agent shares the host's PID namespace (`hostPID`): the compute coordinator
+    looks up the host pids NVML reports in /proc, which in a pod namespace of its own
+    would name nothing (or one of the agent's own processes)."""
+    uid = agent_pod["metadata"]["uid"]
+    pids = [p for p in _host_pids() if f"POD_UID={uid}".encode() in _environ(p)
+            and b"kubelet-plugin" in _proc_file(p, "cmdline")]
+    assert pids, f"no process of the agent pod {uid} found on the host"
+    host_ns = Path("/proc/self/ns/pid").readlink()
+    assert {Path(f"/proc/{p}/ns/pid").readlink() for p in pids} == {host_ns}
+
+
+def _host_pids() -> list[int]:
+    return [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit()]
+
+
+def _proc_file(pid: int, name: str) -> bytes:
+    try:
+        return (Path("/proc") / str(pid) / name).read_bytes()
+    except OSError:  # exited meanwhile
+        return b""
+
+
+def _environ(pid: int) -> list[bytes]:
+    return _proc_file(pid, "environ").split(b"\0")
+
+
 def test_node_agent_registered_with_the_kubelet_and_published_slices(
     install: Install, agent_pod: JSON
 ) -> None:
