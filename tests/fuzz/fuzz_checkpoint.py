@@ -5,11 +5,11 @@ Property, for any bytes at `checkpoint.json`:
 - `decode` returns a checkpoint or raises `CheckpointError` (the agent then moves
   the file aside and goes on), never another exception (docs/security.md "Node
   state on disk can never wedge the node agent");
-- what decodes is safe to act on: every claim UID (current or stale) is a
-  Kubernetes UID, and every `cdiFile` a plain file name the agent can remove: not
-  empty, `.` or `..`, without `/` or NUL, encodable as a file name (the agent
-  unlinks the stale ones while loading: a name `unlink` refuses would fail every
-  load);
+- what decodes is safe to act on: every claim UID (current or stale) and every
+  consumer pod UID is a Kubernetes UID, and every `cdiFile` a plain file name the
+  agent can remove: not empty, `.` or `..`, without `/` or NUL, encodable as a file
+  name (the agent unlinks the stale ones while loading: a name `unlink` refuses
+  would fail every load);
 - it survives the agent's own write: `decode(encode(cp)) == cp`.
 """
 
@@ -28,7 +28,7 @@ TOKENS: Final = (
     "version", "bootID", "claims", "state", "PrepareStarted", "PrepareCompleted",
     "namespace", "name", "devices", "requestNames", "poolName", "deviceName",
     "cdiDeviceIDs", "shareID", "cdiFile", "memoryByCard", "cardUUIDs", "consumers",
-    BOOT_ID, "4a1f3c2e-1b2c-4d5e-8f90-0a1b2c3d4e5f", "vgpu.hami.io-gpu_x.json",
+    "consumerUIDs", BOOT_ID, "4a1f3c2e-1b2c-4d5e-8f90-0a1b2c3d4e5f", "vgpu.hami.io-gpu_x.json",
 )  # fmt: skip
 
 
@@ -47,6 +47,8 @@ def check(data: bytes) -> None:
         return
     for uid, entry in [*cp.claims.items(), *cp.stale.items()]:
         validate_uid(uid)
+        for pod in entry.consumer_uids:
+            validate_uid(pod)
         assert entry.cdi_file is None or _removable(entry.cdi_file), entry.cdi_file
     assert ckpt.decode(ckpt.encode(cp), BOOT_ID) == ckpt.without_stale(cp)
 

@@ -17,7 +17,7 @@ Values in, values out; the plugin does the (atomic) file I/O.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import PurePath as Path
 from typing import Any, Final
@@ -46,6 +46,9 @@ class ClaimEntry:
     memory_by_card: Mapping[str, int] = field(default_factory=dict)  # card uuid -> bytes
     card_uuids: tuple[str, ...] = ()  # exposure order: limit index i is card_uuids[i]
     consumers: tuple[str, ...] = ()  # pods the claim was reserved for (metrics labels)
+    # Their pod UIDs (Kubernetes UID form, checked on load): what the coordinator
+    # matches a process's cgroup against when it cannot read its maps (core.pidmap).
+    consumer_uids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,12 +73,30 @@ def started(
     memory_by_card: Mapping[str, int],
     card_uuids: tuple[str, ...] = (),
     consumers: tuple[str, ...] = (),
+    *,
+    consumer_uids: tuple[str, ...] = (),
 ) -> Checkpoint:
-    """Record that a prepare of `uid` is about to write files."""
+    """Record that a prepare of `uid` is about to write files. `consumer_uids`, the
+    consumer pods' UIDs, must be Kubernetes UIDs: InvalidNameError otherwise, so that
+    no checkpoint is written that `decode` would refuse."""
+    _validate_consumer_uids(uid, consumer_uids)
     entry = ClaimEntry(
-        STARTED, namespace, name, devices, cdi_file, dict(memory_by_card), card_uuids, consumers
+        STARTED,
+        namespace,
+        name,
+        devices,
+        cdi_file,
+        dict(memory_by_card),
+        card_uuids,
+        consumers,
+        consumer_uids,
     )
     return replace(cp, claims={**cp.claims, uid: entry})
+
+
+def _validate_consumer_uids(uid: str, pods: Iterable[str]) -> None:
+    for pod in pods:
+        validate_uid(pod, f"claim {uid}: consumer pod UID")
 
 
 def completed(cp: Checkpoint, uid: str, devices: tuple[PreparedDevice, ...]) -> Checkpoint:
@@ -117,6 +138,7 @@ def encode(cp: Checkpoint) -> bytes:
             "memoryByCard": dict(e.memory_by_card),
             "cardUUIDs": list(e.card_uuids),
             "consumers": list(e.consumers),
+            "consumerUIDs": list(e.consumer_uids),
         }
         for uid, e in cp.claims.items()
     }
@@ -149,6 +171,7 @@ class _EntryDoc(_Model):
     memory_by_card: dict[str, int] | None = Field(default=None, alias="memoryByCard")
     card_uuids: list[str] | None = Field(default=None, alias="cardUUIDs")
     consumers: list[str] | None = None
+    consumer_uids: list[str] | None = Field(default=None, alias="consumerUIDs")
 
 
 class _Doc(_Model):
@@ -174,6 +197,12 @@ def _entry(uid: str, doc: _EntryDoc) -> ClaimEntry:
         raise CheckpointError(str(e)) from None
     if doc.cdi_file is not None and not _plain_file_name(doc.cdi_file):
         raise CheckpointError(f"claim {uid}: cdiFile {doc.cdi_file!r} is not a file name")
+    # Refused like a bad claim UID, not dropped: only the plugin writes this file, and
+    # `started` takes Kubernetes UIDs only, so anything else is not what it wrote.
+    try:
+        _validate_consumer_uids(uid, doc.consumer_uids or ())
+    except InvalidNameError as e:
+        raise CheckpointError(str(e)) from None
     # An unknown state from a newer version: treat as started, so the next prepare
     # redoes it and an unprepare cleans up what it names.
     state = doc.state if doc.state in (STARTED, COMPLETED) else STARTED
@@ -195,6 +224,7 @@ def _entry(uid: str, doc: _EntryDoc) -> ClaimEntry:
         memory_by_card=dict(doc.memory_by_card or {}),
         card_uuids=tuple(doc.card_uuids or ()),
         consumers=tuple(doc.consumers or ()),
+        consumer_uids=tuple(doc.consumer_uids or ()),
     )
 
 
@@ -204,8 +234,9 @@ def decode(data: bytes, boot_id: str) -> Checkpoint:
     Unknown fields at any level are ignored. Entries of another boot are returned in
     `stale` (the plugin removes their files). Raises CheckpointError, and nothing else,
     for any other input: not JSON (or nested absurdly deep), not the schema (a field
-    missing or of the wrong type), a claim UID that is not a Kubernetes UID, a
-    `cdiFile` that is not a plain file name.
+    missing or of the wrong type), a claim UID or a `consumerUIDs` entry that is not a
+    Kubernetes UID, a `cdiFile` that is not a plain file name. `consumerUIDs` absent or
+    null (a checkpoint written before it existed) loads as no consumer UIDs.
     """
     try:
         raw = json.loads(data)

@@ -88,8 +88,9 @@ def validate_namespace(name: str) -> None:
 _UID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def validate_uid(uid: str) -> None:
+def validate_uid(uid: str, what: str = "claim UID") -> None:
     """Kubernetes UIDs are lowercase RFC 4122 strings; anything else (a path
-    separator, '..', a NUL) is refused before it reaches a file name."""
+    separator, '..', a NUL) is refused before it reaches a file name. `what` names
+    the UID in the message."""
     if not isinstance(uid, str) or not _UID.fullmatch(uid):
-        raise InvalidNameError(f"claim UID {uid!r} is not a Kubernetes UID (RFC 4122 form)")
+        raise InvalidNameError(f"{what} {uid!r} is not a Kubernetes UID (RFC 4122 form)")

@@ -20,9 +20,11 @@ A thin shell: one thread with a stop event, every `period_s` (100 ms):
    sample fell into the other slice as idle while throttled, which would teach the
    policy a wrong gain;
 3. host pid -> tenant by `pidmap.attribute` from `/proc/<pid>/maps` (the region
-   file's `major:minor inode`), else cgroup pod UID + innermost NSpid. The checkpoint
-   names the consumer pods but not their UIDs, so the fallback cannot match here and
-   a process whose maps cannot be read counts as foreign load (safe: never the wrong
+   file's `major:minor inode`). A process whose maps cannot be read is attributed by
+   the pod UID of its cgroup, which must be one of the claim's consumer pods (the
+   checkpoint's `consumer_uids`: `reservedFor` at prepare), and its innermost NSpid,
+   which must be a live slot pid of the claim's region, when exactly one tenant on
+   the card matches both; otherwise it counts as foreign load (safe: never the wrong
    tenant). The agent runs privileged, where maps is readable;
 4. the region's per-device `launch_count` / `throttled_ms` (16-bit, wrapping) summed
    into cumulative `isolation.Counters` with `hook_abi.counter_delta` (read every
@@ -93,6 +95,7 @@ from vgpu_dra.core.hook_abi import (
     usage_adjust,
 )
 from vgpu_dra.core.pidmap import (
+    Attribution,
     FileId,
     HostProcess,
     RegionRef,
@@ -180,6 +183,17 @@ class _Card:
 
     state: iso.CardState = field(default_factory=iso.CardState)
     seen_us: int | None = None  # newest NVML sample timestamp consumed
+
+
+def _region_ref(r: _Region, dev: int) -> RegionRef:
+    """Tenant (r, dev) as `pidmap` matches processes to it: the region file, the pids of
+    its live slots and the UIDs of the claim's consumer pods."""
+    return RegionRef(
+        r.key(dev),
+        r.file,
+        frozenset(p.pid for p in r.usage.live),
+        frozenset(r.entry.consumer_uids),
+    )
 
 
 def _file_id(st: os.stat_result) -> FileId:
@@ -435,18 +449,19 @@ class Coordinator:
             return None
         if procs is None:
             return None
-        refs = [
-            RegionRef(r.key(i), r.file, frozenset(p.pid for p in r.usage.live)) for r, i in here
-        ]
-        known = frozenset(ref.file for ref in refs)
-        pids = sorted({p.pid for p in procs})
-        owners = attribute((self._procs.process(pid, known) for pid in pids), refs)
+        owners = self._owners(here, {p.pid for p in procs})
         out = {r.key(i): 0 for r, i in here}
         for p in procs:
             key = owners.tenants.get(p.pid)
             if key is not None:
                 out[key] += p.used_bytes
         return out
+
+    def _owners(self, here: Sequence[tuple[_Region, int]], pids: Iterable[int]) -> Attribution:
+        """Host `pids` -> the tenants of `here` (one card's), by `pidmap.attribute`."""
+        refs = [_region_ref(r, i) for r, i in here]
+        known = frozenset(ref.file for ref in refs)
+        return attribute((self._procs.process(pid, known) for pid in sorted(pids)), refs)
 
     def _sample(self, uuid: str, since_us: int) -> CardUtilization:
         try:
@@ -472,11 +487,7 @@ class Coordinator:
         for s in util.samples:
             per_pid.setdefault(s.pid, []).append(s.sm_util)
         sampled.update(per_pid)
-        refs = [
-            RegionRef(r.key(i), r.file, frozenset(p.pid for p in r.usage.live)) for r, i in here
-        ]
-        known = frozenset(r.file for r in refs)
-        owners = attribute((self._procs.process(pid, known) for pid in sorted(per_pid)), refs)
+        owners = self._owners(here, per_pid)
         tenant_util: dict[str, float] = {}
         foreign = 0.0
         for pid, values in per_pid.items():

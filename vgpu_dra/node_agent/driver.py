@@ -45,7 +45,12 @@ from vgpu_dra.core.allocation import ClaimPaths, claim_shares, config_sources
 from vgpu_dra.core.claims import ClaimRef, PrepareResult
 from vgpu_dra.core.hook_abi import parse_limits_file
 from vgpu_dra.core.model import Card
-from vgpu_dra.core.names import validate_namespace, validate_object_name, validate_uid
+from vgpu_dra.core.names import (
+    InvalidNameError,
+    validate_namespace,
+    validate_object_name,
+    validate_uid,
+)
 from vgpu_dra.core.prepare import (
     ClaimPlan,
     PlanError,
@@ -271,6 +276,7 @@ class VGpuDriver:
                 results[ref.uid] = _failed(ref, e)
                 continue
             # In cp now, so the next claim's overcommit check counts this one.
+            pods, pod_uids = _consumers(got)
             cp = ckpt.started(
                 cp,
                 ref.uid,
@@ -280,7 +286,8 @@ class VGpuDriver:
                 plan.cdi_file_name,
                 plan.memory_by_card,
                 plan.card_uuids,
-                _consumers(got),
+                pods,
+                consumer_uids=pod_uids,
             )
             planned.append((ref, plan))
         if not planned:
@@ -576,13 +583,25 @@ def _failed(ref: ClaimRef, e: Exception) -> PrepareResult:
     return PrepareResult(error=f"claim {ref}: {e}")
 
 
-def _consumers(claim: JSON) -> tuple[str, ...]:
-    """Names of the pods the claim is reserved for (labels of the usage metrics)."""
-    return tuple(
-        str(r.get("name"))
-        for r in claim.get("status", {}).get("reservedFor") or []
-        if r.get("resource") == "pods" and r.get("name")
-    )
+def _consumers(claim: JSON) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The pods the claim is reserved for (`status.reservedFor` entries of resource
+    "pods"): their names (labels of the usage metrics) and their UIDs (what the
+    coordinator matches a process's cgroup against, `core.pidmap`). A UID that is not
+    a Kubernetes UID is left out: no cgroup holds one, and the checkpoint takes none."""
+    names: list[str] = []
+    uids: list[str] = []
+    for r in claim.get("status", {}).get("reservedFor") or []:
+        if r.get("resource") != "pods":
+            continue
+        if r.get("name"):
+            names.append(str(r["name"]))
+        uid = r.get("uid")
+        try:
+            validate_uid(uid)
+        except InvalidNameError:
+            continue
+        uids.append(uid)
+    return tuple(names), tuple(uids)
 
 
 def _json(obj: JSON) -> bytes:

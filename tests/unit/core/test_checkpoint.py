@@ -119,6 +119,49 @@ def test_started_copies_memory_mapping() -> None:
     assert cp.claims["11111111-1111-1111-1111-111111111111"].memory_by_card["GPU-0"] == 1
 
 
+POD_1 = "aaaaaaaa-1111-4111-8111-000000000001"
+POD_2 = "aaaaaaaa-1111-4111-8111-000000000002"
+
+
+@pytest.mark.parametrize(
+    ("consumers", "consumer_uids"),
+    [
+        pytest.param((), (), id="none"),
+        pytest.param(("pod-a",), (), id="names-only"),
+        pytest.param(("pod-a", "pod-b"), (POD_1, POD_2), id="names-and-uids"),
+    ],
+)
+def test_consumer_uids_survive_completed_and_the_round_trip(
+    consumers: tuple[str, ...], consumer_uids: tuple[str, ...]
+) -> None:
+    uid = "11111111-1111-1111-1111-111111111111"
+    cp = started(
+        empty(BOOT),
+        uid,
+        "ns",
+        "c",
+        (DEV,),
+        "a.json",
+        {},
+        ("GPU-0",),
+        consumers,
+        consumer_uids=consumer_uids,
+    )
+    cp = completed(cp, uid, (DEV,))
+    assert (cp.claims[uid].consumers, cp.claims[uid].consumer_uids) == (consumers, consumer_uids)
+    assert json.loads(encode(cp))["claims"][uid]["consumerUIDs"] == list(consumer_uids)
+    assert decode(encode(cp), BOOT) == cp
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["../../etc", "AAAAAAAA-1111-4111-8111-000000000001", "pod-a", ""],
+)
+def test_started_refuses_a_consumer_uid_decode_would_refuse(bad: str) -> None:
+    with pytest.raises(ValueError, match="consumer pod UID"):
+        started(empty(BOOT), U, "ns", "c", (), "a.json", {}, consumer_uids=(POD_1, bad))
+
+
 def test_completed_without_started_raises_key_error() -> None:
     with pytest.raises(KeyError):
         completed(empty(BOOT), "nope", (DEV,))
@@ -219,6 +262,17 @@ def test_missing_boot_id_is_another_boot() -> None:
     }
 
 
+def test_a_checkpoint_from_before_consumer_uids_loads_unchanged() -> None:
+    """An agent upgraded over a checkpoint that has no `consumerUIDs` key keeps every
+    claim, with no consumer UIDs (the coordinator's fallback then matches none)."""
+    doc = json.loads(encode(_cp()))
+    for entry in doc["claims"].values():
+        del entry["consumerUIDs"]
+    cp = decode(json.dumps(doc).encode(), BOOT)
+    assert cp == _cp()
+    assert all(e.consumer_uids == () for e in cp.claims.values())
+
+
 def test_newer_version_still_loads() -> None:
     doc: dict[str, Any] = {
         "version": 99,
@@ -273,6 +327,10 @@ def test_newer_version_still_loads() -> None:
         ("memoryByCard", None, "memory_by_card", {}),
         ("devices", None, "devices", ()),
         ("devices", [], "devices", ()),
+        # a checkpoint written before consumer UIDs were recorded
+        ("consumerUIDs", None, "consumer_uids", ()),
+        ("consumerUIDs", [], "consumer_uids", ()),
+        ("consumerUIDs", [POD_1], "consumer_uids", (POD_1,)),
     ],
 )
 def test_optional_fields_tolerated(field: str, value: Any, attr: str, expected: Any) -> None:
@@ -334,6 +392,18 @@ def _with(entry_fields: dict[str, Any], uid: str = U) -> bytes:
         ),
         pytest.param(_with({"memoryByCard": {"GPU-0": "12"}}), "memoryByCard", id="memory-str"),
         pytest.param(_with({"consumers": [1]}), "consumers", id="consumers-int"),
+        pytest.param(_with({"consumerUIDs": [1]}), "consumerUIDs", id="consumerUIDs-int"),
+        pytest.param(_with({"consumerUIDs": POD_1}), "consumerUIDs", id="consumerUIDs-str"),
+        pytest.param(
+            _with({"consumerUIDs": [POD_1, "../../etc"]}),
+            "consumer pod UID '../../etc' is not a Kubernetes UID",
+            id="consumerUIDs-traversal",
+        ),
+        pytest.param(
+            _with({"consumerUIDs": [POD_1.upper()]}),
+            "consumer pod UID .* is not a Kubernetes UID",
+            id="consumerUIDs-uppercase",
+        ),
         pytest.param(_with({}, uid="../../etc"), "not a Kubernetes UID", id="uid-traversal"),
         pytest.param(
             json.dumps(
@@ -460,6 +530,8 @@ _entry = st.builds(
         ),
     ),
     memory_by_card=st.dictionaries(_text, st.integers(0, 2**64), max_size=3),
+    consumers=st.lists(_text, max_size=3).map(tuple),
+    consumer_uids=st.lists(st.uuids().map(str), max_size=3).map(tuple),
 )
 
 

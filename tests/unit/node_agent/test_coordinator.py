@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.host.test_hook_region import _write_region
+from tests.unit.host.test_hook_region import _hold_slot, _write_region
 from vgpu_dra.core import checkpoint as ckpt
 from vgpu_dra.core import hook_abi
 from vgpu_dra.core.claims import PreparedDevice
@@ -34,6 +34,9 @@ CARD = "GPU-aaa"
 T0_NS = 5_000_000_000_000  # monotonic
 WALL0_US = 1_700_000_000_000_000
 PID_A, PID_B, PID_OTHER = 101, 202, 303
+POD_A = "5e7a0c3d-aaaa-4bbb-8ccc-00000000000a"  # the consumer pods' UIDs
+POD_B = "5e7a0c3d-aaaa-4bbb-8ccc-00000000000b"
+SLOT_PID = 1  # the pid the region's slot holds (the container's namespace)
 
 
 @dataclass
@@ -110,10 +113,17 @@ def _set_launches(path: Path, value: int) -> None:
 
 
 class World:
-    """Claims A (limit 30) and B (limit 60) on one card, their regions, a fake /proc
+    """Claims A (limit 30) and B (limit 60) on one card, consumed by pods POD_A and
+    POD_B (`pods` says otherwise), their regions (slot 0 held by SLOT_PID), a fake /proc
     where PID_A maps A's region, PID_B maps B's and PID_OTHER maps neither."""
 
-    def __init__(self, tmp: Path, limits: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        limits: dict[str, int] | None = None,
+        pods: dict[str, tuple[str, ...]] | None = None,
+    ) -> None:
+        pods = {A: (POD_A,), B: (POD_B,)} if pods is None else pods
         self.claims = tmp / "claims"
         self.proc = tmp / "proc"
         self.clock = Clock()
@@ -133,6 +143,7 @@ class World:
                 {},
                 (CARD,),
                 (f"pod-{uid[-1]}",),
+                consumer_uids=pods.get(uid, ()),
             )
             cp = ckpt.completed(cp, uid, (dev,))
             _claim_files(self.region(uid), self.limits[uid])
@@ -153,6 +164,13 @@ class World:
             dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}"
             lines.append(f"7f0000002000-7f0000003000 rw-s 00000000 {dev} {st.st_ino} /cache")
         (d / "maps").write_text("\n".join(lines) + "\n")
+
+    def proc_without_maps(self, pid: int, cgroup: str, status: str) -> None:
+        """Host `pid` whose maps cannot be read (absent): only its cgroup and status."""
+        d = self.proc / str(pid)
+        d.mkdir(parents=True)
+        (d / "cgroup").write_text(cgroup)
+        (d / "status").write_text(status)
 
     def load(self) -> ckpt.Checkpoint:
         self.loads += 1
@@ -239,6 +257,106 @@ def test_counters_alone_make_a_tenant_busy_across_a_wrap(tmp_path: Path) -> None
     c.cycle()
     assert w.written(A)[0] == 30.0
     assert w.written(B)[0] == 60.0
+
+
+PID_UNMAPPED = 404
+CTR = "0123456789abcdef" * 4  # a container ID
+V1 = "12:memory:/kubepods/burstable/pod{uid}/" + CTR + "\n"
+SYSTEMD = (
+    "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/"
+    "cri-containerd-" + CTR + ".scope\n"
+)
+NSPID = "Name:\tpython\nNSpid:\t404\t{inner}\n"
+
+
+def _cgroup(form: str, pod: str) -> str:
+    return form.format(uid=pod, uid_=pod.replace("-", "_"))
+
+
+@pytest.mark.parametrize(
+    ("cgroup", "status", "live", "pods", "owner"),
+    [
+        pytest.param(_cgroup(V1, POD_A), NSPID.format(inner=SLOT_PID), True, None, A, id="v1"),
+        pytest.param(
+            _cgroup(SYSTEMD, POD_A), NSPID.format(inner=SLOT_PID), True, None, A, id="systemd"
+        ),
+        pytest.param(
+            _cgroup(SYSTEMD, POD_B), NSPID.format(inner=SLOT_PID), True, None, B, id="other-pod"
+        ),
+        # no consumer of any claim here
+        pytest.param(
+            _cgroup(V1, "5e7a0c3d-aaaa-4bbb-8ccc-0000000000ff"),
+            NSPID.format(inner=SLOT_PID),
+            True,
+            None,
+            None,
+            id="wrong-uid",
+        ),
+        pytest.param(
+            "0::/system.slice/ssh.service\n",
+            NSPID.format(inner=SLOT_PID),
+            True,
+            None,
+            None,
+            id="not-a-pod",
+        ),
+        # the consumer pod, but not the process of the slot
+        pytest.param(_cgroup(V1, POD_A), NSPID.format(inner=2), True, None, None, id="wrong-nspid"),
+        # without NSpid only the host pid is known, never a slot's (namespaced) pid
+        pytest.param(_cgroup(V1, POD_A), "Name:\tpython\n", True, None, None, id="no-nspid"),
+        # the slot's owner is gone: its pid may be anyone's now
+        pytest.param(
+            _cgroup(V1, POD_A), NSPID.format(inner=SLOT_PID), False, None, None, id="slot-dead"
+        ),
+        # one pod consumes both claims, both slots hold its pid: ambiguous
+        pytest.param(
+            _cgroup(V1, POD_A),
+            NSPID.format(inner=SLOT_PID),
+            True,
+            {A: (POD_A,), B: (POD_A,)},
+            None,
+            id="ambiguous",
+        ),
+        # a checkpoint written before consumer UIDs were recorded matches nothing
+        pytest.param(
+            _cgroup(V1, POD_A), NSPID.format(inner=SLOT_PID), True, {}, None, id="no-uids"
+        ),
+    ],
+)
+def test_a_process_whose_maps_cannot_be_read_is_attributed_by_pod_uid_and_nspid(
+    tmp_path: Path,
+    cgroup: str,
+    status: str,
+    live: bool,
+    pods: dict[str, tuple[str, ...]] | None,
+    owner: str | None,
+) -> None:
+    """Rule 2 of `core.pidmap`: the cgroup's pod UID is one of the claim's consumers
+    (from the checkpoint) and the innermost NSpid a live slot pid of its region, for
+    exactly one tenant; else the process is foreign. Both its utilization and its
+    memory go to the tenant found, or to nobody."""
+    w = World(tmp_path, pods=pods)
+    w.proc_without_maps(PID_UNMAPPED, cgroup, status)
+    w.source.script = [{PID_UNMAPPED: 40}]
+    w.source.memory = {PID_UNMAPPED: 700 << 20}
+    c = w.coordinator()
+    # Another open file description holding each slot's lock: a live owner.
+    holders = [os.open(w.region(uid), os.O_RDWR) for uid in (A, B)] if live else []
+    try:
+        for fd in holders:
+            _hold_slot(fd, 0)
+        c.cycle()
+    finally:
+        for fd in holders:
+            os.close(fd)
+    view = {t.claim_uid: t for t in c.view().tenants}
+    assert {u: t.footprint for u, t in view.items()} == {
+        u: (700 << 20 if u == owner else 0) for u in (A, B)
+    }
+    assert {u: t.observed for u, t in view.items()} == {
+        u: (40.0 if u == owner else 0.0) for u in (A, B)
+    }
+    assert c.errors == 0
 
 
 def test_a_tenant_whose_region_is_gone_is_skipped(tmp_path: Path) -> None:

@@ -167,6 +167,63 @@ def test_prepare_writes_spec_limits_and_checkpoint(node: Node) -> None:
     assert entry.memory_by_card == {entry.card_uuids[0]: 3000 << 20}
 
 
+POD_1 = "7d0e5a1b-0000-4000-8000-000000000001"
+POD_2 = "7d0e5a1b-0000-4000-8000-000000000002"
+
+
+@pytest.mark.parametrize(
+    ("reserved_for", "names", "uids"),
+    [
+        pytest.param(None, (), (), id="not-reserved"),
+        pytest.param(
+            [{"resource": "pods", "name": "p1", "uid": POD_1}], ("p1",), (POD_1,), id="one-pod"
+        ),
+        pytest.param(
+            [
+                {"resource": "pods", "name": "p1", "uid": POD_1},
+                {"resource": "pods", "name": "p2", "uid": POD_2},
+            ],
+            ("p1", "p2"),
+            (POD_1, POD_2),
+            id="two-pods",
+        ),
+        pytest.param(
+            [
+                {"apiGroup": "apps", "resource": "statefulsets", "name": "s", "uid": POD_2},
+                {"resource": "pods", "name": "p1", "uid": POD_1},
+            ],
+            ("p1",),
+            (POD_1,),
+            id="not-a-pod",
+        ),
+        pytest.param([{"resource": "pods", "name": "p1"}], ("p1",), (), id="no-uid"),
+        # a UID no cgroup can hold (and the checkpoint would refuse): left out, the
+        # claim still prepares
+        pytest.param(
+            [{"resource": "pods", "name": "p1", "uid": "../../etc"}], ("p1",), (), id="bad-uid"
+        ),
+        pytest.param(
+            [{"resource": "pods", "name": "p1", "uid": POD_1.upper()}],
+            ("p1",),
+            (),
+            id="uppercase-uid",
+        ),
+    ],
+)
+def test_prepare_records_the_consumer_pods_names_and_uids(
+    node: Node,
+    reserved_for: list[JSON] | None,
+    names: tuple[str, ...],
+    uids: tuple[str, ...],
+) -> None:
+    served = claim(A)
+    served["status"]["reservedFor"] = reserved_for
+    res = node.driver(FakeApi(served)).prepare([A])[A.uid]
+    assert res.error is None, res.error
+    entry = node.checkpoint().claims[A.uid]
+    assert (entry.consumers, entry.consumer_uids) == (names, uids)
+
+
 def test_prepare_is_idempotent(node: Node) -> None:
     api = FakeApi(claim(A))
     driver = node.driver(api)
