@@ -25,7 +25,10 @@ A thin shell: one thread with a stop event, every `period_s` (100 ms):
    checkpoint's `consumer_uids`: `reservedFor` at prepare), and its innermost NSpid,
    which must be a live slot pid of the claim's region, when exactly one tenant on
    the card matches both; otherwise it counts as foreign load (safe: never the wrong
-   tenant). The agent runs privileged, where maps is readable;
+   tenant). The agent runs privileged, where maps is readable, and in the host's PID
+   namespace (`hostPID`), where NVML's pids name the processes: when none of the pids
+   NVML reports on a card exists under the /proc root for UNSEEN_CYCLES cycles in a
+   row, that is counted and logged as an error naming the cause;
 4. the region's per-device `launch_count` / `throttled_ms` (16-bit, wrapping) summed
    into cumulative `isolation.Counters` with `hook_abi.counter_delta` (read every
    100 ms, far inside the 65 s wrap);
@@ -123,6 +126,11 @@ log = logging.getLogger("vgpu_dra.node_agent.coordinator")
 DEFAULT_PERIOD_S: Final = 0.1
 LOG_EVERY_NS: Final = 60_000_000_000  # one warning per source per minute
 FIRST_LOOKBACK_US: Final = 1_000_000  # a card's first read: samples of the last second
+UNSEEN_CYCLES: Final = 10
+"""Cycles in a row in which none of the pids NVML reports on a card exists under the
+/proc root before that is reported as an error (then once per as many cycles): the
+agent does not share the host's PID namespace. One process that just exited shows
+for a cycle or two, not for a second."""
 _NS_PER_MS: Final = 1_000_000
 
 
@@ -183,6 +191,7 @@ class _Card:
 
     state: iso.CardState = field(default_factory=iso.CardState)
     seen_us: int | None = None  # newest NVML sample timestamp consumed
+    unseen: int = 0  # cycles in a row whose NVML pids were all absent from /proc
 
 
 def _region_ref(r: _Region, dev: int) -> RegionRef:
@@ -207,19 +216,22 @@ class ProcReader:
     else is read again next time. Never raises: what cannot be read is left unknown."""
 
     def __init__(self, root: Path) -> None:
-        self._root = root
+        self.root = root
         self._cache: dict[tuple[int, int], frozenset[FileId]] = {}
+
+    def exists(self, pid: int) -> bool:
+        return (self.root / str(pid)).is_dir()
 
     def _start_time(self, pid: int) -> int | None:
         try:
-            stat = (self._root / str(pid) / "stat").read_text()
+            stat = (self.root / str(pid) / "stat").read_text()
             return int(stat.rpartition(")")[2].split()[19])  # field 22: starttime
         except (OSError, ValueError, IndexError):
             return None
 
     def _read(self, pid: int, name: str) -> str | None:
         try:
-            return (self._root / str(pid) / name).read_text(errors="replace")
+            return (self.root / str(pid) / name).read_text(errors="replace")
         except OSError:
             return None
 
@@ -463,6 +475,25 @@ class Coordinator:
         known = frozenset(ref.file for ref in refs)
         return attribute((self._procs.process(pid, known) for pid in sorted(pids)), refs)
 
+    def _check_namespace(self, uuid: str, card: _Card, pids: Iterable[int]) -> None:
+        """Counts an error (UNSEEN_CYCLES) when NVML keeps reporting processes on the
+        card that the /proc root does not show: in a PID namespace of its own (a pod
+        without hostPID) the agent would take every process for foreign load."""
+        pids = sorted(pids)
+        card.unseen = card.unseen + 1 if not any(self._procs.exists(p) for p in pids) else 0
+        if card.unseen and card.unseen % UNSEEN_CYCLES == 0:
+            self._error(
+                "pid namespace",
+                "coordinator: NVML reports processes on card %s (host pids %s) that %s has "
+                "not shown for %d cycles: the agent is not in the host's PID namespace "
+                "(run its pod with hostPID: true, as the chart does), so no process can be "
+                "matched to its tenant and none gets its share",
+                uuid,
+                ", ".join(map(str, pids[:5])),
+                self._procs.root,
+                card.unseen,
+            )
+
     def _sample(self, uuid: str, since_us: int) -> CardUtilization:
         try:
             return self._source.process_utilization(uuid, since_us)
@@ -487,6 +518,7 @@ class Coordinator:
         for s in util.samples:
             per_pid.setdefault(s.pid, []).append(s.sm_util)
         sampled.update(per_pid)
+        self._check_namespace(uuid, card, per_pid)
         owners = self._owners(here, per_pid)
         tenant_util: dict[str, float] = {}
         foreign = 0.0

@@ -26,7 +26,7 @@ from vgpu_dra.gpu.discovery import (
     UtilizationError,
 )
 from vgpu_dra.host import hook_region
-from vgpu_dra.node_agent.coordinator import Coordinator, ProcReader
+from vgpu_dra.node_agent.coordinator import UNSEEN_CYCLES, Coordinator, ProcReader
 
 A = "0b6e2d1c-1111-4222-8333-00000000000a"
 B = "0b6e2d1c-1111-4222-8333-00000000000b"
@@ -422,6 +422,40 @@ def test_other_errors_are_counted_never_raised(tmp_path: Path, breakage: str, so
     if breakage == "region":
         assert [t.claim_uid for t in c.view().tenants] == [A]
         assert w.written(A)[1] == 2
+
+
+@pytest.mark.parametrize(
+    ("samples", "errors"),
+    [
+        # pids that /proc never shows (the agent's own PID namespace): reported after
+        # UNSEEN_CYCLES cycles, then once per as many
+        ({90_001: 40, 90_002: 30}, 3),
+        # one of them exists: the agent sees the host's processes
+        ({PID_A: 30, 90_002: 30}, 0),
+        # a process that just exited is missing for a cycle or two, not for a second
+        ("flicker", 0),
+    ],
+)
+def test_pids_that_proc_never_shows_are_reported_as_a_pid_namespace_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, samples: dict[int, int] | str, errors: int
+) -> None:
+    w = World(tmp_path)
+    cycles = 3 * UNSEEN_CYCLES
+    if samples == "flicker":
+        gone = {90_003: 20}
+        w.source.script = [gone if k % 3 == 0 else {PID_A: 30} for k in range(cycles)]
+    else:
+        assert isinstance(samples, dict)
+        w.source.script = [samples] * cycles
+    c = w.coordinator()
+    for _ in range(cycles):
+        c.cycle()
+        w.clock.tick()
+    assert c.errors == errors
+    logged = [r.getMessage() for r in caplog.records if "PID namespace" in r.getMessage()]
+    assert len(logged) == min(errors, 1)  # logged once a minute at most
+    if errors:
+        assert "hostPID: true" in logged[0] and "90001, 90002" in logged[0]
 
 
 def test_stop_ends_the_thread_and_the_heartbeats(tmp_path: Path) -> None:
