@@ -6,9 +6,9 @@
 
 What it does on a GPU: builds `libvgpu.so` (`make -C vgpu_hook build/libvgpu.so`), then
 for every case starts one process per tenant, each in its own PID namespace
-(`unshare --pid --fork`; without root also `--user --map-root-user`; where neither is
-allowed, in the host's, said in the output), so `getpid()` differs from the host pid
-NVML reports, as in a container. Each runs a CUDA matmul loop (PyTorch, else CuPy;
+(`unshare --pid --fork --kill-child`; without root also `--user --map-root-user`;
+where neither is allowed, in the host's, said in the output), so `getpid()` differs
+from the host pid NVML reports, as in a container. Each runs a CUDA matmul loop (PyTorch, else CuPy;
 without either the script exits 2 saying so) under `LD_PRELOAD=libvgpu.so` with its
 own region, ledger and limits file (SM limit, priority, policy), created as prepare
 creates them. The REAL `node_agent.coordinator.Coordinator` runs in this process
@@ -401,9 +401,11 @@ def _cuda_module() -> str | None:
 def pid_namespace_prefix() -> list[str]:
     """The command prefix that runs a tenant in a PID namespace of its own, tried in
     order (root; unprivileged user namespace); [] when neither is allowed here."""
+    # --kill-child: a tenant killed by the bench (its unshare) takes its child, the
+    # namespace's pid 1, with it, instead of leaving it busy on the card
     for prefix in (
-        ["unshare", "--pid", "--fork"],
-        ["unshare", "--user", "--map-root-user", "--pid", "--fork"],
+        ["unshare", "--pid", "--fork", "--kill-child"],
+        ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child"],
     ):
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             if subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0:

@@ -7,6 +7,8 @@ absence, the report's verdict."""
 from __future__ import annotations
 
 import json
+import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +61,31 @@ def test_a_tenant_sees_another_pid_than_the_host_gives_it() -> None:
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert got.stdout.strip() == "1"
+
+
+def test_killing_a_tenant_kills_its_namespaces_first_process(tmp_path: Path) -> None:
+    """A tenant the bench kills (its `unshare`) must not stay busy on the card as an
+    orphan: the namespace's pid 1, the worker, goes with it (`--kill-child`)."""
+    prefix = gi.pid_namespace_prefix()
+    assert prefix
+    fifo = tmp_path / "pid"
+    os.mkfifo(fifo)
+    # a stand-in for PyTorch that reports its host pid (the host's procfs is mounted)
+    # and then blocks as a busy tenant would
+    (tmp_path / "torch.py").write_text(
+        "import os, time\n"
+        f"open({str(fifo)!r}, 'w').write(os.readlink('/proc/self'))\n"
+        "time.sleep(3600)\n"
+    )
+    g = gi.Gpu(tmp_path, "GPU-x", gi.Recorder(None), prefix)  # type: ignore[arg-type]
+    g.spawn("matmul", [], {"PATH": os.environ["PATH"], "PYTHONPATH": str(tmp_path)})
+    host_pid = int(fifo.read_text())
+    pidfd = os.pidfd_open(host_pid)
+    try:
+        g.kill_all()
+        assert select.select([pidfd], [], [], 30)[0] == [pidfd], "the worker outlived its kill"
+    finally:
+        os.close(pidfd)
 
 
 def test_a_tenant_that_dies_early_is_an_error_naming_its_log(tmp_path: Path) -> None:
