@@ -10,12 +10,16 @@ the agent created, with only NVML replaced (there is no GPU here) by a source th
 reports the harness's HOST pid busy and holding memory: the coordinator must give that
 utilization and footprint to the pod's claim, and write the claim's ledger. Reported
 under its container pid instead (what a hook's own getpid() would say), the same
-process is not attributed to the claim.
+process is not attributed to the claim. Last, with the coordinator running beside a
+foreign busy process, the hook in the container launches and reports the rate it
+obeys: the one the coordinator assigned, read through the container's read-only
+mount of the ledger.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -38,22 +42,30 @@ pytestmark = pytest.mark.node
 
 NS = "node-identity"
 MiB = 1 << 20
-# Allocate through the hook (claims a region slot), then block on a FIFO nobody
-# writes (opened read-write, so the open itself does not block).
+FOREIGN_PID = 1  # the host's init: busy on the card per the stand-in NVML, in no region
+# Allocate through the hook (claims a region slot), block on a FIFO until the test
+# writes it (opened read-write, so the open itself does not block), then launch for
+# 300 ms and print the rate the hook obeys (`coord_rate`, hundredths of a percent).
 HOLD = (f"mkfifo /tmp/hold && HARNESS_WAIT_FD=3 {HARNESS_DIR}/harness_dl init "
-        f"alloc:dlsym:mem:{100 * MiB} wait 3<>/tmp/hold")
+        f"alloc:dlsym:mem:{100 * MiB} wait pace:dlsym:kernel:300:1 3<>/tmp/hold; "
+        f"echo '{kit.END}'; exec sleep 3600")
 
 
 class OneProcessNvml:
-    """NVML as the coordinator reads it, reporting one process busy on every card."""
+    """NVML as the coordinator reads it, reporting one process busy on every card
+    (and, with `foreign`, another busy process that is in no region)."""
 
-    def __init__(self, pid: int, sm: int, used: int) -> None:
-        self.pid, self.sm, self.used = pid, sm, used
+    def __init__(self, pid: int, sm: int, used: int, foreign: int = 0) -> None:
+        self.pid, self.sm, self.used, self.foreign = pid, sm, used, foreign
         self.now_us = 0
 
     def process_utilization(self, uuid: str, since_us: int) -> CardUtilization:
-        self.now_us = max(self.now_us + 100_000, since_us + 1)
-        return CardUtilization((ProcessSample(self.pid, self.now_us, self.sm),), float(self.sm))
+        # a sample that ended now (NVML's timestamps are wall-clock microseconds)
+        self.now_us = max(time.time_ns() // 1000, self.now_us + 1, since_us + 1)
+        samples = [ProcessSample(self.pid, self.now_us, self.sm)]
+        if self.foreign:
+            samples.append(ProcessSample(FOREIGN_PID, self.now_us, self.foreign))
+        return CardUtilization(tuple(samples), float(self.sm + self.foreign))
 
     def process_memory(self, uuid: str) -> tuple[ProcessMemory, ...] | None:
         return (ProcessMemory(self.pid, self.used),)
@@ -68,7 +80,8 @@ def admin(node_cluster: LocalCluster, node: LocalNode) -> Rest:
 
 def _harness_of_pod(pod_uid: str) -> int | None:
     """Host pid of the pod's blocked harness (found by its cgroup, which names the
-    pod's UID, and its command line), None while it is not there."""
+    pod's UID, and its program; not the shell whose command line names it too), None
+    while it is not there."""
     needle = pod_uid.replace("-", "_")
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -78,7 +91,8 @@ def _harness_of_pod(pod_uid: str) -> int | None:
             cgroup = (d / "cgroup").read_text()
         except OSError:
             continue
-        if b"harness_dl" in cmdline and (pod_uid in cgroup or needle in cgroup):
+        argv0 = cmdline.split(b"\0", 1)[0]
+        if argv0.endswith(b"/harness_dl") and (pod_uid in cgroup or needle in cgroup):
             return int(d.name)
     return None
 
@@ -90,7 +104,8 @@ def _nspids(pid: int) -> list[int]:
 
 
 def test_the_coordinator_attributes_a_container_process_by_its_host_pid(
-    admin: Rest, running_agent: NodeAgent, hook_image: str, capacity_mode: CapacityMode
+    node_cluster: LocalCluster, admin: Rest, running_agent: NodeAgent, hook_image: str,
+    capacity_mode: CapacityMode
 ) -> None:
     kit.claim_template(admin, NS, "vgpu-id", {"memory": "2000Mi", "cores": "30"},
                        capacity_mode)
@@ -137,3 +152,29 @@ def test_the_coordinator_attributes_a_container_process_by_its_host_pid(
         # Reported by its container pid (what its own getpid() says): not the claim's.
         observed, footprint = tenant_seen(OneProcessNvml(nspids[-1], 40, 700 * MiB))
         assert not observed and footprint == 0
+
+        # The coordinator running beside a foreign busy process holds the tenant at its
+        # limit (30 cores); the hook in the container reads that rate from the ledger
+        # the agent's writes reach through the read-only bind mount.
+        coord = Coordinator(running_agent.claims, load,
+                            OneProcessNvml(host_pid, 30, 700 * MiB, foreign=50))
+        coord.start()
+        try:
+            seen: list[object] = []
+
+            def held() -> bool:
+                views = [t for t in coord.view().tenants if t.claim_uid == uid]
+                seen.append(views[0].assignment if views else None)
+                return bool(views) and views[0].assignment.rate == 30.0
+
+            try:
+                kube.wait_for(held, 30, "the coordinator to hold the tenant at 30", poll=0.1)
+            except AssertionError as e:
+                raise AssertionError(f"{e}: {seen[-3:]}, errors {coord.errors}") from None
+            Path(f"/proc/{host_pid}/root/tmp/hold").write_bytes(b"go")
+            out = kit.wait_output(node_cluster, admin, NS, "tenant", running_agent)
+        finally:
+            coord.stop()
+        [paced] = [line for line in out.splitlines() if line.startswith("op=pace ")]
+        fields = dict(kv.split("=", 1) for kv in paced.split()[1:])
+        assert fields["rc"] == "0" and fields["coord_rate"] == "3000", paced
