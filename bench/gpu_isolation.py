@@ -11,7 +11,7 @@ where neither is allowed, in the host's, said in the output), so `getpid()` diff
 from the host pid NVML reports, as in a container. Each runs a CUDA matmul loop (PyTorch, else CuPy;
 without either the script exits 2 saying so) under `LD_PRELOAD=libvgpu.so` with its
 own region, ledger and limits file (SM limit, priority, policy), created as prepare
-creates them. The REAL `node_agent.coordinator.Coordinator` runs in this process
+creates them. The REAL `coordinator.loop.Coordinator` runs in this process
 against NVML (`gpu.nvml.NvmlDiscovery`, through a recorder that keeps every sample)
 with a checkpoint naming the regions. The tenants start together on a "go" line once
 all have initialised CUDA, so the case's clock is the same for all.
@@ -73,6 +73,7 @@ from bench.isolation_judge import (
     judge,
     table,
 )
+from vgpu_dra.coordinator.loop import Coordinator
 from vgpu_dra.core import checkpoint as ckpt
 from vgpu_dra.core import hook_abi
 from vgpu_dra.core.allocation import ClaimPaths
@@ -80,7 +81,6 @@ from vgpu_dra.core.claims import PreparedDevice
 from vgpu_dra.core.prepare import DEFAULT_CONTEXT_CHARGE
 from vgpu_dra.gpu.discovery import CardUtilization, ProcessMemory, ProcessSample
 from vgpu_dra.host import hook_region
-from vgpu_dra.node_agent.coordinator import Coordinator
 
 if TYPE_CHECKING:
     from vgpu_dra.gpu.nvml import NvmlDiscovery

@@ -23,6 +23,7 @@ import pytest
 from tests.integration import kube
 from tests.node import kit
 from tests.node.agent import NodeAgent
+from vgpu_dra.coordinator.loop import Coordinator
 from vgpu_dra.core import checkpoint as ckpt
 from vgpu_dra.core import hook_abi
 from vgpu_dra.core.slices import CapacityMode
@@ -32,7 +33,6 @@ from vgpu_dra.dev.localnode.node import LocalNode
 from vgpu_dra.gpu.discovery import CardUtilization, ProcessMemory, ProcessSample
 from vgpu_dra.host import hook_region
 from vgpu_dra.kube.rest import Rest
-from vgpu_dra.node_agent.coordinator import Coordinator
 
 pytestmark = pytest.mark.node
 

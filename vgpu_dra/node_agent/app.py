@@ -17,6 +17,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, start_http_server
 
 from vgpu_dra.cli.options import float_option, int_option
+from vgpu_dra.coordinator.loop import Coordinator
 from vgpu_dra.core.allocation import device_name
 from vgpu_dra.core.checkpoint import Checkpoint
 from vgpu_dra.core.claims import ClaimRef, DeviceHealth
@@ -37,7 +38,6 @@ from vgpu_dra.gpu.nvidia_cdi import detect_nvidia_cdi_kind
 from vgpu_dra.kube.claims import get_claim
 from vgpu_dra.kube.flags import add_kubeconfig_argument
 from vgpu_dra.kube.rest import Rest
-from vgpu_dra.node_agent.coordinator import Coordinator
 from vgpu_dra.node_agent.driver import NO_HOOK, DriverSettings, VGpuDriver
 from vgpu_dra.node_agent.health import HealthBoard
 from vgpu_dra.node_agent.metrics import PluginMetrics, UsageCollector

@@ -38,11 +38,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from vgpu_dra.coordinator.loop import CoordinatorView
 from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.checkpoint import COMPLETED, Checkpoint
 from vgpu_dra.core.hook_abi import RegionFormatError
 from vgpu_dra.host.hook_region import read_usage
-from vgpu_dra.node_agent.coordinator import CoordinatorView
 
 log = logging.getLogger("vgpu_dra.node_agent")
 

@@ -149,9 +149,9 @@ def test_core_limit_comes_from_the_region(tmp_path: Path) -> None:
 
 
 def test_coordinator_decisions_per_container(tmp_path: Path) -> None:
+    from vgpu_dra.coordinator.loop import CoordinatorView, TenantView
     from vgpu_dra.core.isolation import Assignment, Reason
     from vgpu_dra.core.usage_table import COMPUTE_USED
-    from vgpu_dra.node_agent.coordinator import CoordinatorView, TenantView
 
     def tenant(
         dev: int, uuid: str, reason: Reason, share: float, observed: float | None

@@ -121,7 +121,7 @@ from vgpu_dra.host.hook_region import (
     write_usage,
 )
 
-log = logging.getLogger("vgpu_dra.node_agent.coordinator")
+log = logging.getLogger("vgpu_dra.coordinator")
 
 DEFAULT_PERIOD_S: Final = 0.1
 LOG_EVERY_NS: Final = 60_000_000_000  # one warning per source per minute

@@ -1,4 +1,4 @@
-"""vgpu_dra.node_agent.coordinator: the loop over real region files in tmp_path, a fake
+"""vgpu_dra.coordinator.loop: the loop over real region files in tmp_path, a fake
 /proc tree, a fake NVML sample source (implemented here, not a patch of our code) and
 a fake clock. The decisions themselves are `core.isolation`'s (tested there); these
 tests check what the shell feeds it and writes back."""
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.host.test_hook_region import _hold_slot, _write_region
+from vgpu_dra.coordinator.loop import UNSEEN_CYCLES, Coordinator, ProcReader
 from vgpu_dra.core import checkpoint as ckpt
 from vgpu_dra.core import hook_abi
 from vgpu_dra.core.claims import PreparedDevice
@@ -26,7 +27,6 @@ from vgpu_dra.gpu.discovery import (
     UtilizationError,
 )
 from vgpu_dra.host import hook_region
-from vgpu_dra.node_agent.coordinator import UNSEEN_CYCLES, Coordinator, ProcReader
 
 A = "0b6e2d1c-1111-4222-8333-00000000000a"
 B = "0b6e2d1c-1111-4222-8333-00000000000b"
