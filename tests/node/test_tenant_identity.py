@@ -24,6 +24,7 @@ from tests.integration import kube
 from tests.node import kit
 from tests.node.agent import NodeAgent
 from vgpu_dra.coordinator.loop import Coordinator
+from vgpu_dra.coordinator.tenants import checkpoint_tenants
 from vgpu_dra.core import checkpoint as ckpt
 from vgpu_dra.core import hook_abi
 from vgpu_dra.core.slices import CapacityMode
@@ -122,7 +123,7 @@ def test_the_coordinator_attributes_a_container_process_by_its_host_pid(
             return ckpt.decode((running_agent.state / "checkpoint.json").read_bytes(), boot_id)
 
         def tenant_seen(nvml: OneProcessNvml) -> tuple[float | None, int | None]:
-            coord = Coordinator(running_agent.claims, load, nvml)
+            coord = Coordinator(checkpoint_tenants(running_agent.claims, load), nvml)
             coord.cycle()
             coord.cycle()
             [view] = [t for t in coord.view().tenants if t.claim_uid == uid]

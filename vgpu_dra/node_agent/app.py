@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from vgpu_dra.cli.options import float_option, int_option
 from vgpu_dra.coordinator.loop import Coordinator
+from vgpu_dra.coordinator.tenants import checkpoint_tenants
 from vgpu_dra.core.allocation import device_name
 from vgpu_dra.core.checkpoint import Checkpoint
 from vgpu_dra.core.claims import ClaimRef, DeviceHealth
@@ -191,7 +192,7 @@ def _coordinator(
     if not isinstance(discovery, UtilizationSource):
         log.warning("compute coordinator off: the discovery backend reports no utilization")
         return None
-    return Coordinator(s.driver.claims_host_dir, load, discovery)
+    return Coordinator(checkpoint_tenants(s.driver.claims_host_dir, load), discovery)
 
 
 def add_arguments(p: argparse.ArgumentParser, cmd: str = "kubelet-plugin") -> None:

@@ -203,7 +203,7 @@ def coordinator_metrics(view: CoordinatorView) -> tuple[Metric, ...]:
         labels=labels,
     )
     for t in view.tenants:
-        lv = [t.namespace, t.pod, "", str(t.vdevice_index), t.device_uuid, "vGPU"]
+        lv = [t.namespace, t.pod, t.container, str(t.vdevice_index), t.device_uuid, "vGPU"]
         if t.footprint is not None:
             footprint.add_metric(lv, t.footprint)
         if t.observed is not None:
@@ -214,7 +214,7 @@ def coordinator_metrics(view: CoordinatorView) -> tuple[Metric, ...]:
         gain.add_metric(lv, t.assignment.gain)
     errors = CounterMetricFamily(
         "vgpu_dra_coordinator_cycle_errors",
-        "Coordinator errors (checkpoint, region, NVML, /proc), cycles continue",
+        "Coordinator errors (tenant listing, region, NVML, /proc), cycles continue",
         value=view.errors,
     )
     return (used, share, rate, reason, gain, footprint, errors)

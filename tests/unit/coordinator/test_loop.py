@@ -16,10 +16,12 @@ import pytest
 
 from tests.unit.host.test_hook_region import _hold_slot, _write_region
 from vgpu_dra.coordinator.loop import UNSEEN_CYCLES, Coordinator, ProcReader
+from vgpu_dra.coordinator.tenants import checkpoint_tenants
 from vgpu_dra.core import checkpoint as ckpt
 from vgpu_dra.core import hook_abi
 from vgpu_dra.core.claims import PreparedDevice
 from vgpu_dra.core.isolation import Reason
+from vgpu_dra.core.tenants import Skipped, TenantScan, from_checkpoint
 from vgpu_dra.gpu.discovery import (
     CardUtilization,
     ProcessMemory,
@@ -176,10 +178,10 @@ class World:
         self.loads += 1
         return self.cp
 
-    def coordinator(self) -> Coordinator:
+    def coordinator(self, load: Callable[[], TenantScan] | None = None) -> Coordinator:
+        """The coordinator over this world: its tenants from the checkpoint, or `load`."""
         return Coordinator(
-            self.claims,
-            self.load,
+            load or checkpoint_tenants(self.claims, self.load),
             self.source,
             proc_root=self.proc,
             clock_ns=self.clock.mono,
@@ -413,7 +415,9 @@ def test_other_errors_are_counted_never_raised(tmp_path: Path, breakage: str, so
         def broken() -> ckpt.Checkpoint:
             raise ckpt.CheckpointError("not JSON")
 
-        c = Coordinator(w.claims, broken, w.source, proc_root=w.proc, clock_ns=w.clock.mono)
+        c = Coordinator(
+            checkpoint_tenants(w.claims, broken), w.source, proc_root=w.proc, clock_ns=w.clock.mono
+        )
     else:
         w.region(B).write_bytes(b"\0" * 16)
     c.cycle()
@@ -466,7 +470,7 @@ def test_stop_ends_the_thread_and_the_heartbeats(tmp_path: Path) -> None:
         cycled.set()
         return w.cp
 
-    c = Coordinator(w.claims, load, w.source, proc_root=w.proc, period_s=0.01)
+    c = Coordinator(checkpoint_tenants(w.claims, load), w.source, proc_root=w.proc, period_s=0.01)
     c.start()
     assert cycled.wait(30)
     c.stop()
@@ -559,3 +563,39 @@ def test_without_per_process_memory_no_usage_is_written(tmp_path: Path) -> None:
     assert snap.usage_heartbeat_ns == 0  # the hooks keep charging the context estimate
     assert snap.coord_heartbeat_ns == T0_NS
     assert c.view().tenants[0].footprint is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "errors"),
+    [
+        # a tenant its loader had to leave out (a bad legacy record): counted every
+        # cycle, the others coordinated
+        (Skipped("/claims/legacy/x/tenant.json", "not JSON"), 1),
+        # a loader listing one id twice: the second is refused (their keys would mix)
+        ("duplicate", 1),
+        (None, 0),
+    ],
+)
+def test_what_the_tenant_loader_leaves_out_is_counted_and_the_rest_coordinated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, extra: Skipped | str | None, errors: int
+) -> None:
+    w = World(tmp_path)
+    base = from_checkpoint(w.cp, str(w.claims))
+
+    def load() -> TenantScan:
+        if extra == "duplicate":
+            return TenantScan((*base.found, base.found[0]))
+        if isinstance(extra, Skipped):
+            return TenantScan(base.found, (extra,))
+        return base
+
+    w.source.script = [{PID_A: 30, PID_B: 60}] * 2
+    c = w.coordinator(load)
+    c.cycle()
+    w.clock.tick()
+    c.cycle()
+    assert c.errors == 2 * errors
+    assert (w.written(A)[:2], w.written(B)[:2]) == ((30.0, 2), (60.0, 2))
+    assert sorted(t.claim_uid for t in c.view().tenants) == [A, B]
+    if isinstance(extra, Skipped):
+        assert "/claims/legacy/x/tenant.json left out: not JSON" in caplog.text
