@@ -50,6 +50,7 @@ from vgpu_dra.publisher.reconciler import ControllerSettings, SliceController
 
 log = logging.getLogger("vgpu_dra.node_agent")
 
+
 @dataclass(frozen=True)
 class NodeAgentSettings:
     node_name: str
