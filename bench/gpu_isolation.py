@@ -11,7 +11,7 @@ where neither is allowed, in the host's, said in the output), so `getpid()` diff
 from the host pid NVML reports, as in a container. Each runs a CUDA matmul loop (PyTorch, else CuPy;
 without either the script exits 2 saying so) under `LD_PRELOAD=libvgpu.so` with its
 own region, ledger and limits file (SM limit, priority, policy), created as prepare
-creates them. The REAL `node_agent.coordinator.Coordinator` runs in this process
+creates them. The REAL `coordinator.loop.Coordinator` runs in this process
 against NVML (`gpu.nvml.NvmlDiscovery`, through a recorder that keeps every sample)
 with a checkpoint naming the regions. The tenants start together on a "go" line once
 all have initialised CUDA, so the case's clock is the same for all.
@@ -73,6 +73,8 @@ from bench.isolation_judge import (
     judge,
     table,
 )
+from vgpu_dra.coordinator.loop import Coordinator
+from vgpu_dra.coordinator.tenants import checkpoint_tenants
 from vgpu_dra.core import checkpoint as ckpt
 from vgpu_dra.core import hook_abi
 from vgpu_dra.core.allocation import ClaimPaths
@@ -80,7 +82,6 @@ from vgpu_dra.core.claims import PreparedDevice
 from vgpu_dra.core.prepare import DEFAULT_CONTEXT_CHARGE
 from vgpu_dra.gpu.discovery import CardUtilization, ProcessMemory, ProcessSample
 from vgpu_dra.host import hook_region
-from vgpu_dra.node_agent.coordinator import Coordinator
 
 if TYPE_CHECKING:
     from vgpu_dra.gpu.nvml import NvmlDiscovery
@@ -310,8 +311,7 @@ def run_dry(root: Path, cases: Sequence[Case]) -> list[Verdict]:
         s = setup(root, ci, case, "GPU-sim")
         card = SimCard(s, case, root / f"proc{ci}")
         coord = Coordinator(
-            s.claims,
-            lambda s=s: s.cp,  # type: ignore[misc]
+            checkpoint_tenants(s.claims, lambda s=s: s.cp),  # type: ignore[misc]
             card,
             proc_root=root / f"proc{ci}",
             clock_ns=lambda card=card: card.mono_ns,  # type: ignore[misc]
@@ -506,7 +506,7 @@ def run_tenants(
 
 def gpu_case(g: Gpu, index: int, case: Case, alone: float) -> tuple[list[Verdict], dict[str, Any]]:
     s = setup(g.root, index, case, g.uuid)
-    coord = Coordinator(s.claims, lambda: s.cp, g.nvml)
+    coord = Coordinator(checkpoint_tenants(s.claims, lambda: s.cp), g.nvml)
     coord.start()
     try:
         done, own = run_tenants(g, case, {t.name: _env(s, t.name) for t in case.tenants})
@@ -595,7 +595,7 @@ def memory(g: Gpu) -> dict[str, Any]:
     limit = 4 << 30
     case = Case("memory", (TenantSpec("m"),), ())
     s = setup(g.root, 98, case, g.uuid, memory=limit)
-    coord = Coordinator(s.claims, lambda: s.cp, g.nvml)
+    coord = Coordinator(checkpoint_tenants(s.claims, lambda: s.cp), g.nvml)
     coord.start()
     try:
         p = g.spawn("memory", {"block": 256 * MIB}, _env(s, "m"))
@@ -639,7 +639,7 @@ def launch_overhead(g: Gpu) -> dict[str, Any]:
         ("hook, SM limit 50", _env(s, "l")),
     ):
         out[name] = round(float(g.line(g.spawn("launch", arg, env), "us")["us"]), 3)
-    coord = Coordinator(s.claims, lambda: s.cp, g.nvml)
+    coord = Coordinator(checkpoint_tenants(s.claims, lambda: s.cp), g.nvml)
     coord.start()
     try:
         out["hook, SM limit 50, coordinated"] = round(

@@ -29,13 +29,14 @@ from pathlib import Path
 import pytest
 
 from tests.hook.conftest import Hook
+from vgpu_dra.coordinator.loop import Coordinator
+from vgpu_dra.coordinator.tenants import checkpoint_tenants
 from vgpu_dra.core import checkpoint as ckpt
 from vgpu_dra.core import hook_abi
 from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.claims import PreparedDevice
 from vgpu_dra.gpu.discovery import CardUtilization, ProcessMemory
 from vgpu_dra.host import hook_region
-from vgpu_dra.node_agent.coordinator import Coordinator
 
 OOM = 2
 KiB, MiB = 1024, 1 << 20
@@ -83,7 +84,8 @@ class Claim:
         cp = ckpt.started(ckpt.empty("b"), UID, "ns", "c", (dev,), "x.json", {}, (CARD,), ("p",))
         self.cp = ckpt.completed(cp, UID, (dev,))
         self.coordinator = Coordinator(
-            hook.tmp / "claims", lambda: self.cp, FootprintDir(self.footprints)
+            checkpoint_tenants(hook.tmp / "claims", lambda: self.cp),
+            FootprintDir(self.footprints),
         )
 
     def env(self, **extra: str) -> dict[str, str]:

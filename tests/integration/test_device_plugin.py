@@ -1,7 +1,9 @@
 """The legacy device plugin as kubelet sees it: registration with a fake kubelet,
-ListAndWatch (health changes flow), GetPreferredAllocation, and Allocate for a pod
-bound by the legacy protocol, against a real API server with the node agent's
-RBAC-limited identity (deploy/rbac/node-agent.yaml + deploy/legacy/rbac-node-agent.yaml).
+ListAndWatch (health changes flow), GetPreferredAllocation, Allocate for a pod bound by
+the legacy protocol, the record Allocate leaves for the compute coordinator (which the
+plugin runs) and the cleanup of a deleted pod's container dirs, against a real API
+server with the node agent's RBAC-limited identity (deploy/rbac/node-agent.yaml +
+deploy/legacy/rbac-node-agent.yaml).
 """
 
 from __future__ import annotations
@@ -22,14 +24,18 @@ from tests.integration import kube
 from tests.integration.conftest import NODE_AGENT_IDENTITY, REPO
 from tests.integration.test_slices import a100, inventory
 from vgpu_dra.api.vgpu_config import default_config
+from vgpu_dra.coordinator.flags import coordinator_for
+from vgpu_dra.coordinator.tenants import legacy_tenants
 from vgpu_dra.core import prepare
 from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.hami import annotations as ann
 from vgpu_dra.core.hami.register_filter import NO_FILTER, RegisterFilter
 from vgpu_dra.core.model import MIB
+from vgpu_dra.core.tenant_record import TenantRecord, parse_tenant_record
 from vgpu_dra.dev.localcluster.cluster import LocalCluster
 from vgpu_dra.gpu.backend import open_discoveries
 from vgpu_dra.gpu.simulated import SimulatedDiscovery
+from vgpu_dra.host import hook_region
 from vgpu_dra.kube.nodelock import NodeLocker
 from vgpu_dra.kube.nodes import create_fake_node
 from vgpu_dra.kube.rest import JSON, Rest
@@ -74,10 +80,16 @@ def setup(dra_cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator
         ),
         health_interval_s=0.2,
         inventory_interval_s=0.2,
+        cleanup_interval_s=0.2,
     )
     settings.plugin_dir.mkdir()
     kubelet = FakeKubelet(settings.plugin_dir)
-    plugin = DevicePlugin(settings, dra_cluster.rest(NODE_AGENT_IDENTITY), discovery)
+    # `--compute-coordinator on` (auto is off with a simulated inventory, which reports
+    # no process: the coordinator then decides from the regions' counters alone)
+    coordinator = coordinator_for("on", False, discovery, legacy_tenants(root / "claims"))
+    plugin = DevicePlugin(
+        settings, dra_cluster.rest(NODE_AGENT_IDENTITY), discovery, coordinator
+    )
     try:
         plugin.start()
         kubelet.wait_registered()
@@ -374,3 +386,47 @@ def test_two_vendors_register_and_allocate_each_from_its_own_annotation(
         plugin.stop()
         kubelet.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_allocate_records_the_container_and_a_deleted_pods_dirs_are_removed(setup: Setup) -> None:
+    """Allocate leaves the container's record (`tenant.json`, 0444, not mounted); the
+    coordinator the plugin runs lists it and writes the container's ledger; once the
+    pod is deleted, the cleanup (every 0.2 s here) removes its dir at its second sweep
+    without the pod, and keeps the dir of the pod that is still there."""
+    s = setup
+    u0, u1 = s.uuids
+    claims = s.settings.prepare.claims_dir
+    paths = {}
+    for name, card in (("gone", u0), ("stays", u1)):
+        bound_pod(s, name, f"{card},NVIDIA,2000,20:;")
+        resp = s.kubelet.allocate([f"{card}-0"])
+        uid = s.admin.get(f"/api/v1/namespaces/{s.node}/pods/{name}")["metadata"]["uid"]
+        paths[name] = ClaimPaths.for_container(claims, uid, "main")
+        record = Path(paths[name].tenant_record)
+        assert parse_tenant_record(record.read_bytes()) == TenantRecord(
+            s.node, name, uid, "main", (card,)
+        )
+        assert stat.S_IMODE(record.stat().st_mode) == 0o444
+        assert all(m.host_path != str(record) for m in resp.container_responses[0].mounts)
+
+    coordinator = s.plugin.coordinator
+    assert coordinator is not None and coordinator.running
+
+    def heartbeats() -> bool | None:  # each container coordinated, in its own ledger
+        beats = [hook_region.read_ledger(p.ledger).coord_heartbeat_ns for p in paths.values()]
+        return all(beats) or None
+
+    kube.wait_for(heartbeats, 10, "a coordinator heartbeat in every container's ledger")
+    assert coordinator.errors == 0
+
+    s.admin.request(
+        "DELETE",
+        f"/api/v1/namespaces/{s.node}/pods/gone",
+        {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0},
+    )
+    kube.wait_for(
+        lambda: not Path(paths["gone"].dir).exists() or None, 10, "the deleted pod's dir removed"
+    )
+    assert Path(paths["stays"].tenant_record).exists() and Path(paths["stays"].region).exists()
+    s.plugin.stop()
+    assert not coordinator.running  # stopped with the plugin

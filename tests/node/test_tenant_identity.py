@@ -27,6 +27,8 @@ import pytest
 from tests.integration import kube
 from tests.node import kit
 from tests.node.agent import NodeAgent
+from vgpu_dra.coordinator.loop import Coordinator
+from vgpu_dra.coordinator.tenants import checkpoint_tenants
 from vgpu_dra.core import checkpoint as ckpt
 from vgpu_dra.core import hook_abi
 from vgpu_dra.core.slices import CapacityMode
@@ -36,7 +38,6 @@ from vgpu_dra.dev.localnode.node import LocalNode
 from vgpu_dra.gpu.discovery import CardUtilization, ProcessMemory, ProcessSample
 from vgpu_dra.host import hook_region
 from vgpu_dra.kube.rest import Rest
-from vgpu_dra.node_agent.coordinator import Coordinator
 
 pytestmark = pytest.mark.node
 
@@ -137,7 +138,7 @@ def test_the_coordinator_attributes_a_container_process_by_its_host_pid(
             return ckpt.decode((running_agent.state / "checkpoint.json").read_bytes(), boot_id)
 
         def tenant_seen(nvml: OneProcessNvml) -> tuple[float | None, int | None]:
-            coord = Coordinator(running_agent.claims, load, nvml)
+            coord = Coordinator(checkpoint_tenants(running_agent.claims, load), nvml)
             coord.cycle()
             coord.cycle()
             [view] = [t for t in coord.view().tenants if t.claim_uid == uid]

@@ -13,10 +13,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
 from vgpu_dra.controller.allocation_collector import AllocationCollector
+from vgpu_dra.coordinator.loop import CoordinatorView
 from vgpu_dra.core.checkpoint import Checkpoint
 from vgpu_dra.kube.rest import Rest
 from vgpu_dra.legacy.extender.metrics import ExtenderMetrics
-from vgpu_dra.node_agent.coordinator import CoordinatorView
 from vgpu_dra.node_agent.metrics import PluginMetrics, UsageCollector
 from vgpu_dra.publisher.metrics import ControllerMetrics
 from vgpu_dra.webhook.metrics import AdmissionMetrics

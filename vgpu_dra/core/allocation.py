@@ -39,6 +39,7 @@ LEDGER_FILE_NAME: Final = "ledger"
 CACHE_DIR_NAME: Final = "cache"
 SHARED_CACHE_FILE: Final = "vgpu.cache"
 LEGACY_DIR: Final = "legacy"
+TENANT_RECORD_NAME: Final = "tenant.json"
 
 # ASCII digits only (`\d` would accept other scripts' digits, which `int` converts).
 _DEVICE = re.compile(r"gpu-([0-9]+)(?:-([0-9]+))?", re.ASCII)
@@ -252,6 +253,7 @@ class ClaimPaths:
         <dir>/ledger              the node agent's ledger (mounted read-only at /etc/vgpu/ledger)
         <dir>/cache/              holds the region (only the agent creates files there)
         <dir>/cache/vgpu.cache    libvgpu.so's shared accounting region (bind-mounted file)
+        <dir>/tenant.json         a legacy container's record (`core.tenant_record`; agent only)
         <cdi_dir>/<vendor>-<class>_<claimUID>.json   the claim's CDI spec (`cdi_spec`)
 
     Build with `for_claim` / `for_container`, which refuse a UID or name that is not
@@ -287,6 +289,10 @@ class ClaimPaths:
         return f"{self.dir}/{LIMITS_FILE_NAME}"
 
     @property
+    def tenant_record(self) -> str:
+        return f"{self.dir}/{TENANT_RECORD_NAME}"
+
+    @property
     def ledger(self) -> str:
         return f"{self.dir}/{LEDGER_FILE_NAME}"
 
@@ -297,3 +303,17 @@ class ClaimPaths:
     @property
     def region(self) -> str:
         return f"{self.cache_dir}/{SHARED_CACHE_FILE}"
+
+
+def parse_container_dir_name(name: str) -> tuple[str, str] | None:
+    """(pod UID, container) of a legacy container dir's name `<podUID>_<container>`
+    (what `ClaimPaths.for_container` builds for a pod with a Kubernetes UID), None for
+    any other name. Unambiguous: a UID holds no underscore, so the first one splits."""
+    uid, sep, container = name.partition("_")
+    if not sep or not _COMPONENT.fullmatch(container):
+        return None
+    try:
+        validate_uid(uid)
+    except ValueError:
+        return None
+    return uid, container

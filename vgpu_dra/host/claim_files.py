@@ -8,6 +8,7 @@ carries it out, the same way for both callers.
 
 from __future__ import annotations
 
+import errno
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Final
 
 from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.hook_abi import HookLimits
+from vgpu_dra.core.tenant_record import TenantRecord, render_tenant_record
 from vgpu_dra.host.files import FileWrite, atomic_write
 from vgpu_dra.host.hook_region import create_ledger, create_region
 
@@ -104,6 +106,19 @@ def limits_write(claim: ClaimFiles) -> FileWrite | None:
     if claim.limits_text is None:
         return None
     return FileWrite(Path(claim.paths.limits), claim.limits_text.encode(), LIMITS_FILE_MODE)
+
+
+def write_tenant_record(paths: ClaimPaths, record: TenantRecord) -> None:
+    """Write a legacy container's record (`core.tenant_record`) to
+    `paths.tenant_record`, mode 0444, atomically, after `write_claim_files`: a record
+    that exists names files that exist (the coordinator lists records, not dirs).
+    Idempotent. Raises OSError (FileNotFoundError when the dir is missing: it is
+    never created here, with a mode of nobody's choosing), or TenantRecordError for a
+    record that would not parse."""
+    data = render_tenant_record(record)
+    if not Path(paths.dir).is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such directory", paths.dir)
+    atomic_write(Path(paths.tenant_record), data, LIMITS_FILE_MODE)
 
 
 def remove_claim_files(paths: ClaimPaths) -> None:

@@ -152,6 +152,19 @@ MAX_USER_FILE = 8 * 1024 * 1024
 """A pod, a slice list or an inventory is kilobytes; 8 MiB is the most we read."""
 
 
+def read_bounded(path: Path, max_bytes: int) -> bytes:
+    """The content of `path` if it is at most `max_bytes` long, reading no more than
+    `max_bytes + 1` bytes (`/dev/zero` included).
+
+    Raises OSError as open/read do (FileNotFoundError when absent), or ValueError with
+    one line naming the file when it is larger than `max_bytes`."""
+    with path.open("rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"{path}: larger than {max_bytes} bytes, not read")
+    return data
+
+
 def read_user_file(path: Path, max_bytes: int = MAX_USER_FILE) -> bytes:
     """The content of a file a user named (a flag), reading at most `max_bytes`.
 
@@ -160,13 +173,13 @@ def read_user_file(path: Path, max_bytes: int = MAX_USER_FILE) -> bytes:
     which is never read to the end).
     """
     try:
-        with path.open("rb") as f:
-            data = f.read(max_bytes + 1)
+        return read_bounded(path, max_bytes)
     except OSError as e:
         raise ValueError(f"{path}: cannot read: {e.strerror or e}") from None
-    if len(data) > max_bytes:
-        raise ValueError(f"{path}: larger than {max_bytes // (1024 * 1024)} MiB, not read")
-    return data
+    except ValueError:
+        raise ValueError(
+            f"{path}: larger than {max_bytes // (1024 * 1024)} MiB, not read"
+        ) from None
 
 
 def remove_stale_temps(directory: Path, stem: str) -> None:

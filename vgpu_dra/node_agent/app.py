@@ -17,6 +17,9 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, start_http_server
 
 from vgpu_dra.cli.options import float_option, int_option
+from vgpu_dra.coordinator.flags import add_coordinator_argument, coordinator_for
+from vgpu_dra.coordinator.loop import Coordinator
+from vgpu_dra.coordinator.tenants import checkpoint_tenants
 from vgpu_dra.core.allocation import device_name
 from vgpu_dra.core.checkpoint import Checkpoint
 from vgpu_dra.core.claims import ClaimRef, DeviceHealth
@@ -25,7 +28,7 @@ from vgpu_dra.core.model import MIB
 from vgpu_dra.core.prepare import DEFAULT_CONTEXT_CHARGE, PrepareSettings
 from vgpu_dra.core.slices import CapacityMode, SliceSettings
 from vgpu_dra.gpu.backend import open_discoveries
-from vgpu_dra.gpu.discovery import Discovery, UtilizationSource
+from vgpu_dra.gpu.discovery import Discovery
 from vgpu_dra.gpu.flags import (
     add_discovery_arguments,
     add_filter_arguments,
@@ -37,7 +40,6 @@ from vgpu_dra.gpu.nvidia_cdi import detect_nvidia_cdi_kind
 from vgpu_dra.kube.claims import get_claim
 from vgpu_dra.kube.flags import add_kubeconfig_argument
 from vgpu_dra.kube.rest import Rest
-from vgpu_dra.node_agent.coordinator import Coordinator
 from vgpu_dra.node_agent.driver import NO_HOOK, DriverSettings, VGpuDriver
 from vgpu_dra.node_agent.health import HealthBoard
 from vgpu_dra.node_agent.metrics import PluginMetrics, UsageCollector
@@ -47,8 +49,6 @@ from vgpu_dra.publisher.metrics import ControllerMetrics
 from vgpu_dra.publisher.reconciler import ControllerSettings, SliceController
 
 log = logging.getLogger("vgpu_dra.node_agent")
-
-COORDINATOR_CHOICES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -65,14 +65,6 @@ class NodeAgentSettings:
     compute_coordinator: str = "auto"  # auto (on with NVML) | on | off
     exclude: RegisterFilter = NO_FILTER
     """Cards never published or prepared (HAMi's filterdevices)."""
-
-
-def coordinator_enabled(setting: str, use_nvml: bool) -> bool:
-    """`--compute-coordinator`: `auto` runs it exactly when cards come from NVML (a
-    simulated inventory has no processes to measure)."""
-    if setting not in COORDINATOR_CHOICES:
-        raise ValueError(f"--compute-coordinator {setting!r}: want one of {COORDINATOR_CHOICES}")
-    return setting == "on" or (setting == "auto" and use_nvml)
 
 
 def device_health(
@@ -186,12 +178,9 @@ def run(
 def _coordinator(
     s: NodeAgentSettings, discovery: Discovery, load: Callable[[], Checkpoint]
 ) -> Coordinator | None:
-    if not coordinator_enabled(s.compute_coordinator, s.use_nvml):
-        return None
-    if not isinstance(discovery, UtilizationSource):
-        log.warning("compute coordinator off: the discovery backend reports no utilization")
-        return None
-    return Coordinator(s.driver.claims_host_dir, load, discovery)
+    """The coordinator over the checkpoint's claims, when `--compute-coordinator` says so."""
+    tenants = checkpoint_tenants(s.driver.claims_host_dir, load)
+    return coordinator_for(s.compute_coordinator, s.use_nvml, discovery, tenants)
 
 
 def add_arguments(p: argparse.ArgumentParser, cmd: str = "kubelet-plugin") -> None:
@@ -249,12 +238,7 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str = "kubelet-plugin") -> No
         p, "--health-interval-seconds", env="VGPU_DRA_HEALTH_INTERVAL", default=10, lo=0.1, hi=3600
     )
     int_option(p, "--metrics-port", env="VGPU_DRA_METRICS_PORT", default=0, lo=0, hi=65535)
-    p.add_argument(
-        "--compute-coordinator",
-        choices=COORDINATOR_CHOICES,
-        default=os.environ.get("VGPU_DRA_COMPUTE_COORDINATOR", "auto"),
-        help="per-card compute isolation loop: auto = on with --nvml, off when simulated",
-    )
+    add_coordinator_argument(p)
     int_option(
         p,
         "--context-charge-mib",

@@ -38,11 +38,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from vgpu_dra.coordinator.loop import CoordinatorView
 from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.checkpoint import COMPLETED, Checkpoint
 from vgpu_dra.core.hook_abi import RegionFormatError
 from vgpu_dra.host.hook_region import read_usage
-from vgpu_dra.node_agent.coordinator import CoordinatorView
 
 log = logging.getLogger("vgpu_dra.node_agent")
 
@@ -203,7 +203,7 @@ def coordinator_metrics(view: CoordinatorView) -> tuple[Metric, ...]:
         labels=labels,
     )
     for t in view.tenants:
-        lv = [t.namespace, t.pod, "", str(t.vdevice_index), t.device_uuid, "vGPU"]
+        lv = [t.namespace, t.pod, t.container, str(t.vdevice_index), t.device_uuid, "vGPU"]
         if t.footprint is not None:
             footprint.add_metric(lv, t.footprint)
         if t.observed is not None:
@@ -214,7 +214,7 @@ def coordinator_metrics(view: CoordinatorView) -> tuple[Metric, ...]:
         gain.add_metric(lv, t.assignment.gain)
     errors = CounterMetricFamily(
         "vgpu_dra_coordinator_cycle_errors",
-        "Coordinator errors (checkpoint, region, NVML, /proc), cycles continue",
+        "Coordinator errors (tenant listing, region, NVML, /proc), cycles continue",
         value=view.errors,
     )
     return (used, share, rate, reason, gain, footprint, errors)

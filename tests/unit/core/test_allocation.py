@@ -22,6 +22,7 @@ from vgpu_dra.core.allocation import (
     device_name,
     driver_results,
     even_split,
+    parse_container_dir_name,
     parse_device_name,
     share_amounts,
 )
@@ -297,10 +298,11 @@ def test_claim_paths() -> None:
 
 def test_container_paths() -> None:
     p = ClaimPaths.for_container("/c", "pod-uid-1", "main")
-    assert (p.dir, p.limits, p.region) == (
+    assert (p.dir, p.limits, p.region, p.tenant_record) == (
         "/c/legacy/pod-uid-1_main",
         "/c/legacy/pod-uid-1_main/limits",
         "/c/legacy/pod-uid-1_main/cache/vgpu.cache",
+        "/c/legacy/pod-uid-1_main/tenant.json",
     )
     with pytest.raises(ValueError, match="no CDI spec"):
         p.cdi_spec("/var/run/cdi", "vgpu.hami.io/gpu")
@@ -318,3 +320,25 @@ def test_claim_paths_refuse_a_uid_that_is_not_one(uid: str) -> None:
 def test_container_paths_refuse_path_tricks(pod: str, container: str) -> None:
     with pytest.raises(ValueError, match="cannot be a path component"):
         ClaimPaths.for_container("/c", pod, container)
+
+
+@pytest.mark.parametrize(
+    ("name", "want"),
+    [
+        (f"{UID}_main", (UID, "main")),
+        (f"{UID}_sidecar-2.x", (UID, "sidecar-2.x")),
+        # not a dir `for_container` makes for a pod with a Kubernetes UID
+        ("pod-uid-1_main", None),
+        (f"{UID.upper()}_main", None),
+        (f"{UID}_", None),
+        (UID, None),
+        (f"{UID}_.hidden", None),
+        (f"{UID}_a_b", (UID, "a_b")),  # a UID has no underscore: the first one splits
+        (".tmp-x", None),
+        ("", None),
+    ],
+)
+def test_parse_container_dir_name(name: str, want: tuple[str, str] | None) -> None:
+    assert parse_container_dir_name(name) == want
+    if want is not None:  # the inverse of for_container
+        assert ClaimPaths.for_container("/c", *want).dir == f"/c/legacy/{name}"

@@ -9,6 +9,7 @@ import pytest
 
 from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.hook_abi import HookLimits
+from vgpu_dra.core.tenant_record import TenantRecord, TenantRecordError, parse_tenant_record
 from vgpu_dra.host import hook_region
 from vgpu_dra.host.claim_files import (
     LIMITS_FILE_MODE,
@@ -18,6 +19,7 @@ from vgpu_dra.host.claim_files import (
     make_claim_state,
     remove_claim_files,
     write_claim_files,
+    write_tenant_record,
 )
 
 UID = "4f1c2d3e-0000-4000-8000-000000000001"
@@ -116,3 +118,33 @@ def test_no_region_for_an_unenforced_vendor_and_errors_per_claim(tmp_path: Path)
     assert errors[0] is None and errors[2] is None
     assert isinstance(errors[1], FileNotFoundError)
     assert hook_region.read_region(ok.region).limits == (0,) * 16
+
+
+POD_UID = "0b5c2d3e-0000-4000-8000-0000000000aa"
+RECORD = TenantRecord("ns", "p", POD_UID, "main", ("GPU-a",))
+
+
+def test_the_tenant_record_is_read_only_and_replaced_whole(tmp_path: Path) -> None:
+    p = ClaimPaths.for_container(str(tmp_path), POD_UID, "main")
+    write_claim_files(p, [(p.dir, 0o755)], "x\n")
+    for cards in (("GPU-a",), ("GPU-b", "GPU-a")):  # idempotent; a retry rewrites it
+        write_tenant_record(p, TenantRecord("ns", "p", POD_UID, "main", cards))
+        assert parse_tenant_record(Path(p.tenant_record).read_bytes()).card_uuids == cards
+        assert mode(p.tenant_record) == 0o444
+    assert sorted(f.name for f in Path(p.dir).iterdir()) == ["limits", "tenant.json"]
+
+
+@pytest.mark.parametrize(
+    ("record", "error"),
+    [
+        (RECORD, FileNotFoundError),  # Allocate writes the dirs first
+        (TenantRecord("ns", "p", "not-a-uid", "main", ("GPU-a",)), TenantRecordError),
+    ],
+)
+def test_a_tenant_record_that_cannot_be_written_raises(
+    tmp_path: Path, record: TenantRecord, error: type[Exception]
+) -> None:
+    p = ClaimPaths.for_container(str(tmp_path), POD_UID, "main")
+    with pytest.raises(error):
+        write_tenant_record(p, record)
+    assert not Path(p.tenant_record).exists()

@@ -21,6 +21,8 @@ from vgpu_dra.host.files import (
     LockTimeoutError,
     atomic_write,
     atomic_write_all,
+    read_bounded,
+    read_user_file,
     remove_stale_temps,
 )
 
@@ -464,3 +466,47 @@ def test_lock_held_by_another_process_times_out_and_dies_with_it(tmp_path: Path)
             child.wait(10)
         if child.stdout is not None:
             child.stdout.close()
+
+
+# ---------------------------------------------------------------------------
+# bounded reads
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "limit", "want"),
+    [
+        (b"", 4, b""),
+        (b"abcd", 4, b"abcd"),
+        (b"abcde", 4, ValueError),
+        (None, 4, FileNotFoundError),  # absent: told apart from the other failures
+        ("dir", 4, IsADirectoryError),
+        ("zero", 4, ValueError),  # /dev/zero: never read to the end
+    ],
+)
+def test_read_bounded(
+    tmp_path: Path, content: bytes | str | None, limit: int, want: bytes | type[Exception]
+) -> None:
+    path = tmp_path / "f"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content == "dir":
+        path.mkdir()
+    elif content == "zero":
+        path = Path("/dev/zero")
+    if isinstance(want, bytes):
+        assert read_bounded(path, limit) == want
+    else:
+        with pytest.raises(want):
+            read_bounded(path, limit)
+
+
+@pytest.mark.parametrize(("content", "reason"), [(None, "cannot read"), (b"x" * 5, "larger")])
+def test_read_user_file_says_why_in_a_value_error(
+    tmp_path: Path, content: bytes | None, reason: str
+) -> None:
+    path = tmp_path / "f"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=f"{path}: {reason}"):
+        read_user_file(path, 4)

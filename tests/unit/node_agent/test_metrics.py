@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -149,9 +150,9 @@ def test_core_limit_comes_from_the_region(tmp_path: Path) -> None:
 
 
 def test_coordinator_decisions_per_container(tmp_path: Path) -> None:
+    from vgpu_dra.coordinator.loop import CoordinatorView, TenantView
     from vgpu_dra.core.isolation import Assignment, Reason
     from vgpu_dra.core.usage_table import COMPUTE_USED
-    from vgpu_dra.node_agent.coordinator import CoordinatorView, TenantView
 
     def tenant(
         dev: int, uuid: str, reason: Reason, share: float, observed: float | None
@@ -196,3 +197,28 @@ def test_no_coordinator_no_decision_metrics(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     registry.register(UsageCollector("node-1", tmp_path, _checkpoint))
     assert not [k for k in _samples(registry) if "coordinator" in k[0]]
+
+
+@pytest.mark.parametrize(
+    ("claim_uid", "container"),
+    [
+        (UID, ""),  # a claim's region is shared by its containers
+        ("5e7a0c3d-aaaa-4bbb-8ccc-00000000000a_main", "main"),  # a legacy container's own
+    ],
+)
+def test_a_tenants_container_is_the_container_label(
+    tmp_path: Path, claim_uid: str, container: str
+) -> None:
+    from vgpu_dra.coordinator.loop import CoordinatorView, TenantView
+    from vgpu_dra.core.isolation import Assignment, Reason
+
+    a = Assignment(f"{claim_uid}/0", Reason.LIMIT, 30.0, 30.0, True, 1.0, 25.0)
+    view = CoordinatorView(
+        (TenantView(claim_uid, "ns", "pod-1", 0, "GPU-aaa", 30, a, 25.0, container=container),)
+    )
+    registry = CollectorRegistry()
+    registry.register(UsageCollector("node-1", tmp_path, _checkpoint, lambda: view))
+    [labels] = [
+        dict(lv) for (n, lv) in _samples(registry) if n == "vgpu_dra_container_assigned_rate_ratio"
+    ]
+    assert (labels["namespace"], labels["pod"], labels["container"]) == ("ns", "pod-1", container)

@@ -1,6 +1,8 @@
 """Composition root of `vgpu-dra device-plugin` (legacy path: the kubelet device plugin
-plus this node's HAMi inventory annotation): its flags (`add_arguments`), their
-translation into `DevicePluginSettings` (`main`), and the run until SIGTERM/SIGINT."""
+plus this node's HAMi inventory annotation, the cleanup of gone pods' container dirs
+and the compute coordinator over the containers it allocated): its flags
+(`add_arguments`), their translation into `DevicePluginSettings` (`main`), and the run
+until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -12,8 +14,12 @@ from pathlib import Path
 
 from vgpu_dra.cli import hami as hami_flags
 from vgpu_dra.cli.options import float_option, int_option
+from vgpu_dra.coordinator.flags import add_coordinator_argument, coordinator_for
+from vgpu_dra.coordinator.loop import Coordinator
+from vgpu_dra.coordinator.tenants import legacy_tenants
 from vgpu_dra.core.prepare import PrepareSettings
 from vgpu_dra.gpu.backend import open_discoveries
+from vgpu_dra.gpu.discovery import Discovery
 from vgpu_dra.gpu.flags import (
     add_discovery_arguments,
     add_filter_arguments,
@@ -29,6 +35,7 @@ from vgpu_dra.legacy.deviceplugin.plugin import (
     DevicePluginSettings,
     endpoint_for,
 )
+from vgpu_dra.legacy.deviceplugin.sweep import DEFAULT_INTERVAL_S
 
 
 def add_arguments(p: argparse.ArgumentParser, cmd: str = "device-plugin") -> None:
@@ -61,6 +68,16 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str = "device-plugin") -> Non
     float_option(
         p, "--node-lock-timeout", env="VGPU_DRA_NODE_LOCK_TIMEOUT", default=300, lo=1, hi=86400
     )
+    float_option(
+        p,
+        "--cleanup-interval-seconds",
+        env="VGPU_DRA_CLEANUP_INTERVAL",
+        default=DEFAULT_INTERVAL_S,
+        lo=0.1,
+        hi=86400,
+        help="how often container dirs of pods gone from the node are looked for",
+    )
+    add_coordinator_argument(p)
     hami_flags.add_resource_name_arguments(p)
     hami_flags.add_vendor_arguments(p)
 
@@ -75,6 +92,7 @@ def settings(ns: argparse.Namespace) -> DevicePluginSettings:
         core_scaling=ns.core_scaling,
         memory_scaling=ns.memory_scaling,
         lock_expiry_s=ns.node_lock_timeout,
+        cleanup_interval_s=ns.cleanup_interval_seconds,
         prepare=PrepareSettings(
             lib_path=ns.lib_path,
             preload_path=ns.preload_path,
@@ -85,12 +103,20 @@ def settings(ns: argparse.Namespace) -> DevicePluginSettings:
     )
 
 
+def coordinator(ns: argparse.Namespace, discovery: Discovery) -> Coordinator | None:
+    """The coordinator over the containers Allocate recorded under `--claims-dir`, when
+    `--compute-coordinator` says so (`auto`: with `--nvml`); not started."""
+    tenants = legacy_tenants(ns.claims_dir)
+    return coordinator_for(ns.compute_coordinator, ns.nvml, discovery, tenants)
+
+
 def main(ns: argparse.Namespace) -> int:
     s = settings(ns)
     [discovery] = open_discoveries(
         (s.node_name,), inventory=ns.inventory, use_nvml=ns.nvml, exclude=register_filter(ns)
     ).values()
-    plugin = DevicePlugin(s, Rest.from_kubeconfig(ns.kubeconfig), discovery).start()
+    rest = Rest.from_kubeconfig(ns.kubeconfig)
+    plugin = DevicePlugin(s, rest, discovery, coordinator(ns, discovery)).start()
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

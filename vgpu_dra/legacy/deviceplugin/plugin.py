@@ -4,11 +4,14 @@ For each vendor served (`--vendors`; NVIDIA by default) it serves `v1beta1.Devic
 on `<device-plugins dir>/vgpu-dra-<vendor>.sock` and registers it with kubelet
 (`<dir>/kubelet.sock`, `v1beta1.Registration/Register`) under the vendor's count
 resource (`nvidia.com/gpu`, `hygon.com/dcunum`, ...): one registration per resource,
-as kubelet requires, each Allocate answering from that vendor's pod annotation. Two
-loops: discovery -> each vendor's `DeviceBoard` (ListAndWatch picks up health changes)
-and, optionally, the node's HAMi inventory annotations (`legacy_inventory`, one per
-vendor served). When kubelet restarts it wipes the plugin sockets; the plugin notices a
-socket is gone and serves + registers that vendor again.
+as kubelet requires, each Allocate answering from that vendor's pod annotation. Loops:
+discovery -> each vendor's `DeviceBoard` (ListAndWatch picks up health changes); optionally,
+the node's HAMi inventory annotations (`legacy_inventory`, one per vendor served); the
+cleanup of container dirs whose pods are gone (`sweep.LegacySweeper`); and, when given
+one, the compute coordinator over the containers Allocate recorded
+(`coordinator.tenants.legacy_tenants`), started and stopped with the plugin. When
+kubelet restarts it wipes the plugin sockets; the plugin notices a socket is gone and
+serves + registers that vendor again.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import grpc
 
+from vgpu_dra.coordinator.loop import Coordinator
 from vgpu_dra.core.hami import annotations as ann
 from vgpu_dra.core.prepare import PrepareSettings
 from vgpu_dra.gpu.discovery import Discovery
@@ -30,6 +34,7 @@ from vgpu_dra.kube.rest import Rest
 from vgpu_dra.legacy.deviceplugin.inventory import LegacyInventory, LegacyInventorySettings
 from vgpu_dra.legacy.deviceplugin.pending import PendingPods
 from vgpu_dra.legacy.deviceplugin.servicer import DeviceBoard, DevicePluginServicer
+from vgpu_dra.legacy.deviceplugin.sweep import DEFAULT_INTERVAL_S, LegacySweeper, pod_uids_on_node
 from vgpu_dra.proto.deviceplugin.v1beta1 import api_pb2 as dp
 from vgpu_dra.proto.deviceplugin.v1beta1 import api_pb2_grpc as dp_grpc
 
@@ -75,6 +80,9 @@ class DevicePluginSettings:
     write_inventory: bool = True
     lock_expiry_s: float = 300.0
     register_timeout_s: float = 10.0
+    cleanup_interval_s: float = DEFAULT_INTERVAL_S
+    """How often dirs of gone pods are looked for (one is removed at its second
+    sighting, `core.legacy_sweep`)."""
 
     def endpoints(self) -> tuple[VendorEndpoint, ...]:
         return self.vendors or (VendorEndpoint(self.vendor, self.resource_name, self.socket_name),)
@@ -97,8 +105,17 @@ class VendorPlugin:
 
 
 class DevicePlugin:
-    def __init__(self, settings: DevicePluginSettings, rest: Rest, discovery: Discovery) -> None:
+    def __init__(
+        self,
+        settings: DevicePluginSettings,
+        rest: Rest,
+        discovery: Discovery,
+        coordinator: Coordinator | None = None,
+    ) -> None:
+        """`coordinator`: built, not started (`coordinator.flags.coordinator_for`);
+        `start` starts it and `stop` stops it."""
         self.settings = settings
+        self.coordinator = coordinator
         self._rest = rest
         self._discovery = discovery
         locker = NodeLocker(rest, LockSettings(expiry=timedelta(seconds=settings.lock_expiry_s)))
@@ -127,6 +144,11 @@ class DevicePlugin:
                 vendors=tuple(e.vendor for e in endpoints),
             ),
         )
+        self.sweeper = LegacySweeper(
+            Path(settings.prepare.claims_dir),
+            lambda: pod_uids_on_node(rest, settings.node_name),
+            settings.cleanup_interval_s,
+        )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -144,10 +166,15 @@ class DevicePlugin:
         self._spawn("health", self._health_loop)
         if self.settings.write_inventory:
             self._spawn("inventory", lambda: self.inventory.run(self._stop))
+        self._spawn("cleanup", lambda: self.sweeper.run(self._stop))
+        if self.coordinator is not None:
+            self.coordinator.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
+        if self.coordinator is not None:
+            self.coordinator.stop()  # no more heartbeats: the hooks fall back within 2 s
         for v in self.vendors:
             v.board.close()
             if v.server is not None:

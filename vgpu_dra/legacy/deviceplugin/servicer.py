@@ -8,7 +8,9 @@
   a per-container host dir `<claims_dir>/legacy/<podUID>_<container>`
   (`core.allocation.ClaimPaths.for_container`) holding the limits file and the shared
   accounting region, written by the DRA path's writer (`host.claim_files`): the
-  limits file is read-only (0444) on both paths.
+  limits file is read-only (0444) on both paths. Last, the container's record
+  `tenant.json` (`core.tenant_record`, 0444, not mounted): what the compute
+  coordinator needs to coordinate it (`coordinator.tenants.legacy_tenants`).
 - PreStartContainer: nothing to do (not requested in the options).
 """
 
@@ -27,7 +29,8 @@ from vgpu_dra.core import prepare
 from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.hami import annotations as ann
 from vgpu_dra.core.model import MIB, Card
-from vgpu_dra.host.claim_files import write_claim_files
+from vgpu_dra.core.tenant_record import TenantRecord, TenantRecordError
+from vgpu_dra.host.claim_files import write_claim_files, write_tenant_record
 from vgpu_dra.kube.rest import JSON
 from vgpu_dra.legacy.deviceplugin import devices
 from vgpu_dra.legacy.deviceplugin.pending import AllocateError, PendingPods, PodAllocation
@@ -212,7 +215,9 @@ class DevicePluginServicer:
                     edits.hook_limits,
                     edits.context_charge,
                 )
-            except OSError as e:
+                if edits.hook_limits is not None:  # a region to coordinate
+                    write_tenant_record(paths, _record(alloc, share.container, edits))
+            except (OSError, TenantRecordError) as e:
                 raise AllocateError(f"container {share.container}: host files: {e}") from None
             kind = self._settings.nvidia_cdi_kind
             out.append(
@@ -232,3 +237,16 @@ class DevicePluginServicer:
                 )
             )
         return out
+
+
+def _record(alloc: PodAllocation, container: str, edits: prepare.ContainerEdits) -> TenantRecord:
+    """What the compute coordinator needs of the container (`core.tenant_record`): its
+    pod, and its cards in limit-index order (the order of `edits.cards`, which the
+    limits file and the region index)."""
+    return TenantRecord(
+        namespace=alloc.namespace,
+        pod=alloc.name,
+        pod_uid=alloc.uid,
+        container=container,
+        card_uuids=tuple(c.card.uuid for c in edits.cards),
+    )

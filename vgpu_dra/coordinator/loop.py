@@ -2,17 +2,21 @@
 every card it serves and writes it into the tenants' regions (issue 17; the design is
 `vgpu_hook/README.md`, "Compute isolation under contention"; the policy is the pure
 `vgpu_dra.core.isolation.step`, the pid attribution the pure `vgpu_dra.core.pidmap`).
+Both node processes run it: the DRA kubelet plugin over its prepared claims, the
+legacy device plugin over the containers it allocated; what differs is only where the
+file sets come from (`load_tenants`, `coordinator.tenants`).
 
 A thin shell: one thread with a stop event, every `period_s` (100 ms):
 
-1. the claims prepared on this node from the checkpoint (COMPLETED entries with
-   cards) that have a region `<claims_dir>/<uid>/cache/vgpu.cache` and a ledger
-   `<claims_dir>/<uid>/ledger` (both created at prepare; a claim prepared before the
-   ledger existed is not coordinated). A *tenant* is one (claim, device index)
-   pair: device i of the region is the card `card_uuids[i]`, its key
-   `"<claim uid>/<i>"`. SM limit, priority and utilization policy are the claim's
-   limits file's (the agent's own, read-only in the container), never the region's,
-   which the tenant can write;
+1. the file sets to coordinate from `load_tenants()` (`core.tenants.TenantScan`: a
+   DRA claim prepared on this node, or a legacy container; those it had to leave
+   out are counted as errors) that have a region `<dir>/cache/vgpu.cache` and a
+   ledger `<dir>/ledger` (both created at prepare / Allocate; a claim prepared
+   before the ledger existed is not coordinated). A *tenant* is one (file set,
+   device index) pair: device i of the region is the card `card_uuids[i]`, its key
+   `"<id>/<i>"` (`TenantFiles.id`: the claim UID, or `<podUID>_<container>`). SM
+   limit, priority and utilization policy are the limits file's (the agent's own,
+   read-only in the container), never the region's, which the tenant can write;
 2. per card: NVML's per-process samples newer than the newest seen
    (`UtilizationSource.process_utilization`, host pids) and the card's utilization,
    folded into ONE `isolation.Window` per cycle (a pid's samples are averaged, a
@@ -21,9 +25,10 @@ A thin shell: one thread with a stop event, every `period_s` (100 ms):
    policy a wrong gain;
 3. host pid -> tenant by `pidmap.attribute` from `/proc/<pid>/maps` (the region
    file's `major:minor inode`). A process whose maps cannot be read is attributed by
-   the pod UID of its cgroup, which must be one of the claim's consumer pods (the
-   checkpoint's `consumer_uids`: `reservedFor` at prepare), and its innermost NSpid,
-   which must be a live slot pid of the claim's region, when exactly one tenant on
+   the pod UID of its cgroup, which must be one of the file set's pods
+   (`TenantFiles.pod_uids`: for a claim the checkpoint's `consumer_uids`,
+   `reservedFor` at prepare; for a legacy container its pod), and its innermost
+   NSpid, which must be a live slot pid of the region, when exactly one tenant on
    the card matches both; otherwise it counts as foreign load (safe: never the wrong
    tenant). The agent runs privileged, where maps is readable, and in the host's PID
    namespace (`hostPID`), where NVML's pids name the processes: when none of the pids
@@ -33,11 +38,11 @@ A thin shell: one thread with a stop event, every `period_s` (100 ms):
    into cumulative `isolation.Counters` with `hook_abi.counter_delta` (read every
    100 ms, far inside the 65 s wrap);
 5. `isolation.step` with `now` from the monotonic clock passed in, then one
-   `hook_region.write_coordinator` per claim's LEDGER with every device's rate and a
+   `hook_region.write_coordinator` per file set's LEDGER with every device's rate and a
    heartbeat;
 6. memory as the card sees it (issue 17 item 4, issue 14): where the discovery
    backend is a `MemorySource`, NVML's per-process used memory on each card (host
-   pids, attributed like the samples) summed per tenant is the claim's footprint
+   pids, attributed like the samples) summed per tenant is its footprint
    (context and driver-internal memory included); `hook_abi.usage_adjust` of it and
    the region's live usage, clamped at 0 (a process the agent could not attribute
    must never loosen a limit), is stored with a usage heartbeat
@@ -52,9 +57,9 @@ a hook sees this cycle's values or the previous cycle's, never a torn value. The
 regions (tenant-writable) are only ever read, with read(2), never mapped: a tenant
 that truncates its region cannot SIGBUS the agent. The hooks' counters are read with
 plain loads of atomically updated fields (a value may be one launch old; a tenant
-can forge its own, which only changes how busy it looks). A claim's files may
-vanish at any point (the claim is unprepared): a missing file is skipped for the
-cycle, silently.
+can forge its own, which only changes how busy it looks). A file set may
+vanish at any point (the claim is unprepared, the legacy container's dir swept): a
+missing file is skipped for the cycle, silently.
 
 **Clock.** The heartbeat is `CLOCK_MONOTONIC` nanoseconds (`time.monotonic_ns` by
 default): the agent runs on the same host and kernel as every hook, and containers
@@ -64,7 +69,7 @@ microseconds; they are moved onto the monotonic clock with the offset measured t
 cycle (a wall-clock step during a window shifts that one window only).
 
 **Failure policy.** Nothing here stops the agent: per-cycle and per-card errors (the
-checkpoint, a region, NVML, /proc) are counted (`errors`, exported as
+tenant listing or a tenant left out of it, a region, NVML, /proc) are counted (`errors`, exported as
 `vgpu_dra_coordinator_cycle_errors_total`) and logged at most once a minute per
 source. An NVML error leaves that card's cycle without a window (busy-ness then
 comes from the region counters alone); any other error on a card leaves its devices'
@@ -86,8 +91,6 @@ from pathlib import Path
 from typing import Final
 
 from vgpu_dra.core import isolation as iso
-from vgpu_dra.core.allocation import ClaimPaths
-from vgpu_dra.core.checkpoint import COMPLETED, Checkpoint, ClaimEntry
 from vgpu_dra.core.hook_abi import (
     DEFAULT_PRIORITY,
     CorePolicy,
@@ -107,6 +110,7 @@ from vgpu_dra.core.pidmap import (
     parse_nspid,
     parse_pod_uid,
 )
+from vgpu_dra.core.tenants import TenantFiles, TenantScan
 from vgpu_dra.gpu.discovery import (
     CardUtilization,
     MemorySource,
@@ -121,7 +125,7 @@ from vgpu_dra.host.hook_region import (
     write_usage,
 )
 
-log = logging.getLogger("vgpu_dra.node_agent.coordinator")
+log = logging.getLogger("vgpu_dra.coordinator")
 
 DEFAULT_PERIOD_S: Final = 0.1
 LOG_EVERY_NS: Final = 60_000_000_000  # one warning per source per minute
@@ -136,7 +140,10 @@ _NS_PER_MS: Final = 1_000_000
 
 @dataclass(frozen=True)
 class TenantView:
-    """One tenant's latest decision, for metrics. `observed`: its utilization in the
+    """One tenant's latest decision, for metrics. `claim_uid`, `namespace`, `pod`
+    and `container` are the tenant's (`core.tenants.TenantFiles`: for a claim its UID,
+    namespace, first consumer pod and ""; for a legacy container `<podUID>_<container>`,
+    its pod's namespace and name, and its name). `observed`: its utilization in the
     newest NVML window seen (percent of the card), None before any."""
 
     claim_uid: str
@@ -152,6 +159,7 @@ class TenantView:
     footprint: int | None = None
     """Bytes the driver reports for the tenant's processes on the card this cycle
     (None: not measured)."""
+    container: str = ""
 
 
 @dataclass(frozen=True)
@@ -164,8 +172,7 @@ class CoordinatorView:
 
 @dataclass(frozen=True)
 class _Region:
-    uid: str
-    entry: ClaimEntry
+    tenant: TenantFiles
     path: Path
     usage: RegionUsage
     file: FileId
@@ -180,6 +187,14 @@ class _Region:
     @property
     def priority(self) -> int:
         return DEFAULT_PRIORITY if self.limits.priority is None else self.limits.priority
+
+    @property
+    def uid(self) -> str:
+        return self.tenant.id
+
+    @property
+    def cards(self) -> tuple[str, ...]:
+        return self.tenant.card_uuids
 
     def key(self, dev: int) -> str:
         return f"{self.uid}/{dev}"
@@ -196,13 +211,8 @@ class _Card:
 
 def _region_ref(r: _Region, dev: int) -> RegionRef:
     """Tenant (r, dev) as `pidmap` matches processes to it: the region file, the pids of
-    its live slots and the UIDs of the claim's consumer pods."""
-    return RegionRef(
-        r.key(dev),
-        r.file,
-        frozenset(p.pid for p in r.usage.live),
-        frozenset(r.entry.consumer_uids),
-    )
+    its live slots and the UIDs of the pods that use it."""
+    return RegionRef(r.key(dev), r.file, frozenset(p.pid for p in r.usage.live), r.tenant.pod_uids)
 
 
 def _file_id(st: os.stat_result) -> FileId:
@@ -269,8 +279,7 @@ class Coordinator:
 
     def __init__(
         self,
-        claims_dir: Path,
-        load_checkpoint: Callable[[], Checkpoint],
+        load_tenants: Callable[[], TenantScan],
         source: UtilizationSource,
         *,
         proc_root: Path = Path("/proc"),
@@ -281,8 +290,7 @@ class Coordinator:
     ) -> None:
         if period_s <= 0:
             raise ValueError(f"period {period_s} s must be positive")
-        self._claims_dir = claims_dir
-        self._load = load_checkpoint
+        self._load = load_tenants
         self._source = source
         self._procs = ProcReader(proc_root)
         self._clock_ns = clock_ns
@@ -348,23 +356,26 @@ class Coordinator:
     # ---- one cycle -------------------------------------------------------------------
     def cycle(self) -> None:
         """One cycle over every card (module docstring). Never raises for a
-        checkpoint, region, NVML or /proc problem."""
+        tenant listing, region, NVML or /proc problem."""
         now_ns = self._clock_ns()
         now = now_ns / 1e9
         try:
-            cp = self._load()
+            scan = self._load()
         except Exception as e:  # a cycle must not fail; the next one retries
-            self._error("checkpoint", "coordinator: cannot read the checkpoint: %s", e)
+            self._error("tenants", "coordinator: cannot list the tenants: %s", e)
             return
-        regions = self._regions(cp)
-        rates: dict[str, list[float | None]] = {
-            r.uid: [None] * len(r.entry.card_uuids) for r in regions
-        }
-        usage: dict[str, list[int | None]] = {
-            r.uid: [None] * len(r.entry.card_uuids) for r in regions
-        }
+        for skipped in scan.skipped:
+            self._error(
+                f"tenant {skipped.where}",
+                "coordinator: %s left out: %s",
+                skipped.where,
+                skipped.reason,
+            )
+        regions = self._regions(scan.found)
+        rates: dict[str, list[float | None]] = {r.uid: [None] * len(r.cards) for r in regions}
+        usage: dict[str, list[int | None]] = {r.uid: [None] * len(r.cards) for r in regions}
         views: list[TenantView] = []
-        cards = sorted({u for r in regions for u in r.entry.card_uuids})
+        cards = sorted({u for r in regions for u in r.cards})
         sampled: set[int] = set()
         for uuid in cards:
             try:
@@ -376,26 +387,27 @@ class Coordinator:
             self._write(r, rates[r.uid], usage[r.uid], now_ns)
         self._view = CoordinatorView(tuple(views), self._errors)
 
-    def _regions(self, cp: Checkpoint) -> list[_Region]:
+    def _regions(self, tenants: Sequence[TenantFiles]) -> list[_Region]:
         out: list[_Region] = []
-        for uid, entry in sorted(cp.claims.items()):
-            if entry.state != COMPLETED or not entry.card_uuids:
+        seen: set[str] = set()
+        for t in tenants:
+            if t.id in seen:  # a loader's bug: two tenants under one key would mix
+                self._error(f"tenant {t.id}", "coordinator: tenant id %s listed twice", t.id)
                 continue
+            seen.add(t.id)
+            paths = t.paths
             try:
-                paths = ClaimPaths.for_claim(str(self._claims_dir), uid)
                 path = Path(paths.region)
                 file = _file_id(path.stat())
                 usage = read_usage(path)
                 epoch = read_ledger(paths.ledger).coord_epoch
                 limits = parse_limits_file(Path(paths.limits).read_text(errors="replace"))
             except FileNotFoundError:
-                continue  # the claim just went, or was prepared before the ledger
+                continue  # the tenant just went, or was prepared before the ledger
             except (OSError, RegionFormatError, ValueError) as e:
-                self._error(f"claim {uid}", "coordinator: region of claim %s: %s", uid, e)
+                self._error(f"tenant {t.id}", "coordinator: region of %s: %s", t, e)
                 continue
-            out.append(
-                _Region(uid, entry, path, usage, file, limits.limits, Path(paths.ledger), epoch)
-            )
+            out.append(_Region(t, path, usage, file, limits.limits, Path(paths.ledger), epoch))
         return out
 
     def _card(
@@ -407,7 +419,7 @@ class Coordinator:
         sampled: set[int],
         usage: dict[str, list[int | None]],
     ) -> list[TenantView]:
-        here = [(r, i) for r in regions for i, u in enumerate(r.entry.card_uuids) if u == uuid]
+        here = [(r, i) for r in regions for i, u in enumerate(r.cards) if u == uuid]
         card = self._cards.setdefault(uuid, _Card())
         window = self._window(uuid, card, here, now, sampled)
         tenants = tuple(
@@ -431,12 +443,11 @@ class Coordinator:
                 usage[r.uid][i] = footprint
             if a.observed is not None:
                 self._observed[a.key] = a.observed
-            pod = r.entry.consumers[0] if r.entry.consumers else r.entry.name
             views.append(
                 TenantView(
                     r.uid,
-                    r.entry.namespace,
-                    pod,
+                    r.tenant.namespace,
+                    r.tenant.pod,
                     i,
                     uuid,
                     r.limits.effective_sm_limit(i),
@@ -444,6 +455,7 @@ class Coordinator:
                     self._observed.get(a.key),
                     r.limits.effective_memory_limit(i),
                     footprint,
+                    r.tenant.container,
                 )
             )
         return views
@@ -550,7 +562,7 @@ class Coordinator:
         return total
 
     def _forget(self, cards: Sequence[str], regions: Sequence[_Region], pids: set[int]) -> None:
-        keys = {r.key(i) for r in regions for i in range(len(r.entry.card_uuids))}
+        keys = {r.key(i) for r in regions for i in range(len(r.cards))}
         self._cards = {u: c for u, c in self._cards.items() if u in cards}
         self._raw = {k: v for k, v in self._raw.items() if k in keys}
         self._totals = {k: v for k, v in self._totals.items() if k in keys}
@@ -579,4 +591,4 @@ class Coordinator:
         except FileNotFoundError:
             return  # unprepared since it was read: nothing to coordinate
         except (OSError, RegionFormatError, ValueError) as e:
-            self._error(f"claim {r.uid}", "coordinator: writing claim %s: %s", r.uid, e)
+            self._error(f"tenant {r.uid}", "coordinator: writing %s: %s", r.tenant, e)

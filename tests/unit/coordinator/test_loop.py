@@ -1,4 +1,4 @@
-"""vgpu_dra.node_agent.coordinator: the loop over real region files in tmp_path, a fake
+"""vgpu_dra.coordinator.loop: the loop over real region files in tmp_path, a fake
 /proc tree, a fake NVML sample source (implemented here, not a patch of our code) and
 a fake clock. The decisions themselves are `core.isolation`'s (tested there); these
 tests check what the shell feeds it and writes back."""
@@ -15,10 +15,15 @@ from pathlib import Path
 import pytest
 
 from tests.unit.host.test_hook_region import _hold_slot, _write_region
+from vgpu_dra.coordinator.loop import UNSEEN_CYCLES, Coordinator, ProcReader
+from vgpu_dra.coordinator.tenants import checkpoint_tenants, legacy_tenants
 from vgpu_dra.core import checkpoint as ckpt
 from vgpu_dra.core import hook_abi
+from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.claims import PreparedDevice
 from vgpu_dra.core.isolation import Reason
+from vgpu_dra.core.tenant_record import TenantRecord
+from vgpu_dra.core.tenants import Skipped, TenantScan, from_checkpoint
 from vgpu_dra.gpu.discovery import (
     CardUtilization,
     ProcessMemory,
@@ -26,7 +31,7 @@ from vgpu_dra.gpu.discovery import (
     UtilizationError,
 )
 from vgpu_dra.host import hook_region
-from vgpu_dra.node_agent.coordinator import UNSEEN_CYCLES, Coordinator, ProcReader
+from vgpu_dra.host.claim_files import remove_claim_files, write_tenant_record
 
 A = "0b6e2d1c-1111-4222-8333-00000000000a"
 B = "0b6e2d1c-1111-4222-8333-00000000000b"
@@ -115,15 +120,23 @@ def _set_launches(path: Path, value: int) -> None:
 class World:
     """Claims A (limit 30) and B (limit 60) on one card, consumed by pods POD_A and
     POD_B (`pods` says otherwise), their regions (slot 0 held by SLOT_PID), a fake /proc
-    where PID_A maps A's region, PID_B maps B's and PID_OTHER maps neither."""
+    where PID_A maps A's region, PID_B maps B's and PID_OTHER maps neither.
+
+    `legacy`: A and B are instead the containers `main` of pods POD_A and POD_B as the
+    legacy device plugin leaves them (`<claims>/legacy/<podUID>_main/`, its record
+    `tenant.json` included), and the coordinator lists them from there."""
 
     def __init__(
         self,
         tmp: Path,
         limits: dict[str, int] | None = None,
         pods: dict[str, tuple[str, ...]] | None = None,
+        *,
+        legacy: bool = False,
     ) -> None:
         pods = {A: (POD_A,), B: (POD_B,)} if pods is None else pods
+        self.legacy = legacy
+        self.pods = pods
         self.claims = tmp / "claims"
         self.proc = tmp / "proc"
         self.clock = Clock()
@@ -147,13 +160,25 @@ class World:
             )
             cp = ckpt.completed(cp, uid, (dev,))
             _claim_files(self.region(uid), self.limits[uid])
+            if legacy:
+                record = TenantRecord("team", f"pod-{uid[-1]}", pods[uid][0], "main", (CARD,))
+                write_tenant_record(self.paths(uid), record)
         self.cp = cp
         owners: tuple[tuple[int, str | None], ...] = ((PID_A, A), (PID_B, B), (PID_OTHER, None))
         for pid, owner in owners:
             self._proc(pid, owner)
 
+    def paths(self, uid: str) -> ClaimPaths:
+        if self.legacy:
+            return ClaimPaths.for_container(str(self.claims), self.pods[uid][0], "main")
+        return ClaimPaths.for_claim(str(self.claims), uid)
+
+    def id(self, uid: str) -> str:
+        """Tenant `uid`'s id in the coordinator's view (`TenantView.claim_uid`)."""
+        return f"{self.pods[uid][0]}_main" if self.legacy else uid
+
     def region(self, uid: str) -> Path:
-        return self.claims / uid / "cache" / "vgpu.cache"
+        return Path(self.paths(uid).region)
 
     def _proc(self, pid: int, uid: str | None) -> None:
         d = self.proc / str(pid)
@@ -176,10 +201,12 @@ class World:
         self.loads += 1
         return self.cp
 
-    def coordinator(self) -> Coordinator:
+    def coordinator(self, load: Callable[[], TenantScan] | None = None) -> Coordinator:
+        """The coordinator over this world: its tenants from the checkpoint (the legacy
+        dirs when `legacy`), or `load`."""
+        default = legacy_tenants(self.claims) if self.legacy else None
         return Coordinator(
-            self.claims,
-            self.load,
+            load or default or checkpoint_tenants(self.claims, self.load),
             self.source,
             proc_root=self.proc,
             clock_ns=self.clock.mono,
@@ -187,7 +214,7 @@ class World:
         )
 
     def ledger(self, uid: str) -> Path:
-        return self.claims / uid / "ledger"
+        return Path(self.paths(uid).ledger)
 
     def written(self, uid: str) -> tuple[float | None, int, int]:
         snap = hook_region.read_ledger(self.ledger(uid))
@@ -413,7 +440,9 @@ def test_other_errors_are_counted_never_raised(tmp_path: Path, breakage: str, so
         def broken() -> ckpt.Checkpoint:
             raise ckpt.CheckpointError("not JSON")
 
-        c = Coordinator(w.claims, broken, w.source, proc_root=w.proc, clock_ns=w.clock.mono)
+        c = Coordinator(
+            checkpoint_tenants(w.claims, broken), w.source, proc_root=w.proc, clock_ns=w.clock.mono
+        )
     else:
         w.region(B).write_bytes(b"\0" * 16)
     c.cycle()
@@ -466,7 +495,7 @@ def test_stop_ends_the_thread_and_the_heartbeats(tmp_path: Path) -> None:
         cycled.set()
         return w.cp
 
-    c = Coordinator(w.claims, load, w.source, proc_root=w.proc, period_s=0.01)
+    c = Coordinator(checkpoint_tenants(w.claims, load), w.source, proc_root=w.proc, period_s=0.01)
     c.start()
     assert cycled.wait(30)
     c.stop()
@@ -559,3 +588,122 @@ def test_without_per_process_memory_no_usage_is_written(tmp_path: Path) -> None:
     assert snap.usage_heartbeat_ns == 0  # the hooks keep charging the context estimate
     assert snap.coord_heartbeat_ns == T0_NS
     assert c.view().tenants[0].footprint is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "errors"),
+    [
+        # a tenant its loader had to leave out (a bad legacy record): counted every
+        # cycle, the others coordinated
+        (Skipped("/claims/legacy/x/tenant.json", "not JSON"), 1),
+        # a loader listing one id twice: the second is refused (their keys would mix)
+        ("duplicate", 1),
+        (None, 0),
+    ],
+)
+def test_what_the_tenant_loader_leaves_out_is_counted_and_the_rest_coordinated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, extra: Skipped | str | None, errors: int
+) -> None:
+    w = World(tmp_path)
+    base = from_checkpoint(w.cp, str(w.claims))
+
+    def load() -> TenantScan:
+        if extra == "duplicate":
+            return TenantScan((*base.found, base.found[0]))
+        if isinstance(extra, Skipped):
+            return TenantScan(base.found, (extra,))
+        return base
+
+    w.source.script = [{PID_A: 30, PID_B: 60}] * 2
+    c = w.coordinator(load)
+    c.cycle()
+    w.clock.tick()
+    c.cycle()
+    assert c.errors == 2 * errors
+    assert (w.written(A)[:2], w.written(B)[:2]) == ((30.0, 2), (60.0, 2))
+    assert sorted(t.claim_uid for t in c.view().tenants) == [A, B]
+    if isinstance(extra, Skipped):
+        assert "/claims/legacy/x/tenant.json left out: not JSON" in caplog.text
+
+
+# ---- legacy containers: the device plugin's tenants, from their records -------------
+
+
+@pytest.mark.parametrize(
+    ("samples", "want"),
+    [
+        ({PID_A: 30, PID_B: 60}, {A: (30.0, Reason.LIMIT), B: (60.0, Reason.LIMIT)}),
+        ({PID_A: 95}, {A: (100.0, Reason.LONE), B: (60.0, Reason.IDLE)}),
+        ({PID_A: 30, PID_OTHER: 50}, {A: (30.0, Reason.LIMIT), B: (60.0, Reason.IDLE)}),
+    ],
+)
+def test_legacy_containers_are_coordinated_from_their_records(
+    tmp_path: Path, samples: dict[int, int], want: dict[str, tuple[float, Reason]]
+) -> None:
+    """The loop is the DRA one; only the tenants' listing differs: each container's
+    rate and heartbeat land in its own ledger under `<claims>/legacy/<podUID>_main/`,
+    and the view names it by pod and container."""
+    w = World(tmp_path, legacy=True)
+    w.source.script = [samples]
+    w.source.memory = {PID_A: 700 << 20}
+    c = w.coordinator()
+    c.cycle()
+    for uid, (rate, _reason) in want.items():
+        assert w.ledger(uid).parent.parent.name == "legacy"
+        assert w.written(uid) == (rate, 1, T0_NS)
+    view = {t.claim_uid: t for t in c.view().tenants}
+    got = {u: view[w.id(u)].assignment for u in want}
+    assert {u: (g.rate, g.reason) for u, g in got.items()} == want
+    a = view[w.id(A)]
+    labels = (a.claim_uid, a.namespace, a.pod, a.container)
+    assert labels == (f"{POD_A}_main", "team", "pod-a", "main")
+    assert (a.sm_limit, a.device_uuid, a.footprint) == (30, CARD, 700 << 20)
+    assert hook_region.read_ledger(w.ledger(A)).footprint[0] == 700 << 20
+    assert c.errors == 0
+
+
+def test_a_legacy_process_whose_maps_cannot_be_read_is_attributed_by_its_pod(
+    tmp_path: Path,
+) -> None:
+    """The cgroup fallback of `core.pidmap` with the record's pod UID."""
+    w = World(tmp_path, legacy=True)
+    w.proc_without_maps(PID_UNMAPPED, _cgroup(SYSTEMD, POD_B), NSPID.format(inner=SLOT_PID))
+    w.source.script = [{PID_UNMAPPED: 40}]
+    c = w.coordinator()
+    fd = os.open(w.region(B), os.O_RDWR)
+    try:
+        _hold_slot(fd, 0)
+        c.cycle()
+    finally:
+        os.close(fd)
+    view = {t.claim_uid: t.observed for t in c.view().tenants}
+    assert view == {w.id(A): 0.0, w.id(B): 40.0}
+
+
+def test_a_bad_legacy_record_is_counted_and_the_other_containers_coordinated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    w = World(tmp_path, legacy=True)
+    record = Path(w.paths(B).tenant_record)
+    record.chmod(0o644)
+    record.write_bytes(b'{"version": 1, "namespace": "team"')  # truncated
+    w.source.script = [{PID_A: 30, PID_B: 60}]
+    c = w.coordinator()
+    c.cycle()
+    assert c.errors == 1
+    assert [t.claim_uid for t in c.view().tenants] == [w.id(A)]
+    # B is not coordinated: its process maps no region the agent knows, so A is limited
+    assert w.written(A)[0] == 30.0
+    assert hook_region.read_ledger(w.ledger(B)).coord_heartbeat_ns == 0
+    assert f"{record} left out: not JSON" in caplog.text
+
+
+def test_a_legacy_dir_swept_mid_cycle_is_skipped_silently(tmp_path: Path) -> None:
+    w = World(tmp_path, legacy=True)
+    w.source.script = [{PID_A: 30, PID_B: 60}]
+    w.source.during = lambda: remove_claim_files(w.paths(B))  # after listing, before writing
+    c = w.coordinator()
+    c.cycle()
+    assert w.written(A)[:2] == (30.0, 1)
+    assert not Path(w.paths(B).dir).exists()  # never recreated by the writer
+    assert c.errors == 0
