@@ -157,7 +157,7 @@ def test_the_coordinator_attributes_a_container_process_by_its_host_pid(
         # The coordinator running beside a foreign busy process holds the tenant at its
         # limit (30 cores); the hook in the container reads that rate from the ledger
         # the agent's writes reach through the read-only bind mount.
-        coord = Coordinator(running_agent.claims, load,
+        coord = Coordinator(checkpoint_tenants(running_agent.claims, load),
                             OneProcessNvml(host_pid, 30, 700 * MiB, foreign=50))
         coord.start()
         try:
