@@ -15,7 +15,8 @@ that calls us:
   libvgpu.so and /etc/ld.so.preload, marks the pod `bind-phase=success` and releases
   the lock;
 - containerd runs the container, in which libvgpu.so over the fake CUDA driver
-  enforces the limit.
+  enforces the limit, and obeys the rate the compute coordinator (over the device
+  plugin's container records, NVML replaced) writes into the container's ledger.
 
 The node has one simulated A100 80GB card (10 slots), so every pod here shares it.
 """
@@ -45,7 +46,10 @@ from tests.integration.test_webhook import (
 from tests.node import kit
 from tests.node.agent import DevicePluginProcess
 from tests.node.conftest import SCHEDULER_IDENTITY
+from tests.node.coordination import HOLD, holding, obeyed_rate
+from vgpu_dra.coordinator.tenants import legacy_tenants
 from vgpu_dra.core import placement as pl
+from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.hami import annotations as ann
 from vgpu_dra.dev.localcluster.certs import make_pki
 from vgpu_dra.dev.localcluster.cluster import LocalCluster
@@ -283,3 +287,20 @@ def test_two_pods_share_the_card_a_third_waits_and_a_release_lets_a_new_one_in(
         out = kit.wait_output(node_cluster, admin, NS, "share-d", legacy.plugin)
         assert kit.env_of(out)["CUDA_DEVICE_SM_LIMIT_0"] == "30", out
         assert _card_usage(legacy, node.name) == (2, 6000, 80)
+
+
+def test_the_coordinator_paces_a_hami_container_from_the_device_plugins_record(
+    node_cluster: LocalCluster, legacy: Legacy, hook_image: str
+) -> None:
+    """The legacy path is coordinated like a claim: the coordinator finds the HAMi
+    container by the record its Allocate left (`legacy_tenants`) and its process by
+    the host pid, holds it at its 30 cores beside a foreign busy process, and the
+    hook in the container obeys that rate."""
+    created = kit.create(legacy.admin, _hami_pod("paced", hook_image, HOLD, 2000, 30))
+    uid = created["metadata"]["uid"]
+    with kit.deleted_after(legacy.admin, NS, "paced"):
+        paths = ClaimPaths.for_container(str(legacy.plugin.claims), uid, "main")
+        host_pid = holding(uid, Path(paths.region))
+        rate = obeyed_rate(node_cluster, legacy.admin, NS, "paced", host_pid,
+                           legacy_tenants(legacy.plugin.claims), f"{uid}_main")
+        assert rate == "3000"
