@@ -298,6 +298,18 @@ def test_legacy_vendors_reach_the_extender_device_plugin_and_scheduler(
     assert served == {"extender": vendors, "device-plugin": vendors}
 
 
+def test_device_plugin_serves_its_metrics_beside_the_kubelet_plugins(helm: Path) -> None:
+    """The device plugin's /metrics (the coordinator's decisions) on its own port: both
+    plugins' containers share the pod's network."""
+    ds = by_kind_name(objects(render(helm, (), ("--set", "devicePlugin.enabled=true"))))[
+        ("DaemonSet", "vgpu-dra-node-agent")]
+    ports = {c["name"]: [p["containerPort"] for p in c.get("ports", [])]
+             for c in ds["spec"]["template"]["spec"]["containers"]}
+    assert ports == {"kubelet-plugin": [9400], "device-plugin": [9401]}
+    [dp] = [c for c in ds["spec"]["template"]["spec"]["containers"] if c["name"] == "device-plugin"]
+    assert cli_parser().parse_args(dp["args"]).metrics_port == 9401
+
+
 # ------------------------------------------------------------------------ the workloads
 
 

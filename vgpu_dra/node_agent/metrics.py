@@ -13,14 +13,9 @@ Two parts:
   container using it: `pod` is the first pod the claim is reserved for and `container`
   is empty.
 
-With the compute coordinator running (`coordinator.Coordinator`), its last cycle's
-decision per container and card, under the same labels: the observed utilization
-(`hami_container_device_utilization_ratio`, HAMi's name, read by `kubectl vgpu
-top`), the share and the hook's rate (`vgpu_dra_container_assigned_share_ratio`,
-`vgpu_dra_container_assigned_rate_ratio`), the rule (`..._coordinator_reason`, 1 with
-a `reason` label), the learnt gain, the footprint the driver reports
-(`vgpu_dra_container_device_footprint_bytes`, compare with the memory limit metric),
-and `vgpu_dra_coordinator_cycle_errors_total`.
+With the compute coordinator running, its last cycle's decision per container and
+card, under the same labels (`coordinator.metrics`, shared with the legacy device
+plugin).
 The SM limit (`vgpu_dra_container_core_limit_ratio`, 100 = none) comes from the
 region, coordinator or not.
 
@@ -35,18 +30,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from vgpu_dra.coordinator.loop import CoordinatorView
+from vgpu_dra.coordinator.metrics import LABELS as _LABELS
+from vgpu_dra.coordinator.metrics import coordinator_metrics
 from vgpu_dra.core.allocation import ClaimPaths
 from vgpu_dra.core.checkpoint import COMPLETED, Checkpoint
 from vgpu_dra.core.hook_abi import RegionFormatError
 from vgpu_dra.host.hook_region import read_usage
 
 log = logging.getLogger("vgpu_dra.node_agent")
-
-_LABELS = ["namespace", "pod", "container", "vdevice_index", "device_uuid"]
 
 
 class PluginMetrics:
@@ -166,55 +161,3 @@ class UsageCollector(Collector):
         yield from (used, limit, device_mem, core_limit, prepared, card_mem, errors)
         if self._coordinator is not None:
             yield from coordinator_metrics(self._coordinator())
-
-
-def coordinator_metrics(view: CoordinatorView) -> tuple[Metric, ...]:
-    """The compute coordinator's last decisions as metric families (module docstring)."""
-    labels = [*_LABELS, "zone"]
-    used = GaugeMetricFamily(
-        "hami_container_device_utilization_ratio",
-        "Compute used by the container in percent of the card (newest NVML window)",
-        labels=labels,
-    )
-    share = GaugeMetricFamily(
-        "vgpu_dra_container_assigned_share_ratio",
-        "Share of the card the coordinator gives the container, percent",
-        labels=labels,
-    )
-    rate = GaugeMetricFamily(
-        "vgpu_dra_container_assigned_rate_ratio",
-        "Rate the hook enforces for the container (duty cycle, percent; 0 = paused)",
-        labels=labels,
-    )
-    reason = GaugeMetricFamily(
-        "vgpu_dra_container_coordinator_reason",
-        "1 for the rule that set the container's share (label reason)",
-        labels=[*labels, "reason"],
-    )
-    gain = GaugeMetricFamily(
-        "vgpu_dra_container_coordinator_gain",
-        "Card percent one rate percent buys for the container (learnt)",
-        labels=labels,
-    )
-    footprint = GaugeMetricFamily(
-        "vgpu_dra_container_device_footprint_bytes",
-        "Memory the driver reports for the container's processes on the card (context "
-        "and driver-internal included; NVML per-process, newest cycle)",
-        labels=labels,
-    )
-    for t in view.tenants:
-        lv = [t.namespace, t.pod, t.container, str(t.vdevice_index), t.device_uuid, "vGPU"]
-        if t.footprint is not None:
-            footprint.add_metric(lv, t.footprint)
-        if t.observed is not None:
-            used.add_metric(lv, t.observed)
-        share.add_metric(lv, t.assignment.share)
-        rate.add_metric(lv, t.assignment.rate)
-        reason.add_metric([*lv, t.assignment.reason.value], 1)
-        gain.add_metric(lv, t.assignment.gain)
-    errors = CounterMetricFamily(
-        "vgpu_dra_coordinator_cycle_errors",
-        "Coordinator errors (tenant listing, region, NVML, /proc), cycles continue",
-        value=view.errors,
-    )
-    return (used, share, rate, reason, gain, footprint, errors)

@@ -12,10 +12,13 @@ import signal
 import threading
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, start_http_server
+
 from vgpu_dra.cli import hami as hami_flags
 from vgpu_dra.cli.options import float_option, int_option
 from vgpu_dra.coordinator.flags import add_coordinator_argument, coordinator_for
 from vgpu_dra.coordinator.loop import Coordinator
+from vgpu_dra.coordinator.metrics import CoordinatorCollector
 from vgpu_dra.coordinator.tenants import legacy_tenants
 from vgpu_dra.core.prepare import PrepareSettings
 from vgpu_dra.gpu.backend import open_discoveries
@@ -78,6 +81,15 @@ def add_arguments(p: argparse.ArgumentParser, cmd: str = "device-plugin") -> Non
         help="how often container dirs of pods gone from the node are looked for",
     )
     add_coordinator_argument(p)
+    int_option(
+        p,
+        "--metrics-port",
+        env="VGPU_DRA_METRICS_PORT",
+        default=0,
+        lo=0,
+        hi=65535,
+        help="serve the compute coordinator's decisions on /metrics here (0 = off)",
+    )
     hami_flags.add_resource_name_arguments(p)
     hami_flags.add_vendor_arguments(p)
 
@@ -110,13 +122,26 @@ def coordinator(ns: argparse.Namespace, discovery: Discovery) -> Coordinator | N
     return coordinator_for(ns.compute_coordinator, ns.nvml, discovery, tenants)
 
 
+def metrics_registry(coordinator: Coordinator | None) -> CollectorRegistry:
+    """What `--metrics-port` serves: the coordinator's decisions per container
+    (`coordinator.metrics`), nothing without a coordinator."""
+    registry = CollectorRegistry()
+    if coordinator is not None:
+        registry.register(CoordinatorCollector(coordinator.view))
+    return registry
+
+
 def main(ns: argparse.Namespace) -> int:
     s = settings(ns)
     [discovery] = open_discoveries(
         (s.node_name,), inventory=ns.inventory, use_nvml=ns.nvml, exclude=register_filter(ns)
     ).values()
     rest = Rest.from_kubeconfig(ns.kubeconfig)
-    plugin = DevicePlugin(s, rest, discovery, coordinator(ns, discovery)).start()
+    coord = coordinator(ns, discovery)
+    if ns.metrics_port:
+        registry = metrics_registry(coord)
+        start_http_server(ns.metrics_port, addr="0.0.0.0", registry=registry)  # noqa: S104
+    plugin = DevicePlugin(s, rest, discovery, coord).start()
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
