@@ -1,10 +1,12 @@
-"""Numeric flags with an environment twin, validated when the parser is built and
-when argv is parsed.
+"""Flags with an environment twin, validated at start-up.
 
 An unparsable or out-of-range value, given as a flag or through its environment
 variable, ends the command with argparse's usage error (exit 2) naming the flag or
-the variable and the accepted range: never a traceback, never a nonsense setting
-(`--memory-factor -1`, `--default-cores 500`) reaching the process.
+the variable and what is accepted: never a traceback, never a nonsense setting
+(`--memory-factor -1`, `--default-cores 500`) reaching the process. Numeric twins
+(`int_option`, `float_option`) are checked when the parser is built, so even `--help`
+refuses a bad one; boolean and text twins (`bool_option`, `text_option`) when argv is
+parsed, as argparse converts string defaults then.
 """
 
 from __future__ import annotations
@@ -145,26 +147,13 @@ def text_option(
     *,
     env: str | None,
     default: str,
-    check: Callable[[str], str],
+    check: Callable[[str], T],
     help: str | None = None,
 ) -> None:
-    """`flag` (and `$env`, which sets its default) as a string that `check` accepts
-    (returning it, perhaps normalised) or refuses with ValueError. The default goes
-    through `check` too, so `check` must accept it (an empty string, say)."""
+    """`flag` (and `$env`, which sets its default) as text that `check` reads
+    (returning its value, perhaps normalised or parsed) or refuses with ValueError. The
+    default goes through `check` too, so `check` must accept it (an empty string, say).
+    A bad value, as the flag or through `$env`, ends the command with the usage error
+    naming both (`_checked`) when argv is parsed."""
     raw = (os.environ.get(env) if env else None) or default
     p.add_argument(flag, type=_checked(flag, env, check), default=raw, help=help)
-
-
-def parsed_option(
-    p: argparse.ArgumentParser,
-    flag: str,
-    *,
-    env: str | None,
-    parse: Callable[[str], T],
-    default: T,
-    help: str | None = None,
-) -> None:
-    """`flag` (and `$env`, which sets its default) read by `parse`, whose ValueError
-    becomes the usage error (exit 2) naming the flag or the variable. Unlike
-    `text_option`, `$env` is read when the parser is built (`_add` names it)."""
-    _add(p, flag, _checked(flag, None, parse), env=env, default=default, help=help)

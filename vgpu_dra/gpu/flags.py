@@ -8,9 +8,8 @@ import argparse
 import os
 from pathlib import Path
 
-from vgpu_dra.cli.options import parsed_option
+from vgpu_dra.cli.options import text_option
 from vgpu_dra.core.hami.register_filter import (
-    NO_FILTER,
     RegisterFilter,
     parse_indexes,
     parse_uuids,
@@ -41,20 +40,20 @@ def node_name(ns: argparse.Namespace) -> str:
 def add_filter_arguments(p: argparse.ArgumentParser) -> None:
     """--filter-device-uuids, --filter-device-indexes (HAMi's `filterdevices`; read back
     by `register_filter`)."""
-    parsed_option(
+    text_option(
         p,
         "--filter-device-uuids",
         env="VGPU_DRA_FILTER_DEVICE_UUIDS",
-        parse=parse_uuids,
-        default=NO_FILTER.uuids,
+        check=parse_uuids,
+        default="",
         help="comma list of card UUIDs never published or used on this node",
     )
-    parsed_option(
+    text_option(
         p,
         "--filter-device-indexes",
         env="VGPU_DRA_FILTER_DEVICE_INDEXES",
-        parse=parse_indexes,
-        default=NO_FILTER.indexes,
+        check=parse_indexes,
+        default="",
         help="comma list of card indexes never published or used on this node",
     )
 

@@ -1,11 +1,13 @@
-"""vgpu_dra.cli.options: numeric flags and their environment twins are validated at
-start-up, through the real `vgpu-dra` entry point: exit 2 and one actionable line."""
+"""vgpu_dra.cli.options: flags and their environment twins are validated at start-up,
+through the real `vgpu-dra` entry point: exit 2 and one actionable line (numeric twins
+already when the parser is built, so even `--help` refuses them; text twins when argv
+is parsed)."""
 
 from __future__ import annotations
 
 import pytest
 
-from vgpu_dra.__main__ import main
+from vgpu_dra.__main__ import main, parser
 from vgpu_dra.cli.options import parse_bool
 
 CASES = [
@@ -24,6 +26,10 @@ CASES = [
     ("kubelet-plugin", "--slots", "-3", "VGPU_DRA_SLOTS", "from 1 to 1000"),
     ("controller", "--core-scaling", "1.5", "VGPU_DRA_CORE_SCALING", "not an integer"),
     ("render-slices", "--slots", "1e9", "VGPU_DRA_SLOTS", "not an integer"),
+]
+# Text flags read by a parser (`text_option`): a bad twin is refused when argv is
+# parsed (so `--help` still works), naming the flag and the twin.
+TEXT_CASES = [
     # the registration filter (vgpu_dra.core.hami.register_filter), both plugins
     ("kubelet-plugin", "--filter-device-indexes", "0,-1", "VGPU_DRA_FILTER_DEVICE_INDEXES",
      "'-1' is not a card index"),
@@ -35,9 +41,12 @@ CASES = [
      "is not a card UUID"),
 ]
 IDS = [f"{c}{f}={v}" for c, f, v, _, _ in CASES]
+TEXT_IDS = [f"{c}{f}={v}" for c, f, v, _, _ in TEXT_CASES]
 
 
-@pytest.mark.parametrize(("cmd", "flag", "value", "env", "message"), CASES, ids=IDS)
+@pytest.mark.parametrize(
+    ("cmd", "flag", "value", "env", "message"), CASES + TEXT_CASES, ids=IDS + TEXT_IDS
+)
 def test_bad_flag_is_a_usage_error(
     capsys: pytest.CaptureFixture[str], cmd: str, flag: str, value: str, env: str, message: str
 ) -> None:
@@ -64,6 +73,24 @@ def test_bad_environment_twin_is_a_usage_error(
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert f"${env} (the environment twin of {flag})" in err and message in err, err
+
+
+@pytest.mark.parametrize(("cmd", "flag", "value", "env", "message"), TEXT_CASES, ids=TEXT_IDS)
+def test_bad_text_twin_is_a_usage_error_naming_flag_and_twin(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    cmd: str,
+    flag: str,
+    value: str,
+    env: str,
+    message: str,
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(SystemExit) as exit_:  # parse only: nothing may start
+        parser(only=cmd).parse_args([cmd, "--inventory", "inventory.yaml"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and f"(the flag, or ${env})" in err and message in err, err
 
 
 @pytest.mark.parametrize(
