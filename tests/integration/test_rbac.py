@@ -10,9 +10,17 @@ import pytest
 
 from tests.integration.conftest import CONTROLLER_IDENTITY
 from vgpu_dra.dev.localcluster.cluster import LocalCluster
-from vgpu_dra.kube.rest import ApiError
+from vgpu_dra.kube.rest import ApiError, Rest
 
 pytestmark = pytest.mark.integration
+
+
+def assert_forbidden(rest: Rest, method: str, path: str, body: dict[str, object] | None) -> None:
+    """The API server refuses the call with 403 (a PATCH is sent as a merge patch)."""
+    kind = "application/merge-patch+json" if method == "PATCH" else "application/json"
+    with pytest.raises(ApiError) as err:
+        rest.request(method, path, body, content_type=kind)
+    assert err.value.status == 403, err.value
 
 
 @pytest.mark.parametrize(
@@ -34,16 +42,7 @@ def test_controller_identity_is_refused_outside_its_role(
 ) -> None:
     dra_cluster.create_node("rbac-a")
     rest = dra_cluster.rest(CONTROLLER_IDENTITY)
-    with pytest.raises(ApiError) as err:
-        rest.request(
-            method,
-            path,
-            body,
-            content_type="application/merge-patch+json"
-            if method == "PATCH"
-            else "application/json",
-        )
-    assert err.value.status == 403, err.value
+    assert_forbidden(rest, method, path, body)
 
 
 def test_controller_identity_can_do_its_job(dra_cluster: LocalCluster) -> None:
@@ -79,16 +78,7 @@ def test_extender_identity_is_refused_outside_its_role(
     dra_cluster: LocalCluster, method: str, path: str, body: dict[str, object] | None
 ) -> None:
     rest = dra_cluster.rest(EXTENDER_IDENTITY)
-    with pytest.raises(ApiError) as err:
-        rest.request(
-            method,
-            path,
-            body,
-            content_type="application/merge-patch+json"
-            if method == "PATCH"
-            else "application/json",
-        )
-    assert err.value.status == 403, err.value
+    assert_forbidden(rest, method, path, body)
 
 
 def test_extender_identity_lists_and_watches_resourcequotas(dra_cluster: LocalCluster) -> None:
